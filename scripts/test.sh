@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds and runs the whole test suite: formatting, then every test in an optimised build and
+# again under AddressSanitizer + UndefinedBehaviorSanitizer. Warnings are errors here.
+# IFW_TEST_PRESETS overrides which builds run (default: "release asan").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/check-format.sh
+
+jobs=$(nproc)
+for preset in ${IFW_TEST_PRESETS:-release asan}; do
+  echo "== $preset: configure and build"
+  cmake --preset "$preset" -DIFW_BUILD_TESTS=ON -DIFW_WERROR=ON
+  cmake --build --preset "$preset" -j "$jobs"
+  echo "== $preset: test"
+  ctest --preset "$preset" -j "$jobs"
+done
+echo "test: all green"

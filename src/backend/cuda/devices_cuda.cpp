@@ -1,0 +1,34 @@
+// Device report of a build with the CUDA toolkit: asks the runtime, which fails cleanly without a
+// driver or GPU.
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include "backend/devices.hpp"
+
+namespace ifw::backend {
+
+DeviceReport describe_devices() {
+  DeviceReport report;
+  report.cuda_built = true;
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  report.cuda_runtime = fmt::format(
+      "runtime {}.{}, driver {}", runtime / 1000, runtime % 1000 / 10,
+      driver == 0 ? std::string("none") : fmt::format("{}.{}", driver / 1000, driver % 1000 / 10));
+  int count = 0;
+  if (const cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) {
+    report.cuda_status = fmt::format("no usable GPU: {}", cudaGetErrorString(err));
+    cudaGetLastError();  // clear the sticky error so later CUDA calls start clean
+    return report;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+    report.gpus.push_back({i, prop.name, prop.major, prop.minor, prop.totalGlobalMem});
+  }
+  if (report.gpus.empty()) report.cuda_status = "no GPU visible";
+  return report;
+}
+
+}  // namespace ifw::backend

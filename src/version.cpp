@@ -1,0 +1,48 @@
+#include <fmt/format.h>
+
+#include <ifw/error.hpp>
+#include <ifw/version.hpp>
+
+#include "backend/devices.hpp"
+
+namespace ifw {
+
+const char* version() noexcept {
+  return IFW_VERSION;
+}
+
+const char* to_string(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::kInvalidArgument:
+      return "invalid argument";
+    case ErrorKind::kInvalidModel:
+      return "invalid model";
+    case ErrorKind::kNotFound:
+      return "not found";
+    case ErrorKind::kUnsupported:
+      return "unsupported";
+    case ErrorKind::kIo:
+      return "i/o error";
+  }
+  return "error";
+}
+
+std::string build_info() {
+  std::string info = fmt::format("ifw {}\ncompiler: {}\nbuild type: {}\n", IFW_VERSION,
+                                 IFW_COMPILER, IFW_BUILD_TYPE);
+  const backend::DeviceReport devices = backend::describe_devices();
+  if (!devices.cuda_built) {
+    info += fmt::format("cuda: {}\n", devices.cuda_status);
+    return info;
+  }
+  info += fmt::format("cuda: built ({})\n", devices.cuda_runtime);
+  if (devices.gpus.empty()) info += fmt::format("gpus: {}\n", devices.cuda_status);
+  for (const backend::GpuInfo& g : devices.gpus) {
+    info +=
+        fmt::format("gpu {}: {} (compute {}.{}, {:.1f} GiB)\n", g.index, g.name, g.compute_major,
+                    g.compute_minor, static_cast<double>(g.total_memory) / (1024.0 * 1024 * 1024));
+  }
+  return info;
+}
+
+}  // namespace ifw

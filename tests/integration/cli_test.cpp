@@ -1,0 +1,109 @@
+// The real `ifw` binary, run as a user runs it: exit codes, stdout, stderr.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "support/golden.hpp"
+#include "support/model_builder.hpp"
+#include "support/temp_dir.hpp"
+
+namespace ifw::test {
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (const char c : s)
+    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+CliRun run_ifw(const std::vector<std::string>& args) {
+  const TempDir tmp;
+  std::string command = shell_quote(IFW_BINARY);
+  for (const auto& a : args)
+    command.append(" ").append(shell_quote(a));
+  command.append(" >").append(shell_quote((tmp / "out").string()));
+  command.append(" 2>").append(shell_quote((tmp / "err").string()));
+  const int status = std::system(command.c_str());
+  CliRun r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(tmp / "out");
+  r.err = read_file(tmp / "err");
+  return r;
+}
+
+TEST(Cli, Version) {
+  const CliRun r = run_ifw({"version"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ifw 0."), std::string::npos);
+  EXPECT_NE(r.out.find("cuda:"), std::string::npos);
+}
+
+TEST(Cli, UsageErrorsExitTwo) {
+  EXPECT_EQ(run_ifw({}).exit_code, 2);
+  EXPECT_EQ(run_ifw({"inspect"}).exit_code, 2);
+  EXPECT_EQ(run_ifw({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(run_ifw({"inspect", "x", "--no-such-flag"}).exit_code, 2);
+  const CliRun help = run_ifw({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("inspect"), std::string::npos);
+}
+
+TEST(Cli, InspectASyntheticFolder) {
+  const TempDir dir;
+  write_synthetic_model(dir.path());
+  const CliRun text = run_ifw({"inspect", dir.path().string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("d_model 8"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("1869 tokens"), std::string::npos) << text.out;
+  EXPECT_TRUE(text.err.empty()) << text.err;
+
+  const CliRun json = run_ifw({"inspect", "--json", dir.path().string()});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["architecture"]["decoder_layers"], 2);
+  EXPECT_EQ(j["dtype"], "float32");
+  EXPECT_EQ(j["multilingual"], false);
+}
+
+TEST(Cli, InspectReportsWhatIsWrong) {
+  const TempDir dir;
+  write_synthetic_model(dir.path());
+  const auto bytes = read_file(dir / "model.safetensors");
+  write_file(dir / "model.safetensors", bytes.substr(0, 100));
+  const CliRun r = run_ifw({"inspect", dir.path().string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_NE(r.err.find("model.safetensors"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("error"), std::string::npos) << r.err;
+
+  const CliRun json = run_ifw({"inspect", "--json", dir.path().string()});
+  EXPECT_EQ(json.exit_code, 1);
+  const auto j = nlohmann::json::parse(json.out);
+  EXPECT_NE(j["error"]["message"].get<std::string>().find("model.safetensors"), std::string::npos);
+  EXPECT_EQ(j["error"]["type"], "invalid model");
+
+  const CliRun missing = run_ifw({"inspect", (dir / "nowhere").string()});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("nowhere: no such model folder"), std::string::npos) << missing.err;
+}
+
+TEST(Cli, InspectEveryGoldenModel) {
+  IFW_REQUIRE_GOLDEN();
+  for (const auto& name : golden_model_names()) {
+    const CliRun r = run_ifw({"inspect", "--json", (*golden_dir() / "models" / name).string()});
+    ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_TRUE(j["multilingual"].get<bool>()) << name;
+    EXPECT_GT(j["parameter_count"].get<long>(), 0) << name;
+  }
+}
+
+}  // namespace
+}  // namespace ifw::test

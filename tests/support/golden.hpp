@@ -1,0 +1,32 @@
+// Where the reference corpus (../shared/golden) is, and small readers for its files.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace ifw::test {
+
+// $IFW_GOLDEN_DIR, else ../shared/golden next to the checkout; nullopt when it does not exist.
+std::optional<std::filesystem::path> golden_dir();
+// openai/whisper's data files: $IFW_WHISPER_DATA_DIR, else <golden>/../data/openai-whisper.
+std::optional<std::filesystem::path> whisper_data_dir();
+// Every model folder under <golden>/models (sorted); empty without the corpus.
+std::vector<std::string> golden_model_names();
+std::vector<float> read_f32_file(const std::filesystem::path& path);
+// Whether `text` contains `part` (for error-message assertions with clear failure output).
+::testing::AssertionResult contains(const std::string& text, const std::string& part);
+
+}  // namespace ifw::test
+
+// Skips the current test, saying why, when the reference corpus is absent.
+#define IFW_REQUIRE_GOLDEN()                                                                   \
+  do {                                                                                         \
+    if (!::ifw::test::golden_dir()) {                                                          \
+      GTEST_SKIP() << "reference corpus not found: set IFW_GOLDEN_DIR or check out ../shared " \
+                      "beside the project";                                                    \
+    }                                                                                          \
+  } while (0)
