@@ -19,7 +19,9 @@ struct Source {
 };
 
 // Names the source in test output instead of dumping its bytes.
-void PrintTo(const Source& source, std::ostream* os) { *os << source.label; }
+void PrintTo(const Source& source, std::ostream* os) {
+  *os << source.label;
+}
 
 std::vector<Source> sources() {
   std::vector<Source> out;
