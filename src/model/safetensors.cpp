@@ -339,7 +339,7 @@ void WeightFiles::add_file(std::unique_ptr<SafetensorsFile> file) {
 }
 
 const TensorView* WeightFiles::find(std::string_view name) const {
-  const auto it = by_name_.find(std::string(name));
+  const auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
 }
 

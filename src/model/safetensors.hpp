@@ -11,11 +11,11 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "backend/dtype.hpp"
 #include "util/mapped_file.hpp"
+#include "util/string_hash.hpp"
 
 namespace ifw::model {
 
@@ -69,7 +69,7 @@ class WeightFiles {
   void add_file(std::unique_ptr<SafetensorsFile> file);
 
   std::vector<std::unique_ptr<SafetensorsFile>> files_;  // unique_ptr: views keep stable addresses
-  std::unordered_map<std::string, const TensorView*> by_name_;
+  util::StringMap<const TensorView*> by_name_;
 };
 
 // Element size in bytes of a safetensors dtype name, or nullopt for a name the format lacks.

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <ifw/error.hpp>
+
 #include "model/tokenizer/tokenizer.hpp"
 #include "support/golden.hpp"
 #include "util/json.hpp"
@@ -121,6 +123,29 @@ TEST_P(TokenizerConformance, SpecialTokensByNameAndId) {
 TEST_P(TokenizerConformance, NonSpeechTokensAreWhispers) {
   EXPECT_EQ(tokenizer_->non_speech_tokens(),
             cases_.at("non_speech_tokens").get<std::vector<model::TokenId>>());
+}
+
+TEST_P(TokenizerConformance, EdgeCasesOnTheRealVocabulary) {
+  EXPECT_TRUE(tokenizer_->encode("").empty());
+  for (const std::string& text : std::vector<std::string>{
+           "   ", "a  \n\n  b  ", "\t\t\n\r\n", "<|endoftext|>",
+           "<|startoftranscript|><|en|><|0.00|>", " <|notimestamps|> x", std::string(3000, 'x'),
+           std::string(3000, ' '), "e\xCC\x81 \xE2\x80\x8B"}) {
+    const auto ids = tokenizer_->encode(text);
+    for (const model::TokenId id : ids)
+      ASSERT_FALSE(tokenizer_->is_special(id)) << text;
+    EXPECT_EQ(tokenizer_->decode(ids), text);
+  }
+  EXPECT_THROW(tokenizer_->encode("caf\xE9"), Error);  // Latin-1, not UTF-8
+  // "，" (U+FF0C) is three byte tokens in every vocabulary: a cut decodes to one U+FFFD, never to
+  // a raw byte, and a stream releases the character only once it is whole.
+  const auto ids = tokenizer_->encode("，");
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(tokenizer_->decode(std::vector<model::TokenId>{ids[0], ids[1]}), "\xEF\xBF\xBD");
+  model::TextStream stream(*tokenizer_);
+  EXPECT_EQ(stream.push(ids[0]), "");
+  EXPECT_EQ(stream.push(ids[1]), "");
+  EXPECT_EQ(stream.push(ids[2]), "，");
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, TokenizerConformance, ::testing::ValuesIn(sources()),

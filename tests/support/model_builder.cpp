@@ -276,17 +276,9 @@ void write_json(const std::filesystem::path& file, const nlohmann::json& value) 
   write_file(file, value.dump(1));
 }
 
-void write_synthetic_model(const std::filesystem::path& dir, const SyntheticModelOptions& o) {
-  auto config = synthetic_config(o.arch);
-  config["tie_word_embeddings"] = o.tie_word_embeddings;
-  write_json(dir / "config.json", config);
-  if (o.generation_config)
-    write_json(dir / "generation_config.json", synthetic_generation_config(o.arch));
-  if (o.preprocessor_config)
-    write_json(dir / "preprocessor_config.json", synthetic_preprocessor_config(o.arch));
-
+void write_synthetic_tokenizer(const std::filesystem::path& dir, TokenizerFormat format) {
   const nlohmann::json tokenizer = synthetic_tokenizer_json();
-  switch (o.tokenizer) {
+  switch (format) {
     case TokenizerFormat::kTokenizerJson:
       write_json(dir / "tokenizer.json", tokenizer);
       break;
@@ -329,6 +321,18 @@ void write_synthetic_model(const std::filesystem::path& dir, const SyntheticMode
       break;
     }
   }
+}
+
+void write_synthetic_model(const std::filesystem::path& dir, const SyntheticModelOptions& o) {
+  auto config = synthetic_config(o.arch);
+  config["tie_word_embeddings"] = o.tie_word_embeddings;
+  write_json(dir / "config.json", config);
+  if (o.generation_config)
+    write_json(dir / "generation_config.json", synthetic_generation_config(o.arch));
+  if (o.preprocessor_config)
+    write_json(dir / "preprocessor_config.json", synthetic_preprocessor_config(o.arch));
+
+  write_synthetic_tokenizer(dir, o.tokenizer);
 
   auto tensors = synthetic_tensors(o.arch, o.dtype, o.store_proj_out || !o.tie_word_embeddings);
   if (o.shards <= 1) {

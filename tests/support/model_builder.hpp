@@ -67,6 +67,9 @@ std::vector<SafetensorsEntry> synthetic_tensors(const SyntheticArch& arch, const
                                                 bool with_proj_out = false);
 
 void write_json(const std::filesystem::path& file, const nlohmann::json& value);
+// The synthetic vocabulary's files in one format: tokenizer.json; vocab.json + merges.txt +
+// added_tokens.json; or synthetic.tiktoken.
+void write_synthetic_tokenizer(const std::filesystem::path& dir, TokenizerFormat format);
 // Writes a complete, valid model folder into `dir` (which must exist).
 void write_synthetic_model(const std::filesystem::path& dir,
                            const SyntheticModelOptions& options = {});

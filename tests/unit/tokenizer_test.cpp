@@ -210,16 +210,8 @@ TEST_F(TokenizerTest, LoneByteLevelPreTokenizerUsesGpt2Pattern) {
 }
 
 TEST_F(TokenizerTest, VocabAndMergesFiles) {
-  const auto j = synthetic_tokenizer_json();
-  write_json(dir_ / "vocab.json", j["model"]["vocab"]);
-  std::string merges = "#version: 0.2\n";
-  for (const auto& m : j["model"]["merges"])
-    merges += m.get<std::string>() + "\n";
-  write_file(dir_ / "merges.txt", merges);
-  nlohmann::json added = nlohmann::json::object();
-  for (const auto& a : j["added_tokens"])
-    added[a["content"].get<std::string>()] = a["id"];
-  write_json(dir_ / "added_tokens.json", added);
+  write_synthetic_tokenizer(dir_.path(), TokenizerFormat::kVocabAndMerges);
+  const std::string merges = read_file(dir_ / "merges.txt");
   const Tokenizer t = Tokenizer::from_vocab_and_merges(dir_ / "vocab.json", dir_ / "merges.txt",
                                                        dir_ / "added_tokens.json");
   EXPECT_EQ(t.size(), kSyntheticVocabSize);

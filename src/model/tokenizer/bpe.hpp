@@ -3,24 +3,18 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "util/string_hash.hpp"
+
 namespace ifw::model {
 
 using TokenId = std::int32_t;
 
-// Heterogeneous lookup: find a token by string_view without building a std::string.
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
-  }
-};
-using BytesToId = std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>>;
+using BytesToId = util::StringMap<TokenId>;
 
 class Bpe {
  public:

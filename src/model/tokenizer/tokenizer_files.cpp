@@ -1,6 +1,6 @@
 // The three file formats a Whisper tokenizer comes in, each read into TokenizerParts.
 #include <algorithm>
-#include <fstream>
+#include <functional>
 
 #include <fmt/format.h>
 
@@ -26,6 +26,37 @@ std::string from_byte_level(const std::string& source, const std::string& text, 
                              util::quote_for_message(text)));
   }
   return std::move(*bytes);
+}
+
+// "a b" -> ("a", "b"): exactly two fields separated by one space.
+std::optional<std::pair<std::string_view, std::string_view>> split_pair(std::string_view text) {
+  const auto space = text.find(' ');
+  if (space == std::string_view::npos || text.find(' ', space + 1) != std::string_view::npos) {
+    return std::nullopt;
+  }
+  return std::pair{text.substr(0, space), text.substr(space + 1)};
+}
+
+// Calls f(line number, first, second) for each non-empty line of `text` that is two fields
+// separated by one space; any other line is an error naming `source`, the line and `expected`.
+void for_each_pair_line(
+    const std::string& source, std::string_view text, std::string_view expected,
+    const std::function<void(std::size_t, std::string_view, std::string_view)>& f) {
+  std::size_t line_no = 0;
+  for (std::size_t pos = 0; pos < text.size();) {
+    const std::size_t eol = std::min(text.find('\n', pos), text.size());
+    std::string_view line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
+    const auto pair = split_pair(line);
+    if (!pair) {
+      fail(source, fmt::format("line {}: expected {}, got {}", line_no, expected,
+                               util::quote_for_message(line)));
+    }
+    f(line_no, pair->first, pair->second);
+  }
 }
 
 void add_regular(TokenizerParts& parts, const std::string& source, TokenId id, std::string bytes) {
@@ -158,34 +189,21 @@ std::map<TokenId, std::string> read_tiktoken_ranks(const std::filesystem::path& 
   const std::string source = file.string();
   const std::string text = util::read_text_file(file);
   std::map<TokenId, std::string> ranks;
-  std::size_t line_no = 0;
-  for (std::size_t pos = 0; pos < text.size();) {
-    const std::size_t eol = std::min(text.find('\n', pos), text.size());
-    std::string_view line(text.data() + pos, eol - pos);
-    pos = eol + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) continue;
-    const auto space = line.find(' ');
-    if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
-      fail(source, fmt::format("line {}: expected \"<base64 token> <rank>\", got {}", line_no,
-                               util::quote_for_message(line)));
-    }
-    const std::string_view rank_text = line.substr(space + 1);
-    TokenId rank = 0;
-    if (rank_text.empty() || rank_text.size() > 8 ||
-        !std::all_of(rank_text.begin(), rank_text.end(),
-                     [](char c) { return c >= '0' && c <= '9'; })) {
-      fail(source, fmt::format("line {}: rank {} is not a non-negative integer", line_no,
-                               util::quote_for_message(rank_text)));
-    }
-    for (const char c : rank_text)
-      rank = rank * 10 + (c - '0');
-    std::string bytes = read_base64(source, line_no, line.substr(0, space));
-    if (!ranks.emplace(rank, std::move(bytes)).second) {
-      fail(source, fmt::format("line {}: rank {} appears twice", line_no, rank));
-    }
-  }
+  for_each_pair_line(source, text, "\"<base64 token> <rank>\"",
+                     [&](std::size_t line_no, std::string_view token, std::string_view rank_text) {
+                       if (rank_text.empty() || rank_text.size() > 8 ||
+                           !std::all_of(rank_text.begin(), rank_text.end(),
+                                        [](char c) { return c >= '0' && c <= '9'; })) {
+                         fail(source, fmt::format("line {}: rank {} is not a non-negative integer",
+                                                  line_no, util::quote_for_message(rank_text)));
+                       }
+                       TokenId rank = 0;
+                       for (const char c : rank_text)
+                         rank = rank * 10 + (c - '0');
+                       if (!ranks.emplace(rank, read_base64(source, line_no, token)).second) {
+                         fail(source, fmt::format("line {}: rank {} appears twice", line_no, rank));
+                       }
+                     });
   if (ranks.empty()) fail(source, "holds no tokens");
   if (ranks.rbegin()->first != static_cast<TokenId>(ranks.size()) - 1) {
     TokenId expected = 0;
@@ -289,15 +307,15 @@ Tokenizer Tokenizer::from_tokenizer_json(const std::filesystem::path& file) {
     const nlohmann::json& m = (*merges)[i];
     std::string left, right;
     if (m.is_string()) {  // "a b"
-      const auto& s = m.get_ref<const std::string&>();
-      const auto space = s.find(' ');
-      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
+      const auto& text = m.get_ref<const std::string&>();
+      const auto pair = split_pair(text);
+      if (!pair) {
         model.fail("merges",
                    fmt::format("item {} is {}, expected two tokens separated by one space", i,
-                               util::quote_for_message(s)));
+                               util::quote_for_message(text)));
       }
-      left = s.substr(0, space);
-      right = s.substr(space + 1);
+      left = pair->first;
+      right = pair->second;
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       left = m[0].get<std::string>();
       right = m[1].get<std::string>();
@@ -340,24 +358,12 @@ Tokenizer Tokenizer::from_vocab_and_merges(
   read_vocab_object(parts, vocab_json.string(), util::read_json_file(vocab_json));
 
   const std::string merges_src = merges_txt.string();
-  const std::string text = util::read_text_file(merges_txt);
-  std::size_t line_no = 0;
-  for (std::size_t pos = 0; pos < text.size();) {
-    const std::size_t eol = std::min(text.find('\n', pos), text.size());
-    std::string_view line(text.data() + pos, eol - pos);
-    pos = eol + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
-    const auto space = line.find(' ');
-    if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
-      fail(merges_src, fmt::format("line {}: expected two tokens separated by one space, got {}",
-                                   line_no, util::quote_for_message(line)));
-    }
-    parts.merges.emplace_back(
-        from_byte_level(merges_src, std::string(line.substr(0, space)), "merge part"),
-        from_byte_level(merges_src, std::string(line.substr(space + 1)), "merge part"));
-  }
+  for_each_pair_line(
+      merges_src, util::read_text_file(merges_txt), "two tokens separated by one space",
+      [&](std::size_t, std::string_view left, std::string_view right) {
+        parts.merges.emplace_back(from_byte_level(merges_src, std::string(left), "merge part"),
+                                  from_byte_level(merges_src, std::string(right), "merge part"));
+      });
 
   if (added_tokens_json) {
     const std::string added_src = added_tokens_json->string();
