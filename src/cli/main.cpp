@@ -21,11 +21,14 @@ int run_inspect(const std::string& model_dir, bool json) {
     const ifw::ModelInfo info = ifw::inspect_model(model_dir);
     std::cout << (json ? ifw::model_info_json(info) : ifw::format_model_info(info));
     return kExitOk;
-  } catch (const ifw::Error& e) {
+  } catch (const std::exception& e) {
+    const auto* error = dynamic_cast<const ifw::Error*>(&e);
     if (json) {
-      const nlohmann::json error = {
-          {"error", {{"message", e.what()}, {"type", ifw::to_string(e.kind())}}}};
-      std::cout << error.dump(2) << "\n";
+      const nlohmann::json out = {
+          {"error",
+           {{"message", e.what()},
+            {"type", error != nullptr ? ifw::to_string(error->kind()) : "internal error"}}}};
+      std::cout << out.dump(2) << "\n";
     }
     spdlog::error("{}", e.what());
     return kExitFailed;

@@ -69,7 +69,12 @@ GenerationConfig parse_generation_config(const nlohmann::json& json, const std::
   g.suppress_tokens = token_list(obj, "suppress_tokens");
   g.begin_suppress_tokens = token_list(obj, "begin_suppress_tokens");
   g.decoder_start_token_id = token_id(obj, "decoder_start_token_id");
-  g.eos_token_id = token_id(obj, "eos_token_id");
+  if (const nlohmann::json* eos = obj.find("eos_token_id"); eos != nullptr && eos->is_array()) {
+    g.eos_token_ids = token_list(obj, "eos_token_id");
+    if (g.eos_token_ids->empty()) obj.fail("eos_token_id", "is an empty list");
+  } else if (const auto id = token_id(obj, "eos_token_id")) {
+    g.eos_token_ids = std::vector<int>{*id};
+  }
   g.pad_token_id = token_id(obj, "pad_token_id");
   g.no_timestamps_token_id = token_id(obj, "no_timestamps_token_id");
   g.prev_sot_token_id = token_id(obj, "prev_sot_token_id");

@@ -24,7 +24,8 @@ struct GenerationConfig {
   std::optional<std::vector<int>> suppress_tokens;
   std::optional<std::vector<int>> begin_suppress_tokens;
   std::optional<int> decoder_start_token_id;
-  std::optional<int> eos_token_id;
+  // One id or a list (transformers accepts both); generation stops at any of them.
+  std::optional<std::vector<int>> eos_token_ids;
   std::optional<int> pad_token_id;
   std::optional<int> no_timestamps_token_id;
   std::optional<int> prev_sot_token_id;

@@ -1,6 +1,9 @@
 #include "model/model_folder.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <ifw/error.hpp>
@@ -36,7 +39,7 @@ Tokenizer read_tokenizer(const std::filesystem::path& dir, const WhisperConfig& 
 
 }  // namespace
 
-ModelFolder::ModelFolder(const std::filesystem::path& dir)
+ModelFolder::ModelFolder(const std::filesystem::path& dir) try
     : dir_(checked_dir(dir)),
       config_(read_config(dir_)),
       tokenizer_(read_tokenizer(dir_, config_)),
@@ -94,6 +97,11 @@ ModelFolder::ModelFolder(const std::filesystem::path& dir)
   } catch (const Error& e) {
     throw Error(e.kind(), fmt::format("{}: {}", dir_.string(), e.what()));
   }
+} catch (const nlohmann::json::exception& e) {
+  // Every JSON access is meant to be checked; should one slip, the user still learns which
+  // folder is at fault instead of seeing a bare library message.
+  throw Error(ErrorKind::kInvalidModel,
+              fmt::format("{}: malformed JSON content: {}", dir.string(), e.what()));
 }
 
 void ModelFolder::resolve_generation(bool has_file) {
@@ -115,7 +123,17 @@ void ModelFolder::resolve_generation(bool has_file) {
   };
   agree("decoder_start_token_id", g.decoder_start_token_id, sp.start_of_transcript,
         "<|startoftranscript|>");
-  agree("eos_token_id", g.eos_token_id, sp.end_of_text, "<|endoftext|>");
+  if (!g.eos_token_ids) g.eos_token_ids = std::vector<int>{sp.end_of_text};
+  if (std::find(g.eos_token_ids->begin(), g.eos_token_ids->end(), sp.end_of_text) ==
+      g.eos_token_ids->end()) {
+    fail(fmt::format("eos_token_id does not include {}'s <|endoftext|> = {}", tok, sp.end_of_text));
+  }
+  for (const int id : *g.eos_token_ids) {
+    if (id >= config_.vocab_size) {
+      fail(fmt::format("eos_token_id {} is outside the vocabulary of {} tokens", id,
+                       config_.vocab_size));
+    }
+  }
   agree("no_timestamps_token_id", g.no_timestamps_token_id, sp.no_timestamps, "<|notimestamps|>");
   if (sp.start_of_prev) {
     agree("prev_sot_token_id", g.prev_sot_token_id, *sp.start_of_prev, "<|startofprev|>");

@@ -90,13 +90,6 @@ std::optional<std::size_t> safetensors_dtype_size(std::string_view name) {
   return it->second;
 }
 
-std::int64_t TensorView::element_count() const {
-  std::int64_t n = 1;
-  for (const std::int64_t d : shape)
-    n *= d;
-  return n;
-}
-
 std::string TensorView::shape_string() const {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
@@ -127,6 +120,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : map_(path)
   const std::span<const std::byte> data = bytes.subspan(8 + header_len);
   for (const auto& [name, entry] : json.items()) {
     if (name == "__metadata__") {
+      if (entry.is_null()) continue;  // the reference reader treats null as absent
       if (!entry.is_object()) fail(path, "__metadata__ must be an object of strings");
       for (const auto& [key, value] : entry.items()) {
         if (!value.is_string()) {
@@ -186,6 +180,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : map_(path)
                               end - begin));
     }
     view.data = data.subspan(begin, end - begin);
+    // The byte count fits the file, so the element count does too (0 when a dimension is 0).
+    view.elements = static_cast<std::int64_t>(expected / *element_size);
     view.file = &map_.path();
     tensors_.push_back(std::move(view));
   }

@@ -27,8 +27,9 @@ struct TensorView {
   std::vector<std::int64_t> shape;
   std::span<const std::byte> data;
   const std::filesystem::path* file = nullptr;  // the file it lives in, for messages
+  std::int64_t elements = 0;                    // product of the shape, checked at parse
 
-  std::int64_t element_count() const;
+  std::int64_t element_count() const { return elements; }
   std::string shape_string() const;  // "[384, 80, 3]"
 };
 

@@ -24,9 +24,10 @@ std::string variant_name(const WhisperConfig& c, bool multilingual) {
       continue;
     }
     std::string base = s.name;
+    // large and large-v2 share one architecture; only large-v3 changed it (128 mel bins).
     if (base == "large") base = c.num_mel_bins == 128 ? "large-v3" : "large-v2";
     const std::string en = multilingual ? "" : ".en";
-    if (c.decoder_layers == s.layers) return base + en;
+    if (c.decoder_layers == s.layers) return base == "large-v2" ? "large or large-v2" : base + en;
     if (base == "large-v3" && c.decoder_layers == 4 && multilingual) return "large-v3-turbo";
     return fmt::format("distil-{}{} ({} decoder layers)", base, en, c.decoder_layers);
   }

@@ -7,7 +7,7 @@
 
 namespace ifw::model {
 
-// "tiny", "base.en", "large-v2", "large-v3", "large-v3-turbo", "distil-large-v3 (2 decoder
+// "tiny", "base.en", "large or large-v2", "large-v3", "large-v3-turbo", "distil-large-v3 (2 decoder
 // layers)", ... or "custom" for an architecture no published model has.
 std::string variant_name(const WhisperConfig& config, bool multilingual);
 

@@ -1,5 +1,6 @@
 #include "util/json.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -12,6 +13,13 @@
 #include "util/utf8.hpp"
 
 namespace ifw::util {
+namespace {
+
+constexpr int kMaxJsonDepth = 64;
+// Larger than any configuration or tokenizer file (tokenizer.json is about 2.5 MB).
+constexpr std::uintmax_t kMaxJsonFileBytes = 256u << 20;
+
+}  // namespace
 
 nlohmann::json parse_json(std::string_view text, const std::string& source) {
   // The parser would take a NUL byte for the end of input and ignore what follows; JSON text
@@ -23,9 +31,15 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
   // Keys seen so far in each open object, innermost last.
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  const auto track_keys = [&](int /*depth*/, nlohmann::json::parse_event_t event,
+  const auto track_keys = [&](int depth, nlohmann::json::parse_event_t event,
                               nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
+    // Model files nest a few levels; deep nesting is an attack on everything that recurses.
+    if ((event == E::object_start || event == E::array_start) && depth >= kMaxJsonDepth) {
+      throw Error(ErrorKind::kInvalidModel,
+                  fmt::format("{}: not valid here: JSON nested deeper than {} levels", source,
+                              kMaxJsonDepth));
+    }
     if (event == E::object_start) {
       open_objects.emplace_back();
     } else if (event == E::object_end) {
@@ -54,11 +68,19 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
 
 std::string read_text_file(const std::filesystem::path& path) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) {
     throw Error(ErrorKind::kNotFound, path.string() + ": no such file");
   }
-  if (std::filesystem::is_directory(path, ec)) {
-    throw Error(ErrorKind::kIo, path.string() + ": is a directory, expected a file");
+  if (!std::filesystem::is_regular_file(status)) {
+    throw Error(ErrorKind::kIo, path.string() + ": not a regular file");
+  }
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error(ErrorKind::kIo, path.string() + ": cannot read its size: " + ec.message());
+  if (size > kMaxJsonFileBytes) {
+    throw Error(ErrorKind::kInvalidModel,
+                fmt::format("{}: {} bytes is too large for a text file of a model (limit {})",
+                            path.string(), size, kMaxJsonFileBytes));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorKind::kIo, path.string() + ": cannot open for reading");
@@ -90,6 +112,15 @@ std::optional<std::int64_t> as_integer(const nlohmann::json& value) {
 }
 
 std::string json_excerpt(const nlohmann::json& value, std::size_t max_bytes) {
+  // Containers of containers are described, not printed: printing recurses and may be huge.
+  if (value.is_structured()) {
+    const bool flat = std::none_of(value.begin(), value.end(),
+                                   [](const nlohmann::json& v) { return v.is_structured(); });
+    if (!flat || value.size() > 16) {
+      return fmt::format("{} of {} item(s)", value.is_object() ? "an object" : "a list",
+                         value.size());
+    }
+  }
   std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (text.size() > max_bytes) text = text.substr(0, max_bytes) + "...";
   return text;

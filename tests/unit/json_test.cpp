@@ -50,6 +50,25 @@ TEST(Json, TypedFieldsNameTheFieldAndValue) {
   EXPECT_EQ(obj.get_int("absent", 7), 7);
 }
 
+TEST(Json, DeepNestingIsRejectedNotOverflowed) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_TRUE(contains(error_of([&] { parse_json(deep, "deep.json"); }),
+                       "deep.json: not valid here: JSON nested deeper than 64 levels"));
+  EXPECT_NO_THROW(parse_json(std::string(30, '[') + std::string(30, ']'), "ok.json"));
+}
+
+TEST(Json, ExcerptsOfContainersStayShort) {
+  const auto nested = parse_json(std::string(40, '[') + std::string(40, ']'), "n.json");
+  EXPECT_EQ(json_excerpt(nested), "a list of 1 item(s)");
+  EXPECT_EQ(json_excerpt(parse_json("[1, 2]", "l.json")), "[1,2]");
+}
+
+TEST(Json, OnlyRegularFilesAreRead) {
+  EXPECT_TRUE(
+      contains(error_of([] { read_text_file("/dev/zero"); }), "/dev/zero: not a regular file"));
+  EXPECT_TRUE(contains(error_of([] { read_text_file("/tmp"); }), "not a regular file"));
+}
+
 TEST(Json, NonObjectsAreRejected) {
   const auto j = parse_json("[1, 2]", "list.json");
   EXPECT_TRUE(

@@ -147,6 +147,23 @@ TEST_F(ModelFolderTest, GenerationConfigDisagreesWithTokenizer) {
   EXPECT_IFW_ERROR(ModelFolder(dir_.path()), "suppress_tokens holds 99999");
 }
 
+TEST_F(ModelFolderTest, EndOfTextMayBeListed) {
+  patch("generation_config.json", {{"eos_token_id", {kSyntheticEndOfText}}});
+  EXPECT_EQ(ModelFolder(dir_.path()).generation().eos_token_ids,
+            (std::vector<int>{kSyntheticEndOfText}));
+  patch("generation_config.json", {{"eos_token_id", {5}}});
+  EXPECT_IFW_ERROR(ModelFolder(dir_.path()), "eos_token_id does not include",
+                   "<|endoftext|> = 261");
+  patch("generation_config.json", {{"eos_token_id", nlohmann::json::array()}});
+  EXPECT_IFW_ERROR(ModelFolder(dir_.path()), "eos_token_id\" is an empty list");
+}
+
+TEST_F(ModelFolderTest, ConfigThatIsNotAFile) {
+  std::filesystem::remove(dir_ / "config.json");
+  std::filesystem::create_symlink("/dev/zero", dir_ / "config.json");
+  EXPECT_IFW_ERROR(ModelFolder(dir_.path()), "config.json: not a regular file");
+}
+
 TEST_F(ModelFolderTest, AlignmentHeadOutOfRange) {
   patch("generation_config.json", {{"alignment_heads", {{2, 0}}}});
   EXPECT_IFW_ERROR(ModelFolder(dir_.path()), "alignment head [2, 0] does not exist",

@@ -70,6 +70,16 @@ TEST_F(Safetensors, ScalarAndEmptyTensors) {
   EXPECT_EQ(file.tensors().size(), 2u);
 }
 
+TEST_F(Safetensors, HugeShapeWithAZeroDimensionHoldsNothing) {
+  const auto path = write_header(
+      R"({"t":{"dtype":"U8","shape":[2147483648,2147483648,2,0],"data_offsets":[0,0]},"__metadata__":null})",
+      "");
+  const SafetensorsFile file(path);
+  ASSERT_EQ(file.tensors().size(), 1u);
+  EXPECT_EQ(file.tensors()[0].element_count(), 0);
+  EXPECT_TRUE(file.metadata().empty());
+}
+
 TEST_F(Safetensors, EmptyOrShortFile) {
   EXPECT_IFW_ERROR(SafetensorsFile(write("")), "w.safetensors", "0 bytes, too short");
   EXPECT_IFW_ERROR(SafetensorsFile(write("1234567")), "7 bytes, too short");

@@ -180,8 +180,23 @@ TEST_F(TokenizerTest, MalformedTokenizerJson) {
                      j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
                    }),
                    "pattern does not compile");
-  EXPECT_IFW_ERROR(load_patched([](auto& j) { j["added_tokens"][0]["special"] = false; }),
-                   "is not special");
+  EXPECT_IFW_ERROR(
+      load_patched([](auto& j) {
+        j["added_tokens"].push_back(
+            {{"id", kSyntheticVocabSize}, {"content", "hello"}, {"special", false}});
+      }),
+      "added token \"hello\" (id 1869) is neither special nor a Whisper control token");
+  EXPECT_IFW_ERROR(load_patched([](auto& j) {
+                     j["pre_tokenizer"] = {{"type", "Sequence"}};
+                   }),
+                   "pre_tokenizer", "is not Whisper's");
+  EXPECT_IFW_ERROR(load_patched([](auto& j) {
+                     j["pre_tokenizer"]["pretokenizers"] = {1, 2};
+                   }),
+                   "is not Whisper's");
+  EXPECT_IFW_ERROR(load_patched([](auto& j) { j["decoder"] = "ByteLevel"; }), "decoder");
+  EXPECT_IFW_ERROR(load_patched([](auto& j) { j["model"]["vocab"]["zz"] = (1 << 24) - 1; }),
+                   "no token has id 1869");
   EXPECT_IFW_ERROR(load_patched([](auto& j) { j["added_tokens"][0]["id"] = 10; }),
                    "added token \"<|endoftext|>\" has id 10, which the vocabulary gives to");
   EXPECT_IFW_ERROR(
@@ -196,6 +211,35 @@ TEST_F(TokenizerTest, MalformedTokenizerJson) {
                    "broken.json: not valid JSON");
   EXPECT_IFW_ERROR(Tokenizer::from_tokenizer_json(dir_ / "absent.json"),
                    "absent.json: no such file");
+}
+
+TEST_F(TokenizerTest, HubLayoutWithNonSpecialTimestampTokens) {
+  // The Hub's tokenizer.json files: plain ByteLevel pre-tokenizer, no ignore_merges, and the
+  // timestamp tokens added as non-special.
+  const Tokenizer t = load_patched([](auto& j) {
+    j["pre_tokenizer"] = {{"type", "ByteLevel"},
+                          {"add_prefix_space", false},
+                          {"trim_offsets", true},
+                          {"use_regex", true}};
+    j["model"].erase("ignore_merges");
+    for (auto& a : j["added_tokens"]) {
+      if (a["content"].template get<std::string>().find('.') != std::string::npos)
+        a["special"] = false;
+    }
+  });
+  EXPECT_EQ(t.specials().timestamp_begin, kSyntheticNoTimestamps + 1);
+  EXPECT_TRUE(t.is_special(kSyntheticNoTimestamps + 1));
+  EXPECT_TRUE(t.is_timestamp(kSyntheticVocabSize - 1));
+  EXPECT_EQ(t.encode("hello the"), tokenizer_->encode("hello the"));
+}
+
+TEST_F(TokenizerTest, WhiteSpaceIsUnicodesNotPcres) {
+  // U+180E is a format character (not White_Space): tiktoken keeps it with the space before it.
+  const model::PreTokenizer pre(std::string(model::kGpt2SplitPattern), false, "test");
+  EXPECT_EQ(pre.split(" \u180Ex"), (std::vector<std::string_view>{" \u180E", "x"}));
+  // Real white space still splits: NBSP, ideographic space, line separator.
+  EXPECT_EQ(pre.split("a\u00A0\u3000b"), (std::vector<std::string_view>{"a", "\u00A0", "\u3000", "b"}));
+  EXPECT_EQ(pre.split("a\u2028 b"), (std::vector<std::string_view>{"a", "\u2028", " b"}));
 }
 
 TEST_F(TokenizerTest, LoneByteLevelPreTokenizerUsesGpt2Pattern) {

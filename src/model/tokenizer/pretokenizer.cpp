@@ -6,6 +6,45 @@
 #include <ifw/error.hpp>
 
 namespace ifw::model {
+namespace {
+
+// Unicode's White_Space property, which the reference tokenizers' regex engines use for \s.
+// PCRE2's \s also matches U+180E (MONGOLIAN VOWEL SEPARATOR, a format character since Unicode
+// 6.3), which would split text differently; so \s and \S are spelled out before compiling.
+constexpr std::string_view kWhiteSpace = R"(\t\n\x0B\f\r\x{85}\p{Z})";
+
+std::string with_unicode_white_space(std::string_view pattern) {
+  std::string out;
+  bool in_class = false;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char next = pattern[++i];
+      if (next == 's') {
+        out += in_class ? std::string(kWhiteSpace) : "[" + std::string(kWhiteSpace) + "]";
+      } else if (next == 'S' && !in_class) {
+        out += "[^" + std::string(kWhiteSpace) + "]";
+      } else {
+        out += c;
+        out += next;
+      }
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out += c;
+      // A ']' right after '[' or '[^' is a literal, not the end of the class.
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+      continue;
+    }
+    if (in_class && c == ']') in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
 
 struct PreTokenizer::Compiled {
   struct CodeDeleter {
@@ -24,8 +63,10 @@ PreTokenizer::PreTokenizer(std::string pattern, bool add_prefix_space, const std
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   // UTF + UCP: \s, \p{L}, \p{N} follow Unicode, as in the reference tokenizers' regex engines.
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern_.data()), pattern_.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+  const std::string compiled_pattern = with_unicode_white_space(pattern_);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled_pattern.data()), compiled_pattern.size(),
+                    PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof message);

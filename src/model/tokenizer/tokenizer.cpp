@@ -42,19 +42,19 @@ std::string timestamp_content(int index) {
   return fmt::format("<|{}.{:02}|>", hundredths / 100, hundredths % 100);
 }
 
-bool looks_special(std::string_view bytes) {
-  return bytes.size() >= 5 && bytes.starts_with("<|") && bytes.ends_with("|>") &&
-         bytes.substr(2, bytes.size() - 4).find('|') == std::string_view::npos;
-}
-
 }  // namespace
+
+bool looks_like_control_token(std::string_view text) {
+  return text.size() >= 5 && text.starts_with("<|") && text.ends_with("|>") &&
+         text.substr(2, text.size() - 4).find('|') == std::string_view::npos;
+}
 
 Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
   const std::string& src = parts.source;
   // A vocabulary entry spelled like a control token (GPT-2 keeps <|endoftext|> in vocab.json)
   // is one.
   for (auto it = parts.regular.begin(); it != parts.regular.end();) {
-    if (looks_special(it->second)) {
+    if (looks_like_control_token(it->second)) {
       const auto [s, inserted] = parts.special.emplace(it->first, it->second);
       if (!inserted && s->second != it->second) {
         fail(src,
@@ -80,8 +80,26 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
   if (parts.regular.empty() || parts.regular.begin()->first < 0) {
     fail(src, "the vocabulary is empty or has negative ids");
   }
+  // Ids must run 0..count-1 without gaps (the two maps hold distinct ids). Checked before
+  // allocating, so that one absurd id cannot cost gigabytes.
+  if (static_cast<std::size_t>(count) != parts.regular.size() + parts.special.size()) {
+    TokenId expected = 0;
+    auto r = parts.regular.begin();
+    auto s = parts.special.begin();
+    while (true) {
+      if (r != parts.regular.end() && r->first == expected) {
+        ++r;
+      } else if (s != parts.special.end() && s->first == expected) {
+        ++s;
+      } else {
+        break;
+      }
+      ++expected;
+    }
+    fail(src, fmt::format("no token has id {}: ids must run from 0 to {} without gaps", expected,
+                          count - 1));
+  }
   std::vector<Token> tokens(static_cast<std::size_t>(count));
-  std::vector<bool> present(static_cast<std::size_t>(count), false);
   BytesToId by_bytes;
   by_bytes.reserve(parts.regular.size());
   for (auto& [id, bytes] : parts.regular) {
@@ -91,15 +109,9 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
                             util::quote_for_message(bytes)));
     }
     tokens[static_cast<std::size_t>(id)] = {std::move(bytes), false};
-    present[static_cast<std::size_t>(id)] = true;
   }
   for (auto& [id, content] : parts.special) {
     tokens[static_cast<std::size_t>(id)] = {std::move(content), true};
-    present[static_cast<std::size_t>(id)] = true;
-  }
-  if (const auto hole = std::find(present.begin(), present.end(), false); hole != present.end()) {
-    fail(src, fmt::format("no token has id {}: ids must run from 0 to {} without gaps",
-                          hole - present.begin(), count - 1));
   }
   for (int b = 0; b < 256; ++b) {
     if (!by_bytes.contains(std::string(1, static_cast<char>(b)))) {

@@ -97,6 +97,9 @@ class Tokenizer {
   WhisperSpecialTokens specials_;
 };
 
+// "<|en|>", "<|0.00|>", "<|endoftext|>": the spelling of Whisper's control tokens.
+bool looks_like_control_token(std::string_view text);
+
 // Decodes a stream of ids into text as they arrive, holding back a character until its last byte
 // has come, so that no piece of output is ever garbage.
 class TextStream {

@@ -122,10 +122,15 @@ void read_pre_tokenizer(TokenizerParts& parts, const util::JsonObject& root) {
     parts.split_pattern = std::string(kGpt2SplitPattern);
     return;
   }
-  if (type == "Sequence") {
-    const nlohmann::json& list = (*pre)["pretokenizers"];
-    if (list.is_array() && list.size() == 2 && list[0].value("type", "") == "Split" &&
-        list[1].value("type", "") == "ByteLevel") {
+  const auto type_of = [](const nlohmann::json& v) {
+    const auto t = v.is_object() ? v.find("type") : v.end();
+    return t != v.end() && t->is_string() ? t->get<std::string>() : std::string();
+  };
+  const auto list_it = pre->is_object() ? pre->find("pretokenizers") : pre->end();
+  if (type == "Sequence" && list_it != pre->end()) {
+    const nlohmann::json& list = *list_it;
+    if (list.is_array() && list.size() == 2 && type_of(list[0]) == "Split" &&
+        type_of(list[1]) == "ByteLevel") {
       const util::JsonObject split(list[0], src + ": pre_tokenizer Split");
       const nlohmann::json* pattern = split.find("pattern");
       if (pattern == nullptr || !pattern->is_object() || !pattern->contains("Regex") ||
@@ -265,7 +270,7 @@ Tokenizer Tokenizer::from_tokenizer_json(const std::filesystem::path& file) {
                             src, util::json_excerpt(*n)));
   }
   if (const nlohmann::json* d = root.find("decoder");
-      d != nullptr && d->value("type", "") != "ByteLevel") {
+      d != nullptr && !(d->is_object() && d->contains("type") && (*d)["type"] == "ByteLevel")) {
     throw Error(ErrorKind::kUnsupported,
                 fmt::format("{}: decoder {} is not supported (Whisper's is ByteLevel)", src,
                             util::json_excerpt(*d)));
@@ -335,10 +340,13 @@ Tokenizer Tokenizer::from_tokenizer_json(const std::filesystem::path& file) {
       if (!content) token.fail("content", "is missing");
       const TokenId id =
           token_id_value(src, *content, a.contains("id") ? a["id"] : nlohmann::json());
-      if (!token.get_bool("special").value_or(false)) {
+      // The Hub's Whisper tokenizers add the 1501 timestamp tokens as non-special, but they are
+      // control tokens all the same; any "<|...|>" is one. Another non-special added token would
+      // have to be split out of text before BPE, which Whisper never needs.
+      if (!token.get_bool("special").value_or(false) && !looks_like_control_token(*content)) {
         throw Error(ErrorKind::kUnsupported,
-                    fmt::format("{}: added token {} (id {}) is not special; ifw's tokenizer "
-                                "handles Whisper's special tokens only",
+                    fmt::format("{}: added token {} (id {}) is neither special nor a Whisper "
+                                "control token; ifw does not split such tokens out of text",
                                 src, util::quote_for_message(*content), id));
       }
       add_special(parts, src, id, *content);
@@ -370,7 +378,14 @@ Tokenizer Tokenizer::from_vocab_and_merges(
     const nlohmann::json added = util::read_json_file(*added_tokens_json);
     if (!added.is_object()) fail(added_src, "must be an object of token -> id");
     for (const auto& [content, value] : added.items()) {
-      add_special(parts, added_src, token_id_value(added_src, content, value), content);
+      const TokenId id = token_id_value(added_src, content, value);
+      if (!looks_like_control_token(content)) {
+        throw Error(ErrorKind::kUnsupported,
+                    fmt::format("{}: added token {} (id {}) is not a Whisper control token; ifw "
+                                "does not split such tokens out of text",
+                                added_src, util::quote_for_message(content), id));
+      }
+      add_special(parts, added_src, id, content);
     }
     parts.source += " + " + added_tokens_json->filename().string();
   }
