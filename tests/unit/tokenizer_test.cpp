@@ -238,7 +238,8 @@ TEST_F(TokenizerTest, WhiteSpaceIsUnicodesNotPcres) {
   const model::PreTokenizer pre(std::string(model::kGpt2SplitPattern), false, "test");
   EXPECT_EQ(pre.split(" \u180Ex"), (std::vector<std::string_view>{" \u180E", "x"}));
   // Real white space still splits: NBSP, ideographic space, line separator.
-  EXPECT_EQ(pre.split("a\u00A0\u3000b"), (std::vector<std::string_view>{"a", "\u00A0", "\u3000", "b"}));
+  EXPECT_EQ(pre.split("a\u00A0\u3000b"),
+            (std::vector<std::string_view>{"a", "\u00A0", "\u3000", "b"}));
   EXPECT_EQ(pre.split("a\u2028 b"), (std::vector<std::string_view>{"a", "\u2028", " b"}));
 }
 
