@@ -1,6 +1,7 @@
 # Every third-party library comes from the system (Debian packages, see scripts/install-deps.sh).
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
+find_package(ZLIB REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)

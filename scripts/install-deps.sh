@@ -6,7 +6,7 @@ packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config clang-format git
   # engine
-  libfftw3-dev libopenblas-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libfftw3-dev libopenblas-dev libpcre2-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   # audio and video decoding, downloads, server state (used by later layers)
   libavformat-dev libavcodec-dev libavutil-dev libswresample-dev libcurl4-openssl-dev
   libcpp-httplib-dev libsqlite3-dev libssl-dev

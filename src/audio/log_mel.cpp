@@ -5,7 +5,6 @@
 #include <mutex>
 #include <numbers>
 
-#include <cblas.h>
 #include <fftw3.h>
 #include <fmt/format.h>
 
@@ -13,6 +12,7 @@
 #include <ifw/error.hpp>
 
 #include "audio/mel_filters.hpp"
+#include "backend/cpu/blas.hpp"
 
 namespace ifw::audio {
 namespace {
@@ -121,8 +121,9 @@ void LogMelSpectrogram::compute(std::span<const float> samples, std::span<float>
   }
 
   // mel[m][t] = sum_k filters[m][k] * power[t][k]
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_mels_, kFramesPerWindow, kBins, 1.0f,
-              filters_.data(), kBins, power.data(), kBins, 0.0f, out.data(), kFramesPerWindow);
+  backend::cpu::blas().sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_mels_, kFramesPerWindow,
+                             kBins, 1.0f, filters_.data(), kBins, power.data(), kBins, 0.0f,
+                             out.data(), kFramesPerWindow);
 
   float max_log = -std::numeric_limits<float>::infinity();
   for (float& v : out) {

@@ -1,0 +1,87 @@
+// The operations the Whisper model is written against. Each device implements them; layers and
+// models are written once (CTranslate2's split: ops per device, layers from ops, models from
+// layers). All matrices are row-major float tensors on the backend's device.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/tensor.hpp"
+
+namespace ifw::backend {
+
+enum class Activation { kNone, kGelu };
+
+// Columns [column, column + width) of a matrix whose rows are `ld` elements apart; lets fused
+// projections (q|k|v in one matrix) be read without copies.
+struct MatrixRef {
+  Tensor tensor;
+  std::int64_t column = 0;
+  std::int64_t ld = 0;
+};
+
+struct AttentionArgs {
+  MatrixRef q;    // batch * query_len rows, heads * head_dim wide
+  MatrixRef k;    // batch blocks of key_block rows
+  MatrixRef v;    // as k
+  MatrixRef out;  // batch * query_len rows
+  int batch = 0;
+  int heads = 0;
+  int head_dim = 0;
+  int query_len = 0;
+  std::int64_t key_block = 0;    // rows from one batch item's keys to the next's
+  std::vector<int> key_lengths;  // valid keys per batch row
+  // Key block of each batch row when only some items of a cache take part (empty: row b uses
+  // block b).
+  std::vector<int> item_index;
+  bool causal = false;  // query i sees keys [0, key_length - query_len + i]
+  float scale = 1.0f;
+  // Optional: softmax weights of these heads, written to host memory as
+  // [batch][capture_heads.size()][query_len][key_block] (zeros past each key length).
+  std::vector<int> capture_heads;
+  std::span<float> capture;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string description() const = 0;
+  virtual int threads() const = 0;
+
+  virtual Tensor empty(const Shape& shape) = 0;
+  virtual Tensor upload(std::span<const float> values, const Shape& shape) = 0;
+  virtual void download(const Tensor& t, std::span<float> out) = 0;
+
+  // y[M, N] (=|+=) act(x[M, K] . w[N, K]^T + bias[N]); with accumulate, y += x . w^T + bias
+  // (activation must then be none).
+  virtual void linear(const MatrixRef& x, const Tensor& w, const Tensor* bias, Activation act,
+                      const MatrixRef& y, std::int64_t rows, bool accumulate) = 0;
+  virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                          Tensor& y) = 0;
+  // x[b * block + t] += rows[t] for every batch item b (position embeddings).
+  virtual void add_rows(Tensor& x, const Tensor& rows, std::int64_t block) = 0;
+  // [batch, channels, time] -> [batch, time, channels]
+  virtual void transpose_last2(const Tensor& x, Tensor& y) = 0;
+  // y[b, t, :] = gelu(bias + sum_k w[:, c, k] x[b, t * stride + k - 1, c]) with zero padding 1:
+  // Whisper's convolutions, time-major in and out. w is [out, in, 3].
+  virtual void conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int stride,
+                           Tensor& y) = 0;
+  virtual void attention(const AttentionArgs& args) = 0;
+  // y[i] = table[ids[i]] + positions[pos[i]]
+  virtual void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
+                     const Tensor& table, const Tensor& positions, Tensor& y) = 0;
+  // dst[b * dst_block + starts[b] + t] = src row (b * rows_per_item + t), columns of src.
+  virtual void write_rows(const MatrixRef& src, int batch, int rows_per_item, Tensor& dst,
+                          std::int64_t dst_block, std::span<const int> starts) = 0;
+  // y[i] = x[index[i]]
+  virtual void gather_rows(const Tensor& x, std::span<const std::int64_t> index, Tensor& y) = 0;
+};
+
+// The CPU backend (OpenBLAS and ifw's thread pool); `threads` 0 means one per core.
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+}  // namespace ifw::backend

@@ -1,0 +1,25 @@
+// Element-wise and row-wise float kernels of the CPU backend. Each is compiled for AVX-512, AVX2
+// and baseline x86-64 and picked at run time (GCC target clones), so one binary runs anywhere
+// and uses the widest vectors the CPU has.
+#pragma once
+
+#include <cstdint>
+
+namespace ifw::backend::cpu {
+
+// y = x * Phi(x), the exact (erf) GELU as Whisper uses it; |error| < 2e-7 * |x|.
+void gelu(float* x, std::int64_t n);
+// x[i] += bias[i % width] for a row-major [n / width][width] block, then optionally GELU.
+void add_bias(float* x, std::int64_t rows, std::int64_t width, std::int64_t ld, const float* bias,
+              bool then_gelu);
+// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta for each row of width d.
+void layer_norm(const float* x, float* y, std::int64_t rows, std::int64_t d, const float* gamma,
+                const float* beta, float eps);
+// In place: row = softmax(row * scale) over its first `valid` entries; the rest become 0.
+void softmax(float* row, std::int64_t n, std::int64_t valid, float scale);
+// y[i] += x[i]
+void add(float* y, const float* x, std::int64_t n);
+// e^x for a whole array, relative error < 3e-7 (used by softmax; exposed for tests).
+void exp_inplace(float* x, std::int64_t n);
+
+}  // namespace ifw::backend::cpu

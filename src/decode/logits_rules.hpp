@@ -1,0 +1,34 @@
+// Whisper's decoding rules, applied to one row of logits before the next token is chosen, in
+// the reference's order: begin-suppression, suppression, then the timestamp rules.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace ifw::decode {
+
+using TokenId = std::int32_t;
+
+struct DecodingRules {
+  std::vector<TokenId> suppress_tokens;        // never generated
+  std::vector<TokenId> begin_suppress_tokens;  // not as the first generated token
+  bool timestamps = false;                     // apply the timestamp rules
+  TokenId end_of_text = -1;
+  TokenId no_timestamps = -1;
+  TokenId timestamp_begin = -1;  // "<|0.00|>"; every id from here on is a timestamp
+  std::optional<int> max_initial_timestamp_index;
+};
+
+// Sets the logits of forbidden tokens to -inf. `generated`: the tokens produced so far after
+// the prompt (empty before the first one).
+void apply_rules(const DecodingRules& rules, std::span<const TokenId> generated,
+                 std::span<float> logits);
+
+// Index of the largest logit (the first one on ties, as torch.argmax).
+TokenId argmax(std::span<const float> logits);
+// log softmax(logits)[token], computed in double precision.
+double log_probability(std::span<const float> logits, TokenId token);
+
+}  // namespace ifw::decode

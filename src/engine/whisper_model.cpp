@@ -1,0 +1,363 @@
+#include "engine/whisper_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include <fmt/format.h>
+
+#include <ifw/audio.hpp>
+#include <ifw/error.hpp>
+
+namespace ifw::engine {
+namespace {
+
+using backend::Activation;
+using backend::MatrixRef;
+using backend::Shape;
+using backend::Tensor;
+
+constexpr int kEncoderPositions = kFramesPerWindow / 2;  // 1500
+
+class Loader {
+ public:
+  Loader(WeightSource& source, backend::Backend& backend) : source_(source), backend_(backend) {}
+
+  Tensor tensor(const std::string& name, const Shape& shape) {
+    return backend_.upload(source_.read(name, shape), shape);
+  }
+  Linear linear(const std::string& prefix, std::int64_t out, std::int64_t in, bool bias = true) {
+    Linear l{tensor(prefix + ".weight", {out, in}), {}};
+    if (bias) l.b = tensor(prefix + ".bias", {out});
+    return l;
+  }
+  Norm norm(const std::string& prefix, std::int64_t d) {
+    return {tensor(prefix + ".weight", {d}), tensor(prefix + ".bias", {d})};
+  }
+  // Rows of several projections stacked into one matrix; a missing bias counts as zeros.
+  Linear stacked(const std::string& prefix, const std::vector<std::string>& parts, std::int64_t d) {
+    std::vector<float> w, b;
+    for (const std::string& part : parts) {
+      const auto pw = source_.read(prefix + "." + part + ".weight", {d, d});
+      w.insert(w.end(), pw.begin(), pw.end());
+      if (part == "k_proj") {
+        b.insert(b.end(), static_cast<std::size_t>(d), 0.0f);  // Whisper's keys have no bias
+      } else {
+        const auto pb = source_.read(prefix + "." + part + ".bias", {d});
+        b.insert(b.end(), pb.begin(), pb.end());
+      }
+    }
+    const auto n = static_cast<std::int64_t>(parts.size()) * d;
+    return {backend_.upload(w, {n, d}), backend_.upload(b, {n})};
+  }
+
+ private:
+  WeightSource& source_;
+  backend::Backend& backend_;
+};
+
+MatrixRef whole(const Tensor& t) {
+  return {t, 0, t.shape().back()};
+}
+
+}  // namespace
+
+WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& source,
+                           backend::Backend& backend)
+    : config_(config), backend_(backend) {
+  const std::int64_t d = config.d_model;
+  if (config.max_source_positions != kEncoderPositions) {
+    throw Error(ErrorKind::kUnsupported,
+                fmt::format("max_source_positions {} (ifw runs 30 s windows: {})",
+                            config.max_source_positions, kEncoderPositions));
+  }
+  if (config.scale_embedding) {
+    // No Whisper checkpoint scales its embeddings; the table doubles as the output projection.
+    throw Error(ErrorKind::kUnsupported, "scale_embedding=true is not supported");
+  }
+  Loader load(source, backend);
+  const std::string e = "model.encoder";
+  conv1_w_ = load.tensor(e + ".conv1.weight", {d, config.num_mel_bins, 3});
+  conv1_b_ = load.tensor(e + ".conv1.bias", {d});
+  conv2_w_ = load.tensor(e + ".conv2.weight", {d, d, 3});
+  conv2_b_ = load.tensor(e + ".conv2.bias", {d});
+  encoder_positions_ = load.tensor(e + ".embed_positions.weight", {config.max_source_positions, d});
+  for (int i = 0; i < config.encoder_layers; ++i) {
+    const std::string p = fmt::format("{}.layers.{}", e, i);
+    EncoderLayer layer;
+    layer.attn_norm = load.norm(p + ".self_attn_layer_norm", d);
+    layer.attn.qkv = load.stacked(p + ".self_attn", {"q_proj", "k_proj", "v_proj"}, d);
+    layer.attn.out = load.linear(p + ".self_attn.out_proj", d, d);
+    layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
+    layer.fc1 = load.linear(p + ".fc1", config.encoder_ffn_dim, d);
+    layer.fc2 = load.linear(p + ".fc2", d, config.encoder_ffn_dim);
+    encoder_.push_back(std::move(layer));
+  }
+  encoder_norm_ = load.norm(e + ".layer_norm", d);
+
+  const std::string k = "model.decoder";
+  embed_tokens_ = load.tensor(k + ".embed_tokens.weight", {config.vocab_size, d});
+  decoder_positions_ = load.tensor(k + ".embed_positions.weight", {config.max_target_positions, d});
+  for (int i = 0; i < config.decoder_layers; ++i) {
+    const std::string p = fmt::format("{}.layers.{}", k, i);
+    DecoderLayer layer;
+    layer.self_norm = load.norm(p + ".self_attn_layer_norm", d);
+    layer.self.qkv = load.stacked(p + ".self_attn", {"q_proj", "k_proj", "v_proj"}, d);
+    layer.self.out = load.linear(p + ".self_attn.out_proj", d, d);
+    layer.cross_norm = load.norm(p + ".encoder_attn_layer_norm", d);
+    layer.cross.q = load.linear(p + ".encoder_attn.q_proj", d, d);
+    layer.cross.kv = load.stacked(p + ".encoder_attn", {"k_proj", "v_proj"}, d);
+    layer.cross.out = load.linear(p + ".encoder_attn.out_proj", d, d);
+    layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
+    layer.fc1 = load.linear(p + ".fc1", config.decoder_ffn_dim, d);
+    layer.fc2 = load.linear(p + ".fc2", d, config.decoder_ffn_dim);
+    decoder_.push_back(std::move(layer));
+  }
+  decoder_norm_ = load.norm(k + ".layer_norm", d);
+  // Tied output projection unless the checkpoint brings its own.
+  proj_out_ = !config.tie_word_embeddings && source.has("proj_out.weight")
+                  ? load.tensor("proj_out.weight", {config.vocab_size, d})
+                  : embed_tokens_;
+}
+
+Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
+  const std::int64_t d = config_.d_model, mels = config_.num_mel_bins;
+  const std::int64_t frames = kFramesPerWindow, positions = kEncoderPositions;
+  if (batch < 1 || mel.size() != static_cast<std::size_t>(batch * mels * frames)) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("encoder input holds {} values; {} windows of {} x {} need {}",
+                            mel.size(), batch, mels, frames, batch * mels * frames));
+  }
+  backend::Backend& be = backend_;
+  const Tensor features = be.upload(mel, {batch, mels, frames});
+  Tensor time_major = be.empty({batch, frames, mels});
+  be.transpose_last2(features, time_major);
+  Tensor conv1 = be.empty({batch, frames, d});
+  be.conv1d_gelu(time_major, conv1_w_, conv1_b_, 1, conv1);
+  Tensor x = be.empty({batch, positions, d});
+  be.conv1d_gelu(conv1, conv2_w_, conv2_b_, 2, x);
+  be.add_rows(x, encoder_positions_, positions);
+
+  const std::int64_t rows = batch * positions;
+  x = x.reshape({rows, d});
+  Tensor normed = be.empty({rows, d});
+  Tensor qkv = be.empty({rows, 3 * d});
+  Tensor attended = be.empty({rows, d});
+  Tensor hidden = be.empty({rows, config_.encoder_ffn_dim});
+  const int heads = config_.encoder_attention_heads;
+  for (const EncoderLayer& layer : encoder_) {
+    be.layer_norm(x, layer.attn_norm.gamma, layer.attn_norm.beta, kLayerNormEps, normed);
+    be.linear(whole(normed), layer.attn.qkv.w, &layer.attn.qkv.b, Activation::kNone, whole(qkv),
+              rows, false);
+    backend::AttentionArgs att;
+    att.q = {qkv, 0, 3 * d};
+    att.k = {qkv, d, 3 * d};
+    att.v = {qkv, 2 * d, 3 * d};
+    att.out = whole(attended);
+    att.batch = batch;
+    att.heads = heads;
+    att.head_dim = static_cast<int>(d / heads);
+    att.query_len = static_cast<int>(positions);
+    att.key_block = positions;
+    att.key_lengths.assign(static_cast<std::size_t>(batch), static_cast<int>(positions));
+    att.scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
+    be.attention(att);
+    be.linear(whole(attended), layer.attn.out.w, &layer.attn.out.b, Activation::kNone, whole(x),
+              rows, true);
+
+    be.layer_norm(x, layer.ffn_norm.gamma, layer.ffn_norm.beta, kLayerNormEps, normed);
+    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+              false);
+    be.linear(whole(hidden), layer.fc2.w, &layer.fc2.b, Activation::kNone, whole(x), rows, true);
+  }
+  Tensor out = be.empty({batch, positions, d});
+  Tensor out_rows = out.reshape({rows, d});
+  be.layer_norm(x, encoder_norm_.gamma, encoder_norm_.beta, kLayerNormEps, out_rows);
+  return out;
+}
+
+DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_states)
+    : model_(model),
+      batch_(static_cast<int>(encoder_states.dim(0))),
+      max_length_(model.config().max_target_positions),
+      lengths_(static_cast<std::size_t>(batch_), 0) {
+  const auto& c = model.config();
+  const std::int64_t d = c.d_model, positions = encoder_states.dim(1);
+  backend::Backend& be = model.backend();
+  const Tensor states = encoder_states.reshape({batch_ * positions, d});
+  for (const DecoderLayer& layer : model.decoder_layers()) {
+    self_k_.push_back(be.empty({batch_, max_length_, d}));
+    self_v_.push_back(be.empty({batch_, max_length_, d}));
+    Tensor kv = be.empty({batch_ * positions, 2 * d});
+    be.linear(whole(states), layer.cross.kv.w, &layer.cross.kv.b, Activation::kNone, whole(kv),
+              batch_ * positions, false);
+    cross_kv_.push_back(kv.reshape({batch_, positions, 2 * d}));
+  }
+}
+
+std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int tokens_per_item,
+                                           std::span<const int> items, LogitRows which,
+                                           AlignmentCapture* capture) {
+  const auto& c = model_.config();
+  const std::int64_t d = c.d_model;
+  const int n_items = static_cast<int>(items.size());
+  const int tq = tokens_per_item;
+  if (n_items == 0 || tq < 1 || tokens.size() != static_cast<std::size_t>(n_items * tq)) {
+    throw Error(
+        ErrorKind::kInvalidArgument,
+        fmt::format("decoder: {} tokens for {} items of {} tokens", tokens.size(), n_items, tq));
+  }
+  std::vector<std::int32_t> positions;
+  std::vector<int> starts, key_lengths, item_index(items.begin(), items.end());
+  for (const int item : items) {
+    if (item < 0 || item >= batch_) {
+      throw Error(ErrorKind::kInvalidArgument, fmt::format("decoder: no batch item {}", item));
+    }
+    const int start = lengths_[static_cast<std::size_t>(item)];
+    if (start + tq > max_length_) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  fmt::format("decoder: {} tokens exceed the model's {} positions", start + tq,
+                              max_length_));
+    }
+    for (int t = 0; t < tq; ++t)
+      positions.push_back(start + t);
+    starts.push_back(start);
+    key_lengths.push_back(start + tq);
+  }
+
+  backend::Backend& be = model_.backend();
+  const std::int64_t rows = static_cast<std::int64_t>(n_items) * tq;
+  Tensor x = be.empty({rows, d});
+  be.embed(tokens, positions, model_.token_embedding(), model_.decoder_positions(), x);
+  Tensor normed = be.empty({rows, d});
+  Tensor qkv = be.empty({rows, 3 * d});
+  Tensor q = be.empty({rows, d});
+  Tensor attended = be.empty({rows, d});
+  Tensor hidden = be.empty({rows, c.decoder_ffn_dim});
+  const int heads = c.decoder_attention_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
+  const std::int64_t encoder_positions = cross_kv_.empty() ? 0 : cross_kv_[0].dim(1);
+
+  std::vector<float> captured;
+  for (std::size_t l = 0; l < model_.decoder_layers().size(); ++l) {
+    const DecoderLayer& layer = model_.decoder_layers()[l];
+    // Self-attention over everything this item has seen, with its new keys appended.
+    be.layer_norm(x, layer.self_norm.gamma, layer.self_norm.beta, WhisperModel::kLayerNormEps,
+                  normed);
+    be.linear(whole(normed), layer.self.qkv.w, &layer.self.qkv.b, Activation::kNone, whole(qkv),
+              rows, false);
+    be.write_rows({qkv, d, 3 * d}, n_items, tq, self_k_[l], max_length_, starts);
+    be.write_rows({qkv, 2 * d, 3 * d}, n_items, tq, self_v_[l], max_length_, starts);
+    backend::AttentionArgs self;
+    self.q = {qkv, 0, 3 * d};
+    self.k = whole(self_k_[l]);
+    self.v = whole(self_v_[l]);
+    self.out = whole(attended);
+    self.batch = n_items;
+    self.heads = heads;
+    self.head_dim = static_cast<int>(d / heads);
+    self.query_len = tq;
+    self.key_block = max_length_;
+    self.key_lengths = key_lengths;
+    self.item_index = item_index;
+    self.causal = true;
+    self.scale = scale;
+    be.attention(self);
+    be.linear(whole(attended), layer.self.out.w, &layer.self.out.b, Activation::kNone, whole(x),
+              rows, true);
+
+    // Cross-attention over the window's encoder states.
+    be.layer_norm(x, layer.cross_norm.gamma, layer.cross_norm.beta, WhisperModel::kLayerNormEps,
+                  normed);
+    be.linear(whole(normed), layer.cross.q.w, &layer.cross.q.b, Activation::kNone, whole(q), rows,
+              false);
+    backend::AttentionArgs cross;
+    cross.q = whole(q);
+    cross.k = {cross_kv_[l], 0, 2 * d};
+    cross.v = {cross_kv_[l], d, 2 * d};
+    cross.out = whole(attended);
+    cross.batch = n_items;
+    cross.heads = heads;
+    cross.head_dim = static_cast<int>(d / heads);
+    cross.query_len = tq;
+    cross.key_block = encoder_positions;
+    cross.key_lengths.assign(static_cast<std::size_t>(n_items),
+                             static_cast<int>(encoder_positions));
+    cross.item_index = item_index;
+    cross.scale = scale;
+    std::vector<int> layer_heads;  // alignment heads of this layer, with their capture slots
+    std::vector<std::size_t> slots;
+    if (capture != nullptr) {
+      for (std::size_t h = 0; h < capture->heads.size(); ++h) {
+        if (capture->heads[h].layer == static_cast<int>(l)) {
+          layer_heads.push_back(capture->heads[h].head);
+          slots.push_back(h);
+        }
+      }
+      if (!layer_heads.empty()) {
+        captured.assign(static_cast<std::size_t>(n_items) * layer_heads.size() *
+                            static_cast<std::size_t>(tq * encoder_positions),
+                        0.0f);
+        cross.capture_heads = layer_heads;
+        cross.capture = captured;
+      }
+    }
+    be.attention(cross);
+    if (!layer_heads.empty()) {
+      if (capture->weights.size() < static_cast<std::size_t>(batch_)) {
+        capture->weights.resize(static_cast<std::size_t>(batch_));
+      }
+      for (int i = 0; i < n_items; ++i) {
+        auto& per_head =
+            capture->weights[static_cast<std::size_t>(items[static_cast<std::size_t>(i)])];
+        per_head.resize(capture->heads.size());
+        for (std::size_t s = 0; s < layer_heads.size(); ++s) {
+          for (int t = 0; t < tq; ++t) {
+            const float* row =
+                captured.data() + ((static_cast<std::size_t>(i) * layer_heads.size() + s) *
+                                       static_cast<std::size_t>(tq) +
+                                   static_cast<std::size_t>(t)) *
+                                      static_cast<std::size_t>(encoder_positions);
+            per_head[slots[s]].insert(per_head[slots[s]].end(), row, row + encoder_positions);
+          }
+        }
+      }
+    }
+    be.linear(whole(attended), layer.cross.out.w, &layer.cross.out.b, Activation::kNone, whole(x),
+              rows, true);
+
+    be.layer_norm(x, layer.ffn_norm.gamma, layer.ffn_norm.beta, WhisperModel::kLayerNormEps,
+                  normed);
+    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+              false);
+    be.linear(whole(hidden), layer.fc2.w, &layer.fc2.b, Activation::kNone, whole(x), rows, true);
+  }
+  for (const int item : items)
+    lengths_[static_cast<std::size_t>(item)] += tq;
+
+  // Logits of the requested rows: final norm, then the (tied) output projection.
+  std::vector<std::int64_t> selected;
+  for (int i = 0; i < n_items; ++i) {
+    if (which == LogitRows::kLast) {
+      selected.push_back(static_cast<std::int64_t>(i) * tq + tq - 1);
+    } else {
+      for (int t = 0; t < tq; ++t)
+        selected.push_back(static_cast<std::int64_t>(i) * tq + t);
+    }
+  }
+  const auto n_rows = static_cast<std::int64_t>(selected.size());
+  Tensor last = be.empty({n_rows, d});
+  be.gather_rows(x, selected, last);
+  Tensor last_normed = be.empty({n_rows, d});
+  be.layer_norm(last, model_.decoder_norm().gamma, model_.decoder_norm().beta,
+                WhisperModel::kLayerNormEps, last_normed);
+  const std::int64_t vocab = c.vocab_size;
+  Tensor logits = be.empty({n_rows, vocab});
+  be.linear(whole(last_normed), model_.output_projection(), nullptr, Activation::kNone,
+            whole(logits), n_rows, false);
+  std::vector<float> host(static_cast<std::size_t>(n_rows * vocab));
+  be.download(logits, host);
+  return host;
+}
+
+}  // namespace ifw::engine

@@ -1,0 +1,114 @@
+// Whisper's encoder and decoder, written once against the backend's operations.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "engine/weight_source.hpp"
+#include "model/generation_config.hpp"
+#include "model/whisper_config.hpp"
+
+namespace ifw::engine {
+
+using TokenId = std::int32_t;
+
+struct Linear {
+  backend::Tensor w;  // [out, in]
+  backend::Tensor b;  // [out], empty when the layer has no bias
+};
+struct Norm {
+  backend::Tensor gamma, beta;
+};
+// q, k and v projected by one matrix [3d, d] (k has no bias: its part of the bias is zero).
+struct SelfAttention {
+  Linear qkv, out;
+};
+struct CrossAttention {
+  Linear q;
+  Linear kv;  // [2d, d], applied once per window to the encoder's output
+  Linear out;
+};
+struct EncoderLayer {
+  Norm attn_norm;
+  SelfAttention attn;
+  Norm ffn_norm;
+  Linear fc1, fc2;
+};
+struct DecoderLayer {
+  Norm self_norm;
+  SelfAttention self;
+  Norm cross_norm;
+  CrossAttention cross;
+  Norm ffn_norm;
+  Linear fc1, fc2;
+};
+
+class WhisperModel {
+ public:
+  // Reads every weight from `source` (converted to float32) onto `backend`.
+  WhisperModel(const model::WhisperConfig& config, WeightSource& source, backend::Backend& backend);
+
+  const model::WhisperConfig& config() const { return config_; }
+  backend::Backend& backend() const { return backend_; }
+
+  // mel: [batch][n_mels][3000] log-mel features -> encoder states [batch, 1500, d_model].
+  backend::Tensor encode(std::span<const float> mel, int batch) const;
+
+  // Weights, for the decoder session.
+  const std::vector<DecoderLayer>& decoder_layers() const { return decoder_; }
+  const Norm& decoder_norm() const { return decoder_norm_; }
+  const backend::Tensor& token_embedding() const { return embed_tokens_; }
+  const backend::Tensor& decoder_positions() const { return decoder_positions_; }
+  const backend::Tensor& output_projection() const { return proj_out_; }
+
+  static constexpr float kLayerNormEps = 1e-5f;
+
+ private:
+  model::WhisperConfig config_;
+  backend::Backend& backend_;
+  backend::Tensor conv1_w_, conv1_b_, conv2_w_, conv2_b_, encoder_positions_;
+  std::vector<EncoderLayer> encoder_;
+  Norm encoder_norm_;
+  backend::Tensor embed_tokens_, decoder_positions_, proj_out_;
+  std::vector<DecoderLayer> decoder_;
+  Norm decoder_norm_;
+};
+
+// Which rows of a forward pass to turn into logits.
+enum class LogitRows { kLast, kAll };
+
+// Cross-attention weights of the alignment heads, collected token by token for one batch item:
+// weights[head][token] is a row of 1500 (one per encoder position).
+struct AlignmentCapture {
+  std::vector<model::AlignmentHead> heads;
+  std::vector<std::vector<std::vector<float>>> weights;  // [item][head] -> tokens x 1500
+};
+
+// The decoder's state for a batch of windows: cross-attention keys and values (computed once),
+// self-attention caches, and each item's length so far.
+class DecoderSession {
+ public:
+  DecoderSession(const WhisperModel& model, const backend::Tensor& encoder_states);
+
+  int batch() const { return batch_; }
+  int length(int item) const { return lengths_.at(static_cast<std::size_t>(item)); }
+
+  // Appends tokens_per_item tokens to each of `items` (tokens laid out item after item) and
+  // returns logits on the host: [items.size()][rows][vocab] with rows 1 (kLast) or
+  // tokens_per_item (kAll). With `capture`, appends the alignment heads' cross-attention.
+  std::vector<float> forward(std::span<const TokenId> tokens, int tokens_per_item,
+                             std::span<const int> items, LogitRows rows,
+                             AlignmentCapture* capture = nullptr);
+
+ private:
+  const WhisperModel& model_;
+  int batch_;
+  int max_length_;
+  std::vector<backend::Tensor> self_k_, self_v_;  // per layer [batch, max_length, d]
+  std::vector<backend::Tensor> cross_kv_;         // per layer [batch, 1500, 2d]
+  std::vector<int> lengths_;
+};
+
+}  // namespace ifw::engine

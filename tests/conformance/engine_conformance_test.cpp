@@ -1,0 +1,263 @@
+// The engine against the reference implementation's outputs, for every model of the corpus:
+// encoder states, teacher-forced logits, alignment-head cross-attention, greedy generation with
+// and without timestamps, token timestamps and language detection.
+#include <cmath>
+#include <map>
+#include <memory>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <ifw/audio.hpp>
+
+#include "backend/backend.hpp"
+#include "decode/greedy.hpp"
+#include "decode/language_detection.hpp"
+#include "decode/sequential.hpp"
+#include "decode/token_timestamps.hpp"
+#include "engine/whisper_model.hpp"
+#include "model/model_folder.hpp"
+#include "support/golden.hpp"
+#include "util/json.hpp"
+
+namespace ifw::test {
+namespace {
+
+constexpr const char* kNoCorpus = "no_reference_corpus";
+constexpr int kFrames = 1500;
+
+struct Loaded {
+  std::unique_ptr<model::ModelFolder> folder;
+  std::unique_ptr<backend::Backend> backend;
+  std::unique_ptr<engine::WhisperModel> model;
+  nlohmann::json golden;
+  std::filesystem::path reference;
+  std::vector<float> mel;
+  backend::Tensor encoded;  // the reference mel through our encoder
+};
+
+// Models are loaded once per test program: every test of a model shares them.
+Loaded& loaded(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<Loaded>> cache;
+  auto& slot = cache[name];
+  if (!slot) {
+    slot = std::make_unique<Loaded>();
+    slot->folder = std::make_unique<model::ModelFolder>(*golden_dir() / "models" / name);
+    slot->backend = backend::make_cpu_backend(2);
+    engine::CheckpointWeights weights(slot->folder->checkpoint());
+    slot->model =
+        std::make_unique<engine::WhisperModel>(slot->folder->config(), weights, *slot->backend);
+    slot->reference = *golden_dir() / "reference" / name;
+    slot->golden = util::read_json_file(slot->reference / "golden.json");
+    slot->mel =
+        read_f32_file(*golden_dir() / "reference" / slot->golden.at("mel").get<std::string>());
+    slot->encoded = slot->model->encode(slot->mel, 1);
+  }
+  return *slot;
+}
+
+std::vector<std::string> model_params() {
+  std::vector<std::string> names;
+  for (const auto& n : golden_model_names()) {
+    if (std::filesystem::exists(*golden_dir() / "reference" / n / "golden.json"))
+      names.push_back(n);
+  }
+  if (names.empty()) names.push_back(kNoCorpus);
+  return names;
+}
+
+std::vector<float> download(backend::Backend& be, const backend::Tensor& t) {
+  std::vector<float> host(static_cast<std::size_t>(t.numel()));
+  be.download(t, host);
+  return host;
+}
+
+// Every row of `actual` within `tolerance` of `expected` relative to the row's norm, with the
+// same largest entry.
+void expect_rows_close(const std::vector<float>& actual, const std::vector<float>& expected,
+                       std::size_t width, double tolerance, const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  double worst = 0.0;
+  for (std::size_t r = 0; r * width < actual.size(); ++r) {
+    double diff = 0.0, norm = 0.0;
+    std::size_t arg_a = 0, arg_e = 0;
+    for (std::size_t i = 0; i < width; ++i) {
+      const double a = actual[r * width + i], e = expected[r * width + i];
+      diff += (a - e) * (a - e);
+      norm += e * e;
+      if (a > actual[r * width + arg_a]) arg_a = i;
+      if (e > expected[r * width + arg_e]) arg_e = i;
+    }
+    const double rel = std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
+    worst = std::max(worst, rel);
+    EXPECT_LE(rel, tolerance) << what << " row " << r;
+    EXPECT_EQ(arg_a, arg_e) << what << " row " << r << ": argmax differs";
+  }
+  std::cout << "[ " << what << " ] worst row ||diff||/||ref|| = " << worst << "\n";
+}
+
+std::vector<decode::TokenId> ints(const nlohmann::json& j) {
+  return j.get<std::vector<decode::TokenId>>();
+}
+
+class EngineConformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == kNoCorpus) {
+      GTEST_SKIP() << "reference corpus not found: set IFW_GOLDEN_DIR or check out ../shared "
+                      "beside the project";
+    }
+  }
+  Loaded& m() { return loaded(GetParam()); }
+
+  // The decoding rules generate() applies, from the model folder's generation config.
+  decode::DecodingRules rules(bool timestamps) {
+    const auto& g = m().folder->generation();
+    const auto& sp = m().folder->tokenizer().specials();
+    decode::DecodingRules r;
+    r.suppress_tokens.assign(g.suppress_tokens->begin(), g.suppress_tokens->end());
+    r.begin_suppress_tokens.assign(g.begin_suppress_tokens->begin(),
+                                   g.begin_suppress_tokens->end());
+    r.timestamps = timestamps;
+    r.end_of_text = sp.end_of_text;
+    r.no_timestamps = sp.no_timestamps;
+    r.timestamp_begin = sp.timestamp_begin;
+    r.max_initial_timestamp_index = g.max_initial_timestamp_index;
+    return r;
+  }
+  std::vector<decode::TokenId> prompt(bool timestamps) {
+    const auto& sp = m().folder->tokenizer().specials();
+    std::vector<decode::TokenId> p = {sp.start_of_transcript,
+                                      *m().folder->tokenizer().language_token("en"), sp.transcribe};
+    if (!timestamps) p.push_back(sp.no_timestamps);
+    return p;
+  }
+  decode::GreedyOptions options(bool timestamps, const decode::DecodingRules& r) {
+    decode::GreedyOptions o;
+    o.prompt = prompt(timestamps);
+    o.max_new_tokens = 40;  // as the reference's generate(max_new_tokens=40)
+    o.rules = &r;
+    o.end_tokens = *m().folder->generation().eos_token_ids;
+    return o;
+  }
+  std::vector<float> teacher_forced(const std::vector<decode::TokenId>& tokens,
+                                    engine::AlignmentCapture* capture = nullptr) {
+    engine::DecoderSession session(*m().model, m().encoded);
+    const int item = 0;
+    return session.forward(tokens, static_cast<int>(tokens.size()), std::span(&item, 1),
+                           engine::LogitRows::kAll, capture);
+  }
+};
+
+TEST_P(EngineConformance, EncoderOutput) {
+  const auto expected = read_f32_file(m().reference / "encoder_out.f32");
+  expect_rows_close(download(*m().backend, m().encoded), expected,
+                    static_cast<std::size_t>(m().model->config().d_model), 1e-4, "encoder");
+}
+
+TEST_P(EngineConformance, TeacherForcedLogits) {
+  const auto& pa = m().golden.at("plain_argmax");
+  auto tokens = ints(pa.at("tokens"));
+  const auto expected = read_f32_file(m().reference / pa.at("logits_file").get<std::string>());
+  const auto rows = static_cast<std::size_t>(pa.at("logits_shape")[0].get<int>());
+  tokens.resize(rows);
+  expect_rows_close(teacher_forced(tokens), expected,
+                    static_cast<std::size_t>(m().model->config().vocab_size), 1e-4,
+                    "teacher-forced logits");
+}
+
+TEST_P(EngineConformance, TeacherForcedTextLogitsAndAlignmentAttention) {
+  const auto& tf = m().golden.at("teacher_forced_text");
+  const auto tokens = ints(tf.at("tokens"));
+  engine::AlignmentCapture capture;
+  capture.heads = *m().folder->generation().alignment_heads;
+  const auto logits = teacher_forced(tokens, &capture);
+  expect_rows_close(logits, read_f32_file(m().reference / tf.at("logits_file").get<std::string>()),
+                    static_cast<std::size_t>(m().model->config().vocab_size), 1e-4,
+                    "teacher-forced text logits");
+
+  const auto expected = read_f32_file(m().reference / tf.at("cross_attn_file").get<std::string>());
+  std::vector<float> actual;
+  ASSERT_EQ(capture.weights.size(), 1u);
+  for (const auto& head : capture.weights[0])
+    actual.insert(actual.end(), head.begin(), head.end());
+  ASSERT_EQ(actual.size(), capture.heads.size() * tokens.size() * kFrames);
+  expect_rows_close(actual, expected, kFrames, 1e-4, "alignment cross-attention");
+}
+
+TEST_P(EngineConformance, PlainArgmax) {
+  const auto& pa = m().golden.at("plain_argmax");
+  const auto expected = ints(pa.at("tokens"));
+  decode::GreedyOptions o;
+  o.prompt = ints(pa.at("prompt"));
+  o.max_new_tokens = static_cast<int>(expected.size() - o.prompt.size());
+  const auto results = decode::greedy_decode(*m().model, m().encoded, o);
+  std::vector<decode::TokenId> all = o.prompt;
+  all.insert(all.end(), results[0].tokens.begin(), results[0].tokens.end());
+  EXPECT_EQ(all, expected);
+}
+
+// The reference's generate() decodes a 30 s input window after window: when a window's text
+// stops inside a segment, it decodes again from the last segment's end (tiny-random-v3 does).
+TEST_P(EngineConformance, GenerateWithoutTimestamps) {
+  const auto r = rules(false);
+  const auto passes =
+      decode::decode_sequential(*m().model, m().mel, kFramesPerWindow, options(false, r),
+                                m().folder->tokenizer().specials().timestamp_begin);
+  EXPECT_EQ(decode::concatenated_tokens(passes), ints(m().golden.at("generate_no_timestamps")));
+}
+
+TEST_P(EngineConformance, GenerateWithTimestamps) {
+  const auto r = rules(true);
+  const auto passes =
+      decode::decode_sequential(*m().model, m().mel, kFramesPerWindow, options(true, r),
+                                m().folder->tokenizer().specials().timestamp_begin);
+  EXPECT_EQ(decode::concatenated_tokens(passes), ints(m().golden.at("generate_timestamps")));
+}
+
+// The reference reports the token timestamps of its last decoding pass.
+TEST_P(EngineConformance, TokenTimestamps) {
+  const auto& tt = m().golden.at("token_timestamps");
+  const auto expected = tt.at("token_timestamps").get<std::vector<double>>();
+  const auto r = rules(false);
+  auto o = options(false, r);
+  o.alignment_heads = *m().folder->generation().alignment_heads;
+  const auto passes = decode::decode_sequential(*m().model, m().mel, kFramesPerWindow, o,
+                                                m().folder->tokenizer().specials().timestamp_begin);
+  const decode::GreedyResult& last = passes.back().result;
+  std::vector<decode::TokenId> sequence = o.prompt;
+  sequence.insert(sequence.end(), last.tokens.begin(), last.tokens.end());
+  ASSERT_EQ(sequence, ints(tt.at("sequences")));
+  const auto times =
+      decode::pass_token_timestamps(last.alignment, static_cast<int>(o.prompt.size()), kFrames,
+                                    m().model->config().median_filter_width);
+  ASSERT_EQ(times.size(), expected.size());
+  for (std::size_t i = 0; i < times.size(); ++i) {
+    // Multiples of 0.02 s (the reference stores them as float32).
+    EXPECT_EQ(std::lround(times[i] / 0.02), std::lround(expected[i] / 0.02)) << "token " << i;
+  }
+}
+
+TEST_P(EngineConformance, LanguageDetection) {
+  const auto& tok = m().folder->tokenizer();
+  const auto probs = decode::detect_language(
+      *m().model, m().encoded, tok.specials().start_of_transcript, tok.specials().languages)[0];
+  const auto& expected = m().golden.at("language_detection");
+  ASSERT_GE(probs.size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(probs[i].code, expected[i][0].get<std::string>()) << "rank " << i;
+    EXPECT_NEAR(probs[i].probability, expected[i][1].get<double>(), 1e-4) << "rank " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Corpus, EngineConformance, ::testing::ValuesIn(model_params()),
+                         [](const auto& param_info) {
+                           std::string name = param_info.param;
+                           for (char& c : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace ifw::test
