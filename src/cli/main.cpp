@@ -9,6 +9,9 @@
 
 #include <ifw/ifw.hpp>
 
+#include "engine/benchmark.hpp"
+#include "engine/weight_source.hpp"
+
 namespace {
 
 // Exit codes, shared by every subcommand.
@@ -59,6 +62,28 @@ int main(int argc, char** argv) {
 
   auto* version = app.add_subcommand("version", "Print the version and what this build can use");
 
+  auto* bench = app.add_subcommand(
+      "bench", "Measure encoder and decoder speed of an architecture with random weights");
+  ifw::engine::BenchmarkOptions bench_options;
+  bool bench_json = false;
+  bench->add_option("--arch", bench_options.arch, "Architecture")
+      ->check(CLI::IsMember(ifw::engine::published_architecture_names()))
+      ->capture_default_str();
+  bench->add_option("--device", bench_options.device, "cpu")->capture_default_str();
+  bench->add_option("--threads", bench_options.threads, "Threads (0: one per core)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  bench->add_option("--batch", bench_options.batch, "Windows processed together")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  bench->add_option("--tokens", bench_options.tokens, "Decoded tokens per window")
+      ->check(CLI::Range(1, 440))
+      ->capture_default_str();
+  bench->add_option("--repetitions", bench_options.repetitions, "Timed runs (the best counts)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  bench->add_flag("--json", bench_json, "Print the figures as JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -69,6 +94,12 @@ int main(int argc, char** argv) {
 
   try {
     if (*inspect) return run_inspect(model_dir, json);
+    if (*bench) {
+      const auto result = ifw::engine::run_benchmark(bench_options);
+      std::cout << (bench_json ? ifw::engine::benchmark_json(result)
+                               : ifw::engine::benchmark_text(result));
+      return kExitOk;
+    }
     if (*version) {
       std::cout << ifw::build_info();
       return kExitOk;

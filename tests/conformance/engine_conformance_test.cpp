@@ -250,6 +250,52 @@ TEST_P(EngineConformance, LanguageDetection) {
   }
 }
 
+// Three different windows in one call give what each gives alone.
+TEST_P(EngineConformance, BatchingIsExact) {
+  const auto pcm = read_f32_file(*golden_dir() / "reference" / "jfk_16k.f32");
+  std::vector<float> shifted(pcm.begin() + 16000, pcm.end());  // the same speech, 1 s earlier
+  std::vector<float> tone(16000 * 20);
+  for (std::size_t i = 0; i < tone.size(); ++i)
+    tone[i] = 0.2f * std::sin(0.05f * static_cast<float>(i));
+  const int n_mels = m().model->config().num_mel_bins;
+  std::vector<std::vector<float>> windows = {log_mel_spectrogram(pcm, n_mels),
+                                             log_mel_spectrogram(shifted, n_mels),
+                                             log_mel_spectrogram(tone, n_mels)};
+  std::vector<float> all;
+  for (const auto& w : windows)
+    all.insert(all.end(), w.begin(), w.end());
+
+  backend::Backend& be = *m().backend;
+  const backend::Tensor batched = m().model->encode(all, 3);
+  const auto batched_host = download(be, batched);
+  const auto r = rules(true);
+  auto o = options(true, r);
+  o.alignment_heads = *m().folder->generation().alignment_heads;
+  const auto batched_results = decode::greedy_decode(*m().model, batched, o);
+  const std::size_t per_window = batched_host.size() / 3;
+  for (std::size_t w = 0; w < 3; ++w) {
+    const backend::Tensor alone = m().model->encode(windows[w], 1);
+    const auto alone_host = download(be, alone);
+    double worst = 0.0;
+    for (std::size_t i = 0; i < per_window; ++i) {
+      worst = std::max(
+          worst, static_cast<double>(std::fabs(alone_host[i] - batched_host[w * per_window + i])));
+    }
+    EXPECT_LE(worst, 1e-5) << "window " << w << ": encoder states differ in a batch";
+    const auto single = decode::greedy_decode(*m().model, alone, o)[0];
+    EXPECT_EQ(single.tokens, batched_results[w].tokens) << "window " << w;
+    EXPECT_NEAR(single.sum_logprob, batched_results[w].sum_logprob, 1e-4) << "window " << w;
+    ASSERT_EQ(single.alignment.size(), batched_results[w].alignment.size());
+    for (std::size_t h = 0; h < single.alignment.size(); ++h) {
+      ASSERT_EQ(single.alignment[h].size(), batched_results[w].alignment[h].size());
+      for (std::size_t i = 0; i < single.alignment[h].size(); ++i) {
+        ASSERT_NEAR(single.alignment[h][i], batched_results[w].alignment[h][i], 1e-5)
+            << "window " << w;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Corpus, EngineConformance, ::testing::ValuesIn(model_params()),
                          [](const auto& param_info) {
                            std::string name = param_info.param;

@@ -31,6 +31,12 @@ std::vector<float>& scratch(std::size_t size) {
   return buffer;
 }
 
+std::vector<float>& row_sums(std::size_t size) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer;
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas) {
@@ -70,15 +76,21 @@ void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas)
     blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq),
                static_cast<int>(keys), static_cast<int>(hd), 1.0f, q, static_cast<int>(a.q.ld), k,
                static_cast<int>(a.k.ld), 0.0f, s.data(), static_cast<int>(keys));
+    // Softmax without its division: exp(S - max) and each row's sum.
+    std::vector<float>& sums = row_sums(static_cast<std::size_t>(nq));
     for (std::int64_t i = 0; i < nq; ++i) {
       // With a causal mask, query i (absolute i + keys - query_len) sees keys up to itself.
       const std::int64_t valid = a.causal ? keys - a.query_len + q0 + i + 1 : keys;
-      softmax(s.data() + i * keys, keys, std::clamp<std::int64_t>(valid, 1, keys), a.scale);
+      sums[static_cast<std::size_t>(i)] =
+          exp_shifted(s.data() + i * keys, keys, std::clamp<std::int64_t>(valid, 1, keys), a.scale);
     }
-    // O = P V
+    // O = P V, each output row then divided by its sum (head_dim values rather than `keys`).
     blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq),
                static_cast<int>(hd), static_cast<int>(keys), 1.0f, s.data(), static_cast<int>(keys),
                v, static_cast<int>(a.v.ld), 0.0f, out, static_cast<int>(a.out.ld));
+    for (std::int64_t i = 0; i < nq; ++i) {
+      scale(out + i * a.out.ld, hd, 1.0f / sums[static_cast<std::size_t>(i)]);
+    }
 
     if (!a.capture.empty()) {
       const auto found = std::find(a.capture_heads.begin(), a.capture_heads.end(), head);
@@ -88,6 +100,7 @@ void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas)
         for (std::int64_t i = 0; i < nq; ++i) {
           float* dst = a.capture.data() + ((b * n_capture + slot) * a.query_len + q0 + i) * kb;
           std::memcpy(dst, s.data() + i * keys, static_cast<std::size_t>(keys) * sizeof(float));
+          scale(dst, keys, 1.0f / sums[static_cast<std::size_t>(i)]);
           std::fill(dst + keys, dst + kb, 0.0f);
         }
       }

@@ -42,6 +42,9 @@ float* ptr(const MatrixRef& m) {
   return m.tensor.data<float>() + m.column;
 }
 
+// Up to this many rows, a product streams the weights once (see small_rows_times_transposed).
+constexpr std::int64_t kSmallRows = 8;
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads)
@@ -98,6 +101,17 @@ class CpuBackend final : public Backend {
                       bias_data != nullptr ? bias_data + c0 : nullptr, gelu);
       }
     };
+    // A decoder step (a few rows): stream the weights once, split over the outputs.
+    if (rows <= kSmallRows) {
+      pool_.parallel_for(n, 256, [&](std::int64_t c0, std::int64_t c1) {
+        cpu::small_rows_times_transposed(a, x.ld, rows, b, k, c0, c1, c, y.ld, accumulate);
+        if (bias_data != nullptr || gelu) {
+          cpu::add_bias(c + c0, rows, c1 - c0, y.ld,
+                        bias_data != nullptr ? bias_data + c0 : nullptr, gelu);
+        }
+      });
+      return;
+    }
     // Many rows (encoder): split the rows. Few rows (a decoder step): split the outputs, so that
     // each core streams its own part of the weight matrix.
     if (rows >= 64 * pool_.size()) {

@@ -84,6 +84,7 @@ IFW_VECTOR_CLONES void layer_norm(const float* x, float* y, std::int64_t rows, s
       sum += in[i];
     const float mean = sum / static_cast<float>(d);
     float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
     for (std::int64_t i = 0; i < d; ++i) {
       const float c = in[i] - mean;
       sq += c * c;
@@ -94,27 +95,55 @@ IFW_VECTOR_CLONES void layer_norm(const float* x, float* y, std::int64_t rows, s
   }
 }
 
-IFW_VECTOR_CLONES void softmax(float* row, std::int64_t n, std::int64_t valid, float scale) {
+IFW_VECTOR_CLONES float exp_shifted(float* row, std::int64_t n, std::int64_t valid, float scale) {
   float max = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : max)
   for (std::int64_t i = 0; i < valid; ++i)
     max = std::max(max, row[i]);
   const float shift = max * scale;
   float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
   for (std::int64_t i = 0; i < valid; ++i) {
     const float e = exp_approx(row[i] * scale - shift);
     row[i] = e;
     sum += e;
   }
-  const float inv = 1.0f / sum;
-  for (std::int64_t i = 0; i < valid; ++i)
-    row[i] *= inv;
   for (std::int64_t i = valid; i < n; ++i)
     row[i] = 0.0f;
+  return sum;
+}
+
+IFW_VECTOR_CLONES void scale(float* x, std::int64_t n, float factor) {
+  for (std::int64_t i = 0; i < n; ++i)
+    x[i] *= factor;
+}
+
+void softmax(float* row, std::int64_t n, std::int64_t valid, float scale_by) {
+  const float sum = exp_shifted(row, n, valid, scale_by);
+  scale(row, valid, 1.0f / sum);
 }
 
 IFW_VECTOR_CLONES void add(float* y, const float* x, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i)
     y[i] += x[i];
+}
+
+IFW_VECTOR_CLONES void small_rows_times_transposed(const float* x, std::int64_t ldx, std::int64_t m,
+                                                   const float* w, std::int64_t k,
+                                                   std::int64_t n_begin, std::int64_t n_end,
+                                                   float* y, std::int64_t ldy, bool accumulate) {
+  for (std::int64_t n = n_begin; n < n_end; ++n) {
+    const float* wn = w + n * k;
+    for (std::int64_t i = 0; i < m; ++i) {
+      const float* xi = x + i * ldx;
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (std::int64_t j = 0; j < k; ++j)
+        sum += xi[j] * wn[j];
+      float& out = y[i * ldy + n];
+      out = accumulate ? out + sum : sum;
+    }
+  }
 }
 
 IFW_VECTOR_CLONES void exp_inplace(float* x, std::int64_t n) {

@@ -17,8 +17,20 @@ void layer_norm(const float* x, float* y, std::int64_t rows, std::int64_t d, con
                 const float* beta, float eps);
 // In place: row = softmax(row * scale) over its first `valid` entries; the rest become 0.
 void softmax(float* row, std::int64_t n, std::int64_t valid, float scale);
+// The unnormalised part of softmax: row = e^(row * scale - max) over the first `valid` entries
+// (the rest 0); returns their sum. Attention divides its (much smaller) output by the sum instead.
+float exp_shifted(float* row, std::int64_t n, std::int64_t valid, float scale);
+// x *= factor
+void scale(float* x, std::int64_t n, float factor);
 // y[i] += x[i]
 void add(float* y, const float* x, std::int64_t n);
+// y[i][n] (+)= sum_k x[i][k] * w[n][k] for rows i < m and outputs n in [n_begin, n_end): the
+// matrix product of a decoder step, where m is small. Streams each weight row once for all m
+// rows (a general GEMM would first copy the whole weight matrix into its packed layout).
+void small_rows_times_transposed(const float* x, std::int64_t ldx, std::int64_t m, const float* w,
+                                 std::int64_t k, std::int64_t n_begin, std::int64_t n_end, float* y,
+                                 std::int64_t ldy, bool accumulate);
+
 // e^x for a whole array, relative error < 3e-7 (used by softmax; exposed for tests).
 void exp_inplace(float* x, std::int64_t n);
 

@@ -1,0 +1,150 @@
+#include "engine/benchmark.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <limits>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <ifw/audio.hpp>
+#include <ifw/error.hpp>
+
+#include "engine/weight_source.hpp"
+#include "engine/whisper_model.hpp"
+
+namespace ifw::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Best of `repetitions` timed runs after one warm-up run.
+double best_ms(int repetitions, const std::function<void()>& run) {
+  run();
+  double best = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < repetitions; ++i) {
+    const auto start = Clock::now();
+    run();
+    best = std::min(best, ms_since(start));
+  }
+  return best;
+}
+
+// ms per decoder step for `batch` sequences: after a 4-token prompt, `steps` single tokens.
+double decode_step_ms(const WhisperModel& model, const backend::Tensor& states, int batch,
+                      int steps, int repetitions) {
+  const int prompt_len = 4;
+  steps = std::min(steps, model.config().max_target_positions - prompt_len);
+  std::vector<int> items(static_cast<std::size_t>(batch));
+  for (int b = 0; b < batch; ++b)
+    items[static_cast<std::size_t>(b)] = b;
+  const backend::Tensor batch_states =
+      states.dim(0) == batch ? states
+                             : states.rows(0, std::min<std::int64_t>(batch, states.dim(0)));
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < repetitions + 1; ++r) {
+    DecoderSession session(model, batch_states);
+    std::vector<TokenId> prompt;
+    for (int b = 0; b < batch; ++b)
+      prompt.insert(prompt.end(), {50258, 50259, 50359, 50363});
+    session.forward(prompt, prompt_len, items, LogitRows::kLast);
+    std::vector<TokenId> step(static_cast<std::size_t>(batch), 440);
+    const auto start = Clock::now();
+    for (int s = 0; s < steps; ++s)
+      session.forward(step, 1, items, LogitRows::kLast);
+    if (r > 0) best = std::min(best, ms_since(start) / steps);  // the first run warms up
+  }
+  return best;
+}
+
+}  // namespace
+
+BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
+  if (options.device != "cpu") {
+    throw Error(
+        ErrorKind::kUnsupported,
+        fmt::format("device \"{}\": this build benchmarks the CPU backend only", options.device));
+  }
+  if (options.batch < 1 || options.batch > 256 || options.tokens < 1 || options.repetitions < 1) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "bench: batch must be 1 to 256, tokens and repetitions at least 1");
+  }
+  BenchmarkResult result;
+  result.options = options;
+  const model::WhisperConfig config = published_architecture(options.arch);
+  const auto backend = backend::make_cpu_backend(options.threads);
+  result.backend = backend->description();
+
+  auto start = Clock::now();
+  RandomWeights weights(42);
+  const WhisperModel model(config, weights, *backend);
+  result.load_ms = ms_since(start);
+
+  // A plausible log-mel window: values in Whisper's normalised range.
+  const int batch = std::max(options.batch, 5);  // states for the batch-5 decoder measurement
+  std::vector<float> mel(static_cast<std::size_t>(batch) *
+                         static_cast<std::size_t>(config.num_mel_bins) * kFramesPerWindow);
+  std::uint32_t x = 12345;
+  for (float& v : mel) {
+    x = x * 1664525u + 1013904223u;
+    v = static_cast<float>(x >> 8) / 16777216.0f * 2.0f - 1.0f;
+  }
+  const std::span<const float> one_batch(
+      mel.data(), static_cast<std::size_t>(options.batch) *
+                      static_cast<std::size_t>(config.num_mel_bins) * kFramesPerWindow);
+  backend::Tensor states;
+  result.encoder_ms =
+      best_ms(options.repetitions, [&] { states = model.encode(one_batch, options.batch); }) /
+      options.batch;
+  if (states.dim(0) < 5) states = model.encode(mel, batch);
+
+  const int steps = std::min(options.tokens, 64);  // per-token cost barely depends on position
+  result.decode_ms_per_token = decode_step_ms(model, states, 1, steps, options.repetitions);
+  result.decode_ms_per_token_batch5 =
+      decode_step_ms(model, states, 5, steps, options.repetitions) / 5.0;
+  result.decode_ms_per_step =
+      decode_step_ms(model, states, options.batch, steps, options.repetitions);
+
+  const double seconds =
+      (result.encoder_ms * options.batch + result.decode_ms_per_step * options.tokens) / 1000.0;
+  result.rtfx = options.batch * static_cast<double>(kWindowSeconds) / seconds;
+  return result;
+}
+
+std::string benchmark_text(const BenchmarkResult& r) {
+  return fmt::format(
+      "arch        {} ({} backend: {})\n"
+      "load        {:.0f} ms (random weights)\n"
+      "encoder     {:.1f} ms per 30 s window (batch {})\n"
+      "decoder     {:.2f} ms per token at batch 1, {:.2f} ms per token at batch 5\n"
+      "            {:.2f} ms per step of {} sequences\n"
+      "throughput  {:.1f}x realtime ({} windows of {} tokens)\n",
+      r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
+      r.decode_ms_per_token, r.decode_ms_per_token_batch5, r.decode_ms_per_step, r.options.batch,
+      r.rtfx, r.options.batch, r.options.tokens);
+}
+
+std::string benchmark_json(const BenchmarkResult& r) {
+  const nlohmann::ordered_json j = {
+      {"arch", r.options.arch},
+      {"device", r.options.device},
+      {"backend", r.backend},
+      {"threads", r.options.threads},
+      {"batch", r.options.batch},
+      {"tokens", r.options.tokens},
+      {"load_ms", r.load_ms},
+      {"encoder_ms", r.encoder_ms},
+      {"decode_ms_per_token", r.decode_ms_per_token},
+      {"decode_ms_per_token_batch5", r.decode_ms_per_token_batch5},
+      {"decode_ms_per_step", r.decode_ms_per_step},
+      {"rtfx", r.rtfx},
+  };
+  return j.dump(2) + "\n";
+}
+
+}  // namespace ifw::engine

@@ -1,0 +1,33 @@
+// `ifw bench`: speed of the encoder and decoder of a published architecture with random
+// weights (nothing to download), measured the way whisper.cpp's bench measures.
+#pragma once
+
+#include <string>
+
+namespace ifw::engine {
+
+struct BenchmarkOptions {
+  std::string arch = "tiny";
+  std::string device = "cpu";
+  int threads = 0;      // 0: one per core
+  int batch = 1;        // windows encoded and decoded together
+  int tokens = 100;     // decoder steps per window
+  int repetitions = 3;  // best of, after one warm-up
+};
+
+struct BenchmarkResult {
+  BenchmarkOptions options;
+  std::string backend;
+  double load_ms = 0.0;
+  double encoder_ms = 0.0;                  // per 30 s window, at options.batch
+  double decode_ms_per_token = 0.0;         // batch 1
+  double decode_ms_per_token_batch5 = 0.0;  // per token, 5 sequences decoded together
+  double decode_ms_per_step = 0.0;          // one step of options.batch sequences
+  double rtfx = 0.0;  // audio seconds per wall second: batch windows, `tokens` tokens each
+};
+
+BenchmarkResult run_benchmark(const BenchmarkOptions& options);
+std::string benchmark_text(const BenchmarkResult& result);
+std::string benchmark_json(const BenchmarkResult& result);
+
+}  // namespace ifw::engine
