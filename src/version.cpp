@@ -3,6 +3,7 @@
 #include <ifw/error.hpp>
 #include <ifw/version.hpp>
 
+#include "backend/cpu/blas.hpp"
 #include "backend/devices.hpp"
 
 namespace ifw {
@@ -30,6 +31,12 @@ const char* to_string(ErrorKind kind) noexcept {
 std::string build_info() {
   std::string info = fmt::format("ifw {}\ncompiler: {}\nbuild type: {}\n", IFW_VERSION,
                                  IFW_COMPILER, IFW_BUILD_TYPE);
+  try {
+    const backend::cpu::Blas& blas = backend::cpu::blas();
+    info += fmt::format("cpu: OpenBLAS, {} kernels\n", blas.core);
+  } catch (const Error& e) {
+    info += fmt::format("cpu: {}\n", e.what());
+  }
   const backend::DeviceReport devices = backend::describe_devices();
   if (!devices.cuda_built) {
     info += fmt::format("cuda: {}\n", devices.cuda_status);

@@ -94,6 +94,20 @@ TEST(Cli, InspectReportsWhatIsWrong) {
   EXPECT_NE(missing.err.find("nowhere: no such model folder"), std::string::npos) << missing.err;
 }
 
+TEST(Cli, BenchReportsEveryFigure) {
+  const CliRun r = run_ifw({"bench", "--arch", "tiny", "--threads", "2", "--tokens", "3",
+                            "--repetitions", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* key :
+       {"encoder_ms", "decode_ms_per_token", "decode_ms_per_token_batch5", "rtfx"}) {
+    EXPECT_GT(j.at(key).get<double>(), 0.0) << key;
+  }
+  EXPECT_EQ(j["arch"], "tiny");
+  EXPECT_EQ(run_ifw({"bench", "--arch", "gigantic"}).exit_code, 2);
+  EXPECT_EQ(run_ifw({"bench", "--batch", "0"}).exit_code, 2);
+}
+
 TEST(Cli, InspectEveryGoldenModel) {
   IFW_REQUIRE_GOLDEN();
   for (const auto& name : golden_model_names()) {

@@ -1,0 +1,110 @@
+// The Whisper model on synthetic weights: shapes, the decoder session's bookkeeping and errors,
+// random weights for benchmarks.
+#include <gtest/gtest.h>
+
+#include <ifw/audio.hpp>
+
+#include "decode/greedy.hpp"
+#include "engine/benchmark.hpp"
+#include "engine/weight_source.hpp"
+#include "engine/whisper_model.hpp"
+#include "model/model_folder.hpp"
+#include "support/expect_error.hpp"
+#include "support/model_builder.hpp"
+#include "support/temp_dir.hpp"
+
+namespace ifw::test {
+namespace {
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_synthetic_model(dir_.path());
+    folder_ = std::make_unique<model::ModelFolder>(dir_.path());
+    backend_ = backend::make_cpu_backend(2);
+    engine::CheckpointWeights weights(folder_->checkpoint());
+    model_ = std::make_unique<engine::WhisperModel>(folder_->config(), weights, *backend_);
+  }
+  std::vector<float> mel(int batch, float value = -0.5f) {
+    return std::vector<float>(static_cast<std::size_t>(batch) * 80 * kFramesPerWindow, value);
+  }
+  TempDir dir_;
+  std::unique_ptr<model::ModelFolder> folder_;
+  std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<engine::WhisperModel> model_;
+};
+
+TEST_F(EngineTest, EncoderShapeAndInputChecks) {
+  const auto states = model_->encode(mel(2), 2);
+  EXPECT_EQ(states.shape(), (backend::Shape{2, 1500, 8}));
+  EXPECT_IFW_ERROR(model_->encode(mel(1), 2), "encoder input holds 240000 values; 2 windows");
+}
+
+TEST_F(EngineTest, DecoderSessionTracksLengthsAndRejectsOverflow) {
+  const auto states = model_->encode(mel(2), 2);
+  engine::DecoderSession session(*model_, states);
+  const int both[] = {0, 1}, second[] = {1};
+  const std::vector<engine::TokenId> prompt = {
+      kSyntheticStartOfTranscript, kSyntheticStartOfTranscript + 1, kSyntheticStartOfTranscript,
+      kSyntheticStartOfTranscript + 1};
+  const auto logits = session.forward(prompt, 2, both, engine::LogitRows::kAll);
+  EXPECT_EQ(logits.size(), 2u * 2u * kSyntheticVocabSize);
+  const engine::TokenId one[] = {42};
+  session.forward(one, 1, second, engine::LogitRows::kLast);
+  EXPECT_EQ(session.length(0), 2);
+  EXPECT_EQ(session.length(1), 3);
+  EXPECT_IFW_ERROR(session.forward(one, 1, std::span<const int>(), engine::LogitRows::kLast),
+                   "decoder: 1 tokens for 0 items");
+  const int bad[] = {5};
+  EXPECT_IFW_ERROR(session.forward(one, 1, bad, engine::LogitRows::kLast), "no batch item 5");
+  const engine::TokenId out_of_vocab[] = {kSyntheticVocabSize};
+  EXPECT_IFW_ERROR(session.forward(out_of_vocab, 1, second, engine::LogitRows::kLast),
+                   "outside the vocabulary");
+  std::vector<engine::TokenId> long_run(446, 42);
+  EXPECT_IFW_ERROR(session.forward(long_run, 446, second, engine::LogitRows::kLast),
+                   "exceed the model's 448 positions");
+}
+
+TEST_F(EngineTest, GreedyStopsAtTheLengthLimit) {
+  const auto states = model_->encode(mel(1), 1);
+  decode::GreedyOptions o;
+  o.prompt = {kSyntheticStartOfTranscript};
+  o.max_new_tokens = 5;
+  o.no_speech_token = kSyntheticNoTimestamps - 1;
+  const auto r = decode::greedy_decode(*model_, states, o)[0];
+  EXPECT_EQ(r.tokens.size(), 5u);
+  EXPECT_FALSE(r.ended);
+  EXPECT_GT(r.no_speech_prob, 0.0);
+  EXPECT_LT(r.sum_logprob, 0.0);
+  o.prompt.clear();
+  EXPECT_IFW_ERROR(decode::greedy_decode(*model_, states, o), "needs a prompt");
+}
+
+TEST(RandomWeights, DeterministicAndScaled) {
+  engine::RandomWeights a(1), b(1), c(2);
+  const auto x = a.read("model.encoder.layers.0.fc1.weight", {16, 64});
+  EXPECT_EQ(x, b.read("model.encoder.layers.0.fc1.weight", {16, 64}));
+  EXPECT_NE(x, c.read("model.encoder.layers.0.fc1.weight", {16, 64}));
+  for (const float v : x)
+    ASSERT_LE(std::fabs(v), std::sqrt(3.0f / 64.0f));
+  const auto norm = a.read("model.encoder.layer_norm.weight", {8});
+  for (const float v : norm)
+    ASSERT_NEAR(v, 1.0f, 0.11f);
+  EXPECT_FALSE(a.has("proj_out.weight"));
+}
+
+TEST(Benchmark, ArchitecturesAndArguments) {
+  EXPECT_EQ(engine::published_architecture("large-v3").num_mel_bins, 128);
+  EXPECT_EQ(engine::published_architecture("large-v3-turbo").decoder_layers, 4);
+  EXPECT_EQ(engine::published_architecture("base").d_model, 512);
+  EXPECT_IFW_ERROR(engine::published_architecture("huge"), "unknown architecture \"huge\"");
+  engine::BenchmarkOptions o;
+  o.device = "tpu";
+  EXPECT_IFW_ERROR(engine::run_benchmark(o), "device \"tpu\"");
+  o.device = "cpu";
+  o.batch = 0;
+  EXPECT_IFW_ERROR(engine::run_benchmark(o), "batch must be 1 to 256");
+}
+
+}  // namespace
+}  // namespace ifw::test
