@@ -85,13 +85,7 @@ TEST_P(GoldenModel, InspectSummarisesTheFolder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, GoldenModel, ::testing::ValuesIn(model_params()),
-                         [](const auto& param_info) {
-                           std::string name = param_info.param;
-                           for (char& c : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name;
-                         });
+                         [](const auto& param_info) { return test_name(param_info.param); });
 
 }  // namespace
 }  // namespace ifw::test

@@ -43,11 +43,8 @@ std::vector<Source> sources() {
     const std::string vocabulary = n_vocab == 51865   ? "multilingual-99"
                                    : n_vocab == 51866 ? "multilingual-100"
                                                       : "gpt2";
-    std::string label = "tokenizer_json_" + model;
-    for (char& c : label) {
-      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-    }
-    out.push_back({vocabulary, "tokenizer_json", dir / "tokenizer.json", 0, label});
+    out.push_back({vocabulary, "tokenizer_json", dir / "tokenizer.json", 0,
+                   test_name("tokenizer_json_" + model)});
   }
   if (out.empty()) out.push_back({"", "none", {}, 0, "no_reference_corpus"});
   return out;

@@ -1,6 +1,7 @@
 #include "support/golden.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 
@@ -51,6 +52,13 @@ std::vector<float> read_f32_file(const std::filesystem::path& path) {
   in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(bytes));
   if (!in) throw std::runtime_error("cannot read " + path.string());
   return data;
+}
+
+std::string test_name(std::string text) {
+  for (char& c : text) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return text;
 }
 
 ::testing::AssertionResult contains(const std::string& text, const std::string& part) {

@@ -17,6 +17,9 @@ std::optional<std::filesystem::path> whisper_data_dir();
 // Every model folder under <golden>/models (sorted); empty without the corpus.
 std::vector<std::string> golden_model_names();
 std::vector<float> read_f32_file(const std::filesystem::path& path);
+// A GoogleTest parameter name made of the characters it allows ("tiny-random-v2" ->
+// "tiny_random_v2").
+std::string test_name(std::string text);
 // Whether `text` contains `part` (for error-message assertions with clear failure output).
 ::testing::AssertionResult contains(const std::string& text, const std::string& part);
 
