@@ -9,6 +9,7 @@
 
 #include <ifw/ifw.hpp>
 
+#include "cli/transcribe_command.hpp"
 #include "engine/benchmark.hpp"
 #include "engine/weight_source.hpp"
 
@@ -62,6 +63,14 @@ int main(int argc, char** argv) {
 
   auto* version = app.add_subcommand("version", "Print the version and what this build can use");
 
+  ifw::cli::TranscribeArgs transcribe_args;
+  auto* transcribe = app.add_subcommand("transcribe", "Transcribe audio or video files");
+  ifw::cli::add_transcribe_options(*transcribe, transcribe_args);
+  ifw::cli::TranscribeArgs translate_args;
+  auto* translate =
+      app.add_subcommand("translate", "Translate speech in audio or video files into English");
+  ifw::cli::add_transcribe_options(*translate, translate_args);
+
   auto* bench = app.add_subcommand(
       "bench", "Measure encoder and decoder speed of an architecture with random weights");
   ifw::engine::BenchmarkOptions bench_options;
@@ -94,6 +103,14 @@ int main(int argc, char** argv) {
 
   try {
     if (*inspect) return run_inspect(model_dir, json);
+    if (*transcribe) {
+      if (transcribe_args.quiet) spdlog::set_level(spdlog::level::err);
+      return ifw::cli::run_transcribe(transcribe_args, "transcribe");
+    }
+    if (*translate) {
+      if (translate_args.quiet) spdlog::set_level(spdlog::level::err);
+      return ifw::cli::run_transcribe(translate_args, "translate");
+    }
     if (*bench) {
       const auto result = ifw::engine::run_benchmark(bench_options);
       std::cout << (bench_json ? ifw::engine::benchmark_json(result)

@@ -1,7 +1,9 @@
-// Greedy decoding of a batch of windows: every item starts from the same prompt and takes the
-// most likely allowed token until end of text or the length limit.
+// Decoding a batch of windows token by token: the most likely allowed token (greedy), or a token
+// drawn from the allowed distribution at a temperature (openai/whisper's fallback).
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -11,16 +13,22 @@
 namespace ifw::decode {
 
 struct GreedyOptions {
-  std::vector<TokenId> prompt;  // e.g. <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
+  // e.g. <|startoftranscript|><|en|><|transcribe|><|notimestamps|>, shared by every item...
+  std::vector<TokenId> prompt;
+  // ...or one per item (a language each, previous text each).
+  std::vector<std::vector<TokenId>> item_prompts;
   int max_new_tokens = 224;
   const DecodingRules* rules = nullptr;  // nullptr: plain argmax over the whole vocabulary
   std::vector<TokenId> end_tokens;       // generation of an item stops at any of these
-  // The probability of this token at the prompt position `no_speech_row` (openai's no-speech
-  // probability, read at <|startoftranscript|>).
+  // openai's no-speech probability: this token's probability at <|startoftranscript|>.
   std::optional<TokenId> no_speech_token;
-  int no_speech_row = 0;
+  TokenId start_of_transcript = -1;  // where in the prompt to read it (default: the first token)
   // Collect the cross-attention of these heads for every position (for token timestamps).
   std::vector<model::AlignmentHead> alignment_heads;
+  double temperature = 0.0;  // above 0: sample from softmax(logits / temperature)
+  // Asked between steps; when it says stop, decoding ends and every result is marked stopped.
+  std::function<bool()> stop;
+  std::uint64_t seed = 0;  // for sampling; results are reproducible for a seed
 };
 
 struct GreedyResult {
@@ -28,6 +36,8 @@ struct GreedyResult {
   bool ended = false;           // an end token came (rather than the length limit)
   double sum_logprob = 0.0;     // log-probabilities of the generated tokens, rules applied
   double no_speech_prob = 0.0;
+  int prompt_length = 0;
+  bool stopped = false;  // decoding was told to stop before this window was finished
   // Per alignment head: (prompt + generated - 1) rows of encoder-length weights, row-major.
   std::vector<std::vector<float>> alignment;
 };

@@ -198,6 +198,20 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
 std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int tokens_per_item,
                                            std::span<const int> items, LogitRows which,
                                            AlignmentCapture* capture) {
+  std::vector<int> rows;
+  if (which == LogitRows::kLast) {
+    rows.push_back(tokens_per_item - 1);
+  } else {
+    for (int t = 0; t < tokens_per_item; ++t)
+      rows.push_back(t);
+  }
+  return forward(tokens, tokens_per_item, items, std::span<const int>(rows), capture);
+}
+
+std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int tokens_per_item,
+                                           std::span<const int> items,
+                                           std::span<const int> logit_rows,
+                                           AlignmentCapture* capture) {
   const auto& c = model_.config();
   const std::int64_t d = c.d_model;
   const int n_items = static_cast<int>(items.size());
@@ -206,6 +220,12 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
     throw Error(
         ErrorKind::kInvalidArgument,
         fmt::format("decoder: {} tokens for {} items of {} tokens", tokens.size(), n_items, tq));
+  }
+  for (const int r : logit_rows) {
+    if (r < 0 || r >= tq) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  fmt::format("decoder: no row {} among {} tokens", r, tq));
+    }
   }
   std::vector<std::int32_t> positions;
   std::vector<int> starts, key_lengths, item_index(items.begin(), items.end());
@@ -338,12 +358,8 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
   // Logits of the requested rows: final norm, then the (tied) output projection.
   std::vector<std::int64_t> selected;
   for (int i = 0; i < n_items; ++i) {
-    if (which == LogitRows::kLast) {
-      selected.push_back(static_cast<std::int64_t>(i) * tq + tq - 1);
-    } else {
-      for (int t = 0; t < tq; ++t)
-        selected.push_back(static_cast<std::int64_t>(i) * tq + t);
-    }
+    for (const int r : logit_rows)
+      selected.push_back(static_cast<std::int64_t>(i) * tq + r);
   }
   const auto n_rows = static_cast<std::int64_t>(selected.size());
   Tensor last = be.empty({n_rows, d});

@@ -101,6 +101,11 @@ class DecoderSession {
   std::vector<float> forward(std::span<const TokenId> tokens, int tokens_per_item,
                              std::span<const int> items, LogitRows rows,
                              AlignmentCapture* capture = nullptr);
+  // The same with logits for the given rows of each item's new tokens (indices below
+  // tokens_per_item), returned [items.size()][logit_rows.size()][vocab].
+  std::vector<float> forward(std::span<const TokenId> tokens, int tokens_per_item,
+                             std::span<const int> items, std::span<const int> logit_rows,
+                             AlignmentCapture* capture = nullptr);
 
  private:
   const WhisperModel& model_;

@@ -1,0 +1,251 @@
+#include "audio/audio_decoder.hpp"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/channel_layout.h>
+#include <libavutil/opt.h>
+#include <libswresample/swresample.h>
+}
+
+#include <algorithm>
+#include <filesystem>
+#include <mutex>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <ifw/audio.hpp>
+#include <ifw/error.hpp>
+
+namespace ifw::audio {
+namespace {
+
+std::string av_error(int code) {
+  char text[AV_ERROR_MAX_STRING_SIZE] = {};
+  av_strerror(code, text, sizeof text);
+  return text;
+}
+
+// FFmpeg's own log lines would interleave with ifw's output; its errors reach the user through
+// ifw's messages instead.
+void quiet_ffmpeg() {
+  static std::once_flag once;
+  std::call_once(once, [] { av_log_set_level(AV_LOG_FATAL); });
+}
+
+struct FormatClose {
+  void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
+};
+struct CodecFree {
+  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
+};
+struct SwrFree {
+  void operator()(SwrContext* c) const { swr_free(&c); }
+};
+struct PacketFree {
+  void operator()(AVPacket* p) const { av_packet_free(&p); }
+};
+struct FrameFree {
+  void operator()(AVFrame* f) const { av_frame_free(&f); }
+};
+
+}  // namespace
+
+struct AudioDecoder::State {
+  std::string path;
+  std::unique_ptr<AVFormatContext, FormatClose> format;
+  std::unique_ptr<AVCodecContext, CodecFree> codec;
+  std::unique_ptr<SwrContext, SwrFree> resampler;
+  std::unique_ptr<AVPacket, PacketFree> packet{av_packet_alloc()};
+  std::unique_ptr<AVFrame, FrameFree> frame{av_frame_alloc()};
+  int stream = -1;
+  std::vector<float> pending;  // resampled samples not handed out yet
+  std::size_t pending_begin = 0;
+  bool input_done = false;  // no more packets
+  bool decoder_flushed = false;
+  bool finished = false;  // resampler flushed too
+  int damaged = 0;
+
+  [[noreturn]] void fail(const std::string& what, int code) const {
+    throw Error(ErrorKind::kInvalidArgument, fmt::format("{}: {}: {}", path, what, av_error(code)));
+  }
+
+  // Resamples `frame` (or flushes the resampler when null) and appends to `pending`.
+  void resample(const AVFrame* in) {
+    const int in_samples = in != nullptr ? in->nb_samples : 0;
+    const int capacity = swr_get_out_samples(resampler.get(), in_samples);
+    if (capacity < 0) fail("resampling failed", capacity);
+    if (pending_begin > 0 && pending_begin == pending.size()) {
+      pending.clear();
+      pending_begin = 0;
+    }
+    const std::size_t old = pending.size();
+    pending.resize(old + static_cast<std::size_t>(capacity));
+    auto* out = reinterpret_cast<std::uint8_t*>(pending.data() + old);
+    const int got = swr_convert(
+        resampler.get(), &out, capacity,
+        in != nullptr ? const_cast<const std::uint8_t**>(in->extended_data) : nullptr, in_samples);
+    if (got < 0) fail("resampling failed", got);
+    pending.resize(old + static_cast<std::size_t>(got));
+  }
+
+  // Receives every frame the decoder has ready.
+  void drain_decoder() {
+    while (true) {
+      const int rc = avcodec_receive_frame(codec.get(), frame.get());
+      if (rc == AVERROR(EAGAIN) || rc == AVERROR_EOF) return;
+      if (rc < 0) {
+        ++damaged;  // a damaged frame: skip it, keep the rest of the audio
+        return;
+      }
+      resample(frame.get());
+      av_frame_unref(frame.get());
+    }
+  }
+
+  // Decodes more of the file into `pending`; false once everything has been produced.
+  bool fill() {
+    if (finished) return false;
+    if (!input_done) {
+      const int rc = av_read_frame(format.get(), packet.get());
+      if (rc == AVERROR_EOF) {
+        input_done = true;
+      } else if (rc < 0) {
+        // A read error after some audio: keep what decoded, stop here.
+        spdlog::warn("{}: reading stopped early: {}", path, av_error(rc));
+        ++damaged;
+        input_done = true;
+      } else {
+        if (packet->stream_index == stream) {
+          const int sent = avcodec_send_packet(codec.get(), packet.get());
+          if (sent < 0 && sent != AVERROR(EAGAIN)) ++damaged;
+        }
+        av_packet_unref(packet.get());
+        drain_decoder();
+        return true;
+      }
+    }
+    if (!decoder_flushed) {
+      avcodec_send_packet(codec.get(), nullptr);
+      drain_decoder();
+      decoder_flushed = true;
+      return true;
+    }
+    resample(nullptr);
+    finished = true;
+    return true;
+  }
+};
+
+AudioDecoder::AudioDecoder(const std::string& path) : state_(std::make_unique<State>()) {
+  quiet_ffmpeg();
+  State& s = *state_;
+  s.path = path == "-" ? "standard input" : path;
+  if (path != "-") {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec))
+      throw Error(ErrorKind::kNotFound, path + ": no such file");
+    if (std::filesystem::is_directory(path, ec)) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  path + ": is a directory, not an audio or video file");
+    }
+    if (std::filesystem::file_size(path, ec) == 0) {
+      throw Error(ErrorKind::kInvalidArgument, path + ": the file is empty");
+    }
+  }
+  if (!s.packet || !s.frame) throw std::bad_alloc();
+
+  AVFormatContext* format = nullptr;
+  const std::string url = path == "-" ? "pipe:0" : "file:" + path;
+  if (const int rc = avformat_open_input(&format, url.c_str(), nullptr, nullptr); rc < 0) {
+    s.fail("not a readable audio or video file", rc);
+  }
+  s.format.reset(format);
+  if (const int rc = avformat_find_stream_info(format, nullptr); rc < 0) {
+    s.fail("not a readable audio or video file (its streams cannot be read)", rc);
+  }
+  const AVCodec* decoder = nullptr;
+  s.stream = av_find_best_stream(format, AVMEDIA_TYPE_AUDIO, -1, -1, &decoder, 0);
+  if (s.stream == AVERROR_STREAM_NOT_FOUND) {
+    throw Error(ErrorKind::kInvalidArgument, s.path + ": has no audio stream");
+  }
+  if (s.stream < 0 || decoder == nullptr) s.fail("no decoder for its audio stream", s.stream);
+  const AVStream* stream = format->streams[s.stream];
+
+  s.codec.reset(avcodec_alloc_context3(decoder));
+  if (!s.codec) throw std::bad_alloc();
+  if (const int rc = avcodec_parameters_to_context(s.codec.get(), stream->codecpar); rc < 0) {
+    s.fail("unusable audio stream parameters", rc);
+  }
+  if (const int rc = avcodec_open2(s.codec.get(), decoder, nullptr); rc < 0) {
+    s.fail("cannot open the audio decoder", rc);
+  }
+  if (s.codec->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC) {
+    // Some containers do not say how channels are laid out; assume the usual order.
+    const int channels = s.codec->ch_layout.nb_channels;
+    av_channel_layout_uninit(&s.codec->ch_layout);
+    av_channel_layout_default(&s.codec->ch_layout, channels);
+  }
+
+  // To Whisper's input: mono, 16 kHz, float. Default options, as `ffmpeg -ac 1 -ar 16000`.
+  SwrContext* resampler = nullptr;
+  AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
+  if (const int rc = swr_alloc_set_opts2(&resampler, &mono, AV_SAMPLE_FMT_FLT, kSampleRate,
+                                         &s.codec->ch_layout, s.codec->sample_fmt,
+                                         s.codec->sample_rate, 0, nullptr);
+      rc < 0) {
+    s.fail("cannot set up resampling", rc);
+  }
+  s.resampler.reset(resampler);
+  if (const int rc = swr_init(resampler); rc < 0) s.fail("cannot set up resampling", rc);
+}
+
+AudioDecoder::~AudioDecoder() = default;
+
+std::size_t AudioDecoder::read(std::span<float> out) {
+  State& s = *state_;
+  std::size_t written = 0;
+  while (written < out.size()) {
+    const std::size_t available = s.pending.size() - s.pending_begin;
+    if (available > 0) {
+      const std::size_t n = std::min(available, out.size() - written);
+      std::copy_n(s.pending.begin() + static_cast<std::ptrdiff_t>(s.pending_begin), n,
+                  out.begin() + static_cast<std::ptrdiff_t>(written));
+      s.pending_begin += n;
+      written += n;
+      continue;
+    }
+    s.pending.clear();
+    s.pending_begin = 0;
+    if (!s.fill()) break;
+  }
+  return written;
+}
+
+double AudioDecoder::duration_seconds() const {
+  const AVFormatContext* f = state_->format.get();
+  if (f->duration == AV_NOPTS_VALUE || f->duration <= 0) return -1.0;
+  return static_cast<double>(f->duration) / AV_TIME_BASE;
+}
+
+const std::string& AudioDecoder::path() const {
+  return state_->path;
+}
+
+std::string AudioDecoder::description() const {
+  const AVCodecContext* c = state_->codec.get();
+  return fmt::format("{}, {} Hz, {} channel(s)", avcodec_get_name(c->codec_id), c->sample_rate,
+                     c->ch_layout.nb_channels);
+}
+
+int AudioDecoder::damaged_packets() const {
+  return state_->damaged;
+}
+
+bool AudioDecoder::duration_is_estimate() const {
+  return state_->format->duration_estimation_method == AVFMT_DURATION_FROM_BITRATE;
+}
+
+}  // namespace ifw::audio

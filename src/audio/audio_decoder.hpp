@@ -1,0 +1,40 @@
+// Any audio or video file FFmpeg reads, as a stream of 16 kHz mono float samples: the first
+// audio stream, decoded and resampled piece by piece, never the whole file in memory.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace ifw::audio {
+
+class AudioDecoder {
+ public:
+  // Opens `path` ("-" reads standard input). Throws ifw::Error naming the file: missing,
+  // unreadable, not a media file, or without an audio stream.
+  explicit AudioDecoder(const std::string& path);
+  ~AudioDecoder();
+  AudioDecoder(const AudioDecoder&) = delete;
+  AudioDecoder& operator=(const AudioDecoder&) = delete;
+
+  // Fills `out` with the next samples; returns how many (fewer than out.size() only at the end
+  // of the stream, 0 once it is over). Throws ifw::Error when reading fails.
+  std::size_t read(std::span<float> out);
+
+  // The container's duration in seconds, or a negative value when it does not say (a stream).
+  double duration_seconds() const;
+  const std::string& path() const;
+  std::string description() const;  // "mp3, 44100 Hz, 2 channels"
+  // Packets the decoder could not decode (damaged or truncated data); decoding went on.
+  int damaged_packets() const;
+  // Whether the duration was guessed from the bit rate (variable-rate files without an index),
+  // rather than read from the container.
+  bool duration_is_estimate() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace ifw::audio

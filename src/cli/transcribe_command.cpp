@@ -1,0 +1,283 @@
+#include "cli/transcribe_command.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <ifw/error.hpp>
+
+#include "backend/backend.hpp"
+#include "engine/weight_source.hpp"
+#include "engine/whisper_model.hpp"
+#include "formats/formats.hpp"
+#include "model/model_folder.hpp"
+#include "pipeline/transcriber.hpp"
+#include "util/atomic_file.hpp"
+
+namespace ifw::cli {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitCancelled = 130;
+
+// The first SIGINT/SIGTERM asks the work to stop after the current step; a second one ends the
+// process at once.
+pipeline::CancellationToken* g_cancel = nullptr;
+std::atomic<int> g_signals{0};
+
+extern "C" void on_signal(int) {
+  if (g_signals.fetch_add(1) >= 1) ::_exit(kExitCancelled);
+  if (g_cancel != nullptr) g_cancel->cancel();
+}
+
+class SignalScope {
+ public:
+  explicit SignalScope(pipeline::CancellationToken& token) {
+    g_cancel = &token;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+    g_cancel = nullptr;
+  }
+  SignalScope(const SignalScope&) = delete;
+  SignalScope& operator=(const SignalScope&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+// How many windows to decode together: as many as fit comfortably in the free memory (the
+// encoder's activations and the decoder's caches grow with the batch), at most 16.
+int choose_batch_size(const model::WhisperConfig& c) {
+  const double bytes_per_window =
+      4.0 * (1500.0 * (c.encoder_ffn_dim + 6.0 * c.d_model) +         // encoder activations
+             2.0 * c.decoder_layers * (1500.0 + 448.0) * c.d_model +  // decoder caches
+             1500.0 * 1500.0 * 2.0);                                  // attention scores
+  long pages = ::sysconf(_SC_AVPHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  const double free_bytes =
+      pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 4e9;
+  return std::clamp(static_cast<int>(free_bytes / 4.0 / bytes_per_window), 1, 16);
+}
+
+std::string output_stem(const std::string& path, const std::map<std::string, int>& stem_counts) {
+  if (path == "-") return "stdin";
+  const std::filesystem::path p(path);
+  const std::string stem = p.stem().string();
+  // Two inputs with one stem (a/talk.mp3, b/talk.wav) keep their extensions apart.
+  return stem_counts.at(stem) > 1 ? p.filename().string() : stem;
+}
+
+class Progress {
+ public:
+  Progress(std::string mode, std::size_t files)
+      : mode_(std::move(mode)), files_(files), start_(Clock::now()) {}
+
+  void operator()(const pipeline::ProgressEvent& e) {
+    using K = pipeline::ProgressEvent::Kind;
+    if (mode_ == "json") {
+      static constexpr const char* kNames[] = {"file_started", "window_done", "file_done",
+                                               "file_failed"};
+      nlohmann::json j = {{"event", kNames[static_cast<int>(e.kind)]},
+                          {"file", e.path},
+                          {"index", e.file},
+                          {"windows_done", e.windows_done},
+                          {"windows_total", e.windows_total},
+                          {"audio_done", e.audio_done},
+                          {"audio_total", e.audio_total}};
+      if (!e.message.empty()) j["message"] = e.message;
+      std::cout << j.dump() << std::endl;
+      return;
+    }
+    if (e.kind == K::kWindowDone) {
+      audio_done_ += e.audio_done - last_audio_[e.file];
+      last_audio_[e.file] = e.audio_done;
+    }
+    if (mode_ != "bar") return;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double speed = elapsed > 0 ? audio_done_ / elapsed : 0.0;
+    std::string line;
+    const int total = std::max(e.windows_total, 1);
+    const int filled = std::clamp(e.windows_done * 30 / total, 0, 30);
+    line = fmt::format("\r[{}{}] {}/{} windows  {:.1f}x realtime",
+                       std::string(static_cast<std::size_t>(filled), '#'),
+                       std::string(static_cast<std::size_t>(30 - filled), '.'), e.windows_done,
+                       total, speed);
+    if (e.audio_total > 0 && speed > 0) {
+      const double eta = std::max(0.0, (e.audio_total - e.audio_done) / speed);
+      line +=
+          fmt::format("  ETA {:02}:{:02}", static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+    }
+    line += fmt::format("  file {}/{} {}", e.file + 1, files_,
+                        std::filesystem::path(e.path).filename().string());
+    std::cerr << line << "\x1b[K" << std::flush;
+    if (e.kind == K::kFileDone || e.kind == K::kFileFailed) std::cerr << "\n";
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::string mode_;
+  std::size_t files_;
+  Clock::time_point start_;
+  double audio_done_ = 0.0;
+  std::map<int, double> last_audio_;
+};
+
+}  // namespace
+
+void add_transcribe_options(CLI::App& c, TranscribeArgs& a) {
+  c.add_option("FILES", a.files, "Audio or video files; - reads standard input")->required();
+  c.add_option("-m,--model", a.model, "Model folder (Hugging Face layout)")->required();
+  c.add_option("-l,--language", a.language, "Spoken language (code or name); detected when absent");
+  c.add_option("--timestamps", a.timestamps, "none, segment or word")
+      ->check(CLI::IsMember({"none", "segment", "word"}))
+      ->capture_default_str();
+  c.add_option("-f,--format", a.formats, "Outputs: txt,srt,vtt,json,verbose_json,tsv or all")
+      ->capture_default_str();
+  c.add_option("-o,--output-dir", a.output_dir, "Where outputs go")->capture_default_str();
+  c.add_option("--batch-size", a.batch_size,
+               "Windows decoded together (0: from the memory available)")
+      ->check(CLI::Range(0, 256));
+  c.add_option("--threads", a.threads, "CPU threads (0: one per core)")->check(CLI::Range(0, 1024));
+  c.add_option("--device", a.device, "auto, cpu or cuda[:N]")->capture_default_str();
+  c.add_option("--prompt", a.prompt, "Text that conditions every window: names, spelling, style");
+  c.add_option("--temperature", a.temperature, "0 decodes greedily; above 0 samples")
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
+  c.add_option("--max-new-tokens", a.max_new_tokens, "Tokens decoded per 30 s window at most")
+      ->check(CLI::Range(1, 448))
+      ->capture_default_str();
+  c.add_option("--no-speech-threshold", a.no_speech_threshold,
+               "Skip a window as silence above this no-speech probability...")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  c.add_option("--logprob-threshold", a.logprob_threshold,
+               "...when its average log-probability is below this")
+      ->capture_default_str();
+  c.add_option("--subtitles", a.subtitles,
+               "readable (regrouped cues) or segments (one cue per segment)")
+      ->check(CLI::IsMember({"readable", "segments"}))
+      ->capture_default_str();
+  c.add_option("--progress", a.progress, "auto, bar, json or none")
+      ->check(CLI::IsMember({"auto", "bar", "json", "none"}))
+      ->capture_default_str();
+  c.add_flag("-q,--quiet", a.quiet, "Only errors on the terminal");
+}
+
+int run_transcribe(const TranscribeArgs& a, const std::string& task) {
+  // Everything that can be checked before the model loads is.
+  std::vector<formats::Format> formats;
+  try {
+    formats = formats::parse_formats(a.formats);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return kExitUsage;
+  }
+  if (a.device != "auto" && a.device != "cpu") {
+    spdlog::error("--device {}: this build runs on the CPU only (auto or cpu)", a.device);
+    return kExitUsage;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(a.output_dir, ec);
+  if (!std::filesystem::is_directory(a.output_dir, ec)) {
+    spdlog::error("{}: cannot create the output folder", a.output_dir);
+    return kExitFailed;
+  }
+
+  std::unique_ptr<model::ModelFolder> folder;
+  std::unique_ptr<backend::Backend> backend;
+  std::unique_ptr<engine::WhisperModel> model;
+  std::unique_ptr<pipeline::Transcriber> transcriber;
+  pipeline::TranscribeOptions o;
+  try {
+    folder = std::make_unique<model::ModelFolder>(a.model);
+    backend = backend::make_cpu_backend(a.threads);
+    engine::CheckpointWeights weights(folder->checkpoint());
+    model = std::make_unique<engine::WhisperModel>(folder->config(), weights, *backend);
+    o.task = task;
+    if (!a.language.empty()) o.language = a.language;
+    o.timestamps = a.timestamps == "none"   ? pipeline::TimestampMode::kNone
+                   : a.timestamps == "word" ? pipeline::TimestampMode::kWord
+                                            : pipeline::TimestampMode::kSegment;
+    const bool subtitles = std::any_of(formats.begin(), formats.end(), [](formats::Format f) {
+      return f == formats::Format::kSrt || f == formats::Format::kVtt;
+    });
+    o.word_timings =
+        o.timestamps == pipeline::TimestampMode::kWord ||
+        (subtitles && a.subtitles == "readable" && o.timestamps != pipeline::TimestampMode::kNone);
+    o.batch_size = a.batch_size > 0 ? a.batch_size : choose_batch_size(folder->config());
+    o.max_new_tokens = a.max_new_tokens;
+    o.prompt = a.prompt;
+    o.temperature = a.temperature;
+    o.no_speech_threshold = a.no_speech_threshold;
+    o.logprob_threshold = a.logprob_threshold;
+    transcriber = std::make_unique<pipeline::Transcriber>(*folder, *model, o);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return e.kind() == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailed;
+  }
+  spdlog::debug("model {} on {}, batch {}", a.model, backend->description(), o.batch_size);
+
+  std::map<std::string, int> stem_counts;
+  for (const std::string& f : a.files)
+    ++stem_counts[f == "-" ? "stdin" : std::filesystem::path(f).stem().string()];
+
+  formats::SubtitleOptions subtitle_options;
+  subtitle_options.readable = a.subtitles == "readable";
+  std::string progress_mode = a.progress;
+  if (progress_mode == "auto") progress_mode = !a.quiet && ::isatty(STDERR_FILENO) ? "bar" : "none";
+  Progress progress(progress_mode, a.files.size());
+
+  bool any_failed = false;
+  pipeline::CancellationToken cancel;
+  const SignalScope signals(cancel);
+  transcriber->run(
+      a.files, cancel, [&](const pipeline::ProgressEvent& e) { progress(e); },
+      [&](pipeline::FileResult&& r) {
+        if (!r.ok) {
+          any_failed = true;
+          spdlog::error("{}", r.error);
+        }
+        const bool has_output = r.ok || !r.transcript.segments.empty() || r.transcript.partial;
+        if (!has_output) return;
+        // Unfinished work is kept, under names that cannot be mistaken for a finished transcript.
+        const std::string stem =
+            output_stem(r.path, stem_counts) + (r.transcript.partial ? ".partial" : "");
+        for (const formats::Format f : formats) {
+          const auto path = std::filesystem::path(a.output_dir) /
+                            fmt::format("{}.{}", stem, formats::extension(f));
+          try {
+            util::write_file_atomically(path, formats::render(r.transcript, f, subtitle_options));
+            if (!a.quiet && progress_mode != "json") spdlog::info("wrote {}", path.string());
+          } catch (const Error& e) {
+            any_failed = true;
+            spdlog::error("{}", e.what());
+          }
+        }
+      });
+  if (cancel.cancelled()) {
+    spdlog::warn("cancelled: finished work was written as .partial outputs");
+    return kExitCancelled;
+  }
+  return any_failed ? kExitFailed : kExitOk;
+}
+
+}  // namespace ifw::cli
