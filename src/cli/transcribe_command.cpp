@@ -252,7 +252,9 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
   transcriber->run(
       a.files, cancel, [&](const pipeline::ProgressEvent& e) { progress(e); },
       [&](pipeline::FileResult&& r) {
-        if (!r.ok) {
+        if (!r.ok && cancel.cancelled()) {
+          spdlog::warn("{}", r.error);
+        } else if (!r.ok) {
           any_failed = true;
           spdlog::error("{}", r.error);
         }

@@ -193,8 +193,8 @@ std::vector<Cue> subtitle_cues(const Transcript& transcript, const SubtitleOptio
           }
         }
       }
-      // Too short a cue for its boundary is worse than a cut mid-phrase.
-      if (char_count(join(words, begin, cut)) * 3 < char_count(join(words, begin, end))) cut = end;
+      // A cue too brief to read is worse than a cut mid-phrase.
+      if (words[cut - 1].end - words[begin].start < o.min_duration) cut = end;
       end = cut;
     }
     Cue cue;
@@ -206,13 +206,19 @@ std::vector<Cue> subtitle_cues(const Transcript& transcript, const SubtitleOptio
     cues.push_back(std::move(cue));
     begin = end;
   }
-  // Short cues stay up at least the minimum duration, without running into the next one.
+  // Cues follow each other without overlapping; short ones stay up at least the minimum duration
+  // when the next one leaves room, and none is ever shown for no time at all (word timings can
+  // collapse onto one instant), even if that nudges the next one later.
+  constexpr double kShortest = 0.1;
   for (std::size_t i = 0; i < cues.size(); ++i) {
-    const double limit =
+    if (i > 0) cues[i].start = std::max(cues[i].start, cues[i - 1].end);
+    cues[i].end = std::max(cues[i].end, cues[i].start);
+    const double next =
         i + 1 < cues.size() ? cues[i + 1].start : std::numeric_limits<double>::infinity();
     if (cues[i].end - cues[i].start < o.min_duration) {
-      cues[i].end = std::min(cues[i].start + o.min_duration, std::max(limit, cues[i].end));
+      cues[i].end = std::min(cues[i].start + o.min_duration, std::max(next, cues[i].end));
     }
+    cues[i].end = std::max(cues[i].end, cues[i].start + kShortest);
   }
   return cues;
 }

@@ -1,42 +1,14 @@
 // The real `ifw` binary, run as a user runs it: exit codes, stdout, stderr.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
+#include "integration/run_ifw.hpp"
 #include "support/golden.hpp"
 #include "support/model_builder.hpp"
 #include "support/temp_dir.hpp"
 
 namespace ifw::test {
 namespace {
-
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (const char c : s)
-    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-CliRun run_ifw(const std::vector<std::string>& args) {
-  const TempDir tmp;
-  std::string command = shell_quote(IFW_BINARY);
-  for (const auto& a : args)
-    command.append(" ").append(shell_quote(a));
-  command.append(" >").append(shell_quote((tmp / "out").string()));
-  command.append(" 2>").append(shell_quote((tmp / "err").string()));
-  const int status = std::system(command.c_str());
-  CliRun r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = read_file(tmp / "out");
-  r.err = read_file(tmp / "err");
-  return r;
-}
 
 TEST(Cli, Version) {
   const CliRun r = run_ifw({"version"});

@@ -1,0 +1,241 @@
+// `ifw transcribe` end to end: the reference's tokens from a real recording, any container, bad
+// inputs among good ones, outputs that FFmpeg reads back, standard input, cancellation.
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "integration/run_ifw.hpp"
+#include "support/golden.hpp"
+#include "support/temp_dir.hpp"
+#include "util/json.hpp"
+
+namespace ifw::test {
+namespace {
+
+std::string jfk() {
+  return (*whisper_data_dir() / "jfk.flac").string();
+}
+
+std::string golden_model(const std::string& name) {
+  return (*golden_dir() / "models" / name).string();
+}
+
+// A media file made by the ffmpeg program; skips the test when there is no ffmpeg.
+#define REQUIRE_FFMPEG()                                                                \
+  do {                                                                                  \
+    if (!have_program("ffmpeg")) GTEST_SKIP() << "the ffmpeg program is not installed"; \
+  } while (0)
+
+void ffmpeg(const std::string& args) {
+  ASSERT_EQ(run_shell("ffmpeg -nostdin -loglevel error -y " + args), 0) << args;
+}
+
+class GoldenTranscription : public ::testing::TestWithParam<std::string> {};
+
+// The first segment holds exactly the reference's generate(return_timestamps=True) tokens.
+TEST_P(GoldenTranscription, FirstSegmentIsTheReferencesTokens) {
+  IFW_REQUIRE_GOLDEN();
+  const TempDir out;
+  const auto expected =
+      util::read_json_file(*golden_dir() / "reference" / GetParam() / "golden.json")
+          .at("generate_timestamps")
+          .get<std::vector<int>>();
+  const CliRun r = run_ifw({"transcribe", jfk(), "--model", golden_model(GetParam()), "--language",
+                            "en", "-f", "verbose_json", "--max-new-tokens", "40", "-o",
+                            out.path().string(), "--progress", "none"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto v = util::read_json_file(out / "jfk.verbose.json");
+  EXPECT_EQ(v.at("task"), "transcribe");
+  EXPECT_EQ(v.at("language"), "english");
+  EXPECT_DOUBLE_EQ(v.at("duration").get<double>(), 11.0);
+  ASSERT_FALSE(v.at("segments").empty());
+  EXPECT_EQ(v["segments"][0].at("tokens").get<std::vector<int>>(), expected);
+  for (const char* key : {"id", "seek", "start", "end", "text", "temperature", "avg_logprob",
+                          "compression_ratio", "no_speech_prob"}) {
+    EXPECT_TRUE(v["segments"][0].contains(key)) << key;
+  }
+}
+
+// The same audio inside an MP4 with a video stream (lossless ALAC audio) gives the same tokens.
+TEST_P(GoldenTranscription, VideoContainerGivesTheSameTokens) {
+  IFW_REQUIRE_GOLDEN();
+  REQUIRE_FFMPEG();
+  const TempDir dir;
+  const auto video = (dir / "talk.mp4").string();
+  ffmpeg("-f lavfi -i testsrc=size=64x64:rate=5 -i " + shell_quote(jfk()) +
+         " -map 0:v -map 1:a -shortest -c:v mpeg4 -c:a alac " + shell_quote(video));
+  const auto run = [&](const std::string& input, const std::string& name) {
+    const CliRun r =
+        run_ifw({"transcribe", input, "--model", golden_model(GetParam()), "--language", "en", "-f",
+                 "verbose_json", "--max-new-tokens", "40", "-o", (dir / name).string(), "-q"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return util::read_json_file(dir / name /
+                                (std::filesystem::path(input).stem().string() + ".verbose.json"));
+  };
+  const auto from_flac = run(jfk(), "a");
+  const auto from_mp4 = run(video, "b");
+  EXPECT_EQ(from_mp4["segments"][0]["tokens"], from_flac["segments"][0]["tokens"]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Corpus, GoldenTranscription, ::testing::ValuesIn([] {
+                           auto names = golden_model_names();
+                           if (names.empty()) names.push_back("no_reference_corpus");
+                           return names;
+                         }()),
+                         [](const auto& param_info) { return test_name(param_info.param); });
+
+class Transcribe : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    IFW_REQUIRE_GOLDEN();
+    model_ = golden_model("tiny-random-v3");
+  }
+  std::vector<std::string> args(std::vector<std::string> files,
+                                const std::string& formats = "txt") {
+    std::vector<std::string> a = {"transcribe"};
+    a.insert(a.end(), files.begin(), files.end());
+    for (const std::string& s :
+         {std::string("--model"), model_, std::string("--language"), std::string("en"),
+          std::string("-f"), formats, std::string("--max-new-tokens"), std::string("8"),
+          std::string("-o"), out_.path().string(), std::string("--progress"),
+          std::string("none")}) {
+      a.push_back(s);
+    }
+    return a;
+  }
+  std::string model_;
+  TempDir out_;
+  TempDir in_;
+};
+
+TEST_F(Transcribe, BadInputsFailClearlyAndTheOthersAreStillDone) {
+  REQUIRE_FFMPEG();
+  std::filesystem::create_directory(in_ / "folder");
+  write_file(in_ / "empty.wav", "");
+  write_file(in_ / "notes.wav", "these are not sounds\n");
+  ffmpeg("-i " + shell_quote(jfk()) + " -t 6 -c:a libmp3lame " +
+         shell_quote((in_ / "full.mp3").string()));
+  const std::string full = read_file(in_ / "full.mp3");
+  write_file(in_ / "cut.mp3", full.substr(0, full.size() / 4));
+  ffmpeg("-f lavfi -i testsrc=size=32x32:rate=5 -t 1 -c:v mpeg4 " +
+         shell_quote((in_ / "silent_film.mp4").string()));
+
+  const CliRun r =
+      run_ifw(args({(in_ / "missing.wav").string(), (in_ / "folder").string(),
+                    (in_ / "empty.wav").string(), (in_ / "notes.wav").string(),
+                    (in_ / "cut.mp3").string(), (in_ / "silent_film.mp4").string(), jfk()}));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "missing.wav: no such file"));
+  EXPECT_TRUE(contains(r.err, "folder: is a directory"));
+  EXPECT_TRUE(contains(r.err, "empty.wav: the file is empty"));
+  EXPECT_TRUE(contains(r.err, "notes.wav: not a readable audio or video file"));
+  EXPECT_TRUE(contains(r.err, "cut.mp3: the audio ends at"));
+  EXPECT_TRUE(contains(r.err, "silent_film.mp4: has no audio stream"));
+  EXPECT_TRUE(std::filesystem::exists(out_ / "jfk.txt"));          // the good file is done
+  EXPECT_TRUE(std::filesystem::exists(out_ / "cut.partial.txt"));  // what could be decoded is kept
+  EXPECT_FALSE(std::filesystem::exists(out_ / "cut.txt"));
+}
+
+TEST_F(Transcribe, UsageErrorsExitTwo) {
+  EXPECT_EQ(run_ifw(args({jfk()}, "txt,docx")).exit_code, 2);
+  auto a = args({jfk()});
+  a.insert(a.end(), {"--batch-size", "100000"});
+  EXPECT_EQ(run_ifw(a).exit_code, 2);
+  a = args({jfk()});
+  a.insert(a.end(), {"--temperature", "-1"});
+  EXPECT_EQ(run_ifw(a).exit_code, 2);
+  a = args({jfk()});
+  a.insert(a.end(), {"--device", "tpu"});
+  EXPECT_EQ(run_ifw(a).exit_code, 2);
+  a = args({jfk()});
+  a[std::find(a.begin(), a.end(), "en") - a.begin()] = "klingon";
+  const CliRun r = run_ifw(a);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "language \"klingon\""));
+  EXPECT_EQ(run_ifw({"transcribe", jfk()}).exit_code, 2);  // no model
+}
+
+TEST_F(Transcribe, UnwritableOutputFolder) {
+  write_file(in_ / "a_file", "x");
+  auto a = args({jfk()});
+  a[std::find(a.begin(), a.end(), "-o") - a.begin() + 1] = (in_ / "a_file" / "sub").string();
+  const CliRun r = run_ifw(a);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "cannot create the output folder"));
+}
+
+TEST_F(Transcribe, StandardInput) {
+  const CliRun r = run_ifw(args({"-"}), jfk());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(out_ / "stdin.txt"));
+}
+
+TEST_F(Transcribe, EveryFormatAndFfmpegReadsTheSubtitles) {
+  REQUIRE_FFMPEG();
+  auto a = args({jfk()}, "all");
+  a.insert(a.end(), {"--timestamps", "word"});
+  const CliRun r = run_ifw(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* ext : {"txt", "srt", "vtt", "json", "verbose.json", "tsv"}) {
+    EXPECT_TRUE(std::filesystem::exists(out_ / (std::string("jfk.") + ext))) << ext;
+  }
+  const auto v = util::read_json_file(out_ / "jfk.verbose.json");
+  EXPECT_TRUE(v.contains("words"));
+  EXPECT_EQ(util::read_json_file(out_ / "jfk.json").at("text"), v.at("text"));
+  for (const char* ext : {"srt", "vtt"}) {
+    const std::string sub = (out_ / (std::string("jfk.") + ext)).string();
+    const std::string log = (out_ / "ffmpeg.log").string();
+    // FFmpeg parses the cues and writes them out again as SRT.
+    EXPECT_EQ(run_shell("ffmpeg -nostdin -v error -i " + shell_quote(sub) +
+                        " -map 0 -f srt - >/dev/null 2>" + shell_quote(log)),
+              0);
+    EXPECT_EQ(read_file(log), "") << ext;
+  }
+}
+
+// SIGINT during a long file: exit 130 within 2 s, with valid partial outputs.
+TEST_F(Transcribe, InterruptKeepsWhatIsFinished) {
+  REQUIRE_FFMPEG();
+  const std::string long_file = (in_ / "long.flac").string();
+  ffmpeg("-stream_loop 60 -i " + shell_quote(jfk()) + " -c:a flac " +
+         shell_quote(long_file));  // 11 minutes
+  auto a = args({long_file}, "txt,verbose_json");
+  a[std::find(a.begin(), a.end(), "8") - a.begin()] = "100";
+  a.insert(a.end(), {"--batch-size", "1"});
+  std::vector<std::string> argv_s = {IFW_BINARY};
+  argv_s.insert(argv_s.end(), a.begin(), a.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_s)
+    argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  // Wait until a window is done (the partial output then has something in it).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGINT), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_LT(seconds, 2.0);
+  ASSERT_TRUE(std::filesystem::exists(out_ / "long.partial.verbose.json"));
+  const auto v = util::read_json_file(out_ / "long.partial.verbose.json");
+  EXPECT_TRUE(v.at("partial").get<bool>());
+  EXPECT_LT(v.at("duration").get<double>(), 600.0);
+  EXPECT_FALSE(std::filesystem::exists(out_ / "long.verbose.json"));
+}
+
+}  // namespace
+}  // namespace ifw::test

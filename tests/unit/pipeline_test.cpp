@@ -1,0 +1,179 @@
+// Windows cut from a stream of samples, words from tokens, the audio decoder, atomic writes.
+#include <cmath>
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include <ifw/audio.hpp>
+
+#include "audio/audio_decoder.hpp"
+#include "model/tokenizer/tokenizer.hpp"
+#include "pipeline/chunker.hpp"
+#include "pipeline/words.hpp"
+#include "support/expect_error.hpp"
+#include "support/model_builder.hpp"
+#include "support/temp_dir.hpp"
+#include "util/atomic_file.hpp"
+
+namespace ifw::test {
+namespace {
+
+// Speech-like bursts (a tone) with a silent gap every `period` seconds.
+std::vector<float> bursts(double seconds, double period, double gap) {
+  std::vector<float> s(static_cast<std::size_t>(seconds * kSampleRate));
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const double t = static_cast<double>(i) / kSampleRate;
+    const bool silent = std::fmod(t, period) > period - gap;
+    s[i] = silent ? 0.0f : 0.3f * static_cast<float>(std::sin(2 * 3.14159 * 300 * t));
+  }
+  return s;
+}
+
+std::vector<pipeline::AudioWindow> chunk(const std::vector<float>& samples) {
+  std::size_t pos = 0;
+  pipeline::Chunker chunker([&](std::span<float> out) {
+    const std::size_t n = std::min(out.size(), samples.size() - pos);
+    std::copy_n(samples.begin() + static_cast<std::ptrdiff_t>(pos), n, out.begin());
+    pos += n;
+    return n;
+  });
+  std::vector<pipeline::AudioWindow> windows;
+  while (auto w = chunker.next())
+    windows.push_back(std::move(*w));
+  return windows;
+}
+
+TEST(Chunker, WindowsCoverEverySampleOnceAndCutInSilence) {
+  const auto samples = bursts(100.0, 7.0, 0.5);
+  const auto windows = chunk(samples);
+  ASSERT_GE(windows.size(), 4u);
+  std::int64_t expected_start = 0;
+  for (std::size_t i = 0; i < windows.size(); ++i) {
+    const auto& w = windows[i];
+    EXPECT_EQ(w.start_sample, expected_start);
+    EXPECT_LE(w.samples.size(), kWindowSamples);
+    EXPECT_EQ(std::memcmp(w.samples.data(), samples.data() + w.start_sample,
+                          w.samples.size() * sizeof(float)),
+              0);
+    expected_start += static_cast<std::int64_t>(w.samples.size());
+    EXPECT_EQ(w.last, i + 1 == windows.size());
+    if (!w.last) {
+      // The cut falls in one of the silent gaps.
+      EXPECT_EQ(samples[static_cast<std::size_t>(expected_start)], 0.0f) << "window " << i;
+      EXPECT_GE(w.samples.size(), kWindowSamples - 5 * kSampleRate);
+    }
+  }
+  EXPECT_EQ(expected_start, static_cast<std::int64_t>(samples.size()));
+}
+
+TEST(Chunker, ShortAndEmptyStreams) {
+  const auto one = chunk(std::vector<float>(1000, 0.1f));
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_TRUE(one[0].last);
+  EXPECT_TRUE(chunk({}).empty());
+  const auto exact = chunk(std::vector<float>(kWindowSamples, 0.1f));
+  ASSERT_EQ(exact.size(), 1u);
+  EXPECT_TRUE(exact[0].last);
+}
+
+TEST(Words, FromTokensWithTimes) {
+  TempDir dir;
+  write_json(dir / "tokenizer.json", synthetic_tokenizer_json());
+  const auto tok = model::Tokenizer::from_tokenizer_json(dir / "tokenizer.json");
+  // " the hello." then a timestamp, then end of text
+  std::vector<model::TokenId> tokens = tok.encode(" the hello.");
+  tokens.push_back(kSyntheticNoTimestamps + 10);
+  tokens.push_back(kSyntheticEndOfText);
+  std::vector<double> times;
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    times.push_back(1.0 + 0.1 * static_cast<double>(i));
+  const auto words = pipeline::words_from_tokens(tok, tokens, times, false);
+  ASSERT_EQ(words.size(), 2u);
+  EXPECT_EQ(words[0].text, " the");
+  EXPECT_EQ(words[1].text, " hello.");  // punctuation stays with its word
+  EXPECT_DOUBLE_EQ(words[0].start, 1.0);
+  EXPECT_DOUBLE_EQ(words[0].end, words[1].start);
+  // Characters split over tokens come out whole; languages without spaces split per character.
+  const auto cjk = tok.encode("你好");
+  std::vector<double> t2(cjk.size(), 2.0);
+  const auto chars = pipeline::words_from_tokens(tok, cjk, t2, true);
+  ASSERT_EQ(chars.size(), 2u);
+  EXPECT_EQ(chars[0].text, "你");
+  EXPECT_TRUE(pipeline::splits_on_characters("ja"));
+  EXPECT_FALSE(pipeline::splits_on_characters("de"));
+}
+
+// A 16-bit PCM WAV file, 8 kHz stereo: a 440 Hz tone left, silence right.
+std::string wav_bytes(double seconds) {
+  const int rate = 8000, channels = 2;
+  const auto frames = static_cast<std::uint32_t>(seconds * rate);
+  std::string data;
+  for (std::uint32_t i = 0; i < frames; ++i) {
+    const auto left = static_cast<std::int16_t>(16000 * std::sin(2 * 3.14159265 * 440 * i / rate));
+    const std::int16_t right = 0;
+    data.append(reinterpret_cast<const char*>(&left), 2);
+    data.append(reinterpret_cast<const char*>(&right), 2);
+  }
+  const auto u32 = [](std::uint32_t v) {
+    return std::string(reinterpret_cast<const char*>(&v), 4);
+  };
+  const auto u16 = [](std::uint16_t v) {
+    return std::string(reinterpret_cast<const char*>(&v), 2);
+  };
+  return "RIFF" + u32(36 + static_cast<std::uint32_t>(data.size())) + "WAVEfmt " + u32(16) +
+         u16(1) + u16(channels) + u32(rate) + u32(rate * channels * 2) + u16(channels * 2) +
+         u16(16) + "data" + u32(static_cast<std::uint32_t>(data.size())) + data;
+}
+
+TEST(AudioDecoder, ResamplesToSixteenKilohertzMono) {
+  TempDir dir;
+  write_file(dir / "tone.wav", wav_bytes(2.0));
+  audio::AudioDecoder decoder((dir / "tone.wav").string());
+  EXPECT_NEAR(decoder.duration_seconds(), 2.0, 1e-3);
+  EXPECT_EQ(decoder.description(), "pcm_s16le, 8000 Hz, 2 channel(s)");
+  std::vector<float> all, chunk(3001);
+  for (std::size_t n; (n = decoder.read(chunk)) > 0;)
+    all.insert(all.end(), chunk.begin(), chunk.begin() + n);
+  EXPECT_NEAR(static_cast<double>(all.size()), 32000.0, 32.0);
+  // FFmpeg's stereo-to-mono mix takes each channel at -3 dB: the tone peaks at 0.49 / sqrt(2).
+  float peak = 0.0f;
+  for (std::size_t i = 1000; i < all.size() - 1000; ++i)
+    peak = std::max(peak, std::fabs(all[i]));
+  EXPECT_NEAR(peak, 0.70710678f * 16000.0f / 32768.0f, 0.01f);
+  EXPECT_EQ(decoder.read(chunk), 0u);
+  EXPECT_EQ(decoder.damaged_packets(), 0);
+}
+
+TEST(AudioDecoder, ClearErrors) {
+  TempDir dir;
+  EXPECT_IFW_ERROR(audio::AudioDecoder((dir / "none.wav").string()), "none.wav: no such file");
+  EXPECT_IFW_ERROR(audio::AudioDecoder(dir.path().string()), "is a directory");
+  write_file(dir / "empty.mp3", "");
+  EXPECT_IFW_ERROR(audio::AudioDecoder((dir / "empty.mp3").string()),
+                   "empty.mp3: the file is empty");
+  write_file(dir / "text.wav", "not audio at all, just text\n");
+  EXPECT_IFW_ERROR(audio::AudioDecoder((dir / "text.wav").string()),
+                   "text.wav: not a readable audio or video file");
+}
+
+TEST(AtomicFile, ReplacesWholeAndLeavesNoTemporaryFiles) {
+  TempDir dir;
+  const auto path = dir / "out.srt";
+  write_file(path, "old content");
+  util::write_file_atomically(path, "new content");
+  EXPECT_EQ(read_file(path), "new content");
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path()))
+    ++entries;
+  EXPECT_EQ(entries, 1);
+  EXPECT_IFW_ERROR(util::write_file_atomically(dir / "missing" / "x.txt", "x"), "missing/x.txt",
+                   "cannot create");
+  // A directory in the way: the write fails and what was there is untouched.
+  std::filesystem::create_directory(dir / "taken");
+  write_file(dir / "taken" / "keep", "kept");
+  EXPECT_IFW_ERROR(util::write_file_atomically(dir / "taken", "x"), "taken", "cannot replace");
+  EXPECT_EQ(read_file(dir / "taken" / "keep"), "kept");
+}
+
+}  // namespace
+}  // namespace ifw::test
