@@ -9,6 +9,7 @@
 
 #include <ifw/ifw.hpp>
 
+#include "cli/models_command.hpp"
 #include "cli/transcribe_command.hpp"
 #include "engine/benchmark.hpp"
 #include "engine/weight_source.hpp"
@@ -71,6 +72,11 @@ int main(int argc, char** argv) {
       app.add_subcommand("translate", "Translate speech in audio or video files into English");
   ifw::cli::add_transcribe_options(*translate, translate_args);
 
+  ifw::cli::ModelsArgs models_args;
+  auto* models =
+      app.add_subcommand("models", "List, download or remove models in the Hugging Face cache");
+  ifw::cli::add_models_commands(*models, models_args);
+
   auto* bench = app.add_subcommand(
       "bench", "Measure encoder and decoder speed of an architecture with random weights");
   ifw::engine::BenchmarkOptions bench_options;
@@ -111,6 +117,7 @@ int main(int argc, char** argv) {
       if (translate_args.quiet) spdlog::set_level(spdlog::level::err);
       return ifw::cli::run_transcribe(translate_args, "translate");
     }
+    if (*models) return ifw::cli::run_models(*models, models_args);
     if (*bench) {
       const auto result = ifw::engine::run_benchmark(bench_options);
       std::cout << (bench_json ? ifw::engine::benchmark_json(result)

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,6 +18,7 @@
 #include <ifw/error.hpp>
 
 #include "backend/backend.hpp"
+#include "cli/models_command.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "formats/formats.hpp"
@@ -145,7 +147,11 @@ class Progress {
 
 void add_transcribe_options(CLI::App& c, TranscribeArgs& a) {
   c.add_option("FILES", a.files, "Audio or video files; - reads standard input")->required();
-  c.add_option("-m,--model", a.model, "Model folder (Hugging Face layout)")->required();
+  c.add_option(
+      "-m,--model", a.model,
+      "Model folder, or Hub id such as openai/whisper-large-v3-turbo (default: $IFW_MODEL)");
+  c.add_option("--revision", a.revision, "Hub revision of the model (branch, tag or commit)")
+      ->capture_default_str();
   c.add_option("-l,--language", a.language, "Spoken language (code or name); detected when absent");
   c.add_option("--timestamps", a.timestamps, "none, segment or word")
       ->check(CLI::IsMember({"none", "segment", "word"}))
@@ -208,7 +214,16 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
   std::unique_ptr<pipeline::Transcriber> transcriber;
   pipeline::TranscribeOptions o;
   try {
-    folder = std::make_unique<model::ModelFolder>(a.model);
+    std::string model_name = a.model;
+    if (model_name.empty()) {
+      const char* env = std::getenv("IFW_MODEL");
+      if (env == nullptr || *env == '\0') {
+        spdlog::error("no model: pass --model FOLDER_OR_HUB_ID (or set IFW_MODEL)");
+        return kExitUsage;
+      }
+      model_name = env;
+    }
+    folder = std::make_unique<model::ModelFolder>(locate_model(model_name, a.revision, a.quiet));
     backend = backend::make_cpu_backend(a.threads);
     engine::CheckpointWeights weights(folder->checkpoint());
     model = std::make_unique<engine::WhisperModel>(folder->config(), weights, *backend);

@@ -11,6 +11,7 @@ namespace ifw::cli {
 struct TranscribeArgs {
   std::vector<std::string> files;
   std::string model;
+  std::string revision = "main";
   std::string language;
   std::string timestamps = "segment";
   std::string formats = "all";
