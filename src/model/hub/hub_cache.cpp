@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
-#include <regex>
 #include <set>
 
 #include <fcntl.h>
@@ -336,10 +335,16 @@ HubSettings HubSettings::from_environment() {
 }
 
 bool is_repo_id(std::string_view text) {
-  static const std::regex pattern(
-      R"(^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$)");
-  const std::string s(text);
-  return std::regex_match(s, pattern) && s.find("..") == std::string::npos;
+  // <owner>/<name>: letters, digits, '.', '_', '-', starting with a letter or digit, no "..".
+  const auto part_ok = [](std::string_view p) {
+    return !p.empty() && p.size() <= 96 && std::isalnum(static_cast<unsigned char>(p.front())) &&
+           std::all_of(p.begin(), p.end(), [](char c) {
+             return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+           });
+  };
+  const auto slash = text.find('/');
+  return slash != std::string_view::npos && part_ok(text.substr(0, slash)) &&
+         part_ok(text.substr(slash + 1)) && text.find("..") == std::string_view::npos;
 }
 
 std::filesystem::path repo_folder(const HubSettings& settings, const std::string& repo_id) {
