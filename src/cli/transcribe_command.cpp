@@ -165,9 +165,30 @@ void add_transcribe_options(CLI::App& c, TranscribeArgs& a) {
   c.add_option("--threads", a.threads, "CPU threads (0: one per core)")->check(CLI::Range(0, 1024));
   c.add_option("--device", a.device, "auto, cpu or cuda[:N]")->capture_default_str();
   c.add_option("--prompt", a.prompt, "Text that conditions every window: names, spelling, style");
-  c.add_option("--temperature", a.temperature, "0 decodes greedily; above 0 samples")
-      ->check(CLI::Range(0.0, 10.0))
+  c.add_option(
+       "--strategy", a.strategy,
+       "batched: independent windows decoded together (fast); sequential: openai/whisper's loop, "
+       "each window after the last one's text, with temperature fallback")
+      ->check(CLI::IsMember({"batched", "sequential"}))
       ->capture_default_str();
+  c.add_flag("--vad", a.vad, "Skip silent stretches (energy-based voice activity detection)");
+  c.add_option("--temperature", a.temperature, "0 decodes greedily; above 0 samples")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  c.add_option(
+       "--temperature-increment", a.temperature_increment,
+       "Fallback step when a window's text is repetitive or unlikely (default: 0.2 sequential, "
+       "none batched; 0 disables)")
+      ->check(CLI::Range(0.0, 1.0));
+  c.add_option("--best-of", a.best_of, "Candidates sampled per window when falling back")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  c.add_option("--compression-ratio-threshold", a.compression_ratio_threshold,
+               "Fall back when a window's text compresses better than this (repetition)")
+      ->check(CLI::Range(1.0, 100.0))
+      ->capture_default_str();
+  c.add_flag("--no-condition-on-previous-text", a.no_condition_on_previous_text,
+             "Sequential: do not give each window the previous text as prompt");
   c.add_option("--max-new-tokens", a.max_new_tokens, "Tokens decoded per 30 s window at most")
       ->check(CLI::Range(1, 448))
       ->capture_default_str();
@@ -177,6 +198,7 @@ void add_transcribe_options(CLI::App& c, TranscribeArgs& a) {
       ->capture_default_str();
   c.add_option("--logprob-threshold", a.logprob_threshold,
                "...when its average log-probability is below this")
+      ->check(CLI::Range(-100.0, 0.0))
       ->capture_default_str();
   c.add_option("--subtitles", a.subtitles,
                "readable (regrouped cues) or segments (one cue per segment)")
@@ -242,6 +264,15 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
     o.max_new_tokens = a.max_new_tokens;
     o.prompt = a.prompt;
     o.temperature = a.temperature;
+    o.strategy =
+        a.strategy == "sequential" ? pipeline::Strategy::kSequential : pipeline::Strategy::kBatched;
+    o.temperature_increment = a.temperature_increment >= 0.0 ? a.temperature_increment
+                              : o.strategy == pipeline::Strategy::kSequential ? 0.2
+                                                                              : 0.0;
+    o.best_of = a.best_of;
+    o.compression_ratio_threshold = a.compression_ratio_threshold;
+    o.voice_activity = a.vad;
+    o.condition_on_previous_text = !a.no_condition_on_previous_text;
     o.no_speech_threshold = a.no_speech_threshold;
     o.logprob_threshold = a.logprob_threshold;
     transcriber = std::make_unique<pipeline::Transcriber>(*folder, *model, o);

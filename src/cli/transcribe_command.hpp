@@ -21,6 +21,12 @@ struct TranscribeArgs {
   std::string device = "auto";
   std::string prompt;
   double temperature = 0.0;
+  double temperature_increment = -1.0;  // below 0: 0.2 for sequential, 0 (no fallback) for batched
+  int best_of = 5;
+  double compression_ratio_threshold = 2.4;
+  std::string strategy = "batched";
+  bool vad = false;
+  bool no_condition_on_previous_text = false;
   int max_new_tokens = 224;
   double no_speech_threshold = 0.6;
   double logprob_threshold = -1.0;

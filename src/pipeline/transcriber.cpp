@@ -18,7 +18,7 @@
 #include "decode/token_timestamps.hpp"
 #include "decode/window_stats.hpp"
 #include "model/languages.hpp"
-#include "pipeline/chunker.hpp"
+#include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
 
 namespace ifw::pipeline {
@@ -39,33 +39,53 @@ std::string strip(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\n") - b + 1);
 }
 
+// The encoder states of some windows (repeats allowed), as a batch of their own.
+backend::Tensor select_windows(backend::Backend& be, const backend::Tensor& states,
+                               std::span<const std::int64_t> items) {
+  const std::int64_t width = states.dim(1) * states.dim(2);
+  backend::Tensor out = be.empty({static_cast<std::int64_t>(items.size()), width});
+  be.gather_rows(states.reshape({states.dim(0), width}), items, out);
+  return out.reshape({static_cast<std::int64_t>(items.size()), states.dim(1), states.dim(2)});
+}
+
 }  // namespace
 
 struct Transcriber::File {
   int index = 0;
   std::string path;
   std::unique_ptr<audio::AudioDecoder> decoder;
-  std::unique_ptr<Chunker> chunker;
+  std::unique_ptr<WindowSource> source;
   Transcript transcript;
   std::optional<model::TokenId> language_token;
-  bool input_done = false;
+  std::vector<model::TokenId> history;  // sequential: earlier text, the next window's prompt
   bool finished = false;
-  int windows_read = 0;
+  bool broken = false;  // reading failed: finished with what was done
   int windows_done = 0;
+  int in_flight = 0;
   double duration_hint = -1.0;
-  std::int64_t samples_read = 0;
-  std::string error;  // a failure while reading; the file is finished with what was done
+  std::string error;
 
+  bool drained() const { return (broken || source->exhausted()) && in_flight == 0; }
   int windows_estimate() const {
     const int by_duration =
         duration_hint > 0 ? static_cast<int>(std::ceil(duration_hint / kWindowSeconds)) : 0;
-    return std::max({windows_read + (input_done ? 0 : 1), by_duration, windows_done});
+    return std::max({windows_done + in_flight + (drained() ? 0 : 1), by_duration, windows_done});
   }
 };
 
 struct Transcriber::Item {
   File* file = nullptr;
   AudioWindow window;
+  std::vector<model::TokenId> prompt;
+};
+
+struct Transcriber::Decoded {
+  decode::GreedyResult result;
+  std::vector<model::TokenId> tokens;  // without the closing end of text
+  std::string text;
+  double temperature = 0.0;
+  double avg_logprob = 0.0;
+  double compression_ratio = 0.0;
 };
 
 Transcriber::Transcriber(const model::ModelFolder& folder, const engine::WhisperModel& model,
@@ -103,33 +123,54 @@ Transcriber::Transcriber(const model::ModelFolder& folder, const engine::Whisper
   } else if (!tok.multilingual()) {
     options_.language = "en";
   }
-  if (options_.batch_size < 1 || options_.batch_size > 256) {
-    throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("batch size {}: use 1 to 256", options_.batch_size));
-  }
-  if (options_.max_new_tokens < 1 ||
-      options_.max_new_tokens > model_.config().max_target_positions) {
-    throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("max new tokens {}: use 1 to {}", options_.max_new_tokens,
-                            model_.config().max_target_positions));
-  }
-  if (options_.temperature < 0.0 || options_.temperature > 10.0 ||
-      !std::isfinite(options_.temperature)) {
-    throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("temperature {}: use 0 to 10", options_.temperature));
-  }
+  const auto check = [](bool ok, const std::string& message) {
+    if (!ok) throw Error(ErrorKind::kInvalidArgument, message);
+  };
+  check(options_.batch_size >= 1 && options_.batch_size <= 256,
+        fmt::format("batch size {}: use 1 to 256", options_.batch_size));
+  check(options_.max_new_tokens >= 1 &&
+            options_.max_new_tokens <= model_.config().max_target_positions,
+        fmt::format("max new tokens {}: use 1 to {}", options_.max_new_tokens,
+                    model_.config().max_target_positions));
+  check(std::isfinite(options_.temperature) && options_.temperature >= 0.0 &&
+            options_.temperature <= 1.0,
+        fmt::format("temperature {}: use 0 to 1", options_.temperature));
+  check(std::isfinite(options_.temperature_increment) && options_.temperature_increment >= 0.0 &&
+            options_.temperature_increment <= 1.0,
+        fmt::format("temperature increment {}: use 0 to 1", options_.temperature_increment));
+  check(options_.best_of >= 1 && options_.best_of <= 16,
+        fmt::format("best of {}: use 1 to 16", options_.best_of));
   if (const std::string prompt = strip(options_.prompt); !prompt.empty()) {
-    // openai/whisper: <|startofprev|> then the prompt's last (text context / 2 - 1) tokens.
-    const auto& sp = tok.specials();
-    if (!sp.start_of_prev)
+    if (!tok.specials().start_of_prev) {
       throw Error(ErrorKind::kUnsupported,
                   "this model's vocabulary has no <|startofprev|> for a prompt");
-    std::vector<model::TokenId> ids = tok.encode(" " + prompt);
-    const auto keep = static_cast<std::size_t>(model_.config().max_target_positions / 2 - 1);
-    if (ids.size() > keep) ids.erase(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(keep));
-    prompt_prefix_.push_back(*sp.start_of_prev);
-    prompt_prefix_.insert(prompt_prefix_.end(), ids.begin(), ids.end());
+    }
+    prompt_tokens_ = tok.encode(" " + prompt);
   }
+}
+
+std::vector<model::TokenId> Transcriber::prompt_for(const File& f) const {
+  const model::Tokenizer& tok = folder_.tokenizer();
+  const auto& sp = tok.specials();
+  // openai/whisper: <|startofprev|>, the last (text context / 2 - 1) tokens of the conditioning
+  // text, then the task's tokens.
+  const std::vector<model::TokenId>& conditioning =
+      options_.strategy == Strategy::kSequential ? f.history : prompt_tokens_;
+  std::vector<model::TokenId> p;
+  if (!conditioning.empty()) {
+    const auto keep = static_cast<std::size_t>(model_.config().max_target_positions / 2 - 1);
+    p.push_back(*sp.start_of_prev);
+    p.insert(p.end(),
+             conditioning.end() - static_cast<std::ptrdiff_t>(std::min(keep, conditioning.size())),
+             conditioning.end());
+  }
+  p.push_back(sp.start_of_transcript);
+  if (tok.multilingual()) {
+    p.push_back(language_token_ ? *language_token_ : *f.language_token);
+    p.push_back(options_.task == "translate" ? sp.translate : sp.transcribe);
+  }
+  if (options_.timestamps == TimestampMode::kNone) p.push_back(sp.no_timestamps);
+  return p;
 }
 
 void Transcriber::run(const std::vector<std::string>& paths, const CancellationToken& cancel,
@@ -138,6 +179,8 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
   cancel_ = &cancel;
   std::vector<std::unique_ptr<File>> open;  // started and not yet handed over
   std::size_t next_path = 0;
+  const bool sequential = options_.strategy == Strategy::kSequential;
+  const VoiceActivity* vad = options_.voice_activity ? &voice_activity_ : nullptr;
 
   const auto finish = [&](File& f) {
     if (f.finished) return;
@@ -147,14 +190,15 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
     r.path = f.path;
     r.transcript = std::move(f.transcript);
     r.transcript.task = options_.task;
-    r.transcript.duration = static_cast<double>(f.samples_read) / kSampleRate;
+    r.transcript.duration =
+        static_cast<double>(f.source ? f.source->samples_read() : 0) / kSampleRate;
     if (r.transcript.language.empty() && options_.language)
       r.transcript.language = *options_.language;
     // Audio that stops well before the length the container states was cut short.
-    const double decoded = static_cast<double>(f.samples_read) / kSampleRate;
+    const double decoded = r.transcript.duration;
     const double tolerance = std::max(
         1.0, f.duration_hint * (f.decoder && f.decoder->duration_is_estimate() ? 0.25 : 0.02));
-    if (f.decoder && !cancel_->cancelled() && f.error.empty() && f.duration_hint > 0 &&
+    if (f.decoder && !cancel.cancelled() && f.error.empty() && f.duration_hint > 0 &&
         f.duration_hint - decoded > tolerance) {
       f.error = fmt::format(
           "{}: the audio ends at {:.1f} s but the file says it lasts {:.1f} s (truncated or "
@@ -172,17 +216,18 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
       r.error = f.error;
       r.transcript.partial = true;
     }
+    std::sort(r.transcript.segments.begin(), r.transcript.segments.end(),
+              [](const Segment& a, const Segment& b) { return a.start < b.start; });
     for (std::size_t i = 0; i < r.transcript.segments.size(); ++i)
       r.transcript.segments[i].id = static_cast<int>(i);
-    f.chunker.reset();  // reads through the decoder: goes first
+    f.source.reset();  // reads through the decoder: goes first
     f.decoder.reset();
     on_progress({r.ok ? ProgressEvent::Kind::kFileDone : ProgressEvent::Kind::kFileFailed, f.index,
-                 f.path, f.windows_done, f.windows_done, r.transcript.duration,
-                 r.transcript.duration, r.error});
+                 f.path, f.windows_done, f.windows_done, decoded, decoded, r.error});
     on_result(std::move(r));
   };
 
-  const auto open_next = [&]() -> File* {
+  const auto open_next = [&]() -> bool {
     while (next_path < paths.size()) {
       auto f = std::make_unique<File>();
       f->index = static_cast<int>(next_path);
@@ -200,47 +245,53 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
         continue;
       }
       f->duration_hint = f->decoder->duration_seconds();
-      audio::AudioDecoder* decoder = f->decoder.get();
-      f->chunker =
-          std::make_unique<Chunker>([decoder](std::span<float> out) { return decoder->read(out); });
+      f->source =
+          sequential ? seeking_windows(*f->decoder, vad) : chunked_windows(*f->decoder, vad);
       if (options_.language) f->transcript.language = *options_.language;
+      if (sequential) f->history = prompt_tokens_;  // openai/whisper's initial prompt
       on_progress({ProgressEvent::Kind::kFileStarted, f->index, f->path, 0, f->windows_estimate(),
                    0, std::max(f->duration_hint, 0.0), ""});
       open.push_back(std::move(f));
-      return open.back().get();
+      return true;
     }
-    return nullptr;
+    return false;
   };
 
-  File* current = nullptr;
   while (!cancel.cancelled()) {
+    // Fill a batch: windows of the open files in order (one per file at a time when sequential);
+    // another file is opened while there is room (batched: once the open ones have no more).
     std::vector<Item> batch;
-    while (static_cast<int>(batch.size()) < options_.batch_size) {
-      if (current == nullptr || current->input_done) {
-        current = open_next();
-        if (current == nullptr) break;
+    for (;;) {
+      bool added = false;
+      for (auto& f : open) {
+        if (f->finished || f->broken) continue;
+        try {
+          while (static_cast<int>(batch.size()) < options_.batch_size) {
+            std::optional<AudioWindow> w = f->source->next();
+            if (!w) break;
+            ++f->in_flight;
+            batch.push_back({f.get(), std::move(*w), {}});
+            added = true;
+            if (sequential) break;
+          }
+        } catch (const Error& e) {
+          f->error = e.what();  // keep what was decoded so far
+          f->broken = true;
+        }
+        if (static_cast<int>(batch.size()) >= options_.batch_size) break;
       }
-      std::optional<AudioWindow> w;
-      try {
-        w = current->chunker->next();
-      } catch (const Error& e) {
-        current->error = e.what();  // keep what was decoded so far
-        current->input_done = true;
-        continue;
-      }
-      if (!w) {
-        current->input_done = true;
-        continue;
-      }
-      ++current->windows_read;
-      current->samples_read = w->start_sample + static_cast<std::int64_t>(w->samples.size());
-      if (w->last) current->input_done = true;
-      batch.push_back({current, std::move(*w)});
+      if (static_cast<int>(batch.size()) >= options_.batch_size) break;
+      const bool all_drained_or_waiting = std::all_of(open.begin(), open.end(), [&](const auto& f) {
+        return f->finished || f->broken || f->source->exhausted() || sequential;
+      });
+      const bool room =
+          sequential ? static_cast<int>(open.size()) < options_.batch_size : all_drained_or_waiting;
+      if (room && open_next()) continue;
+      if (!added) break;
     }
     if (!batch.empty()) process_batch(batch, on_progress);
-    // Hand over every file whose last window is done.
     for (auto& f : open) {
-      if (f->input_done && f->windows_done == f->windows_read) finish(*f);
+      if (!f->finished && f->drained()) finish(*f);
     }
     std::erase_if(open, [](const auto& f) { return f->finished; });
     if (batch.empty() && open.empty() && next_path >= paths.size()) break;
@@ -256,11 +307,100 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
   }
 }
 
+std::vector<Transcriber::Decoded> Transcriber::decode_with_fallback(
+    const backend::Tensor& states, const std::vector<Item>& batch) {
+  const model::Tokenizer& tok = folder_.tokenizer();
+  const auto& sp = tok.specials();
+  const auto& gen = folder_.generation();
+  decode::DecodingRules rules;
+  rules.suppress_tokens.assign(gen.suppress_tokens->begin(), gen.suppress_tokens->end());
+  rules.begin_suppress_tokens.assign(gen.begin_suppress_tokens->begin(),
+                                     gen.begin_suppress_tokens->end());
+  rules.timestamps = options_.timestamps != TimestampMode::kNone;
+  rules.end_of_text = sp.end_of_text;
+  rules.no_timestamps = sp.no_timestamps;
+  rules.timestamp_begin = sp.timestamp_begin;
+  rules.max_initial_timestamp_index = gen.max_initial_timestamp_index;
+
+  std::vector<double> temperatures = {options_.temperature};
+  if (options_.temperature_increment > 0.0) {
+    for (double t = options_.temperature + options_.temperature_increment; t <= 1.0 + 1e-9;
+         t += options_.temperature_increment) {
+      temperatures.push_back(std::min(t, 1.0));
+    }
+  }
+  std::vector<Decoded> out(batch.size());
+  std::vector<std::int64_t> pending(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i)
+    pending[i] = static_cast<std::int64_t>(i);
+
+  for (std::size_t step = 0; step < temperatures.size() && !pending.empty(); ++step) {
+    const double t = temperatures[step];
+    const int copies = t > 0.0 ? options_.best_of : 1;  // candidates sampled per window
+    std::vector<std::int64_t> rows;
+    decode::GreedyOptions o;
+    for (const std::int64_t i : pending) {
+      for (int c = 0; c < copies; ++c) {
+        rows.push_back(i);
+        o.item_prompts.push_back(batch[static_cast<std::size_t>(i)].prompt);
+      }
+    }
+    const bool all = rows.size() == batch.size();
+    const backend::Tensor sub = all ? states : select_windows(model_.backend(), states, rows);
+    o.max_new_tokens = options_.max_new_tokens;
+    o.rules = &rules;
+    o.end_tokens = *gen.eos_token_ids;
+    o.no_speech_token = sp.no_speech;
+    o.start_of_transcript = sp.start_of_transcript;
+    if (options_.word_timings) o.alignment_heads = *gen.alignment_heads;
+    o.temperature = t;
+    o.seed = options_.seed + step;
+    o.stop = [this] { return cancel_ != nullptr && cancel_->cancelled(); };
+    std::vector<decode::GreedyResult> results = decode::greedy_decode(model_, sub, o);
+    if (!results.empty() && results.front().stopped)
+      return {};  // cancelled: nothing of this batch is kept
+
+    std::vector<std::int64_t> still;
+    for (std::size_t k = 0; k < pending.size(); ++k) {
+      // Of the candidates, the likeliest per token (openai/whisper's ranking without length
+      // penalty).
+      std::size_t best = k * static_cast<std::size_t>(copies);
+      const auto score = [&](const decode::GreedyResult& r) {
+        return r.sum_logprob / static_cast<double>(std::max<std::size_t>(r.tokens.size(), 1));
+      };
+      for (int c = 1; c < copies; ++c) {
+        if (score(results[k * static_cast<std::size_t>(copies) + static_cast<std::size_t>(c)]) >
+            score(results[best])) {
+          best = k * static_cast<std::size_t>(copies) + static_cast<std::size_t>(c);
+        }
+      }
+      Decoded d;
+      d.result = std::move(results[best]);
+      d.tokens = d.result.tokens;
+      if (d.result.ended && !d.tokens.empty())
+        d.tokens.pop_back();  // the end of text closes, it is not text
+      d.text = tok.decode(d.tokens);
+      d.temperature = t;
+      d.avg_logprob = decode::average_logprob(d.result.sum_logprob, d.tokens.size());
+      d.compression_ratio = decode::compression_ratio(d.text);
+      bool fallback = d.compression_ratio > options_.compression_ratio_threshold ||
+                      d.avg_logprob < options_.logprob_threshold;
+      if (d.result.no_speech_prob > options_.no_speech_threshold &&
+          d.avg_logprob < options_.logprob_threshold) {
+        fallback = false;  // silence: nothing better will come
+      }
+      out[static_cast<std::size_t>(pending[k])] = std::move(d);
+      if (fallback) still.push_back(pending[k]);
+    }
+    pending = std::move(still);
+  }
+  return out;
+}
+
 void Transcriber::process_batch(std::vector<Item>& batch,
                                 const std::function<void(const ProgressEvent&)>& on_progress) {
   const model::Tokenizer& tok = folder_.tokenizer();
   const auto& sp = tok.specials();
-  const auto& gen = folder_.generation();
   const int n = static_cast<int>(batch.size());
   const int n_mels = model_.config().num_mel_bins;
   const std::size_t per_window = static_cast<std::size_t>(n_mels) * kFramesPerWindow;
@@ -284,77 +424,47 @@ void Transcriber::process_batch(std::vector<Item>& batch,
     spdlog::debug("{}: detected language {} ({:.2f})", f.path, probs.front().code,
                   probs.front().probability);
   }
+  for (Item& item : batch)
+    item.prompt = prompt_for(*item.file);
+
+  const std::vector<Decoded> decoded = decode_with_fallback(states, batch);
+  if (decoded.empty()) return;  // cancelled
 
   const bool timestamps = options_.timestamps != TimestampMode::kNone;
-  decode::DecodingRules rules;
-  rules.suppress_tokens.assign(gen.suppress_tokens->begin(), gen.suppress_tokens->end());
-  rules.begin_suppress_tokens.assign(gen.begin_suppress_tokens->begin(),
-                                     gen.begin_suppress_tokens->end());
-  rules.timestamps = timestamps;
-  rules.end_of_text = sp.end_of_text;
-  rules.no_timestamps = sp.no_timestamps;
-  rules.timestamp_begin = sp.timestamp_begin;
-  rules.max_initial_timestamp_index = gen.max_initial_timestamp_index;
-
-  decode::GreedyOptions o;
-  for (int i = 0; i < n; ++i) {
-    const File& f = *batch[static_cast<std::size_t>(i)].file;
-    std::vector<model::TokenId> p = prompt_prefix_;
-    p.push_back(sp.start_of_transcript);
-    if (tok.multilingual()) {
-      p.push_back(language_token_ ? *language_token_ : *f.language_token);
-      p.push_back(options_.task == "translate" ? sp.translate : sp.transcribe);
-    }
-    if (!timestamps) p.push_back(sp.no_timestamps);
-    o.item_prompts.push_back(std::move(p));
-  }
-  o.max_new_tokens = options_.max_new_tokens;
-  o.rules = &rules;
-  o.end_tokens = *gen.eos_token_ids;
-  o.no_speech_token = sp.no_speech;
-  o.start_of_transcript = sp.start_of_transcript;
-  if (options_.word_timings) o.alignment_heads = *gen.alignment_heads;
-  o.temperature = options_.temperature;
-  o.stop = [this] { return cancel_ != nullptr && cancel_->cancelled(); };
-  const auto results = decode::greedy_decode(model_, states, o);
-  if (!results.empty() && results.front().stopped) return;  // cancelled: this batch is not kept
-
   for (int i = 0; i < n; ++i) {
     Item& item = batch[static_cast<std::size_t>(i)];
     File& f = *item.file;
-    const decode::GreedyResult& r = results[static_cast<std::size_t>(i)];
-    std::vector<model::TokenId> tokens = r.tokens;
-    if (r.ended && !tokens.empty()) tokens.pop_back();  // the end of text closes, it is not text
-
+    const Decoded& d = decoded[static_cast<std::size_t>(i)];
+    const decode::GreedyResult& r = d.result;
     const int start_frame = static_cast<int>(item.window.start_sample / kSamplesPerFrame);
     const int frames =
         static_cast<int>((item.window.samples.size() + kSamplesPerFrame - 1) / kSamplesPerFrame);
     const double window_start = static_cast<double>(item.window.start_sample) / kSampleRate;
     const double window_end =
         window_start + static_cast<double>(item.window.samples.size()) / kSampleRate;
-    const double avg_logprob = decode::average_logprob(r.sum_logprob, tokens.size());
-    const std::string window_text = tok.decode(tokens);
-    const double compression = decode::compression_ratio(window_text);
-    const bool silent =
-        r.no_speech_prob > options_.no_speech_threshold && avg_logprob < options_.logprob_threshold;
+    const bool silent = r.no_speech_prob > options_.no_speech_threshold &&
+                        d.avg_logprob < options_.logprob_threshold;
 
-    if (!silent && !strip(window_text).empty()) {
+    int frames_consumed = frames;
+    std::vector<model::TokenId> kept;  // the tokens of the segments kept (the next prompt)
+    if (!silent && !strip(d.text).empty()) {
       decode::WindowSegments split;
       if (timestamps) {
-        split = decode::split_segments(tokens, sp.timestamp_begin, start_frame, frames);
+        split = decode::split_segments(d.tokens, sp.timestamp_begin, start_frame, frames);
+        frames_consumed = split.frames_consumed;
       } else {
-        split.segments.push_back({window_start, window_end, tokens});
+        split.segments.push_back({window_start, window_end, d.tokens});
       }
       std::vector<Word> words;
       if (options_.word_timings && !r.alignment.empty()) {
         const auto times = decode::pass_token_timestamps(
             r.alignment, r.prompt_length, kEncoderFrames, model_.config().median_filter_width);
         std::vector<double> token_times;
-        for (std::size_t k = 0; k < tokens.size(); ++k) {
+        for (std::size_t k = 0; k < d.tokens.size(); ++k) {
           token_times.push_back(window_start +
                                 times[static_cast<std::size_t>(r.prompt_length) + k]);
         }
-        words = words_from_tokens(tok, tokens, token_times,
+        words = words_from_tokens(tok, d.tokens, token_times,
                                   splits_on_characters(f.transcript.language));
       }
       std::size_t next_word = 0;
@@ -365,9 +475,9 @@ void Transcriber::process_batch(std::vector<Item>& batch,
         seg.end = std::clamp(s.end, seg.start, window_end);
         seg.tokens.assign(s.tokens.begin(), s.tokens.end());
         seg.text = tok.decode(s.tokens);
-        seg.temperature = options_.temperature;
-        seg.avg_logprob = avg_logprob;
-        seg.compression_ratio = compression;
+        seg.temperature = d.temperature;
+        seg.avg_logprob = d.avg_logprob;
+        seg.compression_ratio = d.compression_ratio;
         seg.no_speech_prob = r.no_speech_prob;
         // The words that start within this segment, held inside its bounds.
         while (next_word < words.size() &&
@@ -377,10 +487,18 @@ void Transcriber::process_batch(std::vector<Item>& batch,
           w.end = std::clamp(w.end, w.start, seg.end);
           seg.words.push_back(std::move(w));
         }
+        kept.insert(kept.end(), s.tokens.begin(), s.tokens.end());
         if (strip(seg.text).empty()) continue;
         f.transcript.segments.push_back(std::move(seg));
       }
     }
+    if (options_.strategy == Strategy::kSequential) {
+      f.history.insert(f.history.end(), kept.begin(), kept.end());
+      // Text sampled hot is no good prompt (openai/whisper resets the prompt above 0.5).
+      if (!options_.condition_on_previous_text || d.temperature > 0.5) f.history.clear();
+    }
+    f.source->done(item.window, frames_consumed);
+    --f.in_flight;
     ++f.windows_done;
     on_progress({ProgressEvent::Kind::kWindowDone, f.index, f.path, f.windows_done,
                  f.windows_estimate(), window_end, std::max(f.duration_hint, 0.0), ""});

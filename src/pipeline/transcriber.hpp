@@ -3,6 +3,7 @@
 // not to the length of the audio; every file is handed over as soon as it is finished.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -13,24 +14,41 @@
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "pipeline/cancellation.hpp"
+#include "pipeline/voice_activity.hpp"
 
 namespace ifw::pipeline {
 
 enum class TimestampMode { kNone, kSegment, kWord };
+
+enum class Strategy {
+  kBatched,     // independent windows cut at quiet points, decoded many at a time (fast)
+  kSequential,  // openai/whisper's loop: each window starts where the last ended, previous text as
+                // prompt
+};
 
 struct TranscribeOptions {
   std::string task = "transcribe";      // or "translate"
   std::optional<std::string> language;  // code ("en") or name ("english"); detected when absent
   TimestampMode timestamps = TimestampMode::kSegment;
   bool word_timings = false;  // time every word (for word output or readable subtitles)
+  Strategy strategy = Strategy::kBatched;
+  bool voice_activity = false;  // skip silent stretches (energy-based)
   int batch_size = 8;
-  int max_new_tokens = 224;  // per window (openai/whisper: half the text context)
-  std::string prompt;        // text that conditions every window (names, spelling)
+  int max_new_tokens = 224;                // per window (openai/whisper: half the text context)
+  std::string prompt;                      // text that conditions the windows (names, spelling)
+  bool condition_on_previous_text = true;  // sequential: the last window's text as prompt
+  // Temperature fallback (openai/whisper): a window whose text is too repetitive (compression
+  // ratio above the threshold) or too unlikely (average log-probability below the threshold) is
+  // decoded again at the next temperature, sampling best_of candidates.
   double temperature = 0.0;
+  double temperature_increment = 0.2;  // 0: no fallback
+  int best_of = 5;
+  double compression_ratio_threshold = 2.4;
   // A window is skipped as silence when its no-speech probability is above the first and its
   // average log-probability below the second (openai/whisper's rule).
   double no_speech_threshold = 0.6;
   double logprob_threshold = -1.0;
+  std::uint64_t seed = 0;  // for sampling
 };
 
 struct ProgressEvent {
@@ -68,15 +86,21 @@ class Transcriber {
  private:
   struct File;
   struct Item;
+  struct Decoded;
   void process_batch(std::vector<Item>& batch,
                      const std::function<void(const ProgressEvent&)>& on_progress);
+  // Decodes every window at the lowest temperature that gives acceptable text.
+  std::vector<Decoded> decode_with_fallback(const backend::Tensor& states,
+                                            const std::vector<Item>& batch);
+  std::vector<model::TokenId> prompt_for(const File& file) const;
 
   const model::ModelFolder& folder_;
   const engine::WhisperModel& model_;
   TranscribeOptions options_;
   std::optional<model::TokenId> language_token_;  // fixed by the options, or per file
-  std::vector<model::TokenId> prompt_prefix_;     // <|startofprev|> and the prompt's tokens
-  const CancellationToken* cancel_ = nullptr;     // of the current run
+  std::vector<model::TokenId> prompt_tokens_;     // the prompt option's tokens
+  VoiceActivity voice_activity_;
+  const CancellationToken* cancel_ = nullptr;  // of the current run
 };
 
 }  // namespace ifw::pipeline

@@ -152,6 +152,19 @@ TEST_F(Transcribe, UsageErrorsExitTwo) {
   a = args({jfk()});
   a.insert(a.end(), {"--device", "tpu"});
   EXPECT_EQ(run_ifw(a).exit_code, 2);
+  for (const std::vector<std::string>& absurd : {std::vector<std::string>{"--strategy", "fastest"},
+                                                 {"--best-of", "0"},
+                                                 {"--compression-ratio-threshold", "-1"},
+                                                 {"--threads", "100000"},
+                                                 {"--max-new-tokens", "100000"},
+                                                 {"--timestamps", "sometimes"},
+                                                 {"--progress", "loud"}}) {
+    a = args({jfk()});
+    a.insert(a.end(), absurd.begin(), absurd.end());
+    const CliRun bad = run_ifw(a);
+    EXPECT_EQ(bad.exit_code, 2) << absurd[0];
+    EXPECT_TRUE(contains(bad.err, absurd[0])) << bad.err;
+  }
   a = args({jfk()});
   a[std::find(a.begin(), a.end(), "en") - a.begin()] = "klingon";
   const CliRun r = run_ifw(a);
@@ -198,7 +211,84 @@ TEST_F(Transcribe, EveryFormatAndFfmpegReadsTheSubtitles) {
   }
 }
 
-// SIGINT during a long file: exit 130 within 2 s, with valid partial outputs.
+nlohmann::json segments_of(const std::filesystem::path& verbose_json) {
+  return util::read_json_file(verbose_json).at("segments");
+}
+
+// openai/whisper's loop: each window after the last one's text, text that is too repetitive or
+// too unlikely decoded again at a higher temperature. The random model's text is repetitive.
+TEST_F(Transcribe, SequentialStrategyFallsBackToHigherTemperatures) {
+  auto a = args({jfk()}, "verbose_json");
+  a[std::find(a.begin(), a.end(), "8") - a.begin()] = "40";
+  a.insert(a.end(), {"--strategy", "sequential", "--best-of", "2"});
+  CliRun r = run_ifw(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto segments = segments_of(out_ / "jfk.verbose.json");
+  ASSERT_FALSE(segments.empty());
+  bool fell_back = false;
+  int last_seek = -1;
+  for (const auto& s : segments) {
+    const double t = s.at("temperature").get<double>();
+    const double ratio = s.at("compression_ratio").get<double>();
+    const double logprob = s.at("avg_logprob").get<double>();
+    const bool silence = s.at("no_speech_prob").get<double>() > 0.6 && logprob < -1.0;
+    EXPECT_NEAR(t * 5, std::round(t * 5), 1e-9) << "temperatures go 0, 0.2, ... 1";
+    if (t < 1.0 - 1e-9 && !silence) {
+      // Below the last temperature, only text within the thresholds is accepted.
+      EXPECT_LE(ratio, 2.4);
+      EXPECT_GE(logprob, -1.0);
+    }
+    fell_back = fell_back || t > 0.0;
+    EXPECT_GE(s.at("seek").get<int>(), last_seek);
+    last_seek = s.at("seek").get<int>();
+  }
+  EXPECT_TRUE(fell_back);
+
+  // Without fallback, and in the batched strategy (no fallback unless asked): temperature 0 only.
+  a.insert(a.end(), {"--temperature-increment", "0"});
+  r = run_ifw(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const auto& s : segments_of(out_ / "jfk.verbose.json"))
+    EXPECT_EQ(s.at("temperature").get<double>(), 0.0);
+  r = run_ifw(args({jfk()}, "verbose_json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const auto& s : segments_of(out_ / "jfk.verbose.json"))
+    EXPECT_EQ(s.at("temperature").get<double>(), 0.0);
+}
+
+// --vad: nothing is transcribed from a silent stretch (where Whisper makes text up).
+TEST_F(Transcribe, VoiceActivitySkipsSilence) {
+  REQUIRE_FFMPEG();
+  const std::string file = (in_ / "pause_then_speech.flac").string();
+  ffmpeg("-f lavfi -t 35 -i anullsrc=r=16000:cl=mono -i " + shell_quote(jfk()) +
+         " -filter_complex \"[1:a]aformat=sample_rates=16000:channel_layouts=mono[b];"
+         "[0:a][b]concat=n=2:v=0:a=1\" -c:a flac " +
+         shell_quote(file));
+  for (const char* strategy : {"batched", "sequential"}) {
+    SCOPED_TRACE(strategy);
+    auto a = args({file}, "verbose_json");
+    a.insert(a.end(), {"--strategy", strategy, "--temperature-increment", "0"});
+    CliRun r = run_ifw(a);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto without = segments_of(out_ / "pause_then_speech.verbose.json");
+    ASSERT_FALSE(without.empty());
+    EXPECT_LT(without.front().at("start").get<double>(), 30.0)
+        << "the random model makes text up in silence";
+    a.push_back("--vad");
+    r = run_ifw(a);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto with = segments_of(out_ / "pause_then_speech.verbose.json");
+    ASSERT_FALSE(with.empty()) << "the speech is still transcribed";
+    for (const auto& s : with)
+      EXPECT_GE(s.at("start").get<double>(), 34.6);
+    EXPECT_NEAR(
+        util::read_json_file(out_ / "pause_then_speech.verbose.json").at("duration").get<double>(),
+        46.0, 0.1);
+  }
+}
+
+// SIGINT during a long file: exit 130 within 2 s, with valid partial outputs. Under the sanitizer
+// build LeakSanitizer checks the exit too (a leak aborts, and the exit code is not 130).
 TEST_F(Transcribe, InterruptKeepsWhatIsFinished) {
   REQUIRE_FFMPEG();
   const std::string long_file = (in_ / "long.flac").string();
@@ -206,6 +296,7 @@ TEST_F(Transcribe, InterruptKeepsWhatIsFinished) {
          shell_quote(long_file));  // 11 minutes
   auto a = args({long_file}, "txt,verbose_json");
   a[std::find(a.begin(), a.end(), "8") - a.begin()] = "100";
+  a[std::find(a.begin(), a.end(), "none") - a.begin()] = "json";
   a.insert(a.end(), {"--batch-size", "1"});
   std::vector<std::string> argv_s = {IFW_BINARY};
   argv_s.insert(argv_s.end(), a.begin(), a.end());
@@ -213,20 +304,41 @@ TEST_F(Transcribe, InterruptKeepsWhatIsFinished) {
   for (auto& s : argv_s)
     argv.push_back(s.data());
   argv.push_back(nullptr);
+  int progress[2];
+  ASSERT_EQ(::pipe(progress), 0);
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    ::dup2(progress[1], STDOUT_FILENO);  // JSON-lines progress
+    ::close(progress[0]);
+    ::close(progress[1]);
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  // Wait until a window is done (the partial output then has something in it).
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ::close(progress[1]);
+  // Interrupted once a window is done (the partial output then has something in it), however
+  // slowly a loaded machine gets there.
+  std::string seen;
+  char buffer[4096];
+  while (seen.find("\"window_done\"") == std::string::npos) {
+    const ssize_t n = ::read(progress[0], buffer, sizeof buffer);
+    if (n <= 0) break;
+    seen.append(buffer, static_cast<std::size_t>(n));
+  }
+  EXPECT_TRUE(contains(seen, "\"window_done\"")) << seen;
   const auto start = std::chrono::steady_clock::now();
   ASSERT_EQ(::kill(pid, SIGINT), 0);
+  std::thread drain([fd = progress[0]] {  // the progress to its end, so ifw never blocks on it
+    char rest[4096];
+    while (::read(fd, rest, sizeof rest) > 0) {
+    }
+    ::close(fd);
+  });
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  drain.join();
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 130);
   EXPECT_LT(seconds, 2.0);

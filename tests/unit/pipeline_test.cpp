@@ -1,6 +1,9 @@
-// Windows cut from a stream of samples, words from tokens, the audio decoder, atomic writes.
+// Windows cut from a stream of samples, voice activity, the window sources of the two strategies,
+// words from tokens, the audio decoder, atomic writes.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include <gtest/gtest.h>
 
@@ -9,6 +12,8 @@
 #include "audio/audio_decoder.hpp"
 #include "model/tokenizer/tokenizer.hpp"
 #include "pipeline/chunker.hpp"
+#include "pipeline/voice_activity.hpp"
+#include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
 #include "support/expect_error.hpp"
 #include "support/model_builder.hpp"
@@ -76,6 +81,180 @@ TEST(Chunker, ShortAndEmptyStreams) {
   EXPECT_TRUE(exact[0].last);
 }
 
+// `seconds` of a 300 Hz tone at `amplitude` (0: digital silence).
+std::vector<float> tone(double seconds, float amplitude) {
+  std::vector<float> s(static_cast<std::size_t>(seconds * kSampleRate));
+  for (std::size_t i = 0; i < s.size(); ++i)
+    s[i] = amplitude *
+           static_cast<float>(std::sin(2 * 3.14159 * 300 * static_cast<double>(i) / kSampleRate));
+  return s;
+}
+
+std::vector<float> concat(std::initializer_list<std::vector<float>> parts) {
+  std::vector<float> all;
+  for (const auto& p : parts)
+    all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+// Deterministic white noise at `amplitude`.
+std::vector<float> noise(double seconds, float amplitude) {
+  std::vector<float> s(static_cast<std::size_t>(seconds * kSampleRate));
+  std::uint32_t x = 12345;
+  for (float& v : s) {
+    x = x * 1664525u + 1013904223u;
+    v = amplitude * (static_cast<float>(x >> 8) / static_cast<float>(1u << 24) * 2.0f - 1.0f);
+  }
+  return s;
+}
+
+TEST(VoiceActivity, FindsSpeechAfterSilenceWithPadding) {
+  const pipeline::VoiceActivity vad;
+  const auto s = concat({tone(5.0, 0.0f), tone(2.0, 0.3f), tone(3.0, 0.0f)});
+  const std::size_t start = vad.first_speech(s, 0);
+  EXPECT_EQ(start, static_cast<std::size_t>(4.7 * kSampleRate));  // 0.3 s of padding
+  // From inside the speech on, speech starts where asked.
+  EXPECT_EQ(vad.first_speech(s, 6 * kSampleRate), 6u * kSampleRate);
+  // Nothing after the speech.
+  EXPECT_EQ(vad.first_speech(s, static_cast<std::size_t>(7.5 * kSampleRate)), s.size());
+  EXPECT_TRUE(vad.has_speech(s));
+}
+
+TEST(VoiceActivity, SilenceAndQuietNoiseHaveNoSpeech) {
+  const pipeline::VoiceActivity vad;
+  EXPECT_FALSE(vad.has_speech(tone(30.0, 0.0f)));
+  EXPECT_FALSE(vad.has_speech(noise(30.0, 0.0005f)));  // about -70 dBFS: a quiet room
+  EXPECT_FALSE(vad.has_speech({}));
+  EXPECT_FALSE(vad.has_speech(tone(0.01, 0.3f)));  // shorter than a frame
+}
+
+TEST(VoiceActivity, SpeechOverNoiseAndUniformLoudAudio) {
+  const pipeline::VoiceActivity vad;
+  // Speech well above a noise floor: found where it starts, not at the noise.
+  auto s = concat({noise(10.0, 0.003f), tone(2.0, 0.3f)});
+  const auto n = noise(12.0, 0.003f);
+  for (std::size_t i = 0; i < s.size(); ++i)
+    s[i] += n[i];
+  EXPECT_NEAR(static_cast<double>(vad.first_speech(s, 0)) / kSampleRate, 9.7, 0.03);
+  // Audio loud all through (music, speech without pauses) counts as speech from the start.
+  EXPECT_EQ(vad.first_speech(noise(20.0, 0.2f), 0), 0u);
+}
+
+// A 16-bit PCM WAV file of interleaved samples.
+std::string wav_file(const std::string& data, std::uint32_t rate, std::uint16_t channels) {
+  const auto u32 = [](std::uint32_t v) {
+    return std::string(reinterpret_cast<const char*>(&v), 4);
+  };
+  const auto u16 = [](std::uint16_t v) {
+    return std::string(reinterpret_cast<const char*>(&v), 2);
+  };
+  std::string out = "RIFF";
+  out += u32(36 + static_cast<std::uint32_t>(data.size()));
+  out += "WAVEfmt ";
+  out += u32(16) + u16(1) + u16(channels) + u32(rate) + u32(rate * channels * 2u) +
+         u16(static_cast<std::uint16_t>(channels * 2)) + u16(16);
+  out += "data";
+  out += u32(static_cast<std::uint32_t>(data.size()));
+  return out + data;
+}
+
+// A 16 kHz mono WAV file of `samples`.
+std::string wav_of(const std::vector<float>& samples) {
+  std::string data;
+  for (const float v : samples) {
+    const auto q = static_cast<std::int16_t>(std::lround(std::clamp(v, -1.0f, 1.0f) * 32767.0f));
+    data.append(reinterpret_cast<const char*>(&q), 2);
+  }
+  return wav_file(data, kSampleRate, 1);
+}
+
+class WindowSources : public ::testing::Test {
+ protected:
+  audio::AudioDecoder& open(const std::vector<float>& samples) {
+    write_file(dir_ / "a.wav", wav_of(samples));
+    decoder_ = std::make_unique<audio::AudioDecoder>((dir_ / "a.wav").string());
+    return *decoder_;
+  }
+  TempDir dir_;
+  std::unique_ptr<audio::AudioDecoder> decoder_;
+};
+
+TEST_F(WindowSources, ChunkedSkipsSilentStretchesWithVoiceActivity) {
+  // Speech-like bursts, 70 s of silence, bursts again.
+  const auto samples = concat({bursts(20.0, 7.0, 0.5), tone(70.0, 0.0f), bursts(20.0, 7.0, 0.5)});
+  const pipeline::VoiceActivity vad;
+  for (const bool with_vad : {false, true}) {
+    auto source = pipeline::chunked_windows(open(samples), with_vad ? &vad : nullptr);
+    std::vector<pipeline::AudioWindow> windows;
+    while (auto w = source->next())
+      windows.push_back(std::move(*w));
+    EXPECT_TRUE(source->exhausted());
+    EXPECT_EQ(source->samples_read(), static_cast<std::int64_t>(samples.size()));
+    std::int64_t covered = 0;
+    for (const auto& w : windows) {
+      covered += static_cast<std::int64_t>(w.samples.size());
+      // Every window holds the file's samples from where it starts.
+      EXPECT_NEAR(w.samples[w.samples.size() / 2],
+                  samples[static_cast<std::size_t>(w.start_sample) + w.samples.size() / 2],
+                  1.0f / 16384);
+      if (with_vad) {
+        const double start = static_cast<double>(w.start_sample) / kSampleRate;
+        EXPECT_TRUE(start < 20.0 || start >= 89.6) << "a window starts in silence at " << start;
+      }
+    }
+    if (with_vad) {
+      EXPECT_LT(covered, static_cast<std::int64_t>(samples.size()) - 30 * kSampleRate);
+    } else {
+      EXPECT_EQ(covered, static_cast<std::int64_t>(samples.size()));
+    }
+  }
+}
+
+TEST_F(WindowSources, SeekingStartsWhereTheLastWindowsTextEnded) {
+  const auto samples = bursts(75.0, 7.0, 0.5);
+  auto source = pipeline::seeking_windows(open(samples), nullptr);
+  auto w = source->next();
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->start_sample, 0);
+  EXPECT_EQ(w->samples.size(), kWindowSamples);
+  EXPECT_FALSE(source->next()) << "the next window waits for this one's text";
+  EXPECT_FALSE(source->exhausted());
+  source->done(*w, 2000);  // its text reached 20 s
+  w = source->next();
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->start_sample, 20 * kSampleRate);
+  EXPECT_NEAR(w->samples[100], samples[20 * kSampleRate + 100], 1.0f / 16384);
+  source->done(*w, 3000);  // all of it
+  w = source->next();
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->start_sample, 50 * kSampleRate);
+  EXPECT_EQ(w->samples.size(), 25u * kSampleRate);  // the rest of the file
+  EXPECT_TRUE(w->last);
+  source->done(*w, 2500);
+  EXPECT_FALSE(source->next());
+  EXPECT_TRUE(source->exhausted());
+  EXPECT_EQ(source->samples_read(), static_cast<std::int64_t>(samples.size()));
+}
+
+TEST_F(WindowSources, SeekingSkipsSilenceWithVoiceActivity) {
+  const auto samples = concat({tone(65.0, 0.0f), tone(5.0, 0.3f), tone(40.0, 0.0f)});
+  const pipeline::VoiceActivity vad;
+  auto source = pipeline::seeking_windows(open(samples), &vad);
+  auto w = source->next();
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->start_sample, static_cast<std::int64_t>(64.7 * kSampleRate));
+  source->done(*w, 600);  // the text ended after the tone
+  EXPECT_FALSE(source->next()) << "only silence is left";
+  EXPECT_TRUE(source->exhausted());
+  // A window that consumed nothing still moves on (no endless loop on one spot).
+  auto again = pipeline::seeking_windows(open(samples), nullptr);
+  w = again->next();
+  again->done(*w, 0);
+  w = again->next();
+  ASSERT_TRUE(w);
+  EXPECT_GT(w->start_sample, 0);
+}
+
 TEST(Words, FromTokensWithTimes) {
   TempDir dir;
   write_json(dir / "tokenizer.json", synthetic_tokenizer_json());
@@ -114,15 +293,7 @@ std::string wav_bytes(double seconds) {
     data.append(reinterpret_cast<const char*>(&left), 2);
     data.append(reinterpret_cast<const char*>(&right), 2);
   }
-  const auto u32 = [](std::uint32_t v) {
-    return std::string(reinterpret_cast<const char*>(&v), 4);
-  };
-  const auto u16 = [](std::uint16_t v) {
-    return std::string(reinterpret_cast<const char*>(&v), 2);
-  };
-  return "RIFF" + u32(36 + static_cast<std::uint32_t>(data.size())) + "WAVEfmt " + u32(16) +
-         u16(1) + u16(channels) + u32(rate) + u32(rate * channels * 2) + u16(channels * 2) +
-         u16(16) + "data" + u32(static_cast<std::uint32_t>(data.size())) + data;
+  return wav_file(data, rate, channels);
 }
 
 TEST(AudioDecoder, ResamplesToSixteenKilohertzMono) {
