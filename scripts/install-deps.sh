@@ -10,8 +10,8 @@ packages=(
   # audio and video decoding, downloads, server state (used by later layers)
   libavformat-dev libavcodec-dev libavutil-dev libswresample-dev libcurl4-openssl-dev
   libcpp-httplib-dev libsqlite3-dev libssl-dev
-  # tests and benchmarks (ffmpeg, espeak-ng and sox make and check test media)
-  libgtest-dev libgmock-dev libbenchmark-dev ffmpeg espeak-ng sox
+  # tests and benchmarks (ffmpeg, espeak-ng and sox make and check test media; GNU time measures peak memory)
+  libgtest-dev libgmock-dev libbenchmark-dev ffmpeg espeak-ng sox time
 )
 
 sudo=()

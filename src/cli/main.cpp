@@ -13,6 +13,7 @@
 #include "cli/transcribe_command.hpp"
 #include "engine/benchmark.hpp"
 #include "engine/weight_source.hpp"
+#include "util/heap.hpp"
 
 namespace {
 
@@ -43,6 +44,7 @@ int run_inspect(const std::string& model_dir, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ifw::util::tune_heap_for_long_runs();
   // Logs go to stderr so that stdout carries only results.
   spdlog::set_default_logger(spdlog::stderr_color_st("ifw"));
   spdlog::set_pattern("ifw: %^%l%$: %v");

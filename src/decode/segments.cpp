@@ -1,5 +1,7 @@
 #include "decode/segments.hpp"
 
+#include <algorithm>
+
 namespace ifw::decode {
 namespace {
 
@@ -10,7 +12,7 @@ constexpr int kFramesPerTimestamp = 2;  // the encoder's stride
 }  // namespace
 
 WindowSegments split_segments(std::span<const TokenId> tokens, TokenId timestamp_begin,
-                              int window_start_frame, int window_frames) {
+                              int window_start_frame, int window_frames, bool keep_unfinished) {
   WindowSegments out;
   const double offset = window_start_frame * kSecondsPerFrame;
   const auto n = tokens.size();
@@ -63,6 +65,15 @@ WindowSegments split_segments(std::span<const TokenId> tokens, TokenId timestamp
     last_slice = current;
   }
   if (single_timestamp_ending) {
+    out.frames_consumed = window_frames;
+  } else if (keep_unfinished) {
+    if (last_slice < n) {
+      Segment s;
+      s.tokens.assign(tokens.begin() + static_cast<std::ptrdiff_t>(last_slice), tokens.end());
+      s.start = seconds(tokens[last_slice - 1]);
+      s.end = std::max(s.start, offset + window_frames * kSecondsPerFrame);
+      out.segments.push_back(std::move(s));
+    }
     out.frames_consumed = window_frames;
   } else {
     const TokenId last_timestamp = tokens[last_slice - 2];

@@ -27,7 +27,11 @@ struct WindowSegments {
 // - Otherwise a segment ends at each such pair. When the text ends on a lone timestamp, the
 //   window is consumed; when it ends inside an unfinished segment, the next window starts at the
 //   last complete segment's end (what the reference does; always at least one frame forward).
+//   With `keep_unfinished` (windows that are never decoded again: the batched strategy cuts the
+//   audio in fixed windows) that unfinished text becomes a last segment up to the window's end,
+//   and the window is consumed: dropping it would lose words at every such cut.
 WindowSegments split_segments(std::span<const TokenId> tokens, TokenId timestamp_begin,
-                              int window_start_frame, int window_frames);
+                              int window_start_frame, int window_frames,
+                              bool keep_unfinished = false);
 
 }  // namespace ifw::decode

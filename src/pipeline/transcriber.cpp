@@ -20,6 +20,7 @@
 #include "model/languages.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
+#include "util/heap.hpp"
 
 namespace ifw::pipeline {
 namespace {
@@ -289,7 +290,10 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
       if (room && open_next()) continue;
       if (!added) break;
     }
-    if (!batch.empty()) process_batch(batch, on_progress);
+    if (!batch.empty()) {
+      process_batch(batch, on_progress);
+      util::release_free_heap_memory();
+    }
     for (auto& f : open) {
       if (!f->finished && f->drained()) finish(*f);
     }
@@ -450,7 +454,9 @@ void Transcriber::process_batch(std::vector<Item>& batch,
     if (!silent && !strip(d.text).empty()) {
       decode::WindowSegments split;
       if (timestamps) {
-        split = decode::split_segments(d.tokens, sp.timestamp_begin, start_frame, frames);
+        // Batched windows are never decoded again: text after the last timestamp pair is kept.
+        split = decode::split_segments(d.tokens, sp.timestamp_begin, start_frame, frames,
+                                       options_.strategy == Strategy::kBatched);
         frames_consumed = split.frames_consumed;
       } else {
         split.segments.push_back({window_start, window_end, d.tokens});

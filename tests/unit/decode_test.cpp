@@ -149,6 +149,22 @@ TEST(Segments, PairsSplitAndAnUnfinishedSegmentIsDecodedAgain) {
   EXPECT_EQ(s.frames_consumed, 200);  // the next window starts at 2.00 s
 }
 
+TEST(Segments, UnfinishedTextIsKeptWhenTheWindowIsNotDecodedAgain) {
+  // <0.00> a b <1.00><1.00> c d    in a window from 10 s to 40 s that is never decoded again
+  const auto s =
+      decode::split_segments(ts({kTs, 1, 2, kTs + 50, kTs + 50, 3, 4}), kTs, 1000, 3000, true);
+  ASSERT_EQ(s.segments.size(), 2u);
+  EXPECT_EQ(s.segments[0].tokens, ts({kTs, 1, 2, kTs + 50, kTs + 50}));
+  EXPECT_EQ(s.segments[1].tokens, ts({3, 4}));
+  EXPECT_DOUBLE_EQ(s.segments[1].start, 11.0);
+  EXPECT_DOUBLE_EQ(s.segments[1].end, 40.0);
+  EXPECT_EQ(s.frames_consumed, 3000);
+  // Nothing after the pair: no empty segment.
+  const auto t = decode::split_segments(ts({kTs, 1, kTs + 50, kTs + 50}), kTs, 0, 3000, true);
+  ASSERT_EQ(t.segments.size(), 1u);
+  EXPECT_EQ(t.frames_consumed, 3000);
+}
+
 TEST(Segments, ASingleTimestampEndingConsumesTheWindow) {
   const auto s =
       decode::split_segments(ts({kTs, 1, kTs + 10, kTs + 10, 2, kTs + 20}), kTs, 3000, 1200);
