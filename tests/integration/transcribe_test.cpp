@@ -1,6 +1,7 @@
 // `ifw transcribe` end to end: the reference's tokens from a real recording, any container, bad
 // inputs among good ones, outputs that FFmpeg reads back, standard input, cancellation.
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -186,6 +187,56 @@ TEST_F(Transcribe, StandardInput) {
   const CliRun r = run_ifw(args({"-"}), jfk());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(std::filesystem::exists(out_ / "stdin.txt"));
+}
+
+// Files of one call are decoded in the same batches (both start before either window is done),
+// and what each gets is what it gets alone.
+TEST_F(Transcribe, FilesShareBatchesAndGetWhatTheyGetAlone) {
+  REQUIRE_FFMPEG();
+  const std::string second = (in_ / "second.wav").string();
+  ffmpeg("-i " + shell_quote(jfk()) + " -t 7 " + shell_quote(second));
+  auto together = args({jfk(), second}, "verbose_json");
+  together[std::find(together.begin(), together.end(), "none") - together.begin()] = "json";
+  together.insert(together.end(), {"--batch-size", "2"});
+  const CliRun r = run_ifw(together);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> events;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    events.push_back(nlohmann::json::parse(line).at("event").get<std::string>());
+  ASSERT_GE(events.size(), 4u) << r.out;
+  EXPECT_EQ(events[0], "file_started");
+  EXPECT_EQ(events[1], "file_started") << "the second file waited for the first: " << r.out;
+  const auto tokens_of = [](const std::filesystem::path& p) {
+    std::vector<std::vector<int>> t;
+    for (const auto& s : util::read_json_file(p).at("segments"))
+      t.push_back(s.at("tokens").get<std::vector<int>>());
+    return t;
+  };
+  const auto jfk_together = tokens_of(out_ / "jfk.verbose.json");
+  const auto second_together = tokens_of(out_ / "second.verbose.json");
+  for (const std::string& file : {jfk(), second}) {
+    auto alone = args({file}, "verbose_json");
+    alone[std::find(alone.begin(), alone.end(), "-o") - alone.begin() + 1] =
+        (in_ / "alone").string();
+    ASSERT_EQ(run_ifw(alone).exit_code, 0);
+  }
+  EXPECT_EQ(tokens_of(in_ / "alone" / "jfk.verbose.json"), jfk_together);
+  EXPECT_EQ(tokens_of(in_ / "alone" / "second.verbose.json"), second_together);
+}
+
+// The bar (asked for: stderr is no terminal here) redraws one line with windows, speed and ETA.
+TEST_F(Transcribe, ProgressBar) {
+  auto a = args({jfk()});
+  a[std::find(a.begin(), a.end(), "none") - a.begin()] = "bar";
+  const CliRun r = run_ifw(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "\r[")) << r.err;
+  EXPECT_TRUE(contains(r.err, "1/1 windows")) << r.err;
+  EXPECT_TRUE(contains(r.err, "x realtime")) << r.err;
+  EXPECT_TRUE(contains(r.err, "ETA 00:00")) << r.err;
+  EXPECT_TRUE(contains(r.err, "file 1/1 jfk.flac")) << r.err;
+  EXPECT_EQ(r.out, "") << "progress never goes to standard output";
 }
 
 TEST_F(Transcribe, EveryFormatAndFfmpegReadsTheSubtitles) {
