@@ -219,8 +219,19 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
     spdlog::error("{}", e.what());
     return kExitUsage;
   }
+  const bool cuda_device =
+      a.device == "cuda" || (a.device.starts_with("cuda:") && a.device.size() > 5 &&
+                             a.device.find_first_not_of("0123456789", 5) == std::string::npos);
+  if (cuda_device) {
+    // The CUDA engine is a later step; until then a GPU is refused rather than silently ignored.
+    spdlog::error(
+        "--device {}: transcription runs on the CPU only in this version (use auto or "
+        "cpu)",
+        a.device);
+    return kExitUsage;
+  }
   if (a.device != "auto" && a.device != "cpu") {
-    spdlog::error("--device {}: this build runs on the CPU only (auto or cpu)", a.device);
+    spdlog::error("--device {}: unknown device (use auto, cpu or cuda[:N])", a.device);
     return kExitUsage;
   }
   std::error_code ec;

@@ -150,9 +150,13 @@ TEST_F(Transcribe, UsageErrorsExitTwo) {
   a = args({jfk()});
   a.insert(a.end(), {"--temperature", "-1"});
   EXPECT_EQ(run_ifw(a).exit_code, 2);
-  a = args({jfk()});
-  a.insert(a.end(), {"--device", "tpu"});
-  EXPECT_EQ(run_ifw(a).exit_code, 2);
+  for (const char* device : {"tpu", "cuda:", "cuda:x", "cuda:1"}) {
+    a = args({jfk()});
+    a.insert(a.end(), {"--device", device});
+    const CliRun bad = run_ifw(a);
+    EXPECT_EQ(bad.exit_code, 2) << device;
+    EXPECT_TRUE(contains(bad.err, std::string("--device ") + device)) << bad.err;
+  }
   for (const std::vector<std::string>& absurd : {std::vector<std::string>{"--strategy", "fastest"},
                                                  {"--best-of", "0"},
                                                  {"--compression-ratio-threshold", "-1"},
@@ -223,6 +227,24 @@ TEST_F(Transcribe, FilesShareBatchesAndGetWhatTheyGetAlone) {
   }
   EXPECT_EQ(tokens_of(in_ / "alone" / "jfk.verbose.json"), jfk_together);
   EXPECT_EQ(tokens_of(in_ / "alone" / "second.verbose.json"), second_together);
+}
+
+// `ifw translate` asks the model for English (the <|translate|> task token): another task in the
+// output and, from the same audio, other tokens than transcribing.
+TEST_F(Transcribe, TranslateIsItsOwnTask) {
+  auto a = args({jfk()}, "verbose_json");
+  a[0] = "translate";
+  a[std::find(a.begin(), a.end(), "en") - a.begin()] = "fr";
+  const CliRun r = run_ifw(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto translated = util::read_json_file(out_ / "jfk.verbose.json");
+  EXPECT_EQ(translated.at("task"), "translate");
+  EXPECT_EQ(translated.at("language"), "french");
+  a[0] = "transcribe";
+  ASSERT_EQ(run_ifw(a).exit_code, 0);
+  const auto transcribed = util::read_json_file(out_ / "jfk.verbose.json");
+  EXPECT_EQ(transcribed.at("task"), "transcribe");
+  EXPECT_NE(translated.at("segments"), transcribed.at("segments"));
 }
 
 // The bar (asked for: stderr is no terminal here) redraws one line with windows, speed and ETA.
@@ -338,66 +360,102 @@ TEST_F(Transcribe, VoiceActivitySkipsSilence) {
   }
 }
 
+// `ifw` on an 11-minute file, with JSON-lines progress on a pipe, running until a window is done
+// (so that the partial output has something in it), however slowly a loaded machine gets there.
+class Interrupt : public Transcribe {
+ protected:
+  void start() {
+    const std::string long_file = (in_ / "long.flac").string();
+    ffmpeg("-stream_loop 60 -i " + shell_quote(jfk()) + " -c:a flac " + shell_quote(long_file));
+    auto a = args({long_file}, "txt,verbose_json");
+    a[std::find(a.begin(), a.end(), "8") - a.begin()] = "100";
+    a[std::find(a.begin(), a.end(), "none") - a.begin()] = "json";
+    a.insert(a.end(), {"--batch-size", "1"});
+    std::vector<std::string> argv_s = {IFW_BINARY};
+    argv_s.insert(argv_s.end(), a.begin(), a.end());
+    std::vector<char*> argv;
+    for (auto& s : argv_s)
+      argv.push_back(s.data());
+    argv.push_back(nullptr);
+    int progress[2];
+    ASSERT_EQ(::pipe(progress), 0);
+    pid_ = ::fork();
+    ASSERT_GE(pid_, 0);
+    if (pid_ == 0) {
+      ::dup2(progress[1], STDOUT_FILENO);
+      ::close(progress[0]);
+      ::close(progress[1]);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(progress[1]);
+    std::string seen;
+    char buffer[4096];
+    while (seen.find("\"window_done\"") == std::string::npos) {
+      const ssize_t n = ::read(progress[0], buffer, sizeof buffer);
+      if (n <= 0) break;
+      seen.append(buffer, static_cast<std::size_t>(n));
+    }
+    EXPECT_TRUE(contains(seen, "\"window_done\"")) << seen;
+    // The rest of the progress is read to its end, so that ifw never blocks writing it.
+    drain_ = std::thread([fd = progress[0]] {
+      char rest[4096];
+      while (::read(fd, rest, sizeof rest) > 0) {
+      }
+      ::close(fd);
+    });
+  }
+  // Sends the signals; returns the exit status and how long the process took to end.
+  std::pair<int, double> stop(std::initializer_list<int> signals) {
+    const auto begin = std::chrono::steady_clock::now();
+    for (const int sig : signals)
+      EXPECT_EQ(::kill(pid_, sig), 0);
+    int status = 0;
+    EXPECT_EQ(::waitpid(pid_, &status, 0), pid_);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    drain_.join();
+    return {status, seconds};
+  }
+  void TearDown() override {  // a test that failed before stop(): no process or thread left
+    if (!drain_.joinable()) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    drain_.join();
+  }
+  pid_t pid_ = -1;
+  std::thread drain_;
+};
+
 // SIGINT during a long file: exit 130 within 2 s, with valid partial outputs. Under the sanitizer
 // build LeakSanitizer checks the exit too (a leak aborts, and the exit code is not 130).
-TEST_F(Transcribe, InterruptKeepsWhatIsFinished) {
+TEST_F(Interrupt, KeepsWhatIsFinished) {
   REQUIRE_FFMPEG();
-  const std::string long_file = (in_ / "long.flac").string();
-  ffmpeg("-stream_loop 60 -i " + shell_quote(jfk()) + " -c:a flac " +
-         shell_quote(long_file));  // 11 minutes
-  auto a = args({long_file}, "txt,verbose_json");
-  a[std::find(a.begin(), a.end(), "8") - a.begin()] = "100";
-  a[std::find(a.begin(), a.end(), "none") - a.begin()] = "json";
-  a.insert(a.end(), {"--batch-size", "1"});
-  std::vector<std::string> argv_s = {IFW_BINARY};
-  argv_s.insert(argv_s.end(), a.begin(), a.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_s)
-    argv.push_back(s.data());
-  argv.push_back(nullptr);
-  int progress[2];
-  ASSERT_EQ(::pipe(progress), 0);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::dup2(progress[1], STDOUT_FILENO);  // JSON-lines progress
-    ::close(progress[0]);
-    ::close(progress[1]);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(progress[1]);
-  // Interrupted once a window is done (the partial output then has something in it), however
-  // slowly a loaded machine gets there.
-  std::string seen;
-  char buffer[4096];
-  while (seen.find("\"window_done\"") == std::string::npos) {
-    const ssize_t n = ::read(progress[0], buffer, sizeof buffer);
-    if (n <= 0) break;
-    seen.append(buffer, static_cast<std::size_t>(n));
-  }
-  EXPECT_TRUE(contains(seen, "\"window_done\"")) << seen;
-  const auto start = std::chrono::steady_clock::now();
-  ASSERT_EQ(::kill(pid, SIGINT), 0);
-  std::thread drain([fd = progress[0]] {  // the progress to its end, so ifw never blocks on it
-    char rest[4096];
-    while (::read(fd, rest, sizeof rest) > 0) {
-    }
-    ::close(fd);
-  });
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  drain.join();
+  ASSERT_NO_FATAL_FAILURE(start());
+  const auto [status, seconds] = stop({SIGINT});
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 130);
   EXPECT_LT(seconds, 2.0);
   ASSERT_TRUE(std::filesystem::exists(out_ / "long.partial.verbose.json"));
   const auto v = util::read_json_file(out_ / "long.partial.verbose.json");
   EXPECT_TRUE(v.at("partial").get<bool>());
+  EXPECT_FALSE(v.at("segments").empty());
   EXPECT_LT(v.at("duration").get<double>(), 600.0);
+  EXPECT_TRUE(std::filesystem::exists(out_ / "long.partial.txt"));
   EXPECT_FALSE(std::filesystem::exists(out_ / "long.verbose.json"));
+}
+
+// SIGTERM is the same request to stop; a second signal (another one: two of a kind may merge
+// while pending) ends the process without waiting for the step or writing partial outputs.
+TEST_F(Interrupt, SecondSignalExitsAtOnce) {
+  REQUIRE_FFMPEG();
+  ASSERT_NO_FATAL_FAILURE(start());
+  const auto [status, seconds] = stop({SIGTERM, SIGINT});
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_LT(seconds, 2.0);
+  EXPECT_FALSE(std::filesystem::exists(out_ / "long.verbose.json"));
+  EXPECT_FALSE(std::filesystem::exists(out_ / "long.partial.verbose.json"));
 }
 
 }  // namespace
