@@ -213,7 +213,8 @@ TEST_F(Transcribe, FilesShareBatchesAndGetWhatTheyGetAlone) {
   EXPECT_EQ(events[1], "file_started") << "the second file waited for the first: " << r.out;
   const auto tokens_of = [](const std::filesystem::path& p) {
     std::vector<std::vector<int>> t;
-    for (const auto& s : util::read_json_file(p).at("segments"))
+    const auto v = util::read_json_file(p);
+    for (const auto& s : v.at("segments"))
       t.push_back(s.at("tokens").get<std::vector<int>>());
     return t;
   };
