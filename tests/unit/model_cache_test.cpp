@@ -1,6 +1,6 @@
 // The server's model cache: warm and eager modes, LRU under a count and a memory budget, one load
 // for concurrent requests, clear while in use, failures, and the counters /metrics shows.
-#include "serve/model_cache.hpp"
+#include "server/model_cache.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-namespace ifw::serve {
+namespace ifw::server {
 namespace {
 
 // A loaded "model": a block of memory of the size its name says ("a:10" holds 10 MiB).
@@ -243,4 +243,4 @@ TEST(ModelCacheOptions, FromTheEnvironment) {
 }
 
 }  // namespace
-}  // namespace ifw::serve
+}  // namespace ifw::server

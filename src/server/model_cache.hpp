@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace ifw::serve {
+namespace ifw::server {
 
 // What the cache holds. unload() gives back what the destructor cannot report on (device memory,
 // files); its exceptions are logged with their reason, never thrown at the request that ended.
@@ -107,4 +107,4 @@ class ModelCache {
   std::shared_ptr<detail::CacheState> state_;
 };
 
-}  // namespace ifw::serve
+}  // namespace ifw::server

@@ -1,4 +1,4 @@
-#include "serve/model_cache.hpp"
+#include "server/model_cache.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -14,7 +14,7 @@
 
 #include <ifw/error.hpp>
 
-namespace ifw::serve {
+namespace ifw::server {
 namespace detail {
 
 struct CacheEntry {
@@ -329,4 +329,4 @@ CacheOptions cache_options_from_environment() {
   return o;
 }
 
-}  // namespace ifw::serve
+}  // namespace ifw::server
