@@ -74,9 +74,11 @@ class Backend {
   // y[i] = table[ids[i]] + positions[pos[i]]
   virtual void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
                      const Tensor& table, const Tensor& positions, Tensor& y) = 0;
-  // dst[b * dst_block + starts[b] + t] = src row (b * rows_per_item + t), columns of src.
+  // dst[blocks[b] * dst_block + starts[b] + t] = src row (b * rows_per_item + t), columns of
+  // src: item b of src goes to its own block of dst (a KV cache slot), whichever items run.
   virtual void write_rows(const MatrixRef& src, int batch, int rows_per_item, Tensor& dst,
-                          std::int64_t dst_block, std::span<const int> starts) = 0;
+                          std::int64_t dst_block, std::span<const int> blocks,
+                          std::span<const int> starts) = 0;
   // y[i] = x[index[i]]
   virtual void gather_rows(const Tensor& x, std::span<const std::int64_t> index, Tensor& y) = 0;
 };

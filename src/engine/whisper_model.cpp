@@ -266,8 +266,9 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
                   normed);
     be.linear(whole(normed), layer.self.qkv.w, &layer.self.qkv.b, Activation::kNone, whole(qkv),
               rows, false);
-    be.write_rows({qkv, d, 3 * d}, n_items, tq, self_k_[l], max_length_, starts);
-    be.write_rows({qkv, 2 * d, 3 * d}, n_items, tq, self_v_[l], max_length_, starts);
+    // Into each item's own cache slot (attention reads them by item_index too).
+    be.write_rows({qkv, d, 3 * d}, n_items, tq, self_k_[l], max_length_, item_index, starts);
+    be.write_rows({qkv, 2 * d, 3 * d}, n_items, tq, self_v_[l], max_length_, item_index, starts);
     backend::AttentionArgs self;
     self.q = {qkv, 0, 3 * d};
     self.k = whole(self_k_[l]);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <map>
 #include <memory>
 
 #include <fmt/format.h>
@@ -57,7 +58,7 @@ struct Transcriber::File {
   std::unique_ptr<audio::AudioDecoder> decoder;
   std::unique_ptr<WindowSource> source;
   Transcript transcript;
-  std::optional<model::TokenId> language_token;
+  ResolvedJob job;
   std::vector<model::TokenId> history;  // sequential: earlier text, the next window's prompt
   bool finished = false;
   bool broken = false;  // reading failed: finished with what was done
@@ -92,38 +93,6 @@ struct Transcriber::Decoded {
 Transcriber::Transcriber(const model::ModelFolder& folder, const engine::WhisperModel& model,
                          TranscribeOptions options)
     : folder_(folder), model_(model), options_(std::move(options)) {
-  const model::Tokenizer& tok = folder_.tokenizer();
-  if (options_.task != "transcribe" && options_.task != "translate") {
-    throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("task \"{}\": use transcribe or translate", options_.task));
-  }
-  if (!tok.multilingual() && options_.task == "translate") {
-    throw Error(ErrorKind::kInvalidArgument, "this model is English-only: it cannot translate");
-  }
-  if (options_.language) {
-    std::string code = lower(strip(*options_.language));
-    if (const auto by_name = model::language_index_by_name(code)) {
-      code = std::string(model::whisper_languages()[static_cast<std::size_t>(*by_name)].code);
-    }
-    if (!tok.multilingual()) {
-      if (code != "en") {
-        throw Error(ErrorKind::kInvalidArgument,
-                    fmt::format("language \"{}\": this model is English-only", *options_.language));
-      }
-    } else {
-      language_token_ = tok.language_token(code);
-      if (!language_token_) {
-        throw Error(
-            ErrorKind::kInvalidArgument,
-            fmt::format("language \"{}\" is not one of this model's {} languages (codes such as "
-                        "en, de, zh, or names such as english)",
-                        *options_.language, tok.specials().languages.size()));
-      }
-    }
-    options_.language = code;
-  } else if (!tok.multilingual()) {
-    options_.language = "en";
-  }
   const auto check = [](bool ok, const std::string& message) {
     if (!ok) throw Error(ErrorKind::kInvalidArgument, message);
   };
@@ -133,21 +102,65 @@ Transcriber::Transcriber(const model::ModelFolder& folder, const engine::Whisper
             options_.max_new_tokens <= model_.config().max_target_positions,
         fmt::format("max new tokens {}: use 1 to {}", options_.max_new_tokens,
                     model_.config().max_target_positions));
-  check(std::isfinite(options_.temperature) && options_.temperature >= 0.0 &&
-            options_.temperature <= 1.0,
-        fmt::format("temperature {}: use 0 to 1", options_.temperature));
   check(std::isfinite(options_.temperature_increment) && options_.temperature_increment >= 0.0 &&
             options_.temperature_increment <= 1.0,
         fmt::format("temperature increment {}: use 0 to 1", options_.temperature_increment));
   check(options_.best_of >= 1 && options_.best_of <= 16,
         fmt::format("best of {}: use 1 to 16", options_.best_of));
-  if (const std::string prompt = strip(options_.prompt); !prompt.empty()) {
+  default_job_ = resolve({options_.task, options_.language, options_.prompt, options_.temperature,
+                          options_.word_timings});
+  options_.language = default_job_.language;
+}
+
+Transcriber::ResolvedJob Transcriber::resolve(const JobOptions& job) const {
+  const model::Tokenizer& tok = folder_.tokenizer();
+  ResolvedJob r;
+  r.task = job.task;
+  r.temperature = job.temperature;
+  r.word_timings = job.word_timings;
+  if (job.task != "transcribe" && job.task != "translate") {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("task \"{}\": use transcribe or translate", job.task));
+  }
+  if (!tok.multilingual() && job.task == "translate") {
+    throw Error(ErrorKind::kInvalidArgument, "this model is English-only: it cannot translate");
+  }
+  if (job.language) {
+    std::string code = lower(strip(*job.language));
+    if (const auto by_name = model::language_index_by_name(code)) {
+      code = std::string(model::whisper_languages()[static_cast<std::size_t>(*by_name)].code);
+    }
+    if (!tok.multilingual()) {
+      if (code != "en") {
+        throw Error(ErrorKind::kInvalidArgument,
+                    fmt::format("language \"{}\": this model is English-only", *job.language));
+      }
+    } else {
+      r.language_token = tok.language_token(code);
+      if (!r.language_token) {
+        throw Error(
+            ErrorKind::kInvalidArgument,
+            fmt::format("language \"{}\" is not one of this model's {} languages (codes such as "
+                        "en, de, zh, or names such as english)",
+                        *job.language, tok.specials().languages.size()));
+      }
+    }
+    r.language = code;
+  } else if (!tok.multilingual()) {
+    r.language = "en";
+  }
+  if (!std::isfinite(job.temperature) || job.temperature < 0.0 || job.temperature > 1.0) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("temperature {}: use 0 to 1", job.temperature));
+  }
+  if (const std::string prompt = strip(job.prompt); !prompt.empty()) {
     if (!tok.specials().start_of_prev) {
       throw Error(ErrorKind::kUnsupported,
                   "this model's vocabulary has no <|startofprev|> for a prompt");
     }
-    prompt_tokens_ = tok.encode(" " + prompt);
+    r.prompt_tokens = tok.encode(" " + prompt);
   }
+  return r;
 }
 
 std::vector<model::TokenId> Transcriber::prompt_for(const File& f) const {
@@ -156,7 +169,7 @@ std::vector<model::TokenId> Transcriber::prompt_for(const File& f) const {
   // openai/whisper: <|startofprev|>, the last (text context / 2 - 1) tokens of the conditioning
   // text, then the task's tokens.
   const std::vector<model::TokenId>& conditioning =
-      options_.strategy == Strategy::kSequential ? f.history : prompt_tokens_;
+      options_.strategy == Strategy::kSequential ? f.history : f.job.prompt_tokens;
   std::vector<model::TokenId> p;
   if (!conditioning.empty()) {
     const auto keep = static_cast<std::size_t>(model_.config().max_target_positions / 2 - 1);
@@ -167,14 +180,23 @@ std::vector<model::TokenId> Transcriber::prompt_for(const File& f) const {
   }
   p.push_back(sp.start_of_transcript);
   if (tok.multilingual()) {
-    p.push_back(language_token_ ? *language_token_ : *f.language_token);
-    p.push_back(options_.task == "translate" ? sp.translate : sp.transcribe);
+    p.push_back(*f.job.language_token);
+    p.push_back(f.job.task == "translate" ? sp.translate : sp.transcribe);
   }
   if (options_.timestamps == TimestampMode::kNone) p.push_back(sp.no_timestamps);
   return p;
 }
 
 void Transcriber::run(const std::vector<std::string>& paths, const CancellationToken& cancel,
+                      const std::function<void(const ProgressEvent&)>& on_progress,
+                      const std::function<void(FileResult&&)>& on_result) {
+  std::vector<Job> jobs;
+  for (const std::string& p : paths)
+    jobs.push_back({p, std::nullopt});
+  run(jobs, cancel, on_progress, on_result);
+}
+
+void Transcriber::run(const std::vector<Job>& jobs, const CancellationToken& cancel,
                       const std::function<void(const ProgressEvent&)>& on_progress,
                       const std::function<void(FileResult&&)>& on_result) {
   cancel_ = &cancel;
@@ -190,11 +212,10 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
     r.file = f.index;
     r.path = f.path;
     r.transcript = std::move(f.transcript);
-    r.transcript.task = options_.task;
+    r.transcript.task = f.job.task;
     r.transcript.duration =
         static_cast<double>(f.source ? f.source->samples_read() : 0) / kSampleRate;
-    if (r.transcript.language.empty() && options_.language)
-      r.transcript.language = *options_.language;
+    if (r.transcript.language.empty() && f.job.language) r.transcript.language = *f.job.language;
     // Audio that stops well before the length the container states was cut short.
     const double decoded = r.transcript.duration;
     const double tolerance = std::max(
@@ -229,11 +250,13 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
   };
 
   const auto open_next = [&]() -> bool {
-    while (next_path < paths.size()) {
+    while (next_path < jobs.size()) {
+      const Job& job = jobs[next_path];
       auto f = std::make_unique<File>();
-      f->index = static_cast<int>(next_path);
-      f->path = paths[next_path++];
+      f->index = static_cast<int>(next_path++);
+      f->path = job.path;
       try {
+        f->job = job.options ? resolve(*job.options) : default_job_;
         f->decoder = std::make_unique<audio::AudioDecoder>(f->path);
       } catch (const Error& e) {
         on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, e.what()});
@@ -248,8 +271,8 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
       f->duration_hint = f->decoder->duration_seconds();
       f->source =
           sequential ? seeking_windows(*f->decoder, vad) : chunked_windows(*f->decoder, vad);
-      if (options_.language) f->transcript.language = *options_.language;
-      if (sequential) f->history = prompt_tokens_;  // openai/whisper's initial prompt
+      if (f->job.language) f->transcript.language = *f->job.language;
+      if (sequential) f->history = f->job.prompt_tokens;  // openai/whisper's initial prompt
       on_progress({ProgressEvent::Kind::kFileStarted, f->index, f->path, 0, f->windows_estimate(),
                    0, std::max(f->duration_hint, 0.0), ""});
       open.push_back(std::move(f));
@@ -298,7 +321,7 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
       if (!f->finished && f->drained()) finish(*f);
     }
     std::erase_if(open, [](const auto& f) { return f->finished; });
-    if (batch.empty() && open.empty() && next_path >= paths.size()) break;
+    if (batch.empty() && open.empty() && next_path >= jobs.size()) break;
   }
   if (cancel.cancelled()) {
     // Stopped: what each started file has finished is kept, marked partial.
@@ -326,45 +349,86 @@ std::vector<Transcriber::Decoded> Transcriber::decode_with_fallback(
   rules.timestamp_begin = sp.timestamp_begin;
   rules.max_initial_timestamp_index = gen.max_initial_timestamp_index;
 
-  std::vector<double> temperatures = {options_.temperature};
-  if (options_.temperature_increment > 0.0) {
-    for (double t = options_.temperature + options_.temperature_increment; t <= 1.0 + 1e-9;
-         t += options_.temperature_increment) {
-      temperatures.push_back(std::min(t, 1.0));
+  // Each window's temperatures: its job's, then up by the increment to 1 (openai/whisper's).
+  const auto ladder = [&](double first) {
+    std::vector<double> temperatures = {first};
+    if (options_.temperature_increment > 0.0) {
+      for (double t = first + options_.temperature_increment; t <= 1.0 + 1e-9;
+           t += options_.temperature_increment) {
+        temperatures.push_back(std::min(t, 1.0));
+      }
     }
-  }
+    return temperatures;
+  };
+  std::map<double, std::vector<double>> ladders;
+  for (const Item& item : batch)
+    ladders.try_emplace(item.file->job.temperature, ladder(item.file->job.temperature));
+  const auto temperature_of = [&](std::int64_t i, std::size_t step) -> std::optional<double> {
+    const auto& l = ladders.at(batch[static_cast<std::size_t>(i)].file->job.temperature);
+    return step < l.size() ? std::optional<double>(l[step]) : std::nullopt;
+  };
+
   std::vector<Decoded> out(batch.size());
   std::vector<std::int64_t> pending(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i)
     pending[i] = static_cast<std::int64_t>(i);
 
-  for (std::size_t step = 0; step < temperatures.size() && !pending.empty(); ++step) {
-    const double t = temperatures[step];
+  for (std::size_t step = 0; !pending.empty(); ++step) {
+    // The windows still to decode, by the temperature they are at now: one decoding each.
+    std::map<double, std::vector<std::int64_t>> groups;
+    for (const std::int64_t i : pending) {
+      if (const auto t = temperature_of(i, step)) groups[*t].push_back(i);
+    }
+    if (groups.empty()) break;  // every ladder is climbed: the last attempts stand
+    std::vector<std::int64_t> still;
+    for (const auto& [t, group] : groups) {
+      if (!decode_group(states, batch, group, t, step, rules, out, still)) return {};
+    }
+    pending = std::move(still);
+  }
+  return out;
+}
+
+// Decodes the windows `group` of the batch at temperature t (best_of candidates when sampling);
+// their results go to `out`, and those to decode again at the next temperature to `still`.
+// False when cancelled.
+bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<Item>& batch,
+                               const std::vector<std::int64_t>& group, double t, std::size_t step,
+                               const decode::DecodingRules& rules, std::vector<Decoded>& out,
+                               std::vector<std::int64_t>& still) {
+  const model::Tokenizer& tok = folder_.tokenizer();
+  const auto& sp = tok.specials();
+  const auto& gen = folder_.generation();
+  const std::vector<std::int64_t>& pending = group;
+  {
     const int copies = t > 0.0 ? options_.best_of : 1;  // candidates sampled per window
     std::vector<std::int64_t> rows;
     decode::GreedyOptions o;
+    bool word_timings = false;
     for (const std::int64_t i : pending) {
+      word_timings = word_timings || batch[static_cast<std::size_t>(i)].file->job.word_timings;
       for (int c = 0; c < copies; ++c) {
         rows.push_back(i);
         o.item_prompts.push_back(batch[static_cast<std::size_t>(i)].prompt);
       }
     }
-    const bool all = rows.size() == batch.size();
+    // Every window once, in order: the batch's states as they are. (Counting rows is not enough:
+    // one window's best_of candidates can number as many as the batch.)
+    const bool all = copies == 1 && rows.size() == batch.size();
     const backend::Tensor sub = all ? states : select_windows(model_.backend(), states, rows);
     o.max_new_tokens = options_.max_new_tokens;
     o.rules = &rules;
     o.end_tokens = *gen.eos_token_ids;
     o.no_speech_token = sp.no_speech;
     o.start_of_transcript = sp.start_of_transcript;
-    if (options_.word_timings) o.alignment_heads = *gen.alignment_heads;
+    if (word_timings) o.alignment_heads = *gen.alignment_heads;
     o.temperature = t;
     o.seed = options_.seed + step;
     o.stop = [this] { return cancel_ != nullptr && cancel_->cancelled(); };
     std::vector<decode::GreedyResult> results = decode::greedy_decode(model_, sub, o);
     if (!results.empty() && results.front().stopped)
-      return {};  // cancelled: nothing of this batch is kept
+      return false;  // cancelled: nothing of this batch is kept
 
-    std::vector<std::int64_t> still;
     for (std::size_t k = 0; k < pending.size(); ++k) {
       // Of the candidates, the likeliest per token (openai/whisper's ranking without length
       // penalty).
@@ -396,9 +460,8 @@ std::vector<Transcriber::Decoded> Transcriber::decode_with_fallback(
       out[static_cast<std::size_t>(pending[k])] = std::move(d);
       if (fallback) still.push_back(pending[k]);
     }
-    pending = std::move(still);
   }
-  return out;
+  return true;
 }
 
 void Transcriber::process_batch(std::vector<Item>& batch,
@@ -420,10 +483,10 @@ void Transcriber::process_batch(std::vector<Item>& batch,
   // A file's language, when not given, is detected on its first window (as openai/whisper).
   for (int i = 0; i < n; ++i) {
     File& f = *batch[static_cast<std::size_t>(i)].file;
-    if (language_token_ || f.language_token || !tok.multilingual()) continue;
+    if (f.job.language_token || !tok.multilingual()) continue;
     const auto probs =
         decode::detect_language(model_, states.rows(i, 1), sp.start_of_transcript, sp.languages)[0];
-    f.language_token = tok.language_token(probs.front().code);
+    f.job.language_token = tok.language_token(probs.front().code);
     f.transcript.language = probs.front().code;
     spdlog::debug("{}: detected language {} ({:.2f})", f.path, probs.front().code,
                   probs.front().probability);
@@ -462,7 +525,7 @@ void Transcriber::process_batch(std::vector<Item>& batch,
         split.segments.push_back({window_start, window_end, d.tokens});
       }
       std::vector<Word> words;
-      if (options_.word_timings && !r.alignment.empty()) {
+      if (f.job.word_timings && !r.alignment.empty()) {
         const auto times = decode::pass_token_timestamps(
             r.alignment, r.prompt_length, kEncoderFrames, model_.config().median_filter_width);
         std::vector<double> token_times;

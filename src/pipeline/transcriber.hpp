@@ -11,6 +11,7 @@
 
 #include <ifw/transcript.hpp>
 
+#include "decode/logits_rules.hpp"
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "pipeline/cancellation.hpp"
@@ -51,6 +52,21 @@ struct TranscribeOptions {
   std::uint64_t seed = 0;  // for sampling
 };
 
+// What one file may ask for differently from the other files of a run (the server's requests
+// do); the run's options give the rest, and the defaults when a job brings none.
+struct JobOptions {
+  std::string task = "transcribe";      // or "translate"
+  std::optional<std::string> language;  // code or name; detected when absent
+  std::string prompt;
+  double temperature = 0.0;
+  bool word_timings = false;
+};
+
+struct Job {
+  std::string path;                   // "-" is standard input
+  std::optional<JobOptions> options;  // nullopt: the run's own
+};
+
 struct ProgressEvent {
   enum class Kind { kFileStarted, kWindowDone, kFileDone, kFileFailed };
   Kind kind;
@@ -82,23 +98,41 @@ class Transcriber {
   void run(const std::vector<std::string>& paths, const CancellationToken& cancel,
            const std::function<void(const ProgressEvent&)>& on_progress,
            const std::function<void(FileResult&&)>& on_result);
+  // The same for jobs with options of their own; windows of different jobs still share batches.
+  // A job whose options do not suit the model fails alone (its result says why).
+  void run(const std::vector<Job>& jobs, const CancellationToken& cancel,
+           const std::function<void(const ProgressEvent&)>& on_progress,
+           const std::function<void(FileResult&&)>& on_result);
 
  private:
   struct File;
   struct Item;
   struct Decoded;
+  // A job's options checked against the model, with their tokens.
+  struct ResolvedJob {
+    std::string task;
+    std::optional<std::string> language;           // code
+    std::optional<model::TokenId> language_token;  // set when given, or once detected
+    std::vector<model::TokenId> prompt_tokens;
+    double temperature = 0.0;
+    bool word_timings = false;
+  };
+  ResolvedJob resolve(const JobOptions& job) const;  // throws ifw::Error (kInvalidArgument)
   void process_batch(std::vector<Item>& batch,
                      const std::function<void(const ProgressEvent&)>& on_progress);
   // Decodes every window at the lowest temperature that gives acceptable text.
   std::vector<Decoded> decode_with_fallback(const backend::Tensor& states,
                                             const std::vector<Item>& batch);
+  bool decode_group(const backend::Tensor& states, const std::vector<Item>& batch,
+                    const std::vector<std::int64_t>& group, double temperature, std::size_t step,
+                    const decode::DecodingRules& rules, std::vector<Decoded>& out,
+                    std::vector<std::int64_t>& still);
   std::vector<model::TokenId> prompt_for(const File& file) const;
 
   const model::ModelFolder& folder_;
   const engine::WhisperModel& model_;
   TranscribeOptions options_;
-  std::optional<model::TokenId> language_token_;  // fixed by the options, or per file
-  std::vector<model::TokenId> prompt_tokens_;     // the prompt option's tokens
+  ResolvedJob default_job_;  // the run's options, for jobs without their own
   VoiceActivity voice_activity_;
   const CancellationToken* cancel_ = nullptr;  // of the current run
 };

@@ -65,6 +65,47 @@ TEST_F(EngineTest, DecoderSessionTracksLengthsAndRejectsOverflow) {
                    "exceed the model's 448 positions");
 }
 
+// Items of one session advanced apart (prompts of different lengths, some items finished) each
+// keep their own cache: the logits are those of the item decoded alone.
+TEST_F(EngineTest, ItemsDecodedApartGetWhatTheyGetAlone) {
+  std::vector<float> two = mel(1, -0.5f);
+  const std::vector<float> other = mel(1, 0.3f);
+  two.insert(two.end(), other.begin(), other.end());
+  const auto states = model_->encode(two, 2);
+  const engine::TokenId sot = kSyntheticStartOfTranscript;
+  const std::vector<engine::TokenId> prompt0 = {sot, sot + 1}, prompt1 = {sot, sot + 1, sot};
+  const int first[] = {0}, second[] = {1}, both[] = {0, 1};
+
+  engine::DecoderSession together(*model_, states);
+  together.forward(prompt1, 3, second, engine::LogitRows::kLast);  // the second item first
+  together.forward(prompt0, 2, first, engine::LogitRows::kLast);
+  const engine::TokenId step[] = {42, 43};
+  const auto mixed = together.forward(step, 1, both, engine::LogitRows::kLast);
+  const engine::TokenId late[] = {44};
+  const auto last = together.forward(late, 1, second, engine::LogitRows::kLast);
+
+  const auto alone = [&](float value, const std::vector<engine::TokenId>& prompt,
+                         std::vector<engine::TokenId> steps) {
+    engine::DecoderSession s(*model_, model_->encode(mel(1, value), 1));
+    s.forward(prompt, static_cast<int>(prompt.size()), first, engine::LogitRows::kLast);
+    std::vector<std::vector<float>> out;
+    for (const engine::TokenId t : steps) {
+      const engine::TokenId one[] = {t};
+      out.push_back(s.forward(one, 1, first, engine::LogitRows::kLast));
+    }
+    return out;
+  };
+  const auto item0 = alone(-0.5f, prompt0, {42});
+  const auto item1 = alone(0.3f, prompt1, {43, 44});
+  const std::size_t v = kSyntheticVocabSize;
+  ASSERT_EQ(mixed.size(), 2 * v);
+  for (std::size_t k = 0; k < v; ++k) {
+    ASSERT_NEAR(mixed[k], item0[0][k], 1e-4) << "item 0, logit " << k;
+    ASSERT_NEAR(mixed[v + k], item1[0][k], 1e-4) << "item 1, logit " << k;
+    ASSERT_NEAR(last[k], item1[1][k], 1e-4) << "item 1 alone after, logit " << k;
+  }
+}
+
 TEST_F(EngineTest, GreedyStopsAtTheLengthLimit) {
   const auto states = model_->encode(mel(1), 1);
   decode::GreedyOptions o;

@@ -208,13 +208,14 @@ class CpuBackend final : public Backend {
   }
 
   void write_rows(const MatrixRef& src, int batch, int rows_per_item, Tensor& dst,
-                  std::int64_t dst_block, std::span<const int> starts) override {
+                  std::int64_t dst_block, std::span<const int> blocks,
+                  std::span<const int> starts) override {
     const std::int64_t width = dst.shape().back();
     for (int b = 0; b < batch; ++b) {
+      const auto i = static_cast<std::size_t>(b);
       for (int t = 0; t < rows_per_item; ++t) {
         const float* from = ptr(src) + (static_cast<std::int64_t>(b) * rows_per_item + t) * src.ld;
-        float* to =
-            dst.data<float>() + (b * dst_block + starts[static_cast<std::size_t>(b)] + t) * width;
+        float* to = dst.data<float>() + (blocks[i] * dst_block + starts[i] + t) * width;
         std::memcpy(to, from, static_cast<std::size_t>(width) * sizeof(float));
       }
     }
