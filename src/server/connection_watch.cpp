@@ -34,9 +34,11 @@ std::optional<std::pair<std::string, int>> address_of(const sockaddr_storage& a)
 std::optional<ConnectionWatch> ConnectionWatch::find(const std::string& remote_addr,
                                                      int remote_port, int local_port) {
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+  // Stepped by hand: the range-for's increment would throw on an error.
+  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+       it.increment(ec)) {
     int fd = -1;
-    const std::string name = entry.path().filename().string();
+    const std::string name = it->path().filename().string();
     if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc()) continue;
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;

@@ -17,7 +17,9 @@ class ConnectionWatch {
                                              int local_port);
 
   // True once the client has closed or reset the connection. Bytes it sent and nobody read yet
-  // (a pipelined request) are left where they are.
+  // (a pipelined request) are left where they are, and while they wait a close behind them is
+  // not seen. A client that only shuts down its sending side after the request looks gone (no
+  // HTTP client of ours does that). Only while the handler runs: the descriptor is not ours.
   bool client_gone() const;
   int descriptor() const { return fd_; }
 

@@ -81,6 +81,8 @@ void unload(std::vector<std::shared_ptr<CacheEntry>>& victims, const char* why) 
       if (e->model) e->model->unload();
     } catch (const std::exception& ex) {
       spdlog::error("model cache: releasing {} failed: {}", e->name, ex.what());
+    } catch (...) {
+      spdlog::error("model cache: releasing {} failed with an unknown exception", e->name);
     }
     e->model.reset();
   }
@@ -185,11 +187,13 @@ ModelLease ModelCache::acquire(const std::string& name) {
 
   const auto start = std::chrono::steady_clock::now();
   std::unique_ptr<CachedModel> model;
+  std::size_t bytes = 0;
   std::exception_ptr error;
   try {
     model = s.loader(name);
     if (!model)
       throw Error(ErrorKind::kInvalidArgument, fmt::format("{}: nothing was loaded", name));
+    bytes = model->resident_bytes();  // here, so that nothing below can throw
   } catch (...) {
     error = std::current_exception();
   }
@@ -207,7 +211,7 @@ ModelLease ModelCache::acquire(const std::string& name) {
     s.loaded.notify_all();
     std::rethrow_exception(error);
   }
-  e->bytes = model->resident_bytes();
+  e->bytes = bytes;
   e->model = std::move(model);
   ++s.counters.loads;
   s.counters.load_seconds += seconds;

@@ -19,11 +19,14 @@ constexpr std::size_t kMaxModelNameBytes = 256;
 
 // A value as shown in a message: short, and with nothing that could break the line.
 std::string shown(const std::string& value) {
-  std::string s = value.substr(0, 60);
+  std::size_t cut = std::min<std::size_t>(value.size(), 60);
+  while (cut > 0 && cut < value.size() && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80)
+    --cut;  // not inside a UTF-8 character
+  std::string s = value.substr(0, cut);
   for (char& c : s) {
     if (static_cast<unsigned char>(c) < 0x20 || c == '"') c = '?';
   }
-  return value.size() > 60 ? s + "..." : s;
+  return cut < value.size() ? s + "..." : s;
 }
 
 std::optional<ResponseFormat> parse_response_format(const std::string& s) {
@@ -103,7 +106,7 @@ TranscriptionRequest parse_transcription_request(const std::vector<FormField>& f
     const bool repeatable = f.name == "timestamp_granularities[]" || f.name == "include[]";
     if (!repeatable && !seen.insert(f.name).second) {
       throw ApiError::bad_request(fmt::format("'{}' is given more than once", shown(f.name)),
-                                  f.name);
+                                  shown(f.name));
     }
     if (f.name == "file") {
       if (f.filename.empty()) {
@@ -116,8 +119,8 @@ TranscriptionRequest parse_transcription_request(const std::vector<FormField>& f
       continue;
     }
     if (!f.filename.empty()) {
-      throw ApiError::bad_request(fmt::format("'{}' must be a text field, not a file", f.name),
-                                  f.name);
+      throw ApiError::bad_request(
+          fmt::format("'{}' must be a text field, not a file", shown(f.name)), shown(f.name));
     }
     const std::string& v = f.content;
     if (f.name == "model") {
