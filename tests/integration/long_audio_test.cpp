@@ -25,18 +25,8 @@ struct MeasuredRun {
 };
 
 MeasuredRun run_measured(const std::vector<std::string>& args) {
-  std::vector<std::string> argv_s = {IFW_BINARY};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_s)
-    argv.push_back(s.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
+  const pid_t pid = spawn_ifw(args);
   if (pid < 0) return {};
-  if (pid == 0) {
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
   int status = 0;
   rusage usage{};
   if (::wait4(pid, &status, 0, &usage) != pid) return {};

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "support/temp_dir.hpp"
 
@@ -34,6 +35,22 @@ CliRun run_ifw(const std::vector<std::string>& args, const std::string& stdin_fi
   r.out = read_file(tmp / "out");
   r.err = read_file(tmp / "err");
   return r;
+}
+
+int spawn_ifw(const std::vector<std::string>& args, int stdout_fd) {
+  std::vector<std::string> argv_s = {IFW_BINARY};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_s)
+    argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
 }
 
 bool have_program(const std::string& name) {

@@ -4,6 +4,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
@@ -372,24 +373,11 @@ class Interrupt : public Transcribe {
     a[std::find(a.begin(), a.end(), "8") - a.begin()] = "100";
     a[std::find(a.begin(), a.end(), "none") - a.begin()] = "json";
     a.insert(a.end(), {"--batch-size", "1"});
-    std::vector<std::string> argv_s = {IFW_BINARY};
-    argv_s.insert(argv_s.end(), a.begin(), a.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_s)
-      argv.push_back(s.data());
-    argv.push_back(nullptr);
     int progress[2];
-    ASSERT_EQ(::pipe(progress), 0);
-    pid_ = ::fork();
-    ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      ::dup2(progress[1], STDOUT_FILENO);
-      ::close(progress[0]);
-      ::close(progress[1]);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    ASSERT_EQ(::pipe2(progress, O_CLOEXEC), 0);
+    pid_ = spawn_ifw(a, progress[1]);
     ::close(progress[1]);
+    ASSERT_GE(pid_, 0);
     std::string seen;
     char buffer[4096];
     while (seen.find("\"window_done\"") == std::string::npos) {
