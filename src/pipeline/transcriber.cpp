@@ -67,6 +67,9 @@ struct Transcriber::File {
   double duration_hint = -1.0;
   std::string error;
 
+  std::shared_ptr<const CancellationToken> cancel;  // the job's own, if any
+
+  bool cancelled() const { return cancel && cancel->cancelled(); }
   bool drained() const { return (broken || source->exhausted()) && in_flight == 0; }
   int windows_estimate() const {
     const int by_duration =
@@ -192,16 +195,22 @@ void Transcriber::run(const std::vector<std::string>& paths, const CancellationT
                       const std::function<void(FileResult&&)>& on_result) {
   std::vector<Job> jobs;
   for (const std::string& p : paths)
-    jobs.push_back({p, std::nullopt});
+    jobs.emplace_back(p);
   run(jobs, cancel, on_progress, on_result);
 }
 
 void Transcriber::run(const std::vector<Job>& jobs, const CancellationToken& cancel,
                       const std::function<void(const ProgressEvent&)>& on_progress,
                       const std::function<void(FileResult&&)>& on_result) {
+  JobList list(jobs);
+  run(list, cancel, on_progress, on_result);
+}
+
+void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
+                      const std::function<void(const ProgressEvent&)>& on_progress,
+                      const std::function<void(FileResult&&)>& on_result) {
   cancel_ = &cancel;
   std::vector<std::unique_ptr<File>> open;  // started and not yet handed over
-  std::size_t next_path = 0;
   const bool sequential = options_.strategy == Strategy::kSequential;
   const VoiceActivity* vad = options_.voice_activity ? &voice_activity_ : nullptr;
 
@@ -220,8 +229,8 @@ void Transcriber::run(const std::vector<Job>& jobs, const CancellationToken& can
     const double decoded = r.transcript.duration;
     const double tolerance = std::max(
         1.0, f.duration_hint * (f.decoder && f.decoder->duration_is_estimate() ? 0.25 : 0.02));
-    if (f.decoder && !cancel.cancelled() && f.error.empty() && f.duration_hint > 0 &&
-        f.duration_hint - decoded > tolerance) {
+    if (f.decoder && !cancel.cancelled() && !f.cancelled() && f.error.empty() &&
+        f.duration_hint > 0 && f.duration_hint - decoded > tolerance) {
       f.error = fmt::format(
           "{}: the audio ends at {:.1f} s but the file says it lasts {:.1f} s (truncated or "
           "damaged); the transcript covers what could be decoded",
@@ -249,14 +258,15 @@ void Transcriber::run(const std::vector<Job>& jobs, const CancellationToken& can
     on_result(std::move(r));
   };
 
-  const auto open_next = [&]() -> bool {
-    while (next_path < jobs.size()) {
-      const Job& job = jobs[next_path];
+  // Opens the next job that can be opened; with `wait`, waits for one to come.
+  const auto open_next = [&](bool wait) -> bool {
+    while (std::optional<Job> job = jobs.next(wait)) {
       auto f = std::make_unique<File>();
-      f->index = static_cast<int>(next_path++);
-      f->path = job.path;
+      f->index = job->id;
+      f->path = job->path;
+      f->cancel = job->cancel;
       try {
-        f->job = job.options ? resolve(*job.options) : default_job_;
+        f->job = job->options ? resolve(*job->options) : default_job_;
         f->decoder = std::make_unique<audio::AudioDecoder>(f->path);
       } catch (const Error& e) {
         on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, e.what()});
@@ -281,36 +291,64 @@ void Transcriber::run(const std::vector<Job>& jobs, const CancellationToken& can
     return false;
   };
 
+  const auto full = [&](const std::vector<Item>& batch) {
+    return static_cast<int>(batch.size()) >= options_.batch_size;
+  };
+  std::size_t turn = 0;  // the open job whose turn it is: where the last batch stopped
   while (!cancel.cancelled()) {
-    // Fill a batch: windows of the open files in order (one per file at a time when sequential);
-    // another file is opened while there is room (batched: once the open ones have no more).
+    // Jobs whose requester gave up end here with what they have (nothing of theirs is in flight
+    // between batches).
+    for (auto& f : open) {
+      if (f->finished || !f->cancelled()) continue;
+      f->transcript.partial = true;
+      if (f->error.empty())
+        f->error = fmt::format("{}: cancelled after {} of its windows", f->path, f->windows_done);
+      finish(*f);
+    }
+    std::erase_if(open, [](const auto& f) { return f->finished; });
+    // Every job that has come, up to the limit, when jobs are opened eagerly.
+    while (options_.max_open_jobs > 0 && static_cast<int>(open.size()) < options_.max_open_jobs &&
+           open_next(open.empty())) {
+    }
+
+    // Fill a batch, one window per open job in turn (sequential: at most one per job in flight);
+    // otherwise another job is opened while there is room (batched: once the open ones have no
+    // window ready).
     std::vector<Item> batch;
     for (;;) {
       bool added = false;
-      for (auto& f : open) {
-        if (f->finished || f->broken) continue;
-        try {
-          while (static_cast<int>(batch.size()) < options_.batch_size) {
+      bool any = true;
+      while (any && !full(batch)) {
+        any = false;
+        const std::size_t first = turn;
+        for (std::size_t k = 0; k < open.size() && !full(batch); ++k) {
+          const std::size_t at = (first + k) % open.size();
+          File* f = open[at].get();
+          if (f->finished || f->broken) continue;
+          try {
             std::optional<AudioWindow> w = f->source->next();
-            if (!w) break;
+            if (!w) continue;
             ++f->in_flight;
-            batch.push_back({f.get(), std::move(*w), {}});
-            added = true;
-            if (sequential) break;
+            batch.push_back({f, std::move(*w), {}});
+            added = any = true;
+            turn = at + 1;
+          } catch (const Error& e) {
+            f->error = e.what();  // keep what was decoded so far
+            f->broken = true;
           }
-        } catch (const Error& e) {
-          f->error = e.what();  // keep what was decoded so far
-          f->broken = true;
         }
-        if (static_cast<int>(batch.size()) >= options_.batch_size) break;
       }
-      if (static_cast<int>(batch.size()) >= options_.batch_size) break;
+      if (full(batch)) break;
       const bool all_drained_or_waiting = std::all_of(open.begin(), open.end(), [&](const auto& f) {
         return f->finished || f->broken || f->source->exhausted() || sequential;
       });
-      const bool room =
-          sequential ? static_cast<int>(open.size()) < options_.batch_size : all_drained_or_waiting;
-      if (room && open_next()) continue;
+      const bool room = options_.max_open_jobs > 0
+                            ? static_cast<int>(open.size()) < options_.max_open_jobs
+                            : (sequential ? static_cast<int>(open.size()) < options_.batch_size
+                                          : all_drained_or_waiting);
+      // Nothing to do at all: wait for a job (the server between requests).
+      const bool idle = batch.empty() && open.empty();
+      if (room && open_next(idle)) continue;
       if (!added) break;
     }
     if (!batch.empty()) {
@@ -321,7 +359,7 @@ void Transcriber::run(const std::vector<Job>& jobs, const CancellationToken& can
       if (!f->finished && f->drained()) finish(*f);
     }
     std::erase_if(open, [](const auto& f) { return f->finished; });
-    if (batch.empty() && open.empty() && next_path >= jobs.size()) break;
+    if (batch.empty() && open.empty() && jobs.finished()) break;
   }
   if (cancel.cancelled()) {
     // Stopped: what each started file has finished is kept, marked partial.

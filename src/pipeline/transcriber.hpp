@@ -15,6 +15,7 @@
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "pipeline/cancellation.hpp"
+#include "pipeline/job_source.hpp"
 #include "pipeline/voice_activity.hpp"
 
 namespace ifw::pipeline {
@@ -50,27 +51,17 @@ struct TranscribeOptions {
   double no_speech_threshold = 0.6;
   double logprob_threshold = -1.0;
   std::uint64_t seed = 0;  // for sampling
-};
-
-// What one file may ask for differently from the other files of a run (the server's requests
-// do); the run's options give the rest, and the defaults when a job brings none.
-struct JobOptions {
-  std::string task = "transcribe";      // or "translate"
-  std::optional<std::string> language;  // code or name; detected when absent
-  std::string prompt;
-  double temperature = 0.0;
-  bool word_timings = false;
-};
-
-struct Job {
-  std::string path;                   // "-" is standard input
-  std::optional<JobOptions> options;  // nullopt: the run's own
+  // How many jobs are open at once. 0: a new one only once the open ones have no window ready
+  // (the command line: files finish in order, few decoders open). Above 0: every job that has
+  // come, up to this many — a short request starts at once beside a long one (the server).
+  // Either way batches take one window per open job in turn.
+  int max_open_jobs = 0;
 };
 
 struct ProgressEvent {
   enum class Kind { kFileStarted, kWindowDone, kFileDone, kFileFailed };
   Kind kind;
-  int file = 0;  // index in the list of paths
+  int file = 0;  // the job's id (its place in the list of paths)
   std::string path;
   int windows_done = 0;
   int windows_total = 0;     // estimated from the file's duration until its end is reached
@@ -101,6 +92,11 @@ class Transcriber {
   // The same for jobs with options of their own; windows of different jobs still share batches.
   // A job whose options do not suit the model fails alone (its result says why).
   void run(const std::vector<Job>& jobs, const CancellationToken& cancel,
+           const std::function<void(const ProgressEvent&)>& on_progress,
+           const std::function<void(FileResult&&)>& on_result);
+  // The same for jobs that keep coming (a server's requests): waits for them while idle, and
+  // returns once the source is finished and every job is handed over, or when cancelled.
+  void run(JobSource& jobs, const CancellationToken& cancel,
            const std::function<void(const ProgressEvent&)>& on_progress,
            const std::function<void(FileResult&&)>& on_result);
 

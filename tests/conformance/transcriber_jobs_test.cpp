@@ -1,16 +1,22 @@
 // Jobs with options of their own (the server's requests) decoded in shared batches: each gets
 // what it gets alone, and a job whose options do not suit the model fails without the others.
+#include <cstdint>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
+#include "audio/audio_decoder.hpp"
 #include "backend/backend.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "pipeline/transcriber.hpp"
 #include "support/golden.hpp"
+#include "support/temp_dir.hpp"
 
 namespace ifw::test {
 namespace {
@@ -32,10 +38,11 @@ class TranscriberJobs : public ::testing::Test {
     jfk_ = (*whisper_data_dir() / "jfk.flac").string();
   }
 
-  std::map<int, Outcome> run(const std::vector<pipeline::Job>& jobs, int batch_size) {
+  std::map<int, Outcome> run(const std::vector<pipeline::Job>& jobs, int batch_size,
+                             int max_new_tokens = 24) {
     pipeline::TranscribeOptions o;
     o.batch_size = batch_size;
-    o.max_new_tokens = 24;
+    o.max_new_tokens = max_new_tokens;
     o.temperature_increment = 0.0;
     pipeline::Transcriber t(*folder_, *model_, o);
     pipeline::CancellationToken cancel;
@@ -99,6 +106,93 @@ TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
     EXPECT_DOUBLE_EQ(s.temperature, 0.0);
   // Another task, language and prompt change the decoding.
   EXPECT_NE(tokens(together.at(0).transcript), tokens(together.at(1).transcript));
+}
+
+// The recording `times` times over, as a 16-bit WAV file.
+void write_repeated_wav(const std::string& from, int times, const std::filesystem::path& to) {
+  audio::AudioDecoder decoder(from);
+  std::vector<float> samples(16000 * 12);
+  samples.resize(decoder.read(samples));
+  std::vector<std::int16_t> pcm;
+  for (int t = 0; t < times; ++t) {
+    for (const float s : samples)
+      pcm.push_back(static_cast<std::int16_t>(std::clamp(s, -1.0f, 1.0f) * 32767.0f));
+  }
+  const auto u32 = [](std::ofstream& o, std::uint32_t v) {
+    o.write(reinterpret_cast<const char*>(&v), 4);
+  };
+  const auto u16 = [](std::ofstream& o, std::uint16_t v) {
+    o.write(reinterpret_cast<const char*>(&v), 2);
+  };
+  std::ofstream o(to, std::ios::binary);
+  const auto bytes = static_cast<std::uint32_t>(pcm.size() * 2);
+  o.write("RIFF", 4);
+  u32(o, 36 + bytes);
+  o.write("WAVEfmt ", 8);
+  u32(o, 16);
+  u16(o, 1);  // PCM
+  u16(o, 1);  // mono
+  u32(o, 16000);
+  u32(o, 32000);
+  u16(o, 2);
+  u16(o, 16);
+  o.write("data", 4);
+  u32(o, bytes);
+  o.write(reinterpret_cast<const char*>(pcm.data()), bytes);
+}
+
+// Jobs that keep coming: a short one submitted after a long one finishes first (batches take a
+// window of each open job in turn), a job that arrives during the run is done in it, a job whose
+// requester gives up ends with what it has, and the run ends when the queue is closed.
+TEST_F(TranscriberJobs, JobsThatKeepComingAreServedInTurn) {
+  const TempDir dir;
+  const auto long_file = dir / "long.wav";
+  write_repeated_wav(jfk_, 8, long_file);  // 88 s: 3 windows or more
+  pipeline::TranscribeOptions o;
+  o.batch_size = 2;
+  o.max_new_tokens = 8;
+  o.temperature_increment = 0.0;
+  o.language = "en";
+  o.max_open_jobs = 8;
+  pipeline::Transcriber t(*folder_, *model_, o);
+  pipeline::JobQueue queue(16);
+  auto give_up = std::make_shared<pipeline::CancellationToken>();
+  ASSERT_TRUE(queue.submit({long_file.string(), std::nullopt, 1, nullptr}));
+  ASSERT_TRUE(queue.submit({jfk_, std::nullopt, 2, nullptr}));
+  ASSERT_TRUE(queue.submit({long_file.string(), std::nullopt, 3, give_up}));
+
+  std::vector<int> order;
+  std::map<int, Outcome> results;
+  pipeline::CancellationToken cancel;
+  t.run(
+      queue, cancel,
+      [&](const pipeline::ProgressEvent& e) {
+        if (e.kind == pipeline::ProgressEvent::Kind::kWindowDone && e.file == 3) give_up->cancel();
+      },
+      [&](pipeline::FileResult&& r) {
+        order.push_back(r.file);
+        if (r.file == 2) {
+          // Arrives while the long one runs.
+          EXPECT_TRUE(queue.submit({jfk_, std::nullopt, 4, nullptr}));
+        }
+        results[r.file] = {r.ok, r.error, std::move(r.transcript)};
+        if (results.size() == 4) queue.close();
+      });
+  ASSERT_EQ(order.size(), 4u);
+  EXPECT_EQ(order.front(), 2) << "the short job first, although the long one came before it";
+  EXPECT_TRUE(results.at(1).ok) << results.at(1).error;
+  EXPECT_TRUE(results.at(2).ok);
+  EXPECT_TRUE(results.at(4).ok);
+  EXPECT_NEAR(results.at(1).transcript.duration, 88.0, 0.1);
+  EXPECT_FALSE(results.at(3).ok);
+  EXPECT_TRUE(results.at(3).transcript.partial);
+  EXPECT_NE(results.at(3).error.find("cancelled"), std::string::npos) << results.at(3).error;
+  EXPECT_LT(results.at(3).transcript.duration, 88.0);
+  // What a job gets does not depend on what it shared its batches with.
+  const pipeline::JobOptions english{"transcribe", "en", "", 0.0, false};
+  const auto alone = run({{jfk_, english}, {long_file.string(), english}}, 1, 8);
+  EXPECT_EQ(tokens(results.at(2).transcript), tokens(alone.at(0).transcript));
+  EXPECT_EQ(tokens(results.at(1).transcript), tokens(alone.at(1).transcript));
 }
 
 }  // namespace

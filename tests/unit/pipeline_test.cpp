@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -12,6 +14,7 @@
 #include "audio/audio_decoder.hpp"
 #include "model/tokenizer/tokenizer.hpp"
 #include "pipeline/chunker.hpp"
+#include "pipeline/job_source.hpp"
 #include "pipeline/voice_activity.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
@@ -344,6 +347,50 @@ TEST(AtomicFile, ReplacesWholeAndLeavesNoTemporaryFiles) {
   write_file(dir / "taken" / "keep", "kept");
   EXPECT_IFW_ERROR(util::write_file_atomically(dir / "taken", "x"), "taken", "cannot replace");
   EXPECT_EQ(read_file(dir / "taken" / "keep"), "kept");
+}
+
+}  // namespace
+}  // namespace ifw::test
+
+namespace ifw::test {
+namespace {
+
+TEST(JobSources, ListNumbersItsJobs) {
+  pipeline::JobList list(
+      {{"a.wav", std::nullopt, -1, nullptr}, {"b.wav", std::nullopt, 7, nullptr}});
+  EXPECT_FALSE(list.finished());
+  EXPECT_EQ(list.next(true)->id, 0);
+  EXPECT_EQ(list.next(false)->id, 7);
+  EXPECT_TRUE(list.finished());
+  EXPECT_FALSE(list.next(true)) << "an empty list never blocks";
+}
+
+TEST(JobSources, QueueIsBoundedAndCloseWakesAWaitingRun) {
+  pipeline::JobQueue queue(2);
+  EXPECT_TRUE(queue.submit({"a.wav", std::nullopt, 1, nullptr}));
+  EXPECT_TRUE(queue.submit({"b.wav", std::nullopt, 2, nullptr}));
+  EXPECT_FALSE(queue.submit({"c.wav", std::nullopt, 3, nullptr})) << "full";
+  EXPECT_EQ(queue.waiting(), 2u);
+  EXPECT_EQ(queue.next(false)->path, "a.wav");
+  EXPECT_EQ(queue.next(false)->path, "b.wav");
+  EXPECT_FALSE(queue.next(false));
+  EXPECT_FALSE(queue.finished()) << "more may come";
+
+  std::optional<pipeline::Job> got;
+  std::thread run([&] { got = queue.next(true); });  // waits for the next job
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(queue.submit({"d.wav", std::nullopt, 4, nullptr}));
+  run.join();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->id, 4);
+
+  std::thread waiting([&] { got = queue.next(true); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  queue.close();
+  waiting.join();
+  EXPECT_FALSE(got);
+  EXPECT_TRUE(queue.finished());
+  EXPECT_FALSE(queue.submit({"e.wav", std::nullopt, 5, nullptr})) << "closed";
 }
 
 }  // namespace
