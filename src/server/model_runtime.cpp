@@ -1,0 +1,81 @@
+#include "server/model_runtime.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "engine/weight_source.hpp"
+
+namespace ifw::server {
+
+ModelRuntime::ModelRuntime(const std::filesystem::path& folder, const RuntimeOptions& options)
+    : queue_(static_cast<std::size_t>(std::max(options.queue_capacity, 1))) {
+  folder_ = std::make_unique<model::ModelFolder>(folder);
+  backend_ = backend::make_cpu_backend(options.threads);
+  {
+    engine::CheckpointWeights weights(folder_->checkpoint());
+    model_ = std::make_unique<engine::WhisperModel>(folder_->config(), weights, *backend_);
+  }
+  resident_bytes_ = static_cast<std::size_t>(folder_->checkpoint().parameter_count()) * 4;
+  pipeline::TranscribeOptions o;
+  o.batch_size = options.batch_size;
+  o.max_open_jobs = options.max_open_jobs;
+  o.max_new_tokens = options.max_new_tokens;
+  o.temperature_increment = 0.0;  // a re-decoded window would stall every request's batch
+  transcriber_ = std::make_unique<pipeline::Transcriber>(*folder_, *model_, o);
+  thread_ = std::thread([this] { serve(); });
+}
+
+ModelRuntime::~ModelRuntime() {
+  unload();
+}
+
+void ModelRuntime::serve() {
+  try {
+    transcriber_->run(
+        queue_, stop_, [](const pipeline::ProgressEvent&) {},
+        [this](pipeline::FileResult&& r) {
+          const std::lock_guard lock(mutex_);
+          const auto it = pending_.find(r.file);
+          if (it == pending_.end()) return;
+          it->second.set_value(std::move(r));
+          pending_.erase(it);
+        });
+  } catch (const std::exception& e) {
+    spdlog::error("the scheduler of {} stopped: {}", folder_->dir().string(), e.what());
+  }
+  // Whatever did not get a result (queued when stopped, or after a failure) gets an error now,
+  // and nothing more is taken.
+  queue_.close();
+  const std::lock_guard lock(mutex_);
+  for (auto& [id, promise] : pending_) {
+    pipeline::FileResult r;
+    r.file = id;
+    r.ok = false;
+    r.error = "the model was released before this request could be transcribed";
+    promise.set_value(std::move(r));
+  }
+  pending_.clear();
+}
+
+void ModelRuntime::stop() {
+  queue_.close();  // first: nothing new once the run has been told to stop
+  stop_.cancel();
+  unload();
+}
+
+void ModelRuntime::unload() {
+  queue_.close();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::optional<std::future<pipeline::FileResult>> ModelRuntime::submit(pipeline::Job job) {
+  // Under the lock: the result (delivered under it too) cannot come before its promise exists,
+  // and the scheduler's last word (failing what is pending) cannot slip in between.
+  const std::lock_guard lock(mutex_);
+  const int id = next_id_++;
+  job.id = id;
+  if (!queue_.submit(std::move(job))) return std::nullopt;
+  return pending_[id].get_future();
+}
+
+}  // namespace ifw::server

@@ -1,0 +1,68 @@
+// A model as the server runs it: the weights on a backend, and the scheduler — a Transcriber on
+// a thread of its own, decoding the windows of every request for this model in shared batches
+// from a bounded queue. What the model cache holds; releasing it stops the scheduler.
+#pragma once
+
+#include <filesystem>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "backend/backend.hpp"
+#include "engine/whisper_model.hpp"
+#include "model/model_folder.hpp"
+#include "pipeline/job_source.hpp"
+#include "pipeline/transcriber.hpp"
+#include "server/model_cache.hpp"
+
+namespace ifw::server {
+
+struct RuntimeOptions {
+  int threads = 0;           // CPU threads (0: one per core)
+  int batch_size = 8;        // windows decoded together
+  int max_open_jobs = 16;    // requests decoded side by side
+  int queue_capacity = 64;   // requests waiting beyond those; more are refused (429)
+  int max_new_tokens = 224;  // per window
+};
+
+class ModelRuntime final : public CachedModel {
+ public:
+  // Loads the model folder and starts its scheduler. Throws ifw::Error naming what is wrong.
+  ModelRuntime(const std::filesystem::path& folder, const RuntimeOptions& options);
+  ~ModelRuntime() override;
+  ModelRuntime(const ModelRuntime&) = delete;
+  ModelRuntime& operator=(const ModelRuntime&) = delete;
+
+  std::size_t resident_bytes() const override { return resident_bytes_; }
+  // Refuses new jobs, lets the queued and running ones end (cancelled when `cancel_running`
+  // was set by stop()), and joins the scheduler. Idempotent.
+  void unload() override;
+  // Cancels what runs and waits: jobs end partial, those still queued fail.
+  void stop();
+
+  // Queues a job (its id is set here); the future gets its result. nullopt when the queue is
+  // full or the runtime is stopping.
+  std::optional<std::future<pipeline::FileResult>> submit(pipeline::Job job);
+  std::size_t waiting() const { return queue_.waiting(); }
+  const model::ModelFolder& folder() const { return *folder_; }
+
+ private:
+  void serve();  // the scheduler thread
+
+  std::unique_ptr<model::ModelFolder> folder_;
+  std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<engine::WhisperModel> model_;
+  std::unique_ptr<pipeline::Transcriber> transcriber_;
+  std::size_t resident_bytes_ = 0;
+  pipeline::JobQueue queue_;
+  pipeline::CancellationToken stop_;
+  std::mutex mutex_;
+  std::map<int, std::promise<pipeline::FileResult>> pending_;
+  int next_id_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace ifw::server

@@ -1,0 +1,116 @@
+// The server's per-model scheduler on a reference model: concurrent requests get what a serial
+// run gives, a full queue refuses, and stopping ends every request with an answer.
+#include "server/model_runtime.hpp"
+
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "server/model_cache.hpp"
+#include "support/golden.hpp"
+
+namespace ifw::test {
+namespace {
+
+using server::ModelRuntime;
+using server::RuntimeOptions;
+
+std::vector<std::vector<int>> tokens(const pipeline::FileResult& r) {
+  std::vector<std::vector<int>> all;
+  for (const Segment& s : r.transcript.segments)
+    all.emplace_back(s.tokens.begin(), s.tokens.end());
+  return all;
+}
+
+class ModelRuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    IFW_REQUIRE_GOLDEN();
+    model_dir_ = *golden_dir() / "models" / "tiny-random-v3";
+    jfk_ = (*whisper_data_dir() / "jfk.flac").string();
+  }
+  static pipeline::Job job(const std::string& path, const char* language) {
+    return pipeline::Job(path, pipeline::JobOptions{"transcribe", language, "", 0.0, false});
+  }
+  std::filesystem::path model_dir_;
+  std::string jfk_;
+};
+
+TEST_F(ModelRuntimeTest, ConcurrentRequestsGetWhatSerialOnesGet) {
+  RuntimeOptions o;
+  o.threads = 2;
+  o.batch_size = 4;
+  o.max_new_tokens = 16;
+  server::ModelCache cache(
+      [&](const std::string& name) { return std::make_unique<ModelRuntime>(name, o); },
+      {.max_models = 1, .memory_budget = {}, .eager_release = false});
+  const char* languages[] = {"en", "de", "fr", "en", "ja", "es"};
+
+  std::vector<std::vector<std::vector<int>>> serial;
+  {
+    const server::ModelLease lease = cache.acquire(model_dir_.string());
+    for (const char* language : languages) {
+      auto result = lease.as<ModelRuntime>().submit(job(jfk_, language));
+      ASSERT_TRUE(result);
+      const pipeline::FileResult r = result->get();
+      ASSERT_TRUE(r.ok) << r.error;
+      serial.push_back(tokens(r));
+    }
+  }
+  std::vector<std::vector<std::vector<int>>> concurrent(std::size(languages));
+  std::vector<std::thread> clients;
+  for (std::size_t i = 0; i < std::size(languages); ++i) {
+    clients.emplace_back([&, i] {
+      const server::ModelLease lease = cache.acquire(model_dir_.string());
+      auto result = lease.as<ModelRuntime>().submit(job(jfk_, languages[i]));
+      ASSERT_TRUE(result);
+      const pipeline::FileResult r = result->get();
+      EXPECT_TRUE(r.ok) << r.error;
+      concurrent[i] = tokens(r);
+    });
+  }
+  for (auto& c : clients)
+    c.join();
+  EXPECT_EQ(concurrent, serial);
+  EXPECT_EQ(cache.stats().loads, 1u);
+  EXPECT_GT(cache.stats().resident_bytes, 0u);
+}
+
+TEST_F(ModelRuntimeTest, AFullQueueRefusesAndStoppingAnswersEveryone) {
+  // One job decoding at a time, one waiting: of four submitted at once, some are refused.
+  RuntimeOptions o;
+  o.threads = 2;
+  o.batch_size = 1;
+  o.max_open_jobs = 1;
+  o.queue_capacity = 1;
+  o.max_new_tokens = 200;
+  ModelRuntime runtime(model_dir_, o);
+  std::vector<std::future<pipeline::FileResult>> accepted;
+  int refused = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto r = runtime.submit(job(jfk_, "en"));
+    if (r) {
+      accepted.push_back(std::move(*r));
+    } else {
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 1) << "one job open and one queued at most";
+  EXPECT_LE(accepted.size(), 2u);
+  const auto begin = std::chrono::steady_clock::now();
+  runtime.stop();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(), 5.0);
+  for (auto& f : accepted) {
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+    const pipeline::FileResult r = f.get();
+    if (!r.ok) {
+      EXPECT_FALSE(r.error.empty());
+    }
+  }
+  EXPECT_FALSE(runtime.submit(job(jfk_, "en"))) << "stopped";
+}
+
+}  // namespace
+}  // namespace ifw::test
