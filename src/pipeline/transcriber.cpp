@@ -265,16 +265,23 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       f->index = job->id;
       f->path = job->path;
       f->cancel = job->cancel;
+      std::string error;
       try {
+        if (f->cancelled())
+          throw Error(ErrorKind::kInvalidArgument,
+                      fmt::format("{}: cancelled before it started", f->path));
         f->job = job->options ? resolve(*job->options) : default_job_;
         f->decoder = std::make_unique<audio::AudioDecoder>(f->path);
-      } catch (const Error& e) {
-        on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, e.what()});
+      } catch (const std::exception& e) {  // one job's failure, whatever it is, is its own
+        error = e.what();
+      }
+      if (!error.empty()) {
+        on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, error});
         FileResult r;
         r.file = f->index;
         r.path = f->path;
         r.ok = false;
-        r.error = e.what();
+        r.error = error;
         on_result(std::move(r));
         continue;
       }
@@ -295,6 +302,14 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     return static_cast<int>(batch.size()) >= options_.batch_size;
   };
   std::size_t turn = 0;  // the open job whose turn it is: where the last batch stopped
+  // Finished jobs leave the open list; the turn stays with the job it pointed at.
+  const auto drop_finished = [&] {
+    std::size_t before_turn = 0;
+    for (std::size_t i = 0; i < open.size() && i < turn; ++i)
+      before_turn += open[i]->finished ? 1 : 0;
+    turn -= before_turn;
+    std::erase_if(open, [](const auto& f) { return f->finished; });
+  };
   while (!cancel.cancelled()) {
     // Jobs whose requester gave up end here with what they have (nothing of theirs is in flight
     // between batches).
@@ -305,7 +320,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
         f->error = fmt::format("{}: cancelled after {} of its windows", f->path, f->windows_done);
       finish(*f);
     }
-    std::erase_if(open, [](const auto& f) { return f->finished; });
+    drop_finished();
     // Every job that has come, up to the limit, when jobs are opened eagerly.
     while (options_.max_open_jobs > 0 && static_cast<int>(open.size()) < options_.max_open_jobs &&
            open_next(open.empty())) {
@@ -324,7 +339,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
         for (std::size_t k = 0; k < open.size() && !full(batch); ++k) {
           const std::size_t at = (first + k) % open.size();
           File* f = open[at].get();
-          if (f->finished || f->broken) continue;
+          if (f->finished || f->broken || f->cancelled()) continue;
           try {
             std::optional<AudioWindow> w = f->source->next();
             if (!w) continue;
@@ -332,7 +347,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
             batch.push_back({f, std::move(*w), {}});
             added = any = true;
             turn = at + 1;
-          } catch (const Error& e) {
+          } catch (const std::exception& e) {
             f->error = e.what();  // keep what was decoded so far
             f->broken = true;
           }
@@ -358,7 +373,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     for (auto& f : open) {
       if (!f->finished && f->drained()) finish(*f);
     }
-    std::erase_if(open, [](const auto& f) { return f->finished; });
+    drop_finished();
     if (batch.empty() && open.empty() && jobs.finished()) break;
   }
   if (cancel.cancelled()) {
@@ -452,7 +467,9 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
     }
     // Every window once, in order: the batch's states as they are. (Counting rows is not enough:
     // one window's best_of candidates can number as many as the batch.)
-    const bool all = copies == 1 && rows.size() == batch.size();
+    bool all = copies == 1 && rows.size() == batch.size();
+    for (std::size_t r = 0; all && r < rows.size(); ++r)
+      all = rows[r] == static_cast<std::int64_t>(r);
     const backend::Tensor sub = all ? states : select_windows(model_.backend(), states, rows);
     o.max_new_tokens = options_.max_new_tokens;
     o.rules = &rules;

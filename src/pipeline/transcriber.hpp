@@ -95,7 +95,8 @@ class Transcriber {
            const std::function<void(const ProgressEvent&)>& on_progress,
            const std::function<void(FileResult&&)>& on_result);
   // The same for jobs that keep coming (a server's requests): waits for them while idle, and
-  // returns once the source is finished and every job is handed over, or when cancelled.
+  // returns once the source is finished and every job is handed over, or when cancelled. A run
+  // waiting for jobs sees only the source: close it too when cancelling (JobQueue::close).
   void run(JobSource& jobs, const CancellationToken& cancel,
            const std::function<void(const ProgressEvent&)>& on_progress,
            const std::function<void(FileResult&&)>& on_result);

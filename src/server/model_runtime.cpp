@@ -41,6 +41,7 @@ void ModelRuntime::serve() {
           pending_.erase(it);
         });
   } catch (const std::exception& e) {
+    failed_ = true;
     spdlog::error("the scheduler of {} stopped: {}", folder_->dir().string(), e.what());
   }
   // Whatever did not get a result (queued when stopped, or after a failure) gets an error now,
@@ -65,6 +66,7 @@ void ModelRuntime::stop() {
 
 void ModelRuntime::unload() {
   queue_.close();
+  const std::lock_guard lock(join_mutex_);
   if (thread_.joinable()) thread_.join();
 }
 

@@ -3,6 +3,7 @@
 // from a bounded queue. What the model cache holds; releasing it stops the scheduler.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -47,6 +48,8 @@ class ModelRuntime final : public CachedModel {
   // full or the runtime is stopping.
   std::optional<std::future<pipeline::FileResult>> submit(pipeline::Job job);
   std::size_t waiting() const { return queue_.waiting(); }
+  // The scheduler stopped on an error (logged): nothing more is taken; the model should go.
+  bool failed() const { return failed_.load(); }
   const model::ModelFolder& folder() const { return *folder_; }
 
  private:
@@ -62,6 +65,8 @@ class ModelRuntime final : public CachedModel {
   std::mutex mutex_;
   std::map<int, std::promise<pipeline::FileResult>> pending_;
   int next_id_ = 0;
+  std::atomic<bool> failed_{false};
+  std::mutex join_mutex_;  // stop() and unload() may come from two threads at once
   std::thread thread_;
 };
 

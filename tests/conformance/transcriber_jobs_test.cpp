@@ -9,12 +9,12 @@
 
 #include <gtest/gtest.h>
 
-#include "audio/audio_decoder.hpp"
 #include "backend/backend.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "pipeline/transcriber.hpp"
+#include "support/audio_files.hpp"
 #include "support/golden.hpp"
 #include "support/temp_dir.hpp"
 
@@ -106,39 +106,6 @@ TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
     EXPECT_DOUBLE_EQ(s.temperature, 0.0);
   // Another task, language and prompt change the decoding.
   EXPECT_NE(tokens(together.at(0).transcript), tokens(together.at(1).transcript));
-}
-
-// The recording `times` times over, as a 16-bit WAV file.
-void write_repeated_wav(const std::string& from, int times, const std::filesystem::path& to) {
-  audio::AudioDecoder decoder(from);
-  std::vector<float> samples(16000 * 12);
-  samples.resize(decoder.read(samples));
-  std::vector<std::int16_t> pcm;
-  for (int t = 0; t < times; ++t) {
-    for (const float s : samples)
-      pcm.push_back(static_cast<std::int16_t>(std::clamp(s, -1.0f, 1.0f) * 32767.0f));
-  }
-  const auto u32 = [](std::ofstream& o, std::uint32_t v) {
-    o.write(reinterpret_cast<const char*>(&v), 4);
-  };
-  const auto u16 = [](std::ofstream& o, std::uint16_t v) {
-    o.write(reinterpret_cast<const char*>(&v), 2);
-  };
-  std::ofstream o(to, std::ios::binary);
-  const auto bytes = static_cast<std::uint32_t>(pcm.size() * 2);
-  o.write("RIFF", 4);
-  u32(o, 36 + bytes);
-  o.write("WAVEfmt ", 8);
-  u32(o, 16);
-  u16(o, 1);  // PCM
-  u16(o, 1);  // mono
-  u32(o, 16000);
-  u32(o, 32000);
-  u16(o, 2);
-  u16(o, 16);
-  o.write("data", 4);
-  u32(o, bytes);
-  o.write(reinterpret_cast<const char*>(pcm.data()), bytes);
 }
 
 // Jobs that keep coming: a short one submitted after a long one finishes first (batches take a
