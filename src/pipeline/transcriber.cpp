@@ -266,14 +266,15 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       f->path = job->path;
       f->cancel = job->cancel;
       std::string error;
-      try {
-        if (f->cancelled())
-          throw Error(ErrorKind::kInvalidArgument,
-                      fmt::format("{}: cancelled before it started", f->path));
-        f->job = job->options ? resolve(*job->options) : default_job_;
-        f->decoder = std::make_unique<audio::AudioDecoder>(f->path);
-      } catch (const std::exception& e) {  // one job's failure, whatever it is, is its own
-        error = e.what();
+      if (f->cancelled()) {
+        error = fmt::format("{}: cancelled before it started", f->path);
+      } else {
+        try {
+          f->job = job->options ? resolve(*job->options) : default_job_;
+          f->decoder = std::make_unique<audio::AudioDecoder>(f->path);
+        } catch (const std::exception& e) {  // one job's failure, whatever it is, is its own
+          error = e.what();
+        }
       }
       if (!error.empty()) {
         on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, error});
@@ -452,69 +453,66 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
   const model::Tokenizer& tok = folder_.tokenizer();
   const auto& sp = tok.specials();
   const auto& gen = folder_.generation();
-  const std::vector<std::int64_t>& pending = group;
-  {
-    const int copies = t > 0.0 ? options_.best_of : 1;  // candidates sampled per window
-    std::vector<std::int64_t> rows;
-    decode::GreedyOptions o;
-    bool word_timings = false;
-    for (const std::int64_t i : pending) {
-      word_timings = word_timings || batch[static_cast<std::size_t>(i)].file->job.word_timings;
-      for (int c = 0; c < copies; ++c) {
-        rows.push_back(i);
-        o.item_prompts.push_back(batch[static_cast<std::size_t>(i)].prompt);
-      }
+  const int copies = t > 0.0 ? options_.best_of : 1;  // candidates sampled per window
+  std::vector<std::int64_t> rows;
+  decode::GreedyOptions o;
+  bool word_timings = false;
+  for (const std::int64_t i : group) {
+    word_timings = word_timings || batch[static_cast<std::size_t>(i)].file->job.word_timings;
+    for (int c = 0; c < copies; ++c) {
+      rows.push_back(i);
+      o.item_prompts.push_back(batch[static_cast<std::size_t>(i)].prompt);
     }
-    // Every window once, in order: the batch's states as they are. (Counting rows is not enough:
-    // one window's best_of candidates can number as many as the batch.)
-    bool all = copies == 1 && rows.size() == batch.size();
-    for (std::size_t r = 0; all && r < rows.size(); ++r)
-      all = rows[r] == static_cast<std::int64_t>(r);
-    const backend::Tensor sub = all ? states : select_windows(model_.backend(), states, rows);
-    o.max_new_tokens = options_.max_new_tokens;
-    o.rules = &rules;
-    o.end_tokens = *gen.eos_token_ids;
-    o.no_speech_token = sp.no_speech;
-    o.start_of_transcript = sp.start_of_transcript;
-    if (word_timings) o.alignment_heads = *gen.alignment_heads;
-    o.temperature = t;
-    o.seed = options_.seed + step;
-    o.stop = [this] { return cancel_ != nullptr && cancel_->cancelled(); };
-    std::vector<decode::GreedyResult> results = decode::greedy_decode(model_, sub, o);
-    if (!results.empty() && results.front().stopped)
-      return false;  // cancelled: nothing of this batch is kept
+  }
+  // Every window once, in order: the batch's states as they are. (Counting rows is not enough:
+  // one window's best_of candidates can number as many as the batch.)
+  bool all = copies == 1 && rows.size() == batch.size();
+  for (std::size_t r = 0; all && r < rows.size(); ++r)
+    all = rows[r] == static_cast<std::int64_t>(r);
+  const backend::Tensor sub = all ? states : select_windows(model_.backend(), states, rows);
+  o.max_new_tokens = options_.max_new_tokens;
+  o.rules = &rules;
+  o.end_tokens = *gen.eos_token_ids;
+  o.no_speech_token = sp.no_speech;
+  o.start_of_transcript = sp.start_of_transcript;
+  if (word_timings) o.alignment_heads = *gen.alignment_heads;
+  o.temperature = t;
+  o.seed = options_.seed + step;
+  o.stop = [this] { return cancel_ != nullptr && cancel_->cancelled(); };
+  std::vector<decode::GreedyResult> results = decode::greedy_decode(model_, sub, o);
+  if (!results.empty() && results.front().stopped)
+    return false;  // cancelled: nothing of this batch is kept
 
-    for (std::size_t k = 0; k < pending.size(); ++k) {
-      // Of the candidates, the likeliest per token (openai/whisper's ranking without length
-      // penalty).
-      std::size_t best = k * static_cast<std::size_t>(copies);
-      const auto score = [&](const decode::GreedyResult& r) {
-        return r.sum_logprob / static_cast<double>(std::max<std::size_t>(r.tokens.size(), 1));
-      };
-      for (int c = 1; c < copies; ++c) {
-        if (score(results[k * static_cast<std::size_t>(copies) + static_cast<std::size_t>(c)]) >
-            score(results[best])) {
-          best = k * static_cast<std::size_t>(copies) + static_cast<std::size_t>(c);
-        }
+  for (std::size_t k = 0; k < group.size(); ++k) {
+    // Of the candidates, the likeliest per token (openai/whisper's ranking without length
+    // penalty).
+    std::size_t best = k * static_cast<std::size_t>(copies);
+    const auto score = [&](const decode::GreedyResult& r) {
+      return r.sum_logprob / static_cast<double>(std::max<std::size_t>(r.tokens.size(), 1));
+    };
+    for (int c = 1; c < copies; ++c) {
+      if (score(results[k * static_cast<std::size_t>(copies) + static_cast<std::size_t>(c)]) >
+          score(results[best])) {
+        best = k * static_cast<std::size_t>(copies) + static_cast<std::size_t>(c);
       }
-      Decoded d;
-      d.result = std::move(results[best]);
-      d.tokens = d.result.tokens;
-      if (d.result.ended && !d.tokens.empty())
-        d.tokens.pop_back();  // the end of text closes, it is not text
-      d.text = tok.decode(d.tokens);
-      d.temperature = t;
-      d.avg_logprob = decode::average_logprob(d.result.sum_logprob, d.tokens.size());
-      d.compression_ratio = decode::compression_ratio(d.text);
-      bool fallback = d.compression_ratio > options_.compression_ratio_threshold ||
-                      d.avg_logprob < options_.logprob_threshold;
-      if (d.result.no_speech_prob > options_.no_speech_threshold &&
-          d.avg_logprob < options_.logprob_threshold) {
-        fallback = false;  // silence: nothing better will come
-      }
-      out[static_cast<std::size_t>(pending[k])] = std::move(d);
-      if (fallback) still.push_back(pending[k]);
     }
+    Decoded d;
+    d.result = std::move(results[best]);
+    d.tokens = d.result.tokens;
+    if (d.result.ended && !d.tokens.empty())
+      d.tokens.pop_back();  // the end of text closes, it is not text
+    d.text = tok.decode(d.tokens);
+    d.temperature = t;
+    d.avg_logprob = decode::average_logprob(d.result.sum_logprob, d.tokens.size());
+    d.compression_ratio = decode::compression_ratio(d.text);
+    bool fallback = d.compression_ratio > options_.compression_ratio_threshold ||
+                    d.avg_logprob < options_.logprob_threshold;
+    if (d.result.no_speech_prob > options_.no_speech_threshold &&
+        d.avg_logprob < options_.logprob_threshold) {
+      fallback = false;  // silence: nothing better will come
+    }
+    out[static_cast<std::size_t>(group[k])] = std::move(d);
+    if (fallback) still.push_back(group[k]);
   }
   return true;
 }

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -29,16 +28,32 @@ std::string shown(const std::string& value) {
   return cut < value.size() ? s + "..." : s;
 }
 
+// Each response format: its name in requests, how ifw renders it, the content type OpenAI sends.
+struct FormatInfo {
+  ResponseFormat format;
+  std::string_view name;
+  formats::Format rendered_as;
+  std::string_view content_type;
+};
+constexpr FormatInfo kFormats[] = {
+    {ResponseFormat::kJson, "json", formats::Format::kJson, "application/json"},
+    {ResponseFormat::kText, "text", formats::Format::kTxt, "text/plain; charset=utf-8"},
+    {ResponseFormat::kSrt, "srt", formats::Format::kSrt, "text/plain; charset=utf-8"},
+    {ResponseFormat::kVerboseJson, "verbose_json", formats::Format::kVerboseJson,
+     "application/json"},
+    {ResponseFormat::kVtt, "vtt", formats::Format::kVtt, "text/plain; charset=utf-8"},
+};
+
+const FormatInfo& info(ResponseFormat format) {
+  return *std::find_if(std::begin(kFormats), std::end(kFormats),
+                       [&](const FormatInfo& f) { return f.format == format; });
+}
+
 std::optional<ResponseFormat> parse_response_format(const std::string& s) {
-  static const std::map<std::string, ResponseFormat> kNames = {
-      {"json", ResponseFormat::kJson},
-      {"text", ResponseFormat::kText},
-      {"srt", ResponseFormat::kSrt},
-      {"verbose_json", ResponseFormat::kVerboseJson},
-      {"vtt", ResponseFormat::kVtt}};
-  const auto it = kNames.find(s);
-  if (it == kNames.end()) return std::nullopt;
-  return it->second;
+  for (const FormatInfo& f : kFormats) {
+    if (f.name == s) return f.format;
+  }
+  return std::nullopt;
 }
 
 bool parse_bool(const std::string& name, const std::string& value) {
@@ -195,48 +210,15 @@ TranscriptionRequest parse_transcription_request(const std::vector<FormField>& f
 }
 
 std::string_view content_type(ResponseFormat format) {
-  switch (format) {
-    case ResponseFormat::kJson:
-    case ResponseFormat::kVerboseJson:
-      return "application/json";
-    case ResponseFormat::kText:  // OpenAI sends subtitles as plain text too
-    case ResponseFormat::kSrt:
-    case ResponseFormat::kVtt:
-      return "text/plain; charset=utf-8";
-  }
-  return "application/octet-stream";
+  return info(format).content_type;  // OpenAI sends subtitles as plain text too
 }
 
 formats::Format file_format(ResponseFormat format) {
-  switch (format) {
-    case ResponseFormat::kJson:
-      return formats::Format::kJson;
-    case ResponseFormat::kVerboseJson:
-      return formats::Format::kVerboseJson;
-    case ResponseFormat::kSrt:
-      return formats::Format::kSrt;
-    case ResponseFormat::kVtt:
-      return formats::Format::kVtt;
-    case ResponseFormat::kText:
-      return formats::Format::kTxt;
-  }
-  return formats::Format::kJson;
+  return info(format).rendered_as;
 }
 
 std::string_view response_format_name(ResponseFormat format) {
-  switch (format) {
-    case ResponseFormat::kJson:
-      return "json";
-    case ResponseFormat::kText:
-      return "text";
-    case ResponseFormat::kSrt:
-      return "srt";
-    case ResponseFormat::kVerboseJson:
-      return "verbose_json";
-    case ResponseFormat::kVtt:
-      return "vtt";
-  }
-  return "";
+  return info(format).name;
 }
 
 std::string safe_filename(const std::string& name) {
