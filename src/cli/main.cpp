@@ -10,6 +10,7 @@
 #include <ifw/ifw.hpp>
 
 #include "cli/models_command.hpp"
+#include "cli/serve_command.hpp"
 #include "cli/transcribe_command.hpp"
 #include "engine/benchmark.hpp"
 #include "engine/weight_source.hpp"
@@ -79,6 +80,11 @@ int main(int argc, char** argv) {
       app.add_subcommand("models", "List, download or remove models in the Hugging Face cache");
   ifw::cli::add_models_commands(*models, models_args);
 
+  ifw::cli::ServeArgs serve_args;
+  auto* serve = app.add_subcommand(
+      "serve", "Serve OpenAI's audio API (/v1/audio/transcriptions and translations) over HTTP");
+  ifw::cli::add_serve_options(*serve, serve_args);
+
   auto* bench = app.add_subcommand(
       "bench", "Measure encoder and decoder speed of an architecture with random weights");
   ifw::engine::BenchmarkOptions bench_options;
@@ -120,6 +126,7 @@ int main(int argc, char** argv) {
       return ifw::cli::run_transcribe(translate_args, "translate");
     }
     if (*models) return ifw::cli::run_models(*models, models_args);
+    if (*serve) return ifw::cli::run_serve(serve_args);
     if (*bench) {
       const auto result = ifw::engine::run_benchmark(bench_options);
       std::cout << (bench_json ? ifw::engine::benchmark_json(result)

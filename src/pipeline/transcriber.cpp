@@ -254,7 +254,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     f.source.reset();  // reads through the decoder: goes first
     f.decoder.reset();
     on_progress({r.ok ? ProgressEvent::Kind::kFileDone : ProgressEvent::Kind::kFileFailed, f.index,
-                 f.path, f.windows_done, f.windows_done, decoded, decoded, r.error});
+                 f.path, f.windows_done, f.windows_done, decoded, decoded, r.error, ""});
     on_result(std::move(r));
   };
 
@@ -277,7 +277,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
         }
       }
       if (!error.empty()) {
-        on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, error});
+        on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, error, ""});
         FileResult r;
         r.file = f->index;
         r.path = f->path;
@@ -292,7 +292,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       if (f->job.language) f->transcript.language = *f->job.language;
       if (sequential) f->history = f->job.prompt_tokens;  // openai/whisper's initial prompt
       on_progress({ProgressEvent::Kind::kFileStarted, f->index, f->path, 0, f->windows_estimate(),
-                   0, std::max(f->duration_hint, 0.0), ""});
+                   0, std::max(f->duration_hint, 0.0), "", ""});
       open.push_back(std::move(f));
       return true;
     }
@@ -566,6 +566,7 @@ void Transcriber::process_batch(std::vector<Item>& batch,
                         d.avg_logprob < options_.logprob_threshold;
 
     int frames_consumed = frames;
+    std::string added_text;
     std::vector<model::TokenId> kept;  // the tokens of the segments kept (the next prompt)
     if (!silent && !strip(d.text).empty()) {
       decode::WindowSegments split;
@@ -611,6 +612,7 @@ void Transcriber::process_batch(std::vector<Item>& batch,
         }
         kept.insert(kept.end(), s.tokens.begin(), s.tokens.end());
         if (strip(seg.text).empty()) continue;
+        added_text += seg.text;
         f.transcript.segments.push_back(std::move(seg));
       }
     }
@@ -623,7 +625,8 @@ void Transcriber::process_batch(std::vector<Item>& batch,
     --f.in_flight;
     ++f.windows_done;
     on_progress({ProgressEvent::Kind::kWindowDone, f.index, f.path, f.windows_done,
-                 f.windows_estimate(), window_end, std::max(f.duration_hint, 0.0), ""});
+                 f.windows_estimate(), window_end, std::max(f.duration_hint, 0.0), "",
+                 std::move(added_text)});
   }
 }
 

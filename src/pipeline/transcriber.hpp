@@ -68,6 +68,7 @@ struct ProgressEvent {
   double audio_done = 0.0;   // seconds of this file's audio decoded
   double audio_total = 0.0;  // its duration (0 when unknown)
   std::string message;       // for failures
+  std::string text;          // kWindowDone: the text this window added (its segments' texts)
 };
 
 struct FileResult {

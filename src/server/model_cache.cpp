@@ -272,8 +272,9 @@ std::string env(const char* name) {
   return v != nullptr ? v : "";
 }
 
-// "8GiB", "512MB", "1.5G", "1000000" (bytes).
-std::optional<std::size_t> parse_bytes(const std::string& text) {
+}  // namespace
+
+std::optional<std::size_t> parse_byte_size(const std::string& text) {
   std::size_t used = 0;
   double value = 0;
   try {
@@ -303,8 +304,6 @@ std::optional<std::size_t> parse_bytes(const std::string& text) {
   return static_cast<std::size_t>(bytes);
 }
 
-}  // namespace
-
 CacheOptions cache_options_from_environment() {
   CacheOptions o;
   if (const std::string v = env("IFW_MAX_CACHE_SIZE"); !v.empty()) {
@@ -316,7 +315,7 @@ CacheOptions cache_options_from_environment() {
     o.max_models = static_cast<std::size_t>(std::stoi(v));
   }
   if (const std::string v = env("IFW_CACHE_MEMORY_BUDGET"); !v.empty()) {
-    o.memory_budget = parse_bytes(v);
+    o.memory_budget = parse_byte_size(v);
     if (!o.memory_budget) {
       throw Error(ErrorKind::kInvalidArgument,
                   fmt::format("IFW_CACHE_MEMORY_BUDGET={}: use a size such as 8GiB or 512MB", v));

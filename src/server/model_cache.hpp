@@ -29,6 +29,9 @@ struct CacheOptions {
   bool eager_release = false;                // IFW_EAGER_MODEL_RELEASE=1
 };
 
+// "8GiB", "512MB", "1.5G", "1000000" (bytes); nullopt for anything else.
+std::optional<std::size_t> parse_byte_size(const std::string& text);
+
 // Reads the IFW_* variables above; throws ifw::Error naming the variable and the bad value.
 CacheOptions cache_options_from_environment();
 

@@ -32,12 +32,17 @@ ModelRuntime::~ModelRuntime() {
 void ModelRuntime::serve() {
   try {
     transcriber_->run(
-        queue_, stop_, [](const pipeline::ProgressEvent&) {},
+        queue_, stop_,
+        [this](const pipeline::ProgressEvent& e) {
+          const std::lock_guard lock(mutex_);
+          const auto it = pending_.find(e.file);
+          if (it != pending_.end() && it->second.on_progress) it->second.on_progress(e);
+        },
         [this](pipeline::FileResult&& r) {
           const std::lock_guard lock(mutex_);
           const auto it = pending_.find(r.file);
           if (it == pending_.end()) return;
-          it->second.set_value(std::move(r));
+          it->second.result.set_value(std::move(r));
           pending_.erase(it);
         });
   } catch (const std::exception& e) {
@@ -48,12 +53,12 @@ void ModelRuntime::serve() {
   // and nothing more is taken.
   queue_.close();
   const std::lock_guard lock(mutex_);
-  for (auto& [id, promise] : pending_) {
+  for (auto& [id, pending] : pending_) {
     pipeline::FileResult r;
     r.file = id;
     r.ok = false;
     r.error = "the model was released before this request could be transcribed";
-    promise.set_value(std::move(r));
+    pending.result.set_value(std::move(r));
   }
   pending_.clear();
 }
@@ -70,14 +75,17 @@ void ModelRuntime::unload() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::optional<std::future<pipeline::FileResult>> ModelRuntime::submit(pipeline::Job job) {
+std::optional<std::future<pipeline::FileResult>> ModelRuntime::submit(
+    pipeline::Job job, ProgressListener on_progress) {
   // Under the lock: the result (delivered under it too) cannot come before its promise exists,
   // and the scheduler's last word (failing what is pending) cannot slip in between.
   const std::lock_guard lock(mutex_);
   const int id = next_id_++;
   job.id = id;
   if (!queue_.submit(std::move(job))) return std::nullopt;
-  return pending_[id].get_future();
+  Pending& pending = pending_[id];
+  pending.on_progress = std::move(on_progress);
+  return pending.result.get_future();
 }
 
 }  // namespace ifw::server

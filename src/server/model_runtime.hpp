@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -44,9 +45,14 @@ class ModelRuntime final : public CachedModel {
   // Cancels what runs and waits: jobs end partial, those still queued fail.
   void stop();
 
+  // Called on the scheduler's thread for each of a job's progress events (a window's text for
+  // streaming, progress for job records): must be quick and must not throw.
+  using ProgressListener = std::function<void(const pipeline::ProgressEvent&)>;
+
   // Queues a job (its id is set here); the future gets its result. nullopt when the queue is
   // full or the runtime is stopping.
-  std::optional<std::future<pipeline::FileResult>> submit(pipeline::Job job);
+  std::optional<std::future<pipeline::FileResult>> submit(pipeline::Job job,
+                                                          ProgressListener on_progress = {});
   std::size_t waiting() const { return queue_.waiting(); }
   // The scheduler stopped on an error (logged): nothing more is taken; the model should go.
   bool failed() const { return failed_.load(); }
@@ -63,7 +69,11 @@ class ModelRuntime final : public CachedModel {
   pipeline::JobQueue queue_;
   pipeline::CancellationToken stop_;
   std::mutex mutex_;
-  std::map<int, std::promise<pipeline::FileResult>> pending_;
+  struct Pending {
+    std::promise<pipeline::FileResult> result;
+    ProgressListener on_progress;
+  };
+  std::map<int, Pending> pending_;
   int next_id_ = 0;
   std::atomic<bool> failed_{false};
   std::mutex join_mutex_;  // stop() and unload() may come from two threads at once

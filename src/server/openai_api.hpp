@@ -6,6 +6,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "formats/formats.hpp"
@@ -47,7 +48,7 @@ enum class ResponseFormat { kJson, kText, kSrt, kVerboseJson, kVtt };
 
 struct TranscriptionRequest {
   std::string task;                     // "transcribe" or "translate"
-  std::string audio;                    // the uploaded file's bytes
+  std::string_view audio;               // the uploaded file's bytes, in the parsed fields
   std::string filename;                 // its name, without any folder (for logs and format hints)
   std::string model;                    // "" when absent: the server's default
   std::optional<std::string> language;  // ISO 639-1 code, as OpenAI takes it
@@ -59,7 +60,8 @@ struct TranscriptionRequest {
   bool stream = false;
 };
 
-// Throws ApiError (400) naming the field and the bad value. Fields OpenAI's clients may send that
+// Throws ApiError (400) naming the field and the bad value. The request's `audio` points into
+// `fields`, which must outlive it. Fields OpenAI's clients may send that
 // ifw does not use are ignored.
 TranscriptionRequest parse_transcription_request(const std::vector<FormField>& fields,
                                                  const std::string& task);

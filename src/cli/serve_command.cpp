@@ -1,0 +1,239 @@
+#include "cli/serve_command.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <ifw/error.hpp>
+
+#include "cli/models_command.hpp"
+#include "server/http_server.hpp"
+#include "server/transcription_service.hpp"
+
+namespace ifw::cli {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;
+
+// SIGINT/SIGTERM reach the main thread through a pipe (the handler may only write to it); a
+// second signal ends the process at once.
+int g_signal_pipe = -1;
+std::atomic<int> g_signals{0};
+
+extern "C" void on_shutdown_signal(int) {
+  if (g_signals.fetch_add(1) >= 1) ::_exit(kExitInterrupted);
+  const char byte = 's';
+  if (::write(g_signal_pipe, &byte, 1) < 0) ::_exit(kExitInterrupted);  // cannot tell main
+}
+
+class ShutdownSignals {
+ public:
+  ShutdownSignals() {
+    if (::pipe2(fds_, O_CLOEXEC) != 0) {
+      throw Error(ErrorKind::kIo,
+                  fmt::format("cannot create the signal pipe: {}", std::strerror(errno)));
+    }
+    g_signal_pipe = fds_[1];
+    struct sigaction sa {};
+    sa.sa_handler = on_shutdown_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+    // A client that disconnects mid-response must not end the server.
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPIPE, &ignore, &old_pipe_);
+  }
+  ~ShutdownSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGPIPE, &old_pipe_, nullptr);
+    g_signal_pipe = -1;
+    for (const int fd : fds_) {
+      if (::close(fd) != 0) spdlog::warn("closing the signal pipe: {}", std::strerror(errno));
+    }
+  }
+  ShutdownSignals(const ShutdownSignals&) = delete;
+  ShutdownSignals& operator=(const ShutdownSignals&) = delete;
+
+  // Blocks until the first signal.
+  void wait() const {
+    char byte = 0;
+    while (::read(fds_[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+  }
+
+ private:
+  int fds_[2] = {-1, -1};
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+  struct sigaction old_pipe_ {};
+};
+
+// The HTTP server's thread: stopped and joined however run_serve ends.
+class ServingThread {
+ public:
+  explicit ServingThread(server::HttpServer& http)
+      : http_(http), thread_([&http] { http.run(); }) {}
+  ~ServingThread() { join(); }
+  ServingThread(const ServingThread&) = delete;
+  ServingThread& operator=(const ServingThread&) = delete;
+  void join() {
+    http_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  server::HttpServer& http_;
+  std::thread thread_;
+};
+
+std::string environment(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+}  // namespace
+
+void add_serve_options(CLI::App& c, ServeArgs& a) {
+  c.add_option("--host", a.host, "Address to listen on (0.0.0.0: every interface)")
+      ->capture_default_str();
+  c.add_option("--port", a.port, "Port (0: any free one, printed at start)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  c.add_option("-m,--model", a.model,
+               "Model for whisper-1 and requests that name none: folder or Hub id (default: "
+               "$IFW_MODEL)");
+  c.add_option("--models", a.models,
+               "Further models requests may ask for by name (folders or Hub ids), loaded on "
+               "demand")
+      ->delimiter(',');
+  c.add_option("--revision", a.revision, "Hub revision of the models")->capture_default_str();
+  c.add_option("--threads", a.threads, "CPU threads per model (0: one per core)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  c.add_option("--batch-size", a.batch_size, "Windows decoded together")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  c.add_option("--max-concurrent", a.max_concurrent,
+               "Requests decoded side by side per model (their windows share batches)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  c.add_option("--queue-size", a.queue_size,
+               "Requests waiting per model beyond those; more get 429 with Retry-After")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  c.add_option("--max-new-tokens", a.max_new_tokens, "Tokens decoded per 30 s window at most")
+      ->check(CLI::Range(1, 448))
+      ->capture_default_str();
+  c.add_option("--max-upload-size", a.max_upload, "Largest upload accepted (413 above)")
+      ->capture_default_str();
+  c.add_option("--shutdown-timeout", a.shutdown_timeout,
+               "Seconds running requests get to finish after SIGTERM/SIGINT")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  c.add_option("--read-timeout", a.read_timeout,
+               "Seconds a client may stay silent while sending a request")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  c.add_option("--connections", a.connections,
+               "Connections served at once (0: enough for --max-concurrent and --queue-size)")
+      ->check(CLI::Range(0, 100000));
+  c.add_option("--upload-dir", a.upload_dir,
+               "Where uploads wait while transcribed (default: the system's temporary folder)");
+}
+
+int run_serve(const ServeArgs& a) {
+  server::ServiceOptions so;
+  server::HttpOptions ho;
+  try {
+    so.default_model = a.model.empty() ? environment("IFW_MODEL") : a.model;
+    if (so.default_model.empty()) {
+      spdlog::error("no model: pass --model FOLDER_OR_HUB_ID (or set IFW_MODEL)");
+      return kExitUsage;
+    }
+    so.models = a.models;
+    so.runtime.threads = a.threads;
+    so.runtime.batch_size = a.batch_size;
+    so.runtime.max_open_jobs = a.max_concurrent;
+    so.runtime.queue_capacity = a.queue_size;
+    so.runtime.max_new_tokens = a.max_new_tokens;
+    so.cache = server::cache_options_from_environment();
+    if (!a.upload_dir.empty()) so.upload_dir = a.upload_dir;
+    ho.host = a.host;
+    ho.port = a.port;
+    const auto upload = server::parse_byte_size(a.max_upload);
+    if (!upload) {
+      spdlog::error("--max-upload-size {}: use a size such as 256MiB or 2GB", a.max_upload);
+      return kExitUsage;
+    }
+    ho.max_upload_bytes = *upload;
+    ho.read_timeout = std::chrono::seconds(a.read_timeout);
+    ho.connection_threads =
+        a.connections > 0 ? a.connections : a.max_concurrent + a.queue_size + 16;
+    ho.api_key = environment("IFW_API_KEY");
+    ho.admin_token = environment("IFW_ADMIN_TOKEN");
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return kExitUsage;
+  }
+
+  const ShutdownSignals signals;  // before any thread starts, so that all inherit the handlers
+  server::TranscriptionService service(so, [revision = a.revision](const std::string& name) {
+    return locate_model(name, revision, /*quiet=*/true);
+  });
+  server::HttpServer http(service, ho);
+  const int port = http.bind();
+  ServingThread serving(http);
+  spdlog::info("listening on http://{}:{} (not ready until the model has loaded)", a.host, port);
+  try {
+    service.load_default_model();
+  } catch (const std::exception& e) {
+    spdlog::error("{}: {}", so.default_model, e.what());
+    return kExitFailed;
+  }
+  spdlog::info("ready: {} answers as whisper-1{}{}", so.default_model,
+               ho.api_key.empty() ? "" : "; API key required",
+               ho.admin_token.empty() ? "" : "; admin endpoints on");
+
+  signals.wait();
+  const auto started = std::chrono::steady_clock::now();
+  const auto timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(a.shutdown_timeout));
+  // Cancelled requests end at their next batch: they are stopped early enough for that.
+  const auto grace =
+      std::min<std::chrono::steady_clock::duration>(timeout / 4, std::chrono::seconds(3));
+  spdlog::info("shutting down: new requests refused; {} in flight get up to {:.0f} s",
+               service.in_flight(), a.shutdown_timeout);
+  service.begin_shutdown();
+  http.stop();
+  if (!service.wait_idle(started + timeout - grace)) {
+    spdlog::warn("cancelling {} request(s) still running at the shutdown deadline",
+                 service.in_flight());
+    service.cancel_all();
+    if (!service.wait_idle(started + timeout)) {
+      spdlog::error("{} request(s) did not stop by the deadline; exiting without them",
+                    service.in_flight());
+      ::_exit(kExitFailed);
+    }
+  }
+  serving.join();
+  spdlog::info("stopped after {:.1f} s; releasing the models",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return kExitOk;
+}
+
+}  // namespace ifw::cli

@@ -1,0 +1,33 @@
+// `ifw serve`: the OpenAI-compatible transcription service.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace ifw::cli {
+
+struct ServeArgs {
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string model;                // what whisper-1 means (default: $IFW_MODEL)
+  std::vector<std::string> models;  // further models requests may name
+  std::string revision = "main";
+  int threads = 0;
+  int batch_size = 8;
+  int max_concurrent = 16;  // requests decoded side by side, per model
+  int queue_size = 64;      // requests waiting beyond those, per model
+  int max_new_tokens = 224;
+  std::string max_upload = "256MiB";
+  double shutdown_timeout = 30.0;  // seconds
+  int read_timeout = 30;           // seconds
+  int connections = 0;             // 0: from the concurrency and queue sizes
+  std::string upload_dir;          // default: the system's temporary folder
+};
+
+void add_serve_options(CLI::App& command, ServeArgs& args);
+
+int run_serve(const ServeArgs& args);
+
+}  // namespace ifw::cli
