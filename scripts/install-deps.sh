@@ -12,6 +12,8 @@ packages=(
   libcpp-httplib-dev libsqlite3-dev libssl-dev
   # tests and benchmarks (ffmpeg, espeak-ng and sox make and check test media; GNU time measures peak memory)
   libgtest-dev libgmock-dev libbenchmark-dev ffmpeg espeak-ng sox time
+  # the official openai npm client tests `ifw serve` (tests/integration/openai_client)
+  nodejs
 )
 
 sudo=()
@@ -19,6 +21,9 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
   sudo=(sudo)
 fi
+
+# npm comes with some builds of nodejs (then Debian's npm package would conflict with it).
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

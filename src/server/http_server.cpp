@@ -107,6 +107,9 @@ HttpServer::HttpServer(TranscriptionService& service, HttpOptions options)
   server_->set_read_timeout(options_.read_timeout);
   server_->set_write_timeout(options_.write_timeout);
   server_->set_keep_alive_timeout(options_.keep_alive_timeout.count());
+  // cpp-httplib closes a keep-alive connection after 5 requests by default; clients that send
+  // many (OpenAI's keep their connections) would pay a new connection and thread each time.
+  server_->set_keep_alive_max_count(1000);
   add_routes();
 }
 

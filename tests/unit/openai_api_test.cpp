@@ -26,12 +26,17 @@ ApiError rejection(const std::vector<FormField>& fields) {
 }
 
 TEST(OpenAiApi, EveryFieldIsRead) {
-  const auto r = parse_transcription_request(
-      {file("../../etc/talk.mp3"), text("model", "whisper-1"), text("language", "de"),
-       text("prompt", "Names: Ada, Grace."), text("response_format", "verbose_json"),
-       text("temperature", "0.2"), text("timestamp_granularities[]", "word"),
-       text("timestamp_granularities[]", "segment"), text("chunking_strategy", "auto")},
-      "transcribe");
+  // The request's audio points into the fields: they outlive it.
+  const std::vector<FormField> fields = {file("../../etc/talk.mp3"),
+                                         text("model", "whisper-1"),
+                                         text("language", "de"),
+                                         text("prompt", "Names: Ada, Grace."),
+                                         text("response_format", "verbose_json"),
+                                         text("temperature", "0.2"),
+                                         text("timestamp_granularities[]", "word"),
+                                         text("timestamp_granularities[]", "segment"),
+                                         text("chunking_strategy", "auto")};
+  const auto r = parse_transcription_request(fields, "transcribe");
   EXPECT_EQ(r.task, "transcribe");
   EXPECT_EQ(r.audio, "ID3 some audio bytes");
   EXPECT_EQ(r.filename, "talk.mp3");
