@@ -202,7 +202,7 @@ int run_serve(const ServeArgs& a) {
   try {
     service.load_default_model();
   } catch (const std::exception& e) {
-    spdlog::error("{}: {}", so.default_model, e.what());
+    spdlog::error("cannot load the model: {}", e.what());
     return kExitFailed;
   }
   spdlog::info("ready: {} answers as whisper-1{}{}", so.default_model,

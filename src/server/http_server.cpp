@@ -5,6 +5,7 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -128,10 +129,18 @@ int HttpServer::bind() {
 }
 
 void HttpServer::run() {
-  server_->listen_after_bind();
+  running_ = true;
+  if (!stopping_) server_->listen_after_bind();
+  finished_ = true;
 }
 
 void HttpServer::stop() {
+  // cpp-httplib's stop() does nothing before its loop has started, and the loop would then run
+  // for ever: wait for it to start (at once) unless run() has not been called or has returned.
+  stopping_ = true;
+  if (!running_) return;  // run() will see stopping_ and not start
+  while (!server_->is_running() && !finished_)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   server_->stop();
 }
 

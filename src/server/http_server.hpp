@@ -3,6 +3,7 @@
 // limit, errors in OpenAI's shape and server-sent events for `stream=true`.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -51,6 +52,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> server_;
   struct Counters;
   std::unique_ptr<Counters> counters_;
+  std::atomic<bool> running_{false}, stopping_{false}, finished_{false};
 };
 
 }  // namespace ifw::server

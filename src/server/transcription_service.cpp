@@ -175,6 +175,8 @@ std::optional<Transcript> TranscriptionService::Transcription::wait(
   const bool stopped = cancel_->cancelled() && (r.transcript.partial || !r.ok);
   if (r.ok && !stopped) {
     count(&ServiceStats::completed);
+    spdlog::info("{}: {:.1f} s of audio ({}) in {:.2f} s", upload_name_, r.transcript.duration,
+                 r.transcript.language, seconds);
     return std::move(r.transcript);
   }
   count(&ServiceStats::failed);

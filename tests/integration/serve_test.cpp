@@ -329,6 +329,18 @@ TEST(Serve, IdleServerStopsAtOnceAndASecondSignalDoesNotWait) {
   long_request.get();
 }
 
+TEST(Serve, AModelThatCannotLoadStopsTheServerAtStart) {
+  const TempDir empty;
+  ServeProcess server({"--model", empty.path().string()});
+  EXPECT_FALSE(server.ready());
+  EXPECT_EQ(server.wait_exit(10s), 1) << server.log();
+  EXPECT_NE(server.log().find("cannot load the model: " + empty.path().string()), std::string::npos)
+      << server.log();
+  const CliRun usage = run_ifw({"serve", "--max-upload-size", "lots", "--model", "x"});
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_NE(usage.err.find("--max-upload-size lots"), std::string::npos) << usage.err;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The model cache, seen from outside.
 
