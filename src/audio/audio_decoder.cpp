@@ -35,6 +35,24 @@ void quiet_ffmpeg() {
   std::call_once(once, [] { av_log_set_level(AV_LOG_FATAL); });
 }
 
+// Demuxers open further files through io_open: HLS playlists their segments, concat lists the
+// files they name. An uploaded playlist could then make ifw read (and transcribe back) media
+// anywhere on the machine, so only the one file given is opened.
+struct OpenOnlyThis {
+  std::string url;
+  bool refused = false;
+};
+
+extern "C" int open_only_this(AVFormatContext* s, AVIOContext** pb, const char* url, int flags,
+                              AVDictionary** options) {
+  auto* allowed = static_cast<OpenOnlyThis*>(s->opaque);
+  if (allowed == nullptr || url == nullptr || allowed->url != url) {
+    if (allowed != nullptr) allowed->refused = true;
+    return AVERROR(EPERM);
+  }
+  return avio_open2(pb, url, flags, &s->interrupt_callback, options);
+}
+
 struct FormatClose {
   void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
 };
@@ -55,6 +73,7 @@ struct FrameFree {
 
 struct AudioDecoder::State {
   std::string path;
+  std::unique_ptr<OpenOnlyThis> open_only;  // outlives `format`, which points at it
   std::unique_ptr<AVFormatContext, FormatClose> format;
   std::unique_ptr<AVCodecContext, CodecFree> codec;
   std::unique_ptr<SwrContext, SwrFree> resampler;
@@ -157,15 +176,31 @@ AudioDecoder::AudioDecoder(const std::string& path) : state_(std::make_unique<St
   }
   if (!s.packet || !s.frame) throw std::bad_alloc();
 
-  AVFormatContext* format = nullptr;
   const std::string url = path == "-" ? "pipe:0" : "file:" + path;
+  s.open_only = std::make_unique<OpenOnlyThis>(OpenOnlyThis{url, false});
+  AVFormatContext* format = avformat_alloc_context();
+  if (format == nullptr) throw std::bad_alloc();
+  format->opaque = s.open_only.get();
+  format->io_open = open_only_this;
+  // On failure avformat_open_input frees the context.
   if (const int rc = avformat_open_input(&format, url.c_str(), nullptr, nullptr); rc < 0) {
+    if (s.open_only->refused) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  s.path +
+                      ": names other files (a playlist or list); ifw reads only the file it "
+                      "is given");
+    }
     s.fail("not a readable audio or video file", rc);
   }
   s.format.reset(format);
-  if (const int rc = avformat_find_stream_info(format, nullptr); rc < 0) {
-    s.fail("not a readable audio or video file (its streams cannot be read)", rc);
+  const int found = avformat_find_stream_info(format, nullptr);
+  if (s.open_only->refused) {  // a playlist opens its first entry here
+    throw Error(ErrorKind::kInvalidArgument,
+                s.path +
+                    ": names other files (a playlist or list); ifw reads only the file it "
+                    "is given");
   }
+  if (found < 0) s.fail("not a readable audio or video file (its streams cannot be read)", found);
   const AVCodec* decoder = nullptr;
   s.stream = av_find_best_stream(format, AVMEDIA_TYPE_AUDIO, -1, -1, &decoder, 0);
   if (s.stream == AVERROR_STREAM_NOT_FOUND) {

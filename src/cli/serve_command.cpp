@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include <fcntl.h>
@@ -69,11 +70,15 @@ class ShutdownSignals {
   ShutdownSignals(const ShutdownSignals&) = delete;
   ShutdownSignals& operator=(const ShutdownSignals&) = delete;
 
-  // Blocks until the first signal.
+  // Blocks until the first signal, or wake().
   void wait() const {
     char byte = 0;
     while (::read(fds_[0], &byte, 1) < 0 && errno == EINTR) {
     }
+  }
+  void wake() const {
+    const char byte = 'w';
+    if (::write(fds_[1], &byte, 1) < 0) spdlog::error("waking the main thread failed");
   }
 
  private:
@@ -83,23 +88,45 @@ class ShutdownSignals {
   struct sigaction old_pipe_ {};
 };
 
-// The HTTP server's thread: stopped and joined however run_serve ends.
+// The HTTP server's thread: stopped and joined however run_serve ends. A listening socket that
+// fails wakes the main thread.
 class ServingThread {
  public:
-  explicit ServingThread(server::HttpServer& http)
-      : http_(http), thread_([&http] { http.run(); }) {}
+  ServingThread(server::HttpServer& http, const ShutdownSignals& signals)
+      : http_(http), thread_([this, &http, &signals] {
+          if (!http.run()) {
+            failed_ = true;
+            signals.wake();
+          }
+          done_ = true;
+        }) {}
   ~ServingThread() { join(); }
   ServingThread(const ServingThread&) = delete;
   ServingThread& operator=(const ServingThread&) = delete;
-  void join() {
+  // Stops accepting; false when the connections' threads are still busy at the deadline.
+  bool join(std::chrono::steady_clock::time_point deadline =
+                std::chrono::steady_clock::time_point::max()) {
     http_.stop();
+    while (!done_ && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!done_) return false;
     if (thread_.joinable()) thread_.join();
+    return true;
   }
+  bool failed() const { return failed_; }
 
  private:
   server::HttpServer& http_;
+  std::atomic<bool> done_{false}, failed_{false};
   std::thread thread_;
 };
+
+// Ends the process now, without waiting for what still runs; uploads are not left behind.
+[[noreturn]] void exit_abruptly(const server::TranscriptionService& service) {
+  std::error_code ec;
+  std::filesystem::remove_all(service.upload_folder(), ec);
+  ::_exit(kExitFailed);
+}
 
 std::string environment(const char* name) {
   const char* v = std::getenv(name);
@@ -197,7 +224,7 @@ int run_serve(const ServeArgs& a) {
   });
   server::HttpServer http(service, ho);
   const int port = http.bind();
-  ServingThread serving(http);
+  ServingThread serving(http, signals);
   spdlog::info("listening on http://{}:{} (not ready until the model has loaded)", a.host, port);
   try {
     service.load_default_model();
@@ -210,6 +237,13 @@ int run_serve(const ServeArgs& a) {
                ho.admin_token.empty() ? "" : "; admin endpoints on");
 
   signals.wait();
+  if (serving.failed()) {
+    service.begin_shutdown();
+    service.cancel_all();
+    if (!serving.join(std::chrono::steady_clock::now() + std::chrono::seconds(10)))
+      exit_abruptly(service);
+    return kExitFailed;
+  }
   const auto started = std::chrono::steady_clock::now();
   const auto timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(a.shutdown_timeout));
@@ -227,10 +261,16 @@ int run_serve(const ServeArgs& a) {
     if (!service.wait_idle(started + timeout)) {
       spdlog::error("{} request(s) did not stop by the deadline; exiting without them",
                     service.in_flight());
-      ::_exit(kExitFailed);
+      exit_abruptly(service);
     }
   }
-  serving.join();
+  // Connections still open: idle keep-alive ones close within their timeout; one that is still
+  // sending a request is not waited for past the deadline.
+  if (!serving.join(std::max(started + timeout,
+                             std::chrono::steady_clock::now() + std::chrono::seconds(6)))) {
+    spdlog::error("connections still busy at the deadline; exiting without them");
+    exit_abruptly(service);
+  }
   spdlog::info("stopped after {:.1f} s; releasing the models",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return kExitOk;

@@ -33,6 +33,23 @@ void JobQueue::close() {
   changed_.notify_all();
 }
 
+std::vector<Job> JobQueue::withdraw_cancelled() {
+  std::vector<Job> out;
+  {
+    const std::lock_guard lock(mutex_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      if (it->cancel && it->cancel->cancelled()) {
+        out.push_back(std::move(*it));
+        it = jobs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (!out.empty()) changed_.notify_all();
+  return out;
+}
+
 std::size_t JobQueue::waiting() const {
   const std::lock_guard lock(mutex_);
   return jobs_.size();

@@ -69,6 +69,9 @@ class JobQueue final : public JobSource {
   // No more jobs: the run ends once the queued ones are done. Wakes a waiting run.
   void close();
   std::size_t waiting() const;
+  // Takes out the waiting jobs whose token has been cancelled (their client left) and returns
+  // them, so that they answer at once instead of when a place to decode them frees up.
+  std::vector<Job> withdraw_cancelled();
 
   std::optional<Job> next(bool wait) override;
   bool finished() const override;

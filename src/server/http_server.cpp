@@ -1,7 +1,9 @@
 #include "server/http_server.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <mutex>
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <ifw/error.hpp>
 
@@ -62,6 +65,22 @@ bool bearer_matches(const httplib::Request& req, const std::string& expected) {
   const std::string_view given = std::string_view(header).substr(kPrefix.size());
   return given.size() == expected.size() &&
          CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
+}
+
+// After an answer given before the body was read (refused by pre-routing), the body must not be
+// taken for the next request on the connection: once the answer is written (the logger runs
+// then) no more is read from it, so it closes. Before the answer it would not be sent at all:
+// cpp-httplib takes a socket that reads as closed for a dead one.
+void stop_reading(const httplib::Request& req) {
+  if (const auto watch = ConnectionWatch::find(req.remote_addr, req.remote_port, req.local_port)) {
+    if (::shutdown(watch->descriptor(), SHUT_RD) != 0)
+      spdlog::warn("could not close a refused request's connection: {}", std::strerror(errno));
+  }
+}
+
+bool has_body(const httplib::Request& req) {
+  return req.has_header("Transfer-Encoding") ||
+         (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
 }
 
 std::vector<FormField> form_fields(const httplib::Request& req) {
@@ -128,17 +147,22 @@ int HttpServer::bind() {
   return port;
 }
 
-void HttpServer::run() {
+bool HttpServer::run() {
   running_ = true;
-  if (!stopping_) server_->listen_after_bind();
+  const bool listened = stopping_ || server_->listen_after_bind();
   finished_ = true;
+  if (!listened && !stopping_) {
+    spdlog::error("the server stopped accepting connections (the listening socket failed)");
+    return false;
+  }
+  return true;
 }
 
 void HttpServer::stop() {
   // cpp-httplib's stop() does nothing before its loop has started, and the loop would then run
   // for ever: wait for it to start (at once) unless run() has not been called or has returned.
-  stopping_ = true;
-  if (!running_) return;  // run() will see stopping_ and not start
+  if (stopping_.exchange(true)) return;  // once: cpp-httplib's stop() is not idempotent
+  if (!running_) return;                 // run() will see stopping_ and not start
   while (!server_->is_running() && !finished_)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   server_->stop();
@@ -148,6 +172,9 @@ void HttpServer::add_routes() {
   httplib::Server& s = *server_;
 
   s.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    // Called once the response is written. A body left unread (refused early, or over the
+    // upload limit) must not be read as the next request.
+    if (res.get_header_value("Connection") == "close" || res.status == 413) stop_reading(req);
     {
       const std::lock_guard lock(counters_->mutex);
       ++counters_->responses[{route_of(req.path), res.status}];
@@ -155,29 +182,47 @@ void HttpServer::add_routes() {
     spdlog::debug("{} {} {} -> {}", req.remote_addr, req.method, req.path, res.status);
   });
 
+  // Runs before the body is read: refusals here cost no upload.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     using R = httplib::Server::HandlerResponse;
+    const auto refuse = [&](const ApiError& e) {
+      send_error(res, e);
+      if (has_body(req)) res.set_header("Connection", "close");  // the logger closes it
+      return R::Handled;
+    };
+    // cpp-httplib checks the upload limit against Content-Length only, and would inflate a
+    // compressed body without bound: bodies must state their length and come as they are.
+    if (req.has_header("Transfer-Encoding") ||
+        (req.method == "POST" && !req.has_header("Content-Length"))) {
+      return refuse(ApiError(411, "Send the body with a Content-Length (not chunked)",
+                             "invalid_request_error", "", "length_required"));
+    }
+    if (const std::string encoding = req.get_header_value("Content-Encoding");
+        !encoding.empty() && encoding != "identity") {
+      return refuse(ApiError(415,
+                             fmt::format("Content-Encoding {} is not accepted; send the upload "
+                                         "as it is",
+                                         encoding.substr(0, 40)),
+                             "invalid_request_error", "", "unsupported_encoding"));
+    }
     if (req.path.starts_with("/admin/")) {
       if (options_.admin_token.empty()) {
-        send_error(res, ApiError(403,
-                                 "The admin endpoints are off; start the server with "
-                                 "IFW_ADMIN_TOKEN set to use them",
-                                 "invalid_request_error", "", "admin_disabled"));
-        return R::Handled;
+        return refuse(ApiError(403,
+                               "The admin endpoints are off; start the server with "
+                               "IFW_ADMIN_TOKEN set to use them",
+                               "invalid_request_error", "", "admin_disabled"));
       }
       if (!bearer_matches(req, options_.admin_token)) {
-        send_error(res, ApiError::unauthorized(
-                            "The admin endpoints need 'Authorization: Bearer <IFW_ADMIN_TOKEN>'"));
-        return R::Handled;
+        return refuse(ApiError::unauthorized(
+            "The admin endpoints need 'Authorization: Bearer <IFW_ADMIN_TOKEN>'"));
       }
     } else if (req.path.starts_with("/v1/") && !options_.api_key.empty() &&
                !bearer_matches(req, options_.api_key)) {
-      send_error(res, ApiError::unauthorized(
-                          req.has_header("Authorization")
-                              ? "Incorrect API key provided"
-                              : "You didn't provide an API key; send 'Authorization: Bearer "
-                                "<key>' (the server's IFW_API_KEY)"));
-      return R::Handled;
+      return refuse(ApiError::unauthorized(
+          req.has_header("Authorization")
+              ? "Incorrect API key provided"
+              : "You didn't provide an API key; send 'Authorization: Bearer <key>' (the "
+                "server's IFW_API_KEY)"));
     }
     return R::Unhandled;
   });
@@ -240,7 +285,10 @@ void HttpServer::add_routes() {
           const auto transcription = service_.start(request);
           fields.reset();  // the upload is on disk now
           const std::optional<Transcript> t = transcription->wait(client_gone);
-          if (!t) return;  // nobody to answer
+          if (!t) {
+            res.status = 499;  // nobody to answer (nginx's "client closed request", for the log)
+            return;
+          }
           res.set_content(render(*t, request), std::string(content_type(request.response_format)));
           return;
         }
@@ -283,6 +331,10 @@ void HttpServer::add_routes() {
               } catch (const ApiError& e) {
                 const std::string error = "data: " + e.body() + "\n";
                 if (!sink.write(error.data(), error.size())) return false;
+              } catch (const std::exception& e) {
+                // Past cpp-httplib's own exception handling: nothing may escape this thread.
+                spdlog::error("streaming a transcript: {}", e.what());
+                return false;
               }
               sink.done();
               return true;
@@ -331,6 +383,8 @@ void HttpServer::add_routes() {
     m.gauge("ifw_requests_in_flight", "Transcription requests being served", st.in_flight);
     m.gauge("ifw_requests_queued", "Transcription requests waiting for their model's scheduler",
             static_cast<double>(st.queued));
+    m.gauge("ifw_requests_decoding", "Transcription requests their model's scheduler has taken up",
+            static_cast<double>(st.decoding));
     m.add("ifw_transcriptions_total", "counter", "Transcription requests by outcome",
           {{{{"outcome", "completed"}}, static_cast<double>(st.completed)},
            {{{"outcome", "failed"}}, static_cast<double>(st.failed)},

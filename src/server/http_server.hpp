@@ -38,8 +38,9 @@ class HttpServer {
 
   // Binds the listening socket; returns the port. Throws ifw::Error (kIo) naming host and port.
   int bind();
-  // Serves until stop(); returns once every connection's handler has returned.
-  void run();
+  // Serves until stop(); returns once every connection's handler has returned: true, or false
+  // when the listening socket failed before stop() (logged).
+  bool run();
   // Stops accepting connections and ends idle keep-alive ones; requests under way go on. Safe
   // from any thread, once bind() has returned.
   void stop();

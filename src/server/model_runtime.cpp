@@ -75,6 +75,21 @@ void ModelRuntime::unload() {
   if (thread_.joinable()) thread_.join();
 }
 
+void ModelRuntime::withdraw_cancelled() {
+  const std::lock_guard lock(mutex_);
+  for (pipeline::Job& job : queue_.withdraw_cancelled()) {
+    const auto it = pending_.find(job.id);
+    if (it == pending_.end()) continue;
+    pipeline::FileResult r;
+    r.file = job.id;
+    r.path = job.path;
+    r.ok = false;
+    r.error = job.path + ": cancelled before it started";
+    it->second.result.set_value(std::move(r));
+    pending_.erase(it);
+  }
+}
+
 std::optional<std::future<pipeline::FileResult>> ModelRuntime::submit(
     pipeline::Job job, ProgressListener on_progress) {
   // Under the lock: the result (delivered under it too) cannot come before its promise exists,

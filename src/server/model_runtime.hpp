@@ -54,6 +54,9 @@ class ModelRuntime final : public CachedModel {
   std::optional<std::future<pipeline::FileResult>> submit(pipeline::Job job,
                                                           ProgressListener on_progress = {});
   std::size_t waiting() const { return queue_.waiting(); }
+  // Answers the queued jobs whose token was cancelled now (failed, "cancelled before it
+  // started") rather than when the scheduler reaches them.
+  void withdraw_cancelled();
   // The scheduler stopped on an error (logged): nothing more is taken; the model should go.
   bool failed() const { return failed_.load(); }
   const model::ModelFolder& folder() const { return *folder_; }

@@ -64,6 +64,10 @@ std::vector<std::string> TranscriptionService::model_ids() const {
 
 std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start(
     const TranscriptionRequest& request, ModelRuntime::ProgressListener on_progress) {
+  // Counted before anything else, so that a shutdown that starts meanwhile waits for it (or
+  // refuses it, below).
+  ++in_flight_;
+  std::shared_ptr<void> in_flight(nullptr, [this](void*) { --in_flight_; });
   if (shutting_down_)
     throw ApiError::busy("The server is shutting down; send the request again later", 503);
   const std::string key = model_key(request.model);
@@ -83,8 +87,9 @@ std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start
         503);
   }
   UploadSpool::File upload = spool_.store(request.audio, request.filename);
-  auto t = std::make_unique<Transcription>(Transcription::Key(), *this, std::move(*lease),
-                                           std::move(upload), request.filename);
+  auto t =
+      std::make_unique<Transcription>(Transcription::Key(), *this, std::move(*lease),
+                                      std::move(upload), request.filename, std::move(in_flight));
 
   pipeline::JobOptions o;
   o.task = request.task;
@@ -99,7 +104,10 @@ std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start
   ++queued_;
   auto listener = [this, started = t->started_,
                    on_progress = std::move(on_progress)](const pipeline::ProgressEvent& e) {
-    if (!started->exchange(true)) --queued_;
+    if (!started->exchange(true)) {
+      --queued_;
+      ++decoding_;
+    }
     if (on_progress) on_progress(e);
   };
   auto future = t->lease_.as<ModelRuntime>().submit(std::move(job), std::move(listener));
@@ -117,21 +125,22 @@ std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start
     const std::lock_guard lock(mutex_);
     std::erase_if(running_, [](const auto& w) { return w.expired(); });
     running_.push_back(t->cancel_);
+    if (cancelled_all_) t->cancel_->cancel();
   }
   return t;
 }
 
 TranscriptionService::Transcription::Transcription(Key, TranscriptionService& service,
                                                    ModelLease lease, UploadSpool::File upload,
-                                                   std::string upload_name)
+                                                   std::string upload_name,
+                                                   std::shared_ptr<void> in_flight)
     : service_(service),
       lease_(std::move(lease)),
       upload_(std::move(upload)),
       upload_name_(std::move(upload_name)),
+      in_flight_(std::move(in_flight)),
       cancel_(std::make_shared<pipeline::CancellationToken>()),
-      started_(std::make_shared<std::atomic<bool>>(false)) {
-  ++service_.in_flight_;
-}
+      started_(std::make_shared<std::atomic<bool>>(false)) {}
 
 TranscriptionService::Transcription::~Transcription() {
   if (result_.valid() && !ended_) {
@@ -140,20 +149,28 @@ TranscriptionService::Transcription::~Transcription() {
     cancel_->cancel();
     result_.wait();
   }
-  if (!started_->exchange(true)) --service_.queued_;
-  --service_.in_flight_;
+  // Set by the job's first progress event, or here for a job that never left the queue.
+  if (started_->exchange(true)) {
+    --service_.decoding_;
+  } else {
+    --service_.queued_;
+  }
 }
 
 std::optional<Transcript> TranscriptionService::Transcription::wait(
     const std::function<bool()>& client_gone, const std::function<void()>& on_poll,
     std::chrono::milliseconds poll) {
-  bool gone = false;
+  bool gone = false, withdrawn = false;
   while (result_.wait_for(poll) != std::future_status::ready) {
     if (on_poll) on_poll();
     if (!gone && client_gone && client_gone()) {
       gone = true;
       cancel_->cancel();
       spdlog::info("{}: the client left; its transcription is cancelled", upload_name_);
+    }
+    if (cancel_->cancelled() && !withdrawn && !started_->load()) {
+      withdrawn = true;  // still queued: answered now rather than when its turn comes
+      lease_.as<ModelRuntime>().withdraw_cancelled();
     }
   }
   pipeline::FileResult r = result_.get();
@@ -195,6 +212,7 @@ std::optional<Transcript> TranscriptionService::Transcription::wait(
 
 void TranscriptionService::cancel_all() {
   const std::lock_guard lock(mutex_);
+  cancelled_all_ = true;
   for (const auto& w : running_) {
     if (const auto token = w.lock()) token->cancel();
   }
@@ -213,6 +231,7 @@ ServiceStats TranscriptionService::stats() const {
   ServiceStats s = counters_;
   s.in_flight = in_flight_.load();
   s.queued = queued_.load();
+  s.decoding = decoding_.load();
   return s;
 }
 

@@ -43,7 +43,8 @@ struct ServiceStats {
   double audio_seconds = 0.0;       // of completed requests
   double processing_seconds = 0.0;  // from queueing to result, completed requests
   int in_flight = 0;
-  std::int64_t queued = 0;  // waiting in the schedulers' queues, all models
+  std::int64_t queued = 0;    // waiting in the schedulers' queues, all models
+  std::int64_t decoding = 0;  // taken up by a scheduler and not yet answered
 };
 
 class TranscriptionService {
@@ -82,12 +83,12 @@ class TranscriptionService {
                                    std::chrono::milliseconds poll = std::chrono::milliseconds(50));
     void cancel() { cancel_->cancel(); }
 
-    // Made by TranscriptionService::start only (the key is private to the service).
+    // Made by TranscriptionService::start.
     struct Key {
       explicit Key() = default;
     };
     Transcription(Key, TranscriptionService& service, ModelLease lease, UploadSpool::File upload,
-                  std::string upload_name);
+                  std::string upload_name, std::shared_ptr<void> in_flight);
 
    private:
     friend class TranscriptionService;
@@ -95,6 +96,7 @@ class TranscriptionService {
     ModelLease lease_;
     UploadSpool::File upload_;
     std::string upload_name_;
+    std::shared_ptr<void> in_flight_;  // counted from the start of start() to the end
     std::shared_ptr<pipeline::CancellationToken> cancel_;
     std::future<pipeline::FileResult> result_;
     std::shared_ptr<std::atomic<bool>> started_;  // left the queue (for the queued count)
@@ -109,17 +111,20 @@ class TranscriptionService {
                                        ModelRuntime::ProgressListener on_progress = {});
 
   // Shutdown, in two steps: refuse new requests (503) — readiness goes false — then, at the
-  // deadline, cancel what still runs (each answered with a 503).
+  // deadline, cancel what still runs and anything that still comes (each answered with a 503).
   void begin_shutdown() { shutting_down_ = true; }
   bool shutting_down() const { return shutting_down_.load(); }
   void cancel_all();
   int in_flight() const { return in_flight_.load(); }
-  // Until no request is in flight or the deadline passes; true when none is.
+  // Until no request is in flight (from the moment start() is called) or the deadline passes;
+  // true when none is.
   bool wait_idle(std::chrono::steady_clock::time_point deadline) const;
   // Ready for traffic: the default model loads or is loaded, and no shutdown.
   bool ready() const { return default_loaded_.load() && !shutting_down_.load(); }
 
   ModelCache& cache() { return cache_; }
+  // Where uploads wait (removed by the destructor; by hand before an abrupt exit).
+  const std::filesystem::path& upload_folder() const { return spool_.folder(); }
   ServiceStats stats() const;
 
  private:
@@ -131,9 +136,10 @@ class TranscriptionService {
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> default_loaded_{false};
   std::atomic<int> in_flight_{0};
-  std::atomic<std::int64_t> queued_{0};
+  std::atomic<std::int64_t> queued_{0}, decoding_{0};
   mutable std::mutex mutex_;
   std::vector<std::weak_ptr<pipeline::CancellationToken>> running_;  // for cancel_all
+  bool cancelled_all_ = false;  // requests that come after cancel_all() are cancelled too
   ServiceStats counters_;
 };
 
