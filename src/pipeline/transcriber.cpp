@@ -478,7 +478,14 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
   if (word_timings) o.alignment_heads = *gen.alignment_heads;
   o.temperature = t;
   o.seed = options_.seed + step;
-  o.stop = [this] { return cancel_ != nullptr && cancel_->cancelled(); };
+  // The run was stopped, or every window's requester gave up (clients gone, a shutdown's
+  // deadline): stop within a step rather than at the end of the batch. The batch is then
+  // dropped, which only cancelled jobs notice.
+  o.stop = [this, &batch] {
+    return (cancel_ != nullptr && cancel_->cancelled()) ||
+           std::all_of(batch.begin(), batch.end(),
+                       [](const Item& item) { return item.file->cancelled(); });
+  };
   std::vector<decode::GreedyResult> results = decode::greedy_decode(model_, sub, o);
   if (!results.empty() && results.front().stopped)
     return false;  // cancelled: nothing of this batch is kept
