@@ -394,6 +394,27 @@ TEST(Serve, LeastRecentlyUsedModelGoesUnderTheBudget) {
   EXPECT_EQ(metric(server, "ifw_model_cache_loads_total"), 3);
 }
 
+TEST(Serve, ConcurrentRequestsForAModelNotLoadedYetShareOneLoad) {
+  IFW_REQUIRE_GOLDEN();
+  const std::string v2 = golden_model("tiny-random-v2");
+  START_SERVER(server,
+               {"--model", golden_model("tiny-random-v3"), "--models", v2, "--max-new-tokens", "8"},
+               {{"IFW_MAX_CACHE_SIZE", "2"}});
+  std::vector<std::future<int>> requests;
+  for (int i = 0; i < 6; ++i) {
+    requests.push_back(std::async(std::launch::async, [&] {
+      auto c = client(server);
+      const auto r = post_audio(c, {media().short_wav, "a.wav", {{"model", v2}}});
+      return r ? r->status : -1;
+    }));
+  }
+  for (auto& r : requests)
+    EXPECT_EQ(r.get(), 200);
+  EXPECT_EQ(metric(server, "ifw_model_cache_loads_total"), 2);  // the default, then v2 once
+  EXPECT_EQ(metric(server, "ifw_model_cache_misses_total"), 2);
+  EXPECT_EQ(metric(server, "ifw_model_cache_hits_total"), 5);
+}
+
 TEST(Serve, ClearWhileInUseReleasesTheModelWhenItsRequestEnds) {
   IFW_REQUIRE_GOLDEN();
   START_SERVER(server, {"--model", golden_model("tiny-random-v3"), "--max-new-tokens", "32"},
