@@ -16,7 +16,9 @@ ServeProcess::ServeProcess(const std::vector<std::string>& args,
                            const std::map<std::string, std::string>& env,
                            std::chrono::seconds start_timeout)
     : log_path_(dir_ / "serve.log") {
-  std::vector<std::string> argv_s = {IFW_BINARY, "serve", "--port", "0"};
+  // Uploads wait inside the test's own folder: nothing is left behind even when a test kills it.
+  std::vector<std::string> argv_s = {IFW_BINARY, "serve",        "--port",
+                                     "0",        "--upload-dir", dir_.path().string()};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s)
@@ -54,8 +56,11 @@ ServeProcess::ServeProcess(const std::vector<std::string>& args,
 
 ServeProcess::~ServeProcess() {
   if (pid_ > 0 && exit_code_ < 0) {
-    ::kill(pid_, SIGKILL);
-    wait_exit(std::chrono::seconds(10));
+    ::kill(pid_, SIGTERM);  // as an operator stops it; killed if that does not do
+    if (wait_exit(std::chrono::seconds(20)) < 0) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(std::chrono::seconds(10));
+    }
   }
 }
 
