@@ -9,6 +9,7 @@ endif()
 
 if(IFW_SANITIZE)
   message(STATUS "ifw: building with sanitizers: ${IFW_SANITIZE}")
-  add_compile_options(-fsanitize=${IFW_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_compile_options($<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=${IFW_SANITIZE}
+    -fno-omit-frame-pointer -fno-sanitize-recover=all>)
   add_link_options(-fsanitize=${IFW_SANITIZE})
 endif()

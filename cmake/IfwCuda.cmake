@@ -8,6 +8,8 @@ if(NOT IFW_CUDA STREQUAL "OFF")
       # Ampere and Hopper data-centre cards; override with -DCMAKE_CUDA_ARCHITECTURES=...
       set(CMAKE_CUDA_ARCHITECTURES 80 90)
     endif()
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     enable_language(CUDA)
     find_package(CUDAToolkit)
   endif()

@@ -24,6 +24,8 @@ const char* to_string(ErrorKind kind) noexcept {
       return "unsupported";
     case ErrorKind::kIo:
       return "i/o error";
+    case ErrorKind::kOutOfMemory:
+      return "out of device memory";
   }
   return "error";
 }

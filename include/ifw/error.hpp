@@ -13,6 +13,7 @@ enum class ErrorKind {
   kNotFound,         // a file or folder that must exist does not
   kUnsupported,      // well-formed input that ifw does not handle (yet)
   kIo,               // the operating system refused a read, write or map
+  kOutOfMemory,      // a device (GPU) ran out of memory; a smaller batch may fit
 };
 
 const char* to_string(ErrorKind kind) noexcept;

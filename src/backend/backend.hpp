@@ -1,6 +1,8 @@
 // The operations the Whisper model is written against. Each device implements them; layers and
 // models are written once (CTranslate2's split: ops per device, layers from ops, models from
-// layers). All matrices are row-major float tensors on the backend's device.
+// layers). All matrices are row-major tensors on the backend's device. The CPU backend computes
+// in float32 only; the CUDA backend keeps weights and activations in float32, float16 or
+// bfloat16 (its `activation_dtype`), with float32 residual streams and accumulators.
 #pragma once
 
 #include <cstdint>
@@ -52,9 +54,21 @@ class Backend {
   virtual std::string description() const = 0;
   virtual int threads() const = 0;
 
-  virtual Tensor empty(const Shape& shape) = 0;
-  virtual Tensor upload(std::span<const float> values, const Shape& shape) = 0;
+  // What the model keeps its weight matrices and intermediate activations in (residual
+  // streams stay float32).
+  virtual DType weight_dtype() const { return DType::kF32; }
+  virtual DType activation_dtype() const { return DType::kF32; }
+
+  virtual Tensor empty(const Shape& shape, DType dtype = DType::kF32) = 0;
+  // Host floats into a new tensor of `dtype` (converted on the way).
+  virtual Tensor upload(std::span<const float> values, const Shape& shape,
+                        DType dtype = DType::kF32) = 0;
+  // The tensor's values as floats (waits for the device).
   virtual void download(const Tensor& t, std::span<float> out) = 0;
+  // Waits until every operation issued so far has finished (timing; a no-op on the CPU).
+  virtual void synchronize() {}
+  // Gives cached device memory back to the device (after a job); a no-op on the CPU.
+  virtual void release_cached_memory() {}
 
   // y[M, N] (=|+=) act(x[M, K] . w[N, K]^T + bias[N]); with accumulate, y += x . w^T + bias
   // (activation must then be none).
@@ -85,5 +99,9 @@ class Backend {
 
 // The CPU backend (OpenBLAS and ifw's thread pool); `threads` 0 means one per core.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+// The CUDA backend on GPU `index`, computing in `dtype` (float32, float16 or bfloat16). Throws
+// ifw::Error (kUnsupported) in a build without the toolkit or where the GPU cannot be used.
+std::unique_ptr<Backend> make_cuda_backend(int index, DType dtype);
 
 }  // namespace ifw::backend

@@ -24,4 +24,12 @@ struct DeviceReport {
 
 DeviceReport describe_devices();
 
+// Free and total memory of GPU `index` (cudaMemGetInfo: what every process together uses).
+// Throws ifw::Error in a build without CUDA or without that GPU.
+struct DeviceMemory {
+  std::uint64_t free = 0;
+  std::uint64_t total = 0;
+};
+DeviceMemory device_memory(int index);
+
 }  // namespace ifw::backend

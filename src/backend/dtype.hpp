@@ -7,9 +7,9 @@
 #include <span>
 #include <string_view>
 
-namespace ifw::backend {
+#include "backend/element_type.hpp"
 
-enum class DType { kF32, kF16, kBF16 };
+namespace ifw::backend {
 
 std::size_t dtype_size(DType dtype) noexcept;
 std::string_view dtype_name(DType dtype) noexcept;  // "float32", "float16", "bfloat16"

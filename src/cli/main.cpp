@@ -9,6 +9,7 @@
 
 #include <ifw/ifw.hpp>
 
+#include "cli/bench_command.hpp"
 #include "cli/models_command.hpp"
 #include "cli/serve_command.hpp"
 #include "cli/transcribe_command.hpp"
@@ -87,25 +88,8 @@ int main(int argc, char** argv) {
 
   auto* bench = app.add_subcommand(
       "bench", "Measure encoder and decoder speed of an architecture with random weights");
-  ifw::engine::BenchmarkOptions bench_options;
-  bool bench_json = false;
-  bench->add_option("--arch", bench_options.arch, "Architecture")
-      ->check(CLI::IsMember(ifw::engine::published_architecture_names()))
-      ->capture_default_str();
-  bench->add_option("--device", bench_options.device, "cpu")->capture_default_str();
-  bench->add_option("--threads", bench_options.threads, "Threads (0: one per core)")
-      ->check(CLI::Range(0, 1024))
-      ->capture_default_str();
-  bench->add_option("--batch", bench_options.batch, "Windows processed together")
-      ->check(CLI::Range(1, 256))
-      ->capture_default_str();
-  bench->add_option("--tokens", bench_options.tokens, "Decoded tokens per window")
-      ->check(CLI::Range(1, 440))
-      ->capture_default_str();
-  bench->add_option("--repetitions", bench_options.repetitions, "Timed runs (the best counts)")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
-  bench->add_flag("--json", bench_json, "Print the figures as JSON");
+  ifw::cli::BenchArgs bench_args;
+  ifw::cli::add_bench_options(*bench, bench_args);
 
   try {
     app.parse(argc, argv);
@@ -128,10 +112,7 @@ int main(int argc, char** argv) {
     if (*models) return ifw::cli::run_models(*models, models_args);
     if (*serve) return ifw::cli::run_serve(serve_args);
     if (*bench) {
-      const auto result = ifw::engine::run_benchmark(bench_options);
-      std::cout << (bench_json ? ifw::engine::benchmark_json(result)
-                               : ifw::engine::benchmark_text(result));
-      return kExitOk;
+      return ifw::cli::run_bench(bench_args) == 0 ? kExitOk : kExitFailed;
     }
     if (*version) {
       std::cout << ifw::build_info();

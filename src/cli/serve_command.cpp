@@ -16,6 +16,7 @@
 
 #include <ifw/error.hpp>
 
+#include "backend/device_selection.hpp"
 #include "cli/models_command.hpp"
 #include "server/http_server.hpp"
 #include "server/transcription_service.hpp"
@@ -152,6 +153,10 @@ void add_serve_options(CLI::App& c, ServeArgs& a) {
   c.add_option("--threads", a.threads, "CPU threads per model (0: one per core)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
+  c.add_option("--device", a.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  c.add_option("--precision", a.precision,
+               "auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16, bf16")
+      ->capture_default_str();
   c.add_option("--batch-size", a.batch_size, "Windows decoded together")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
@@ -194,6 +199,10 @@ int run_serve(const ServeArgs& a) {
     }
     so.models = a.models;
     so.runtime.threads = a.threads;
+    backend::require_device(backend::parse_device(a.device));  // refused before anything starts
+    backend::parse_precision(a.precision);
+    so.runtime.device = a.device;
+    so.runtime.precision = a.precision;
     so.runtime.batch_size = a.batch_size;
     so.runtime.max_open_jobs = a.max_concurrent;
     so.runtime.queue_capacity = a.queue_size;

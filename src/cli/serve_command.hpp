@@ -15,6 +15,8 @@ struct ServeArgs {
   std::vector<std::string> models;  // further models requests may name
   std::string revision = "main";
   int threads = 0;
+  std::string device = "auto";
+  std::string precision = "auto";
   int batch_size = 8;
   int max_concurrent = 16;  // requests decoded side by side, per model
   int queue_size = 64;      // requests waiting beyond those, per model

@@ -18,6 +18,8 @@
 #include <ifw/error.hpp>
 
 #include "backend/backend.hpp"
+#include "backend/device_selection.hpp"
+#include "backend/devices.hpp"
 #include "cli/models_command.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
@@ -69,14 +71,26 @@ class SignalScope {
 
 // How many windows to decode together: as many as fit comfortably in the free memory (the
 // encoder's activations and the decoder's caches grow with the batch), at most 16.
-int choose_batch_size(const model::WhisperConfig& c) {
+// Windows per batch from the memory a batch needs (activations, decoder caches, attention
+// scores) and what is free: host memory for the CPU, device memory for a GPU.
+int choose_batch_size(const model::WhisperConfig& c, const backend::Backend& be, int gpu_index) {
+  const bool gpu = be.device() == backend::Device::kCuda;
+  const double element = static_cast<double>(backend::dtype_size(be.activation_dtype()));
   const double bytes_per_window =
-      4.0 * (1500.0 * (c.encoder_ffn_dim + 6.0 * c.d_model) +         // encoder activations
-             2.0 * c.decoder_layers * (1500.0 + 448.0) * c.d_model +  // decoder caches
-             1500.0 * 1500.0 * 2.0);                                  // attention scores
+      element * (1500.0 * (c.encoder_ffn_dim + 6.0 * c.d_model) +          // encoder activations
+                 2.0 * c.decoder_layers * (1500.0 + 448.0) * c.d_model) +  // decoder caches
+      4.0 * 1500.0 * (gpu ? 8.0 * c.d_model : 1500.0 * 2.0);  // residual; CPU attention scores
+  double free_bytes = 4e9;
+  if (gpu) {
+    try {
+      free_bytes = static_cast<double>(backend::device_memory(gpu_index).free);
+    } catch (const Error& e) {
+      spdlog::debug("device memory unknown: {}", e.what());
+    }
+    return std::clamp(static_cast<int>(free_bytes / 2.0 / bytes_per_window), 1, 64);
+  }
   long pages = ::sysconf(_SC_AVPHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  const double free_bytes =
-      pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 4e9;
+  if (pages > 0 && page > 0) free_bytes = static_cast<double>(pages) * static_cast<double>(page);
   return std::clamp(static_cast<int>(free_bytes / 4.0 / bytes_per_window), 1, 16);
 }
 
@@ -163,7 +177,10 @@ void add_transcribe_options(CLI::App& c, TranscribeArgs& a) {
                "Windows decoded together (0: from the memory available)")
       ->check(CLI::Range(0, 256));
   c.add_option("--threads", a.threads, "CPU threads (0: one per core)")->check(CLI::Range(0, 1024));
-  c.add_option("--device", a.device, "auto, cpu or cuda[:N]")->capture_default_str();
+  c.add_option("--device", a.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  c.add_option("--precision", a.precision,
+               "auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16, bf16")
+      ->capture_default_str();
   c.add_option("--prompt", a.prompt, "Text that conditions every window: names, spelling, style");
   c.add_option(
        "--strategy", a.strategy,
@@ -219,19 +236,14 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
     spdlog::error("{}", e.what());
     return kExitUsage;
   }
-  const bool cuda_device =
-      a.device == "cuda" || (a.device.starts_with("cuda:") && a.device.size() > 5 &&
-                             a.device.find_first_not_of("0123456789", 5) == std::string::npos);
-  if (cuda_device) {
-    // The CUDA engine is a later step; until then a GPU is refused rather than silently ignored.
-    spdlog::error(
-        "--device {}: transcription runs on the CPU only in this version (use auto or "
-        "cpu)",
-        a.device);
-    return kExitUsage;
-  }
-  if (a.device != "auto" && a.device != "cpu") {
-    spdlog::error("--device {}: unknown device (use auto, cpu or cuda[:N])", a.device);
+  backend::DeviceSpec device;
+  std::optional<backend::DType> precision;
+  try {
+    device = backend::parse_device(a.device);
+    precision = backend::parse_precision(a.precision);
+    backend::require_device(device);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
     return kExitUsage;
   }
   std::error_code ec;
@@ -257,7 +269,7 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
       model_name = env;
     }
     folder = std::make_unique<model::ModelFolder>(locate_model(model_name, a.revision, a.quiet));
-    backend = backend::make_cpu_backend(a.threads);
+    backend = backend::make_backend(device, precision, a.threads);
     engine::CheckpointWeights weights(folder->checkpoint());
     model = std::make_unique<engine::WhisperModel>(folder->config(), weights, *backend);
     o.task = task;
@@ -271,7 +283,9 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
     o.word_timings =
         o.timestamps == pipeline::TimestampMode::kWord ||
         (subtitles && a.subtitles == "readable" && o.timestamps != pipeline::TimestampMode::kNone);
-    o.batch_size = a.batch_size > 0 ? a.batch_size : choose_batch_size(folder->config());
+    o.batch_size = a.batch_size > 0 ? a.batch_size
+                                    : choose_batch_size(folder->config(), *backend,
+                                                        device.automatic ? 0 : device.index);
     o.max_new_tokens = a.max_new_tokens;
     o.prompt = a.prompt;
     o.temperature = a.temperature;

@@ -19,6 +19,7 @@ struct TranscribeArgs {
   int batch_size = 0;  // 0: chosen from the memory available
   int threads = 0;
   std::string device = "auto";
+  std::string precision = "auto";
   std::string prompt;
   double temperature = 0.0;
   double temperature_increment = -1.0;  // below 0: 0.2 for sequential, 0 (no fallback) for batched

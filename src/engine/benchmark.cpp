@@ -11,6 +11,8 @@
 #include <ifw/audio.hpp>
 #include <ifw/error.hpp>
 
+#include "backend/device_selection.hpp"
+#include "backend/devices.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 
@@ -65,11 +67,6 @@ double decode_step_ms(const WhisperModel& model, const backend::Tensor& states, 
 }  // namespace
 
 BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
-  if (options.device != "cpu") {
-    throw Error(
-        ErrorKind::kUnsupported,
-        fmt::format("device \"{}\": this build benchmarks the CPU backend only", options.device));
-  }
   if (options.batch < 1 || options.batch > 256 || options.tokens < 1 || options.repetitions < 1) {
     throw Error(ErrorKind::kInvalidArgument,
                 "bench: batch must be 1 to 256, tokens and repetitions at least 1");
@@ -77,13 +74,24 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   BenchmarkResult result;
   result.options = options;
   const model::WhisperConfig config = published_architecture(options.arch);
-  const auto backend = backend::make_cpu_backend(options.threads);
+  const backend::DeviceSpec spec = backend::parse_device(options.device);
+  auto backend =
+      backend::make_backend(spec, backend::parse_precision(options.precision), options.threads);
   result.backend = backend->description();
+  const bool gpu = backend->device() == backend::Device::kCuda;
+  const int gpu_index = spec.automatic ? 0 : spec.index;
+  const auto used_mib = [&] {
+    const backend::DeviceMemory m = backend::device_memory(gpu_index);
+    return static_cast<double>(m.total - m.free) / (1024.0 * 1024.0);
+  };
+  if (gpu) result.device_mib_before = used_mib();
 
   auto start = Clock::now();
   RandomWeights weights(42);
-  const WhisperModel model(config, weights, *backend);
+  auto model = std::make_unique<WhisperModel>(config, weights, *backend);
+  backend->synchronize();
   result.load_ms = ms_since(start);
+  if (gpu) result.device_mib_loaded = used_mib();
 
   // A plausible log-mel window: values in Whisper's normalised range.
   std::vector<float> mel(static_cast<std::size_t>(options.batch) *
@@ -94,9 +102,12 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
     v = static_cast<float>(x >> 8) / 16777216.0f * 2.0f - 1.0f;
   }
   backend::Tensor states;
-  result.encoder_ms =
-      best_ms(options.repetitions, [&] { states = model.encode(mel, options.batch); }) /
-      options.batch;
+  result.encoder_ms = best_ms(options.repetitions,
+                              [&] {
+                                states = model->encode(mel, options.batch);
+                                backend->synchronize();
+                              }) /
+                      options.batch;
   // The decoder's cost does not depend on what the states hold: repeat the first window's.
   const int decode_batch = std::max(options.batch, 5);
   if (states.dim(0) < decode_batch) {
@@ -105,15 +116,26 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
     std::vector<float> repeated;
     for (int b = 0; b < decode_batch; ++b)
       repeated.insert(repeated.end(), one.begin(), one.end());
-    states = backend->upload(repeated, {decode_batch, states.dim(1), states.dim(2)});
+    states =
+        backend->upload(repeated, {decode_batch, states.dim(1), states.dim(2)}, states.dtype());
   }
 
-  const int steps = std::min(options.tokens, 64);  // per-token cost barely depends on position
-  result.decode_ms_per_token = decode_step_ms(model, states, 1, steps, options.repetitions);
+  // On the CPU the per-token cost barely depends on the position, so 64 steps stand for all; a
+  // GPU step is short enough to run every one.
+  const int steps = gpu ? options.tokens : std::min(options.tokens, 64);
+  result.decode_ms_per_token = decode_step_ms(*model, states, 1, steps, options.repetitions);
   result.decode_ms_per_token_batch5 =
-      decode_step_ms(model, states, 5, steps, options.repetitions) / 5.0;
+      decode_step_ms(*model, states, 5, steps, options.repetitions) / 5.0;
   result.decode_ms_per_step =
-      decode_step_ms(model, states, options.batch, steps, options.repetitions);
+      decode_step_ms(*model, states, options.batch, steps, options.repetitions);
+  if (gpu) {
+    result.device_mib_peak = used_mib();
+    states = {};
+    model.reset();
+    backend->release_cached_memory();
+    backend.reset();
+    result.device_mib_after = used_mib();
+  }
 
   const double seconds =
       (result.encoder_ms * options.batch + result.decode_ms_per_step * options.tokens) / 1000.0;
@@ -128,10 +150,16 @@ std::string benchmark_text(const BenchmarkResult& r) {
       "encoder     {:.1f} ms per 30 s window (batch {})\n"
       "decoder     {:.2f} ms per token at batch 1, {:.2f} ms per token at batch 5\n"
       "            {:.2f} ms per step of {} sequences\n"
-      "throughput  {:.1f}x realtime ({} windows of {} tokens)\n",
+      "throughput  {:.1f}x realtime ({} windows of {} tokens)\n{}",
       r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
       r.decode_ms_per_token, r.decode_ms_per_token_batch5, r.decode_ms_per_step, r.options.batch,
-      r.rtfx, r.options.batch, r.options.tokens);
+      r.rtfx, r.options.batch, r.options.tokens,
+      r.device_mib_loaded > 0.0
+          ? fmt::format("gpu memory  {:.0f} MiB in use before, {:.0f} loaded, {:.0f} at the peak, "
+                        "{:.0f} after release\n",
+                        r.device_mib_before, r.device_mib_loaded, r.device_mib_peak,
+                        r.device_mib_after)
+          : std::string());
 }
 
 std::string benchmark_json(const BenchmarkResult& r) {
@@ -148,6 +176,11 @@ std::string benchmark_json(const BenchmarkResult& r) {
       {"decode_ms_per_token_batch5", r.decode_ms_per_token_batch5},
       {"decode_ms_per_step", r.decode_ms_per_step},
       {"rtfx", r.rtfx},
+      {"precision", r.options.precision},
+      {"device_mib_before", r.device_mib_before},
+      {"device_mib_loaded", r.device_mib_loaded},
+      {"device_mib_peak", r.device_mib_peak},
+      {"device_mib_after", r.device_mib_after},
   };
   return j.dump(2) + "\n";
 }

@@ -8,11 +8,12 @@ namespace ifw::engine {
 
 struct BenchmarkOptions {
   std::string arch = "tiny";
-  std::string device = "cpu";
-  int threads = 0;      // 0: one per core
-  int batch = 1;        // windows encoded and decoded together
-  int tokens = 100;     // decoder steps per window
-  int repetitions = 3;  // best of, after one warm-up
+  std::string device = "cpu";      // cpu, cuda or cuda:N (auto: the GPU when there is one)
+  std::string precision = "auto";  // fp32, fp16, bf16 (auto: fp16 on a GPU, fp32 on the CPU)
+  int threads = 0;                 // 0: one per core
+  int batch = 1;                   // windows encoded and decoded together
+  int tokens = 100;                // decoder steps per window
+  int repetitions = 3;             // best of, after one warm-up
 };
 
 struct BenchmarkResult {
@@ -24,6 +25,10 @@ struct BenchmarkResult {
   double decode_ms_per_token_batch5 = 0.0;  // per token, 5 sequences decoded together
   double decode_ms_per_step = 0.0;          // one step of options.batch sequences
   double rtfx = 0.0;  // audio seconds per wall second: batch windows, `tokens` tokens each
+  // GPU only: device memory in use (MiB) before the model loaded, with it loaded, at the peak
+  // of the run (what the pool holds), and after the model and its buffers were released.
+  double device_mib_before = 0.0, device_mib_loaded = 0.0, device_mib_peak = 0.0,
+         device_mib_after = 0.0;
 };
 
 BenchmarkResult run_benchmark(const BenchmarkOptions& options);

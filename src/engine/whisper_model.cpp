@@ -23,11 +23,17 @@ class Loader {
  public:
   Loader(WeightSource& source, backend::Backend& backend) : source_(source), backend_(backend) {}
 
-  Tensor tensor(const std::string& name, const Shape& shape) {
-    return backend_.upload(source_.read(name, shape), shape);
+  // Matrices (what products read) in the backend's weight type; biases, norms and positions,
+  // which are small and added in float32, as float32.
+  Tensor tensor(const std::string& name, const Shape& shape,
+                backend::DType dtype = backend::DType::kF32) {
+    return backend_.upload(source_.read(name, shape), shape, dtype);
+  }
+  Tensor matrix(const std::string& name, const Shape& shape) {
+    return tensor(name, shape, backend_.weight_dtype());
   }
   Linear linear(const std::string& prefix, std::int64_t out, std::int64_t in, bool bias = true) {
-    Linear l{tensor(prefix + ".weight", {out, in}), {}};
+    Linear l{matrix(prefix + ".weight", {out, in}), {}};
     if (bias) l.b = tensor(prefix + ".bias", {out});
     return l;
   }
@@ -48,7 +54,7 @@ class Loader {
       }
     }
     const auto n = static_cast<std::int64_t>(parts.size()) * d;
-    return {backend_.upload(w, {n, d}), backend_.upload(b, {n})};
+    return {backend_.upload(w, {n, d}, backend_.weight_dtype()), backend_.upload(b, {n})};
   }
 
  private:
@@ -77,9 +83,9 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
   }
   Loader load(source, backend);
   const std::string e = "model.encoder";
-  conv1_w_ = load.tensor(e + ".conv1.weight", {d, config.num_mel_bins, 3});
+  conv1_w_ = load.matrix(e + ".conv1.weight", {d, config.num_mel_bins, 3});
   conv1_b_ = load.tensor(e + ".conv1.bias", {d});
-  conv2_w_ = load.tensor(e + ".conv2.weight", {d, d, 3});
+  conv2_w_ = load.matrix(e + ".conv2.weight", {d, d, 3});
   conv2_b_ = load.tensor(e + ".conv2.bias", {d});
   encoder_positions_ = load.tensor(e + ".embed_positions.weight", {config.max_source_positions, d});
   for (int i = 0; i < config.encoder_layers; ++i) {
@@ -96,7 +102,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
   encoder_norm_ = load.norm(e + ".layer_norm", d);
 
   const std::string k = "model.decoder";
-  embed_tokens_ = load.tensor(k + ".embed_tokens.weight", {config.vocab_size, d});
+  embed_tokens_ = load.matrix(k + ".embed_tokens.weight", {config.vocab_size, d});
   decoder_positions_ = load.tensor(k + ".embed_positions.weight", {config.max_target_positions, d});
   for (int i = 0; i < config.decoder_layers; ++i) {
     const std::string p = fmt::format("{}.layers.{}", k, i);
@@ -116,7 +122,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
   decoder_norm_ = load.norm(k + ".layer_norm", d);
   // Tied output projection unless the checkpoint brings its own.
   proj_out_ = !config.tie_word_embeddings && source.has("proj_out.weight")
-                  ? load.tensor("proj_out.weight", {config.vocab_size, d})
+                  ? load.matrix("proj_out.weight", {config.vocab_size, d})
                   : embed_tokens_;
 }
 
@@ -129,10 +135,11 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
                             mel.size(), batch, mels, frames, batch * mels * frames));
   }
   backend::Backend& be = backend_;
+  const backend::DType act = be.activation_dtype();
   const Tensor features = be.upload(mel, {batch, mels, frames});
-  Tensor time_major = be.empty({batch, frames, mels});
+  Tensor time_major = be.empty({batch, frames, mels}, act);
   be.transpose_last2(features, time_major);
-  Tensor conv1 = be.empty({batch, frames, d});
+  Tensor conv1 = be.empty({batch, frames, d}, act);
   be.conv1d_gelu(time_major, conv1_w_, conv1_b_, 1, conv1);
   Tensor x = be.empty({batch, positions, d});
   be.conv1d_gelu(conv1, conv2_w_, conv2_b_, 2, x);
@@ -140,10 +147,10 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
 
   const std::int64_t rows = batch * positions;
   x = x.reshape({rows, d});
-  Tensor normed = be.empty({rows, d});
-  Tensor qkv = be.empty({rows, 3 * d});
-  Tensor attended = be.empty({rows, d});
-  Tensor hidden = be.empty({rows, config_.encoder_ffn_dim});
+  Tensor normed = be.empty({rows, d}, act);
+  Tensor qkv = be.empty({rows, 3 * d}, act);
+  Tensor attended = be.empty({rows, d}, act);
+  Tensor hidden = be.empty({rows, config_.encoder_ffn_dim}, act);
   const int heads = config_.encoder_attention_heads;
   for (const EncoderLayer& layer : encoder_) {
     be.layer_norm(x, layer.attn_norm.gamma, layer.attn_norm.beta, kLayerNormEps, normed);
@@ -170,7 +177,7 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
               false);
     be.linear(whole(hidden), layer.fc2.w, &layer.fc2.b, Activation::kNone, whole(x), rows, true);
   }
-  Tensor out = be.empty({batch, positions, d});
+  Tensor out = be.empty({batch, positions, d}, act);
   Tensor out_rows = out.reshape({rows, d});
   be.layer_norm(x, encoder_norm_.gamma, encoder_norm_.beta, kLayerNormEps, out_rows);
   return out;
@@ -184,11 +191,12 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
   const auto& c = model.config();
   const std::int64_t d = c.d_model, positions = encoder_states.dim(1);
   backend::Backend& be = model.backend();
+  const backend::DType act = be.activation_dtype();
   const Tensor states = encoder_states.reshape({batch_ * positions, d});
   for (const DecoderLayer& layer : model.decoder_layers()) {
-    self_k_.push_back(be.empty({batch_, max_length_, d}));
-    self_v_.push_back(be.empty({batch_, max_length_, d}));
-    Tensor kv = be.empty({batch_ * positions, 2 * d});
+    self_k_.push_back(be.empty({batch_, max_length_, d}, act));
+    self_v_.push_back(be.empty({batch_, max_length_, d}, act));
+    Tensor kv = be.empty({batch_ * positions, 2 * d}, act);
     be.linear(whole(states), layer.cross.kv.w, &layer.cross.kv.b, Activation::kNone, whole(kv),
               batch_ * positions, false);
     cross_kv_.push_back(kv.reshape({batch_, positions, 2 * d}));
@@ -249,11 +257,12 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
   const std::int64_t rows = static_cast<std::int64_t>(n_items) * tq;
   Tensor x = be.empty({rows, d});
   be.embed(tokens, positions, model_.token_embedding(), model_.decoder_positions(), x);
-  Tensor normed = be.empty({rows, d});
-  Tensor qkv = be.empty({rows, 3 * d});
-  Tensor q = be.empty({rows, d});
-  Tensor attended = be.empty({rows, d});
-  Tensor hidden = be.empty({rows, c.decoder_ffn_dim});
+  const backend::DType act = be.activation_dtype();
+  Tensor normed = be.empty({rows, d}, act);
+  Tensor qkv = be.empty({rows, 3 * d}, act);
+  Tensor q = be.empty({rows, d}, act);
+  Tensor attended = be.empty({rows, d}, act);
+  Tensor hidden = be.empty({rows, c.decoder_ffn_dim}, act);
   const int heads = c.decoder_attention_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
   const std::int64_t encoder_positions = cross_kv_.empty() ? 0 : cross_kv_[0].dim(1);
@@ -365,7 +374,7 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
   const auto n_rows = static_cast<std::int64_t>(selected.size());
   Tensor last = be.empty({n_rows, d});
   be.gather_rows(x, selected, last);
-  Tensor last_normed = be.empty({n_rows, d});
+  Tensor last_normed = be.empty({n_rows, d}, act);
   be.layer_norm(last, model_.decoder_norm().gamma, model_.decoder_norm().beta,
                 WhisperModel::kLayerNormEps, last_normed);
   const std::int64_t vocab = c.vocab_size;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <memory>
 
@@ -45,7 +46,7 @@ std::string strip(const std::string& s) {
 backend::Tensor select_windows(backend::Backend& be, const backend::Tensor& states,
                                std::span<const std::int64_t> items) {
   const std::int64_t width = states.dim(1) * states.dim(2);
-  backend::Tensor out = be.empty({static_cast<std::int64_t>(items.size()), width});
+  backend::Tensor out = be.empty({static_cast<std::int64_t>(items.size()), width}, states.dtype());
   be.gather_rows(states.reshape({states.dim(0), width}), items, out);
   return out.reshape({static_cast<std::int64_t>(items.size()), states.dim(1), states.dim(2)});
 }
@@ -300,7 +301,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
   };
 
   const auto full = [&](const std::vector<Item>& batch) {
-    return static_cast<int>(batch.size()) >= options_.batch_size;
+    return static_cast<int>(batch.size()) >= std::min(options_.batch_size, batch_limit_);
   };
   std::size_t turn = 0;  // the open job whose turn it is: where the last batch stopped
   // Finished jobs leave the open list; the turn stays with the job it pointed at.
@@ -368,7 +369,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       if (!added) break;
     }
     if (!batch.empty()) {
-      process_batch(batch, on_progress);
+      process_batch_fitting(batch, on_progress);
       util::release_free_heap_memory();
     }
     for (auto& f : open) {
@@ -522,6 +523,36 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
     if (fallback) still.push_back(group[k]);
   }
   return true;
+}
+
+void Transcriber::process_batch_fitting(
+    std::vector<Item>& batch, const std::function<void(const ProgressEvent&)>& on_progress) {
+  try {
+    process_batch(batch, on_progress);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kOutOfMemory) throw;
+    if (batch.size() == 1) {
+      throw Error(ErrorKind::kOutOfMemory,
+                  fmt::format("one window does not fit on the device: {}", e.what()));
+    }
+    // Nothing of a batch is applied before its decoding ends, so its halves can run again.
+    const std::size_t half = batch.size() / 2;
+    batch_limit_ = static_cast<int>(half);
+    spdlog::warn("out of device memory with {} windows ({}); going on with batches of {}",
+                 batch.size(), e.what(), half);
+    model_.backend().release_cached_memory();
+    std::vector<Item> first(
+        std::make_move_iterator(batch.begin()),
+        std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(half)));
+    std::vector<Item> second(
+        std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(half)),
+        std::make_move_iterator(batch.end()));
+    process_batch_fitting(first, on_progress);
+    process_batch_fitting(second, on_progress);
+    batch.clear();
+    std::move(first.begin(), first.end(), std::back_inserter(batch));
+    std::move(second.begin(), second.end(), std::back_inserter(batch));
+  }
 }
 
 void Transcriber::process_batch(std::vector<Item>& batch,

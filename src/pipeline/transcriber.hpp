@@ -118,6 +118,10 @@ class Transcriber {
   ResolvedJob resolve(const JobOptions& job) const;  // throws ifw::Error (kInvalidArgument)
   void process_batch(std::vector<Item>& batch,
                      const std::function<void(const ProgressEvent&)>& on_progress);
+  // process_batch, in halves (and smaller batches from then on) when the device runs out of
+  // memory.
+  void process_batch_fitting(std::vector<Item>& batch,
+                             const std::function<void(const ProgressEvent&)>& on_progress);
   // Decodes every window at the lowest temperature that gives acceptable text.
   std::vector<Decoded> decode_with_fallback(const backend::Tensor& states,
                                             const std::vector<Item>& batch);
@@ -130,6 +134,7 @@ class Transcriber {
   const model::ModelFolder& folder_;
   const engine::WhisperModel& model_;
   TranscribeOptions options_;
+  int batch_limit_ = 256;    // lowered when a batch did not fit in device memory
   ResolvedJob default_job_;  // the run's options, for jobs without their own
   VoiceActivity voice_activity_;
   const CancellationToken* cancel_ = nullptr;  // of the current run

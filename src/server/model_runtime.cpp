@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "backend/device_selection.hpp"
 #include "engine/weight_source.hpp"
 
 namespace ifw::server {
@@ -10,12 +11,14 @@ namespace ifw::server {
 ModelRuntime::ModelRuntime(const std::filesystem::path& folder, const RuntimeOptions& options)
     : queue_(static_cast<std::size_t>(std::max(options.queue_capacity, 1))) {
   folder_ = std::make_unique<model::ModelFolder>(folder);
-  backend_ = backend::make_cpu_backend(options.threads);
+  backend_ = backend::make_backend(backend::parse_device(options.device),
+                                   backend::parse_precision(options.precision), options.threads);
   {
     engine::CheckpointWeights weights(folder_->checkpoint());
     model_ = std::make_unique<engine::WhisperModel>(folder_->config(), weights, *backend_);
   }
-  resident_bytes_ = static_cast<std::size_t>(folder_->checkpoint().parameter_count()) * 4;
+  resident_bytes_ = static_cast<std::size_t>(folder_->checkpoint().parameter_count()) *
+                    backend::dtype_size(backend_->weight_dtype());
   pipeline::TranscribeOptions o;
   o.batch_size = options.batch_size;
   o.max_open_jobs = options.max_open_jobs;

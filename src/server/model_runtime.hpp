@@ -23,11 +23,13 @@
 namespace ifw::server {
 
 struct RuntimeOptions {
-  int threads = 0;           // CPU threads (0: one per core)
-  int batch_size = 8;        // windows decoded together
-  int max_open_jobs = 16;    // requests decoded side by side
-  int queue_capacity = 64;   // requests waiting beyond those; more are refused (429)
-  int max_new_tokens = 224;  // per window
+  int threads = 0;                 // CPU threads (0: one per core)
+  std::string device = "auto";     // as --device: auto, cpu, cuda, cuda:N
+  std::string precision = "auto";  // as --precision
+  int batch_size = 8;              // windows decoded together
+  int max_open_jobs = 16;          // requests decoded side by side
+  int queue_capacity = 64;         // requests waiting beyond those; more are refused (429)
+  int max_new_tokens = 224;        // per window
 };
 
 class ModelRuntime final : public CachedModel {

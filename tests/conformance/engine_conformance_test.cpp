@@ -11,6 +11,7 @@
 #include <ifw/audio.hpp>
 
 #include "backend/backend.hpp"
+#include "backend/dtype.hpp"
 #include "decode/greedy.hpp"
 #include "decode/language_detection.hpp"
 #include "decode/sequential.hpp"
@@ -18,6 +19,7 @@
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "support/golden.hpp"
+#include "support/test_backend.hpp"
 #include "util/json.hpp"
 
 namespace ifw::test {
@@ -43,7 +45,8 @@ Loaded& loaded(const std::string& name) {
   if (!slot) {
     slot = std::make_unique<Loaded>();
     slot->folder = std::make_unique<model::ModelFolder>(*golden_dir() / "models" / name);
-    slot->backend = backend::make_cpu_backend(2);
+    slot->backend = make_test_backend(2);
+    std::cout << "[ engine on " << test_device_name() << " ]\n";
     engine::CheckpointWeights weights(slot->folder->checkpoint());
     slot->model =
         std::make_unique<engine::WhisperModel>(slot->folder->config(), weights, *slot->backend);
@@ -73,9 +76,13 @@ std::vector<float> download(backend::Backend& be, const backend::Tensor& t) {
 }
 
 // Every row of `actual` within `tolerance` of `expected` relative to the row's norm, with the
-// same largest entry.
+// same largest entry. In half precision the largest entry may differ where the reference's margin
+// is too small for the difference measured: the reference's value at our largest entry is within
+// twice the row's difference norm of its own largest (no closer result could tell them apart).
 void expect_rows_close(const std::vector<float>& actual, const std::vector<float>& expected,
                        std::size_t width, double tolerance, const std::string& what) {
+  const bool strict_argmax = test_precision() == backend::DType::kF32;
+  int ties = 0;
   ASSERT_EQ(actual.size(), expected.size()) << what;
   double worst = 0.0;
   for (std::size_t r = 0; r * width < actual.size(); ++r) {
@@ -91,14 +98,46 @@ void expect_rows_close(const std::vector<float>& actual, const std::vector<float
     const double rel = std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
     worst = std::max(worst, rel);
     EXPECT_LE(rel, tolerance) << what << " row " << r;
-    EXPECT_EQ(arg_a, arg_e) << what << " row " << r << ": argmax differs";
+    if (strict_argmax || arg_a == arg_e) {
+      EXPECT_EQ(arg_a, arg_e) << what << " row " << r << ": argmax differs";
+    } else {
+      const double margin = expected[r * width + arg_e] - expected[r * width + arg_a];
+      EXPECT_LE(margin, 2.0 * std::sqrt(diff))
+          << what << " row " << r << ": argmax differs with a margin of " << margin;
+      ++ties;
+    }
   }
-  std::cout << "[ " << what << " ] worst row ||diff||/||ref|| = " << worst << "\n";
+  std::cout << "[ " << what << " ] worst row ||diff||/||ref|| = " << worst;
+  if (ties > 0) std::cout << " (" << ties << " rows with a near tie decided the other way)";
+  std::cout << "\n";
 }
 
 std::vector<decode::TokenId> ints(const nlohmann::json& j) {
   return j.get<std::vector<decode::TokenId>>();
 }
+
+// Weight matrices rounded through a half-precision format (biases, norms and positions stay
+// float32): what the CUDA backend computes from in that format.
+class RoundedWeights final : public engine::WeightSource {
+ public:
+  RoundedWeights(engine::WeightSource& inner, backend::DType type) : inner_(inner), type_(type) {}
+  std::vector<float> read(const std::string& name, const backend::Shape& shape) override {
+    auto values = inner_.read(name, shape);
+    if (shape.size() >= 2 && name.find("embed_positions") == std::string::npos) {
+      for (float& v : values) {
+        v = type_ == backend::DType::kF16
+                ? backend::half_to_float(backend::float_to_half(v))
+                : backend::bfloat16_to_float(backend::float_to_bfloat16(v));
+      }
+    }
+    return values;
+  }
+  bool has(const std::string& name) const override { return inner_.has(name); }
+
+ private:
+  engine::WeightSource& inner_;
+  backend::DType type_;
+};
 
 class EngineConformance : public ::testing::TestWithParam<std::string> {
  protected:
@@ -152,7 +191,36 @@ class EngineConformance : public ::testing::TestWithParam<std::string> {
 TEST_P(EngineConformance, EncoderOutput) {
   const auto expected = read_f32_file(m().reference / "encoder_out.f32");
   expect_rows_close(download(*m().backend, m().encoded), expected,
-                    static_cast<std::size_t>(m().model->config().d_model), 1e-4, "encoder");
+                    static_cast<std::size_t>(m().model->config().d_model), reference_tolerance(),
+                    "encoder");
+}
+
+// What rounding the weights to half precision alone costs, on the CPU in float32: the floor
+// under any half-precision engine's difference from the float32 reference.
+TEST_P(EngineConformance, HalfPrecisionWeightsOnTheCpu) {
+  const auto expected = read_f32_file(m().reference / "encoder_out.f32");
+  for (const backend::DType type : {backend::DType::kF16, backend::DType::kBF16}) {
+    const auto cpu = backend::make_cpu_backend(2);
+    engine::CheckpointWeights weights(m().folder->checkpoint());
+    RoundedWeights rounded(weights, type);
+    const engine::WhisperModel model(m().folder->config(), rounded, *cpu);
+    const auto encoded = download(*cpu, model.encode(m().mel, 1));
+    double worst = 0.0;
+    const auto d = static_cast<std::size_t>(model.config().d_model);
+    for (std::size_t r = 0; r * d < expected.size(); ++r) {
+      double diff = 0.0, norm = 0.0;
+      for (std::size_t i = r * d; i < (r + 1) * d; ++i) {
+        diff += (encoded[i] - expected[i]) * static_cast<double>(encoded[i] - expected[i]);
+        norm += static_cast<double>(expected[i]) * expected[i];
+      }
+      worst = std::max(worst, std::sqrt(diff / norm));
+    }
+    std::cout << "[ encoder with " << backend::dtype_name(type)
+              << " weights on the cpu ] worst row ||diff||/||ref|| = " << worst << "\n";
+    if (type == backend::DType::kF16) {
+      EXPECT_LE(worst, 5e-3);
+    }
+  }
 }
 
 TEST_P(EngineConformance, TeacherForcedLogits) {
@@ -162,7 +230,7 @@ TEST_P(EngineConformance, TeacherForcedLogits) {
   const auto rows = static_cast<std::size_t>(pa.at("logits_shape")[0].get<int>());
   tokens.resize(rows);
   expect_rows_close(teacher_forced(tokens), expected,
-                    static_cast<std::size_t>(m().model->config().vocab_size), 1e-4,
+                    static_cast<std::size_t>(m().model->config().vocab_size), reference_tolerance(),
                     "teacher-forced logits");
 }
 
@@ -173,7 +241,7 @@ TEST_P(EngineConformance, TeacherForcedTextLogitsAndAlignmentAttention) {
   capture.heads = *m().folder->generation().alignment_heads;
   const auto logits = teacher_forced(tokens, &capture);
   expect_rows_close(logits, read_f32_file(m().reference / tf.at("logits_file").get<std::string>()),
-                    static_cast<std::size_t>(m().model->config().vocab_size), 1e-4,
+                    static_cast<std::size_t>(m().model->config().vocab_size), reference_tolerance(),
                     "teacher-forced text logits");
 
   const auto expected = read_f32_file(m().reference / tf.at("cross_attn_file").get<std::string>());
@@ -182,7 +250,7 @@ TEST_P(EngineConformance, TeacherForcedTextLogitsAndAlignmentAttention) {
   for (const auto& head : capture.weights[0])
     actual.insert(actual.end(), head.begin(), head.end());
   ASSERT_EQ(actual.size(), capture.heads.size() * tokens.size() * kFrames);
-  expect_rows_close(actual, expected, kFrames, 1e-4, "alignment cross-attention");
+  expect_rows_close(actual, expected, kFrames, reference_tolerance(), "alignment cross-attention");
 }
 
 TEST_P(EngineConformance, PlainArgmax) {
@@ -233,8 +301,15 @@ TEST_P(EngineConformance, TokenTimestamps) {
                                     m().model->config().median_filter_width);
   ASSERT_EQ(times.size(), expected.size());
   for (std::size_t i = 0; i < times.size(); ++i) {
-    // Multiples of 0.02 s (the reference stores them as float32).
-    EXPECT_EQ(std::lround(times[i] / 0.02), std::lround(expected[i] / 0.02)) << "token " << i;
+    // Multiples of 0.02 s (the reference stores them as float32). In half precision the
+    // alignment's path may move by one frame where two frames' weights nearly tie.
+    const long frames = std::lround(times[i] / 0.02),
+               expected_frames = std::lround(expected[i] / 0.02);
+    if (test_precision() == backend::DType::kF32) {
+      EXPECT_EQ(frames, expected_frames) << "token " << i;
+    } else {
+      EXPECT_LE(std::abs(frames - expected_frames), 1) << "token " << i;
+    }
   }
 }
 
@@ -246,7 +321,8 @@ TEST_P(EngineConformance, LanguageDetection) {
   ASSERT_GE(probs.size(), expected.size());
   for (std::size_t i = 0; i < expected.size(); ++i) {
     EXPECT_EQ(probs[i].code, expected[i][0].get<std::string>()) << "rank " << i;
-    EXPECT_NEAR(probs[i].probability, expected[i][1].get<double>(), 1e-4) << "rank " << i;
+    EXPECT_NEAR(probs[i].probability, expected[i][1].get<double>(), reference_tolerance())
+        << "rank " << i;
   }
 }
 
@@ -273,6 +349,7 @@ TEST_P(EngineConformance, BatchingIsExact) {
   o.alignment_heads = *m().folder->generation().alignment_heads;
   const auto batched_results = decode::greedy_decode(*m().model, batched, o);
   const std::size_t per_window = batched_host.size() / 3;
+  const bool half = test_precision() != backend::DType::kF32;
   for (std::size_t w = 0; w < 3; ++w) {
     const backend::Tensor alone = m().model->encode(windows[w], 1);
     const auto alone_host = download(be, alone);
@@ -281,15 +358,17 @@ TEST_P(EngineConformance, BatchingIsExact) {
       worst = std::max(
           worst, static_cast<double>(std::fabs(alone_host[i] - batched_host[w * per_window + i])));
     }
-    EXPECT_LE(worst, 1e-5) << "window " << w << ": encoder states differ in a batch";
+    // Exact on the CPU; a GPU's products may take other paths for other batch sizes.
+    EXPECT_LE(worst, half ? 2e-2 : 1e-5) << "window " << w << ": encoder states differ in a batch";
     const auto single = decode::greedy_decode(*m().model, alone, o)[0];
     EXPECT_EQ(single.tokens, batched_results[w].tokens) << "window " << w;
-    EXPECT_NEAR(single.sum_logprob, batched_results[w].sum_logprob, 1e-4) << "window " << w;
+    EXPECT_NEAR(single.sum_logprob, batched_results[w].sum_logprob, half ? 1e-2 : 1e-4)
+        << "window " << w;
     ASSERT_EQ(single.alignment.size(), batched_results[w].alignment.size());
     for (std::size_t h = 0; h < single.alignment.size(); ++h) {
       ASSERT_EQ(single.alignment[h].size(), batched_results[w].alignment[h].size());
       for (std::size_t i = 0; i < single.alignment[h].size(); ++i) {
-        ASSERT_NEAR(single.alignment[h][i], batched_results[w].alignment[h][i], 1e-5)
+        ASSERT_NEAR(single.alignment[h][i], batched_results[w].alignment[h][i], half ? 1e-2 : 1e-5)
             << "window " << w;
       }
     }

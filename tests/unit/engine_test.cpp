@@ -141,7 +141,7 @@ TEST(Benchmark, ArchitecturesAndArguments) {
   EXPECT_IFW_ERROR(engine::published_architecture("huge"), "unknown architecture \"huge\"");
   engine::BenchmarkOptions o;
   o.device = "tpu";
-  EXPECT_IFW_ERROR(engine::run_benchmark(o), "device \"tpu\"");
+  EXPECT_IFW_ERROR(engine::run_benchmark(o), "--device tpu: unknown device");
   o.device = "cpu";
   o.batch = 0;
   EXPECT_IFW_ERROR(engine::run_benchmark(o), "batch must be 1 to 256");

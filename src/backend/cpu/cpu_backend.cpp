@@ -38,6 +38,13 @@ class HostStorage final : public Storage {
   std::byte* data_;
 };
 
+void require_f32(DType dtype) {
+  if (dtype != DType::kF32) {
+    throw Error(ErrorKind::kUnsupported,
+                fmt::format("the CPU backend computes in float32, not {}", dtype_name(dtype)));
+  }
+}
+
 float* ptr(const MatrixRef& m) {
   return m.tensor.data<float>() + m.column;
 }
@@ -58,13 +65,16 @@ class CpuBackend final : public Backend {
   }
   int threads() const override { return pool_.size(); }
 
-  Tensor empty(const Shape& shape) override {
+  Tensor empty(const Shape& shape, DType dtype = DType::kF32) override {
+    require_f32(dtype);
     const auto n = element_count(shape);
     return Tensor(std::make_shared<HostStorage>(static_cast<std::size_t>(n) * sizeof(float)), shape,
                   DType::kF32);
   }
 
-  Tensor upload(std::span<const float> values, const Shape& shape) override {
+  Tensor upload(std::span<const float> values, const Shape& shape,
+                DType dtype = DType::kF32) override {
+    require_f32(dtype);
     if (static_cast<std::int64_t>(values.size()) != element_count(shape)) {
       throw Error(ErrorKind::kInvalidArgument, fmt::format("upload: {} values for shape {}",
                                                            values.size(), shape_string(shape)));

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include "backend/cuda/device_context.hpp"
 #include "backend/devices.hpp"
 
 namespace ifw::backend {
@@ -29,6 +30,11 @@ DeviceReport describe_devices() {
   }
   if (report.gpus.empty()) report.cuda_status = "no GPU visible";
   return report;
+}
+
+DeviceMemory device_memory(int index) {
+  const cuda::MemoryInfo m = cuda::memory_info(index);
+  return {m.free, m.total};
 }
 
 }  // namespace ifw::backend

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: the CUDA backend's operations against the CPU's, the engine's
+# conformance on the GPU in fp32, fp16 and bf16 (against ../shared/golden or $IFW_GOLDEN_DIR), and
+# the benchmarks recorded in docs/PERFORMANCE.md.
+#   scripts/gpu-check.sh BIN_DIR [OUT_DIR] [quick]
+# BIN_DIR holds ifw_gpu_checks and ifw-bench (a release build: build/release/tests and
+# build/release, or a bundle made by scripts/make-gpu-bundle.sh). Logs go to OUT_DIR.
+set -uo pipefail
+bin=$1
+out=${2:-.}
+mode=${3:-full}
+mkdir -p "$out"
+checks=$(find "$bin" -name ifw_gpu_checks -type f | head -1)
+bench=$(find "$bin" -name ifw-bench -type f | head -1)
+status=0
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$out/gpu.txt"
+"$checks" --gtest_filter='DeviceSelection*:*Cuda*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[ (  FAILED|  PASSED|  SKIPPED) |relative error|Failure|error" || true
+grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
+for precision in fp32 fp16 bf16; do
+  IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
+    --gtest_filter='Corpus/EngineConformance*' >"$out/conformance_$precision.log" 2>&1 || status=1
+  echo "conformance $precision: $(grep -E '^\[  (PASSED|FAILED) ' "$out/conformance_$precision.log" | tr '\n' ' ')"
+  grep -E "worst row|Failure|Expected|Which is|argmax" "$out/conformance_$precision.log" | head -40
+done
+
+archs="large-v3-turbo large-v3"
+batches="24 64"
+[ "$mode" = quick ] && archs="large-v3-turbo" && batches="24"
+for arch in $archs; do
+  for batch in $batches; do
+    "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 --repetitions 2 \
+      2>&1 | tee "$out/bench_${arch}_b${batch}.txt" || status=1
+  done
+done
+if [ "$mode" != quick ]; then
+  # The same with cuBLAS products and a softmax kernel instead of the flash-attention kernel.
+  IFW_CUDA_ATTENTION=gemm "$bench" --device cuda --arch large-v3-turbo --batch 64 --tokens 100 \
+    --repetitions 2 2>&1 | tee "$out/bench_large-v3-turbo_b64_gemm_attention.txt" || status=1
+fi
+echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED)"
+exit $status

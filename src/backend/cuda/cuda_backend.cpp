@@ -1,0 +1,420 @@
+// The CUDA backend: weights and activations resident on one GPU in float32, float16 or bfloat16;
+// products on cuBLAS (float32 accumulation; pure float32 in float32 mode, so that results stay
+// within the CPU's tolerances), everything else in kernels.cu. Every operation is issued on one
+// stream; the host waits only when it downloads.
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include <ifw/error.hpp>
+
+#include "backend/backend.hpp"
+#include "backend/cuda/device_context.hpp"
+#include "backend/cuda/kernels.hpp"
+
+namespace ifw::backend {
+namespace {
+
+using cuda::check;
+using cuda::DeviceArray;
+using cuda::DeviceContext;
+using i64 = std::int64_t;
+
+cudaDataType cuda_type(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kF16:
+      return CUDA_R_16F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+  }
+  return CUDA_R_32F;
+}
+
+int to_int(i64 v, const char* what) {
+  if (v < 0 || v > INT_MAX) {
+    throw Error(ErrorKind::kUnsupported, fmt::format("cuda: {} {} is too large", what, v));
+  }
+  return static_cast<int>(v);
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw Error(ErrorKind::kInvalidArgument, "cuda backend: " + message);
+}
+
+// Address of element (row, column) of a row-major matrix.
+const void* at(const Tensor& t, i64 row, i64 ld, i64 column) {
+  return static_cast<const std::byte*>(t.raw()) +
+         static_cast<std::size_t>(row * ld + column) * dtype_size(t.dtype());
+}
+void* at_mut(const Tensor& t, i64 row, i64 ld, i64 column) {
+  return static_cast<std::byte*>(t.raw()) +
+         static_cast<std::size_t>(row * ld + column) * dtype_size(t.dtype());
+}
+
+// Up to this many query rows, attention runs one query per thread block (decoding); longer
+// queries (the encoder, prompts) go through cuBLAS.
+constexpr int kRowAttentionMaxQueries = 8;
+// IFW_CUDA_ATTENTION=gemm turns the flash-attention kernel off (cuBLAS products and a softmax
+// kernel instead), for comparisons.
+bool use_flash_attention() {
+  static const bool use = [] {
+    const char* v = std::getenv("IFW_CUDA_ATTENTION");
+    return v == nullptr || std::string(v) != "gemm";
+  }();
+  return use;
+}
+
+// Bytes of im2col columns a convolution builds at once.
+constexpr i64 kConvolutionChunkBytes = i64{256} << 20;
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int index, DType dtype)
+      : context_(std::make_shared<DeviceContext>(index)), dtype_(dtype) {
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
+    name_ = prop.name;
+    if (dtype == DType::kBF16 && prop.major < 8) {
+      throw Error(ErrorKind::kUnsupported,
+                  fmt::format("cuda:{}: {} (compute {}.{}) has no bfloat16 arithmetic; use "
+                              "float16 or float32",
+                              index, name_, prop.major, prop.minor));
+    }
+  }
+
+  Device device() const override { return Device::kCuda; }
+  std::string description() const override {
+    return fmt::format("cuda:{} ({}, {})", context_->index(), name_, dtype_name(dtype_));
+  }
+  int threads() const override { return 1; }
+  DType weight_dtype() const override { return dtype_; }
+  DType activation_dtype() const override { return dtype_; }
+
+  Tensor empty(const Shape& shape, DType dtype = DType::kF32) override {
+    context_->activate();
+    const auto bytes = static_cast<std::size_t>(element_count(shape)) * dtype_size(dtype);
+    return Tensor(std::make_shared<cuda::DeviceStorage>(context_, bytes), shape, dtype);
+  }
+
+  Tensor upload(std::span<const float> values, const Shape& shape,
+                DType dtype = DType::kF32) override {
+    require(static_cast<i64>(values.size()) == element_count(shape),
+            fmt::format("upload: {} values for shape {}", values.size(), shape_string(shape)));
+    Tensor t = empty(shape, dtype);
+    if (values.empty()) return t;
+    if (dtype == DType::kF32) {
+      check(cudaMemcpyAsync(t.raw(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice,
+                            stream()),
+            "copying to the GPU");
+      return t;
+    }
+    const Tensor staging = empty(shape, DType::kF32);
+    check(cudaMemcpyAsync(staging.raw(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice,
+                          stream()),
+          "copying to the GPU");
+    cuda::convert(staging.raw(), DType::kF32, t.raw(), dtype, t.numel(), stream());
+    return t;
+  }
+
+  void download(const Tensor& t, std::span<float> out) override {
+    require(static_cast<i64>(out.size()) == t.numel(),
+            fmt::format("download: {} values into a buffer of {}", t.numel(), out.size()));
+    context_->activate();
+    if (out.empty()) return;
+    Tensor source = t;
+    if (t.dtype() != DType::kF32) {
+      source = empty(t.shape(), DType::kF32);
+      cuda::convert(t.raw(), t.dtype(), source.raw(), DType::kF32, t.numel(), stream());
+    }
+    check(cudaMemcpyAsync(out.data(), source.raw(), out.size_bytes(), cudaMemcpyDeviceToHost,
+                          stream()),
+          "copying from the GPU");
+    check(cudaStreamSynchronize(stream()), "waiting for the GPU");
+  }
+
+  void synchronize() override {
+    context_->activate();
+    check(cudaStreamSynchronize(stream()), "waiting for the GPU");
+  }
+  void release_cached_memory() override { context_->release_cached(); }
+
+  void linear(const MatrixRef& x, const Tensor& w, const Tensor* bias, Activation act,
+              const MatrixRef& y, std::int64_t rows, bool accumulate) override {
+    context_->activate();
+    require(x.tensor.dtype() == w.dtype(),
+            fmt::format("linear: {} input with {} weights", dtype_name(x.tensor.dtype()),
+                        dtype_name(w.dtype())));
+    require(y.tensor.dtype() == DType::kF32 || y.tensor.dtype() == w.dtype(),
+            fmt::format("linear: {} output of {} weights", dtype_name(y.tensor.dtype()),
+                        dtype_name(w.dtype())));
+    require(!accumulate || act == Activation::kNone, "linear: accumulate with an activation");
+    const i64 n = w.dim(0), k = w.dim(1);
+    if (rows == 0) return;
+    gemm_abt(at(x.tensor, 0, x.ld, x.column), x.tensor.dtype(), x.ld, w.raw(), w.dtype(), k,
+             at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), y.ld, rows, n, k, 1.0f,
+             accumulate ? 1.0f : 0.0f);
+    if (bias != nullptr) require(bias->dtype() == DType::kF32, "linear: the bias is not float32");
+    cuda::bias_activation(at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), rows, n, y.ld,
+                          bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr,
+                          act == Activation::kGelu, stream());
+  }
+
+  void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                  Tensor& y) override {
+    context_->activate();
+    require(x.dtype() == DType::kF32, "layer_norm: the input is not float32");
+    const i64 d = x.shape().back();
+    cuda::layer_norm(static_cast<const float*>(x.raw()), y.raw(), y.dtype(), x.numel() / d, d,
+                     static_cast<const float*>(gamma.raw()), static_cast<const float*>(beta.raw()),
+                     eps, stream());
+  }
+
+  void add_rows(Tensor& x, const Tensor& rows, std::int64_t block) override {
+    context_->activate();
+    require(x.dtype() == DType::kF32 && rows.dtype() == DType::kF32,
+            "add_rows: tensors are not float32");
+    const i64 d = x.shape().back();
+    cuda::add_rows(static_cast<float*>(x.raw()), static_cast<const float*>(rows.raw()),
+                   x.numel() / d, d, block, stream());
+  }
+
+  void transpose_last2(const Tensor& x, Tensor& y) override {
+    context_->activate();
+    cuda::transpose_last2(x.raw(), x.dtype(), y.raw(), y.dtype(), x.dim(0), x.dim(1), x.dim(2),
+                          stream());
+  }
+
+  void conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int stride,
+                   Tensor& y) override {
+    context_->activate();
+    require(x.dtype() == w.dtype(), "conv1d: input and weights differ in type");
+    const i64 batch = x.dim(0), t_in = x.dim(1), c_in = x.dim(2);
+    const i64 c_out = w.dim(0), t_out = y.dim(1);
+    const i64 width = c_in * 3;
+    const i64 per_item = t_out * width * static_cast<i64>(dtype_size(x.dtype()));
+    const i64 chunk =
+        std::clamp<i64>(kConvolutionChunkBytes / std::max<i64>(per_item, 1), 1, batch);
+    const Tensor columns = empty({chunk * t_out, width}, x.dtype());
+    for (i64 b0 = 0; b0 < batch; b0 += chunk) {
+      const i64 n = std::min(chunk, batch - b0);
+      cuda::im2col3(at(x, b0 * t_in, c_in, 0), columns.raw(), x.dtype(), n, t_in, c_in, t_out,
+                    stride, stream());
+      void* out = at_mut(y, b0 * t_out, c_out, 0);
+      gemm_abt(columns.raw(), x.dtype(), width, w.raw(), w.dtype(), width, out, y.dtype(), c_out,
+               n * t_out, c_out, width, 1.0f, 0.0f);
+      cuda::bias_activation(out, y.dtype(), n * t_out, c_out, c_out,
+                            static_cast<const float*>(bias.raw()), true, stream());
+    }
+  }
+
+  void attention(const AttentionArgs& a) override;
+
+  void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
+             const Tensor& table, const Tensor& positions, Tensor& y) override {
+    context_->activate();
+    require(y.dtype() == DType::kF32 && positions.dtype() == DType::kF32,
+            "embed: output or positions not float32");
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || ids[i] >= table.dim(0)) {
+        throw Error(
+            ErrorKind::kInvalidArgument,
+            fmt::format("token id {} is outside the vocabulary of {}", ids[i], table.dim(0)));
+      }
+      if (pos[i] < 0 || pos[i] >= positions.dim(0)) {
+        throw Error(ErrorKind::kInvalidArgument,
+                    fmt::format("position {} is past the decoder's {} positions", pos[i],
+                                positions.dim(0)));
+      }
+    }
+    const DeviceArray<std::int32_t> d_ids(*context_, ids), d_pos(*context_, pos);
+    cuda::embed(d_ids.get(), d_pos.get(), static_cast<i64>(ids.size()), table.raw(), table.dtype(),
+                static_cast<const float*>(positions.raw()), static_cast<float*>(y.raw()),
+                table.dim(1), stream());
+  }
+
+  void write_rows(const MatrixRef& src, int batch, int rows_per_item, Tensor& dst,
+                  std::int64_t dst_block, std::span<const int> blocks,
+                  std::span<const int> starts) override {
+    context_->activate();
+    require(src.tensor.dtype() == dst.dtype(), "write_rows: source and cache differ in type");
+    const DeviceArray<int> d_blocks(*context_, blocks.first(static_cast<std::size_t>(batch)));
+    const DeviceArray<int> d_starts(*context_, starts.first(static_cast<std::size_t>(batch)));
+    cuda::write_rows(at(src.tensor, 0, src.ld, src.column), src.ld, dst.dtype(), batch,
+                     rows_per_item, dst.raw(), dst.shape().back(), dst_block, d_blocks.get(),
+                     d_starts.get(), stream());
+  }
+
+  void gather_rows(const Tensor& x, std::span<const std::int64_t> index, Tensor& y) override {
+    context_->activate();
+    require(x.dtype() == y.dtype(), "gather_rows: source and destination differ in type");
+    for (const i64 i : index) {
+      require(i >= 0 && i < x.numel() / x.shape().back(), fmt::format("gather_rows: no row {}", i));
+    }
+    const DeviceArray<i64> d_index(*context_, index);
+    cuda::gather_rows(x.raw(), x.dtype(), x.shape().back(), d_index.get(),
+                      static_cast<i64>(index.size()), y.raw(), stream());
+  }
+
+ private:
+  cudaStream_t stream() const { return context_->stream(); }
+
+  // Row-major c[m, n] (ldc) = alpha * a[m, k] (lda) . b[n, k]^T (ldb) + beta * c: cuBLAS is
+  // column-major, so it computes c^T = b . a^T.
+  void gemm_abt(const void* a, DType a_type, i64 lda, const void* b, DType b_type, i64 ldb, void* c,
+                DType c_type, i64 ldc, i64 m, i64 n, i64 k, float alpha, float beta) {
+    check(cublasGemmEx(context_->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, to_int(n, "columns"),
+                       to_int(m, "rows"), to_int(k, "inner size"), &alpha, b, cuda_type(b_type),
+                       to_int(ldb, "stride"), a, cuda_type(a_type), to_int(lda, "stride"), &beta, c,
+                       cuda_type(c_type), to_int(ldc, "stride"), CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT),
+          "cuBLAS matrix product");
+  }
+
+  std::shared_ptr<DeviceContext> context_;
+  DType dtype_;
+  std::string name_;
+};
+
+void CudaBackend::attention(const AttentionArgs& a) {
+  context_->activate();
+  const DType type = a.q.tensor.dtype();
+  require(a.k.tensor.dtype() == type && a.v.tensor.dtype() == type && a.out.tensor.dtype() == type,
+          "attention: q, k, v and out differ in type");
+  require(a.heads >= 1 && a.heads <= cuda::kMaxHeads,
+          fmt::format("attention: {} heads (at most {})", a.heads, cuda::kMaxHeads));
+  require(a.head_dim >= 1 && a.head_dim <= 128,
+          fmt::format("attention: head size {} (at most 128)", a.head_dim));
+  require(a.key_lengths.size() == static_cast<std::size_t>(a.batch),
+          "attention: one key length per batch row");
+  require(a.item_index.empty() || a.item_index.size() == static_cast<std::size_t>(a.batch),
+          "attention: one cache block per batch row");
+  int max_key = 0;
+  for (const int len : a.key_lengths) {
+    require(len >= 1 && len <= a.key_block, fmt::format("attention: key length {}", len));
+    require(!a.causal || len >= a.query_len,
+            fmt::format("attention: {} causal queries over {} keys", a.query_len, len));
+    max_key = std::max(max_key, len);
+  }
+  if (a.batch == 0) return;
+
+  cuda::HeadSlots slots{};
+  std::fill(std::begin(slots.slot), std::end(slots.slot), -1);
+  const int n_capture = static_cast<int>(a.capture_heads.size());
+  for (int s = 0; s < n_capture; ++s) {
+    const int h = a.capture_heads[static_cast<std::size_t>(s)];
+    require(h >= 0 && h < a.heads, fmt::format("attention: no head {} to capture", h));
+    slots.slot[h] = s;
+  }
+  const i64 capture_count = static_cast<i64>(a.batch) * n_capture * a.query_len * a.key_block;
+  require(n_capture == 0 || static_cast<i64>(a.capture.size()) == capture_count,
+          "attention: capture buffer of the wrong size");
+  Tensor capture;
+  if (n_capture > 0) capture = empty({capture_count}, DType::kF32);
+  float* capture_data = n_capture > 0 ? static_cast<float*>(capture.raw()) : nullptr;
+
+  cuda::FlashAttention flash;
+  flash.q = at(a.q.tensor, 0, a.q.ld, a.q.column);
+  flash.ld_q = a.q.ld;
+  flash.k = at(a.k.tensor, 0, a.k.ld, a.k.column);
+  flash.ld_k = a.k.ld;
+  flash.v = at(a.v.tensor, 0, a.v.ld, a.v.column);
+  flash.ld_v = a.v.ld;
+  flash.out = at_mut(a.out.tensor, 0, a.out.ld, a.out.column);
+  flash.ld_out = a.out.ld;
+  flash.type = type;
+  flash.batch = a.batch;
+  flash.heads = a.heads;
+  flash.head_dim = a.head_dim;
+  flash.query_len = a.query_len;
+  flash.key_len = max_key;
+  flash.key_block = a.key_block;
+  flash.scale = a.scale;
+  const bool same_lengths =
+      std::all_of(a.key_lengths.begin(), a.key_lengths.end(), [&](int l) { return l == max_key; });
+  if (use_flash_attention() && a.query_len > kRowAttentionMaxQueries && !a.causal &&
+      n_capture == 0 && a.item_index.empty() && same_lengths &&
+      cuda::flash_attention_supported(flash)) {
+    cuda::flash_attention(flash, stream());
+  } else if (a.query_len <= kRowAttentionMaxQueries) {
+    const DeviceArray<int> lengths(*context_, std::span<const int>(a.key_lengths));
+    std::vector<int> blocks = a.item_index;
+    const DeviceArray<int> index(*context_, std::span<const int>(blocks));
+    cuda::RowAttention r;
+    r.q = at(a.q.tensor, 0, a.q.ld, a.q.column);
+    r.ld_q = a.q.ld;
+    r.k = at(a.k.tensor, 0, a.k.ld, a.k.column);
+    r.ld_k = a.k.ld;
+    r.v = at(a.v.tensor, 0, a.v.ld, a.v.column);
+    r.ld_v = a.v.ld;
+    r.out = at_mut(a.out.tensor, 0, a.out.ld, a.out.column);
+    r.ld_out = a.out.ld;
+    r.type = type;
+    r.batch = a.batch;
+    r.heads = a.heads;
+    r.head_dim = a.head_dim;
+    r.query_len = a.query_len;
+    r.key_block = a.key_block;
+    r.key_lengths = lengths.get();
+    r.item_index = a.item_index.empty() ? nullptr : index.get();
+    r.causal = a.causal;
+    r.scale = a.scale;
+    r.slots = slots;
+    r.n_capture = n_capture;
+    r.capture = capture_data;
+    cuda::row_attention(r, stream());
+  } else {
+    // Per item: scores = scale * Q K^T for every head in one batched product, a masked softmax,
+    // then P V into the output's columns.
+    const i64 per_head = static_cast<i64>(a.query_len) * max_key;
+    const Tensor scores = empty({a.heads * per_head}, DType::kF32);
+    const Tensor probs = empty({a.heads * per_head}, type);
+    const float zero = 0.0f, one = 1.0f;
+    const int hd = a.head_dim;
+    for (int b = 0; b < a.batch; ++b) {
+      const i64 block = a.item_index.empty() ? b : a.item_index[static_cast<std::size_t>(b)];
+      const int len = a.key_lengths[static_cast<std::size_t>(b)];
+      const i64 q_row = static_cast<i64>(b) * a.query_len, k_row = block * a.key_block;
+      const i64 head_scores = static_cast<i64>(a.query_len) * len;
+      check(cublasGemmStridedBatchedEx(
+                context_->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, len, a.query_len, hd, &a.scale,
+                at(a.k.tensor, k_row, a.k.ld, a.k.column), cuda_type(type),
+                to_int(a.k.ld, "stride"), hd, at(a.q.tensor, q_row, a.q.ld, a.q.column),
+                cuda_type(type), to_int(a.q.ld, "stride"), hd, &zero, scores.raw(), CUDA_R_32F, len,
+                head_scores, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "cuBLAS attention scores");
+      cuda::masked_softmax(
+          static_cast<const float*>(scores.raw()), probs.raw(), type, a.heads, a.query_len, len,
+          a.causal, slots,
+          capture_data != nullptr
+              ? capture_data + static_cast<i64>(b) * n_capture * a.query_len * a.key_block
+              : nullptr,
+          a.key_block, stream());
+      check(cublasGemmStridedBatchedEx(
+                context_->cublas(), CUBLAS_OP_N, CUBLAS_OP_N, hd, a.query_len, len, &one,
+                at(a.v.tensor, k_row, a.v.ld, a.v.column), cuda_type(type),
+                to_int(a.v.ld, "stride"), hd, probs.raw(), cuda_type(type), len, head_scores, &zero,
+                at_mut(a.out.tensor, q_row, a.out.ld, a.out.column), cuda_type(type),
+                to_int(a.out.ld, "stride"), hd, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "cuBLAS attention output");
+    }
+  }
+  if (n_capture > 0) {
+    check(cudaMemcpyAsync(a.capture.data(), capture.raw(), a.capture.size_bytes(),
+                          cudaMemcpyDeviceToHost, stream()),
+          "copying attention weights from the GPU");
+    check(cudaStreamSynchronize(stream()), "waiting for the GPU");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int index, DType dtype) {
+  return std::make_unique<CudaBackend>(index, dtype);
+}
+
+}  // namespace ifw::backend

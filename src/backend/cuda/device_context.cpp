@@ -1,0 +1,173 @@
+#include "backend/cuda/device_context.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <ifw/error.hpp>
+
+namespace ifw::backend::cuda {
+
+void check(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return;
+  cudaGetLastError();  // a failed allocation leaves an error behind; later calls start clean
+  const ErrorKind kind =
+      err == cudaErrorMemoryAllocation ? ErrorKind::kOutOfMemory : ErrorKind::kUnsupported;
+  throw Error(kind,
+              fmt::format("{}: {} ({})", what, cudaGetErrorString(err), cudaGetErrorName(err)));
+}
+
+void check(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  const ErrorKind kind =
+      status == CUBLAS_STATUS_ALLOC_FAILED ? ErrorKind::kOutOfMemory : ErrorKind::kUnsupported;
+  throw Error(kind, fmt::format("{}: {}", what, cublasGetStatusString(status)));
+}
+
+DeviceContext::DeviceContext(int index) : index_(index) {
+  int count = 0;
+  check(cudaGetDeviceCount(&count), "looking for GPUs");
+  if (index < 0 || index >= count) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("cuda:{}: no such GPU ({} visible)", index, count));
+  }
+  activate();
+  try {
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a CUDA stream");
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = index;
+    check(cudaMemPoolCreate(&pool_, &props), "creating a GPU memory pool");
+    // Keep freed memory for reuse until release_cached(): a decoder step allocates the same
+    // buffers every time.
+    std::uint64_t keep = std::numeric_limits<std::uint64_t>::max();
+    check(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep),
+          "configuring the GPU memory pool");
+    check(cublasCreate(&cublas_), "starting cuBLAS");
+    check(cublasSetStream(cublas_, stream_), "binding cuBLAS to the stream");
+    workspace_ = allocate(kWorkspaceBytes);
+    staging_device_ = allocate(kStagingBytes);
+    check(cudaMallocHost(&staging_host_, kStagingBytes), "allocating pinned host memory");
+    check(cublasSetWorkspace(cublas_, workspace_, kWorkspaceBytes), "giving cuBLAS a workspace");
+  } catch (...) {
+    close();
+    throw;
+  }
+}
+
+DeviceContext::~DeviceContext() {
+  close();
+}
+
+void DeviceContext::close() noexcept {
+  // Cleanup failures are logged with their reason: there is no caller to tell.
+  const auto log = [&](cudaError_t err, const char* what) {
+    if (err != cudaSuccess) spdlog::warn("cuda:{}: {}: {}", index_, what, cudaGetErrorString(err));
+  };
+  cudaSetDevice(index_);
+  if (cublas_ != nullptr) {
+    if (const cublasStatus_t s = cublasDestroy(cublas_); s != CUBLAS_STATUS_SUCCESS)
+      spdlog::warn("cuda:{}: stopping cuBLAS: {}", index_, cublasGetStatusString(s));
+    cublas_ = nullptr;
+  }
+  if (workspace_ != nullptr) {
+    free(workspace_);
+    workspace_ = nullptr;
+  }
+  if (staging_device_ != nullptr) {
+    free(staging_device_);
+    staging_device_ = nullptr;
+  }
+  if (stream_ != nullptr) {
+    log(cudaStreamSynchronize(stream_), "finishing the stream");
+    log(cudaStreamDestroy(stream_), "destroying the stream");
+    stream_ = nullptr;
+  }
+  if (staging_host_ != nullptr) {  // after the stream finished: no copy reads it any more
+    log(cudaFreeHost(staging_host_), "freeing pinned host memory");
+    staging_host_ = nullptr;
+  }
+  if (pool_ != nullptr) {
+    log(cudaMemPoolDestroy(pool_), "returning the memory pool");
+    pool_ = nullptr;
+  }
+}
+
+void DeviceContext::activate() const {
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess || current != index_)
+    check(cudaSetDevice(index_), "selecting the GPU");
+}
+
+void* DeviceContext::allocate(std::size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t err =
+      cudaMallocFromPoolAsync(&p, std::max<std::size_t>(bytes, 1), pool_, stream_);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    MemoryInfo info;
+    try {
+      info = memory_info(index_);
+    } catch (const Error&) {
+    }
+    throw Error(
+        err == cudaErrorMemoryAllocation ? ErrorKind::kOutOfMemory : ErrorKind::kUnsupported,
+        fmt::format("cuda:{}: cannot allocate {:.1f} MiB ({} MiB free of {} MiB): {}", index_,
+                    static_cast<double>(bytes) / (1 << 20), info.free >> 20, info.total >> 20,
+                    cudaGetErrorString(err)));
+  }
+  return p;
+}
+
+void DeviceContext::free(void* p) noexcept {
+  if (p == nullptr) return;
+  if (const cudaError_t err = cudaFreeAsync(p, stream_); err != cudaSuccess)
+    spdlog::warn("cuda:{}: freeing device memory: {}", index_, cudaGetErrorString(err));
+}
+
+const void* DeviceContext::stage(const void* values, std::size_t bytes) {
+  constexpr std::size_t kAlign = 256;
+  if (bytes == 0 || bytes > kStagingBytes / 4) return nullptr;
+  if (staging_used_ + bytes > kStagingBytes) {
+    // Starting over: every copy (and every kernel reading a copy) issued so far must be done.
+    check(cudaStreamSynchronize(stream_), "waiting for the GPU");
+    staging_used_ = 0;
+  }
+  std::byte* host = static_cast<std::byte*>(staging_host_) + staging_used_;
+  std::byte* device = static_cast<std::byte*>(staging_device_) + staging_used_;
+  std::memcpy(host, values, bytes);
+  check(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_),
+        "copying indices to the GPU");
+  staging_used_ += (bytes + kAlign - 1) / kAlign * kAlign;
+  return device;
+}
+
+void DeviceContext::release_cached() {
+  activate();
+  check(cudaStreamSynchronize(stream_), "finishing the GPU's work");
+  check(cudaMemPoolTrimTo(pool_, 0), "returning cached GPU memory");
+}
+
+DeviceStorage::DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes)
+    : context_(std::move(context)), bytes_(bytes), data_(context_->allocate(bytes)) {}
+
+DeviceStorage::~DeviceStorage() {
+  context_->free(data_);
+}
+
+MemoryInfo memory_info(int index) {
+  int current = -1;
+  cudaGetDevice(&current);
+  check(cudaSetDevice(index), "selecting the GPU");
+  std::size_t free = 0, total = 0;
+  const cudaError_t err = cudaMemGetInfo(&free, &total);
+  if (current >= 0 && current != index) cudaSetDevice(current);
+  check(err, "reading the GPU's free memory");
+  return {free, total};
+}
+
+}  // namespace ifw::backend::cuda

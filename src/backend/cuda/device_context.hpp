@@ -1,0 +1,123 @@
+// One GPU as the CUDA backend uses it: a stream every operation is issued on, a memory pool that
+// tensors are allocated from in stream order (cheap after warm-up, returned to the device on
+// release), and a cuBLAS handle bound to the stream. Shared by the backend and every tensor it
+// made, so memory can outlive the backend object safely.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "backend/tensor.hpp"
+
+namespace ifw::backend::cuda {
+
+// Throws ifw::Error naming `what` when a CUDA call failed (kOutOfMemory for an allocation).
+void check(cudaError_t err, const char* what);
+void check(cublasStatus_t status, const char* what);
+
+class DeviceContext {
+ public:
+  explicit DeviceContext(int index);
+  ~DeviceContext();
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
+
+  int index() const { return index_; }
+  cudaStream_t stream() const { return stream_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  // Makes this GPU the calling thread's current device.
+  void activate() const;
+
+  // Stream-ordered allocation from the pool; free() is ordered after the work issued before it.
+  void* allocate(std::size_t bytes);
+  void free(void* p) noexcept;
+  // Waits for the stream, then returns the pool's unused memory to the device.
+  void release_cached();
+  // A device copy of a few host values (indices, lengths) for the next operations, made through
+  // pinned memory so that the host does not wait for the GPU (a pageable copy would). The copy
+  // stays valid until kStagingBytes more have been staged; nullptr when `bytes` is too large.
+  const void* stage(const void* values, std::size_t bytes);
+  static constexpr std::size_t kStagingBytes = 4u << 20;
+
+  // cuBLAS workspace (kept for the context's life).
+  void* workspace() const { return workspace_; }
+  static constexpr std::size_t kWorkspaceBytes = 32u << 20;
+
+ private:
+  void close() noexcept;
+
+  int index_;
+  cudaStream_t stream_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* workspace_ = nullptr;
+  void* staging_host_ = nullptr;    // pinned
+  void* staging_device_ = nullptr;  // from the pool
+  std::size_t staging_used_ = 0;
+};
+
+// Device memory of one tensor, freed (stream-ordered) when the last tensor using it goes.
+class DeviceStorage final : public Storage {
+ public:
+  DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes);
+  ~DeviceStorage() override;
+  DeviceStorage(const DeviceStorage&) = delete;
+  DeviceStorage& operator=(const DeviceStorage&) = delete;
+  void* data() override { return data_; }
+  std::size_t bytes() const override { return bytes_; }
+  Device device() const override { return Device::kCuda; }
+
+ private:
+  std::shared_ptr<DeviceContext> context_;
+  std::size_t bytes_;
+  void* data_;
+};
+
+// A short-lived device copy of host values (indices, lengths) for one operation: staged through
+// pinned memory when small (no wait), else its own allocation and copy.
+template <typename T>
+class DeviceArray {
+ public:
+  DeviceArray(DeviceContext& context, std::span<const T> values) : context_(context) {
+    if (const void* staged = context.stage(values.data(), values.size_bytes())) {
+      data_ = static_cast<T*>(const_cast<void*>(staged));
+      return;
+    }
+    owned_ = true;
+    data_ = static_cast<T*>(context.allocate(std::max<std::size_t>(values.size_bytes(), 1)));
+    if (!values.empty()) {
+      const cudaError_t err = cudaMemcpyAsync(data_, values.data(), values.size_bytes(),
+                                              cudaMemcpyHostToDevice, context.stream());
+      if (err != cudaSuccess) {
+        context_.free(data_);
+        check(err, "copying indices to the GPU");
+      }
+    }
+  }
+  ~DeviceArray() {
+    if (owned_) context_.free(data_);
+  }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  T* get() const { return data_; }
+
+ private:
+  DeviceContext& context_;
+  T* data_ = nullptr;
+  bool owned_ = false;
+};
+
+// Free and total memory of GPU `index` as the driver reports it (cudaMemGetInfo).
+struct MemoryInfo {
+  std::uint64_t free = 0;
+  std::uint64_t total = 0;
+};
+MemoryInfo memory_info(int index);
+
+}  // namespace ifw::backend::cuda

@@ -1,0 +1,468 @@
+// Kernels of the CUDA backend. Element-wise and reduction work only: products go to cuBLAS.
+// Every kernel computes in float32 whatever it reads and writes.
+#include <algorithm>
+#include <stdexcept>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backend/cuda/kernels.hpp"
+
+namespace ifw::backend::cuda {
+namespace {
+
+using i64 = std::int64_t;
+
+__device__ __forceinline__ float to_float(float v) {
+  return v;
+}
+__device__ __forceinline__ float to_float(__half v) {
+  return __half2float(v);
+}
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// Calls f with a value of the C++ type of `type`.
+template <typename F>
+void dispatch(DType type, F&& f) {
+  switch (type) {
+    case DType::kF32:
+      f(float{});
+      return;
+    case DType::kF16:
+      f(__half{});
+      return;
+    case DType::kBF16:
+      f(__nv_bfloat16{});
+      return;
+  }
+  throw std::logic_error("cuda kernels: unknown element type");
+}
+
+void check_launch() {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("CUDA kernel launch failed: ") + cudaGetErrorString(err));
+  }
+}
+
+constexpr int kThreads = 256;
+
+// Blocks for a grid-stride loop over n elements.
+unsigned grid_for(i64 n) {
+  const i64 blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::clamp<i64>(blocks, 1, 65536));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum (or max) over the block; `shared` holds 33 floats. Every thread gets the result.
+template <bool kMax>
+__device__ float block_reduce(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = (blockDim.x + 31) >> 5;
+  v = kMax ? warp_max(v) : warp_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float t = lane < warps ? shared[lane] : (kMax ? -INFINITY : 0.0f);
+    t = kMax ? warp_max(t) : warp_sum(t);
+    if (lane == 0) shared[32] = t;
+  }
+  __syncthreads();
+  const float result = shared[32];
+  __syncthreads();  // the next reduction may overwrite shared
+  return result;
+}
+
+template <typename In, typename Out>
+__global__ void convert_kernel(const In* in, Out* out, i64 n) {
+  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<i64>(gridDim.x) * blockDim.x)
+    out[i] = from_float<Out>(to_float(in[i]));
+}
+
+template <typename Out>
+__global__ void layer_norm_kernel(const float* x, Out* y, i64 d, const float* gamma,
+                                  const float* beta, float eps) {
+  __shared__ float shared[33];
+  const float* row = x + blockIdx.x * d;
+  Out* out = y + blockIdx.x * d;
+  float s = 0.0f;
+  for (i64 i = threadIdx.x; i < d; i += blockDim.x)
+    s += row[i];
+  const float mean = block_reduce<false>(s, shared) / static_cast<float>(d);
+  float v = 0.0f;
+  for (i64 i = threadIdx.x; i < d; i += blockDim.x) {
+    const float t = row[i] - mean;
+    v += t * t;
+  }
+  const float var = block_reduce<false>(v, shared) / static_cast<float>(d);
+  const float inv = rsqrtf(var + eps);
+  for (i64 i = threadIdx.x; i < d; i += blockDim.x)
+    out[i] = from_float<Out>((row[i] - mean) * inv * gamma[i] + beta[i]);
+}
+
+__device__ __forceinline__ float gelu(float v) {
+  return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));  // exact (erf) GELU, as Whisper's
+}
+
+template <typename T>
+__global__ void bias_activation_kernel(T* y, i64 rows, i64 cols, i64 ld, const float* bias,
+                                       bool use_gelu) {
+  const i64 n = rows * cols;
+  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<i64>(gridDim.x) * blockDim.x) {
+    const i64 r = i / cols, c = i % cols;
+    T* p = y + r * ld + c;
+    float v = to_float(*p);
+    if (bias != nullptr) v += bias[c];
+    if (use_gelu) v = gelu(v);
+    *p = from_float<T>(v);
+  }
+}
+
+__global__ void add_rows_kernel(float* x, const float* rows, i64 total, i64 d, i64 block) {
+  const i64 n = total * d;
+  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<i64>(gridDim.x) * blockDim.x) {
+    const i64 r = i / d, c = i % d;
+    x[i] += rows[(r % block) * d + c];
+  }
+}
+
+template <typename In, typename Out>
+__global__ void transpose_kernel(const In* x, Out* y, i64 c, i64 t) {
+  __shared__ float tile[32][33];
+  const i64 b = blockIdx.z, t0 = static_cast<i64>(blockIdx.x) * 32,
+            c0 = static_cast<i64>(blockIdx.y) * 32;
+  const In* in = x + b * c * t;
+  Out* out = y + b * c * t;
+  for (int j = threadIdx.y; j < 32; j += blockDim.y) {
+    const i64 ci = c0 + j, ti = t0 + threadIdx.x;
+    if (ci < c && ti < t) tile[j][threadIdx.x] = to_float(in[ci * t + ti]);
+  }
+  __syncthreads();
+  for (int j = threadIdx.y; j < 32; j += blockDim.y) {
+    const i64 ti = t0 + j, ci = c0 + threadIdx.x;
+    if (ti < t && ci < c) out[ti * c + ci] = from_float<Out>(tile[threadIdx.x][j]);
+  }
+}
+
+template <typename T>
+__global__ void im2col3_kernel(const T* x, T* columns, i64 batch, i64 t_in, i64 c_in, i64 t_out,
+                               int stride) {
+  const i64 width = c_in * 3;
+  const i64 n = batch * t_out * width;
+  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<i64>(gridDim.x) * blockDim.x) {
+    const i64 col = i % width, row = i / width;
+    const i64 t = row % t_out, b = row / t_out;
+    const i64 ci = col / 3, k = col % 3;
+    const i64 src = t * stride + k - 1;
+    columns[i] = src >= 0 && src < t_in ? x[(b * t_in + src) * c_in + ci] : from_float<T>(0.0f);
+  }
+}
+
+template <typename T>
+__global__ void embed_kernel(const std::int32_t* ids, const std::int32_t* pos, const T* table,
+                             const float* positions, float* y, i64 d) {
+  const i64 row = blockIdx.x;
+  const T* from = table + static_cast<i64>(ids[row]) * d;
+  const float* p = positions + static_cast<i64>(pos[row]) * d;
+  for (i64 c = threadIdx.x; c < d; c += blockDim.x)
+    y[row * d + c] = to_float(from[c]) + p[c];
+}
+
+template <typename T>
+__global__ void write_rows_kernel(const T* src, i64 ld_src, int rows_per_item, T* dst, i64 width,
+                                  i64 dst_block, const int* blocks, const int* starts, i64 n) {
+  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<i64>(gridDim.x) * blockDim.x) {
+    const i64 c = i % width, row = i / width;
+    const i64 t = row % rows_per_item, b = row / rows_per_item;
+    dst[(blocks[b] * dst_block + starts[b] + t) * width + c] = src[row * ld_src + c];
+  }
+}
+
+template <typename T>
+__global__ void gather_rows_kernel(const T* x, i64 d, const i64* index, T* y, i64 n) {
+  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<i64>(gridDim.x) * blockDim.x) {
+    const i64 row = i / d, c = i % d;
+    y[i] = x[index[row] * d + c];
+  }
+}
+
+constexpr int kAttentionThreads = 128;
+
+// One block per (query row, head, item): scores in shared memory, softmax, then the weighted
+// sum of values with the threads split over (key part, dimension).
+template <typename T>
+__global__ void row_attention_kernel(RowAttention a) {
+  extern __shared__ float smem[];
+  __shared__ float reduce[33];
+  const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int hd = a.head_dim;
+  const i64 kb = a.item_index != nullptr ? a.item_index[b] : b;
+  const int key_len = a.key_lengths[b];
+  const int visible = a.causal ? key_len - a.query_len + i + 1 : key_len;
+  float* scores = smem;            // key_block
+  float* qs = smem + a.key_block;  // head_dim
+  float* partial = qs + hd;        // blockDim.x
+  const T* q = static_cast<const T*>(a.q) + (static_cast<i64>(b) * a.query_len + i) * a.ld_q +
+               static_cast<i64>(h) * hd;
+  const T* k = static_cast<const T*>(a.k) + kb * a.key_block * a.ld_k + static_cast<i64>(h) * hd;
+  const T* v = static_cast<const T*>(a.v) + kb * a.key_block * a.ld_v + static_cast<i64>(h) * hd;
+  for (int c = threadIdx.x; c < hd; c += blockDim.x)
+    qs[c] = to_float(q[c]) * a.scale;
+  __syncthreads();
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int j = warp; j < visible; j += warps) {
+    const T* kr = k + static_cast<i64>(j) * a.ld_k;
+    float s = 0.0f;
+    for (int c = lane; c < hd; c += 32)
+      s += qs[c] * to_float(kr[c]);
+    s = warp_sum(s);
+    if (lane == 0) scores[j] = s;
+  }
+  __syncthreads();
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < visible; j += blockDim.x)
+    m = fmaxf(m, scores[j]);
+  m = block_reduce<true>(m, reduce);
+  float sum = 0.0f;
+  for (int j = threadIdx.x; j < visible; j += blockDim.x) {
+    const float e = __expf(scores[j] - m);
+    scores[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / block_reduce<false>(sum, reduce);  // ends with a barrier
+
+  if (a.capture != nullptr && a.slots.slot[h] >= 0) {
+    float* cap =
+        a.capture +
+        ((static_cast<i64>(b) * a.n_capture + a.slots.slot[h]) * a.query_len + i) * a.key_block;
+    for (i64 j = threadIdx.x; j < a.key_block; j += blockDim.x)
+      cap[j] = j < visible ? scores[j] * inv : 0.0f;
+  }
+
+  const int parts = blockDim.x / hd;
+  const int c = threadIdx.x % hd, part = threadIdx.x / hd;
+  float acc = 0.0f;
+  if (part < parts) {
+    for (int j = part; j < visible; j += parts)
+      acc += scores[j] * to_float(v[static_cast<i64>(j) * a.ld_v + c]);
+  }
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.x < hd) {
+    float total = 0.0f;
+    for (int p = 0; p < parts; ++p)
+      total += partial[p * hd + threadIdx.x];
+    T* out = static_cast<T*>(a.out) + (static_cast<i64>(b) * a.query_len + i) * a.ld_out +
+             static_cast<i64>(h) * hd;
+    out[threadIdx.x] = from_float<T>(total * inv);
+  }
+}
+
+template <typename P>
+__global__ void masked_softmax_kernel(const float* scores, P* probs, int query_len, int key_len,
+                                      bool causal, HeadSlots slots, float* capture, i64 key_block) {
+  extern __shared__ float row[];
+  __shared__ float reduce[33];
+  const int i = blockIdx.x, h = blockIdx.y;
+  const i64 offset = (static_cast<i64>(h) * query_len + i) * key_len;
+  const int visible = causal ? key_len - query_len + i + 1 : key_len;
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < visible; j += blockDim.x) {
+    row[j] = scores[offset + j];
+    m = fmaxf(m, row[j]);
+  }
+  m = block_reduce<true>(m, reduce);
+  float sum = 0.0f;
+  for (int j = threadIdx.x; j < visible; j += blockDim.x) {
+    const float e = __expf(row[j] - m);
+    row[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / block_reduce<false>(sum, reduce);
+  for (int j = threadIdx.x; j < key_len; j += blockDim.x)
+    probs[offset + j] = from_float<P>(j < visible ? row[j] * inv : 0.0f);
+  if (capture != nullptr && slots.slot[h] >= 0) {
+    float* cap = capture + (static_cast<i64>(slots.slot[h]) * query_len + i) * key_block;
+    for (i64 j = threadIdx.x; j < key_block; j += blockDim.x)
+      cap[j] = j < visible ? row[j] * inv : 0.0f;
+  }
+}
+
+}  // namespace
+
+void convert(const void* in, DType in_type, void* out, DType out_type, i64 n, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch(in_type, [&](auto in_tag) {
+    using In = decltype(in_tag);
+    dispatch(out_type, [&](auto out_tag) {
+      using Out = decltype(out_tag);
+      convert_kernel<In, Out><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const In*>(in),
+                                                                    static_cast<Out*>(out), n);
+    });
+  });
+  check_launch();
+}
+
+void layer_norm(const float* x, void* y, DType y_type, i64 rows, i64 d, const float* gamma,
+                const float* beta, float eps, cudaStream_t stream) {
+  if (rows == 0) return;
+  const int threads = d >= 1024 ? 256 : 128;
+  dispatch(y_type, [&](auto tag) {
+    using Out = decltype(tag);
+    layer_norm_kernel<Out><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+        x, static_cast<Out*>(y), d, gamma, beta, eps);
+  });
+  check_launch();
+}
+
+void bias_activation(void* y, DType type, i64 rows, i64 cols, i64 ld, const float* bias,
+                     bool gelu_on, cudaStream_t stream) {
+  if (rows * cols == 0 || (bias == nullptr && !gelu_on)) return;
+  dispatch(type, [&](auto tag) {
+    using T = decltype(tag);
+    bias_activation_kernel<T><<<grid_for(rows * cols), kThreads, 0, stream>>>(
+        static_cast<T*>(y), rows, cols, ld, bias, gelu_on);
+  });
+  check_launch();
+}
+
+void add_rows(float* x, const float* rows, i64 total_rows, i64 d, i64 block, cudaStream_t stream) {
+  if (total_rows * d == 0) return;
+  add_rows_kernel<<<grid_for(total_rows * d), kThreads, 0, stream>>>(x, rows, total_rows, d, block);
+  check_launch();
+}
+
+void transpose_last2(const void* x, DType x_type, void* y, DType y_type, i64 batch, i64 c, i64 t,
+                     cudaStream_t stream) {
+  const dim3 block(32, 8);
+  const dim3 grid(static_cast<unsigned>((t + 31) / 32), static_cast<unsigned>((c + 31) / 32),
+                  static_cast<unsigned>(batch));
+  dispatch(x_type, [&](auto in_tag) {
+    using In = decltype(in_tag);
+    dispatch(y_type, [&](auto out_tag) {
+      using Out = decltype(out_tag);
+      transpose_kernel<In, Out>
+          <<<grid, block, 0, stream>>>(static_cast<const In*>(x), static_cast<Out*>(y), c, t);
+    });
+  });
+  check_launch();
+}
+
+void im2col3(const void* x, void* columns, DType type, i64 batch, i64 t_in, i64 c_in, i64 t_out,
+             int stride, cudaStream_t stream) {
+  const i64 n = batch * t_out * c_in * 3;
+  dispatch(type, [&](auto tag) {
+    using T = decltype(tag);
+    im2col3_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<T*>(columns), batch, t_in, c_in, t_out, stride);
+  });
+  check_launch();
+}
+
+void embed(const std::int32_t* ids, const std::int32_t* pos, i64 n, const void* table,
+           DType table_type, const float* positions, float* y, i64 d, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch(table_type, [&](auto tag) {
+    using T = decltype(tag);
+    embed_kernel<T><<<static_cast<unsigned>(n), 128, 0, stream>>>(
+        ids, pos, static_cast<const T*>(table), positions, y, d);
+  });
+  check_launch();
+}
+
+void write_rows(const void* src, i64 ld_src, DType type, int batch, int rows_per_item, void* dst,
+                i64 width, i64 dst_block, const int* blocks, const int* starts,
+                cudaStream_t stream) {
+  const i64 n = static_cast<i64>(batch) * rows_per_item * width;
+  if (n == 0) return;
+  dispatch(type, [&](auto tag) {
+    using T = decltype(tag);
+    write_rows_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const T*>(src), ld_src,
+                                                               rows_per_item, static_cast<T*>(dst),
+                                                               width, dst_block, blocks, starts, n);
+  });
+  check_launch();
+}
+
+void gather_rows(const void* x, DType type, i64 d, const i64* index, i64 n, void* y,
+                 cudaStream_t stream) {
+  if (n * d == 0) return;
+  dispatch(type, [&](auto tag) {
+    using T = decltype(tag);
+    gather_rows_kernel<T><<<grid_for(n * d), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), d, index, static_cast<T*>(y), n * d);
+  });
+  check_launch();
+}
+
+void row_attention(const RowAttention& a, cudaStream_t stream) {
+  if (a.head_dim < 1 || a.head_dim > kAttentionThreads) {
+    throw std::invalid_argument("cuda attention: head size must be 1 to 128");
+  }
+  if (a.batch == 0) return;
+  const std::size_t shared =
+      (static_cast<std::size_t>(a.key_block) + a.head_dim + kAttentionThreads) * sizeof(float);
+  const dim3 grid(static_cast<unsigned>(a.query_len), static_cast<unsigned>(a.heads),
+                  static_cast<unsigned>(a.batch));
+  dispatch(a.type, [&](auto tag) {
+    using T = decltype(tag);
+    if (shared > 48 * 1024) {
+      cudaFuncSetAttribute(row_attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(shared));
+    }
+    row_attention_kernel<T><<<grid, kAttentionThreads, shared, stream>>>(a);
+  });
+  check_launch();
+}
+
+void masked_softmax(const float* scores, void* probs, DType type, int heads, int query_len,
+                    int key_len, bool causal, const HeadSlots& slots, float* capture, i64 key_block,
+                    cudaStream_t stream) {
+  const std::size_t shared = static_cast<std::size_t>(key_len) * sizeof(float);
+  const dim3 grid(static_cast<unsigned>(query_len), static_cast<unsigned>(heads));
+  dispatch(type, [&](auto tag) {
+    using P = decltype(tag);
+    if (shared > 48 * 1024) {
+      cudaFuncSetAttribute(masked_softmax_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(shared));
+    }
+    masked_softmax_kernel<P><<<grid, 256, shared, stream>>>(
+        scores, static_cast<P*>(probs), query_len, key_len, causal, slots, capture, key_block);
+  });
+  check_launch();
+}
+
+}  // namespace ifw::backend::cuda

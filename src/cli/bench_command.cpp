@@ -1,0 +1,39 @@
+#include "cli/bench_command.hpp"
+
+#include <iostream>
+
+#include "engine/weight_source.hpp"
+
+namespace ifw::cli {
+
+void add_bench_options(CLI::App& c, BenchArgs& a) {
+  engine::BenchmarkOptions& o = a.options;
+  c.add_option("--arch", o.arch, "Architecture")
+      ->check(CLI::IsMember(engine::published_architecture_names()))
+      ->capture_default_str();
+  c.add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  c.add_option("--precision", o.precision, "auto (fp16 on a GPU), fp32, fp16 or bf16")
+      ->check(CLI::IsMember({"auto", "fp32", "fp16", "bf16"}))
+      ->capture_default_str();
+  c.add_option("--threads", o.threads, "CPU threads (0: one per core)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  c.add_option("--batch", o.batch, "Windows processed together")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  c.add_option("--tokens", o.tokens, "Decoded tokens per window")
+      ->check(CLI::Range(1, 440))
+      ->capture_default_str();
+  c.add_option("--repetitions", o.repetitions, "Timed runs (the best counts)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  c.add_flag("--json", a.json, "Print the figures as JSON");
+}
+
+int run_bench(const BenchArgs& a) {
+  const auto result = engine::run_benchmark(a.options);
+  std::cout << (a.json ? engine::benchmark_json(result) : engine::benchmark_text(result));
+  return 0;
+}
+
+}  // namespace ifw::cli

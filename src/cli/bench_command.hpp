@@ -1,0 +1,20 @@
+// `ifw bench`: its options, shared by the `ifw` command and `ifw-bench`, the engine-only program
+// built for GPU hosts that have no FFmpeg or HTTP libraries.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "engine/benchmark.hpp"
+
+namespace ifw::cli {
+
+struct BenchArgs {
+  engine::BenchmarkOptions options;
+  bool json = false;
+};
+
+void add_bench_options(CLI::App& command, BenchArgs& args);
+// Runs the benchmark and prints its figures; returns the exit code.
+int run_bench(const BenchArgs& args);
+
+}  // namespace ifw::cli

@@ -1,0 +1,358 @@
+// The CUDA backend's operations against the CPU backend's (which cpu_backend_test checks against
+// double-precision references), in float32, float16 and bfloat16; device memory that returns to
+// its level; out-of-memory errors that leave the backend usable. Skipped, saying so, where no GPU
+// is at hand. Device selection (--device, --precision) is checked everywhere.
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include <ifw/error.hpp>
+
+#include "backend/backend.hpp"
+#include "backend/device_selection.hpp"
+#include "backend/devices.hpp"
+#include "engine/weight_source.hpp"
+#include "engine/whisper_model.hpp"
+#include "support/expect_error.hpp"
+
+namespace ifw::test {
+namespace {
+
+using backend::Activation;
+using backend::DType;
+using backend::MatrixRef;
+using backend::Tensor;
+
+bool have_gpu() {
+  return !backend::describe_devices().gpus.empty();
+}
+
+#define IFW_REQUIRE_GPU()                                                               \
+  do {                                                                                  \
+    if (!have_gpu()) {                                                                  \
+      GTEST_SKIP() << "no GPU: " << backend::describe_devices().cuda_status             \
+                   << " (the CUDA backend is checked on a machine with an NVIDIA GPU)"; \
+    }                                                                                   \
+  } while (0)
+
+TEST(DeviceSelection, ParsesEveryForm) {
+  EXPECT_TRUE(backend::parse_device("auto").automatic);
+  EXPECT_EQ(backend::parse_device("cpu").kind, backend::Device::kCpu);
+  EXPECT_EQ(backend::parse_device("cuda").kind, backend::Device::kCuda);
+  EXPECT_EQ(backend::parse_device("cuda:3").index, 3);
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "CPU"}) {
+    try {
+      backend::parse_device(bad);
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(backend::parse_precision("auto"));
+  EXPECT_EQ(backend::parse_precision("fp16"), DType::kF16);
+  EXPECT_EQ(backend::parse_precision("bfloat16"), DType::kBF16);
+  EXPECT_THROW(backend::parse_precision("fp8"), Error);
+}
+
+TEST(DeviceSelection, AutoRunsOnTheGpuWhenThereIsOneElseTheCpu) {
+  const auto be = backend::make_backend(backend::parse_device("auto"), std::nullopt, 1);
+  EXPECT_EQ(be->device(), have_gpu() ? backend::Device::kCuda : backend::Device::kCpu)
+      << be->description();
+}
+
+TEST(DeviceSelection, AnExplicitGpuThatIsNotThereIsAnError) {
+  if (have_gpu()) GTEST_SKIP() << "this machine has a GPU";
+  try {
+    backend::make_backend(backend::parse_device("cuda:0"), std::nullopt, 1);
+    ADD_FAILURE() << "cuda:0 accepted without a GPU";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(backend::make_backend(backend::parse_device("cpu"), DType::kF16, 1), Error);
+}
+
+// Values that the element type holds exactly, so that both backends start from the same inputs.
+std::vector<float> random_values(std::size_t n, unsigned seed, DType type, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) {
+    x = dist(rng);
+    if (type == DType::kF16) x = backend::half_to_float(backend::float_to_half(x));
+    if (type == DType::kBF16) x = backend::bfloat16_to_float(backend::float_to_bfloat16(x));
+  }
+  return v;
+}
+
+std::vector<float> host(backend::Backend& be, const Tensor& t) {
+  std::vector<float> out(static_cast<std::size_t>(t.numel()));
+  be.download(t, out);
+  return out;
+}
+
+double relative_error(const std::vector<float>& actual, const std::vector<float>& expected) {
+  double diff = 0.0, norm = 0.0;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    diff += (static_cast<double>(actual[i]) - expected[i]) * (actual[i] - expected[i]);
+    norm += static_cast<double>(expected[i]) * expected[i];
+  }
+  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
+}
+
+// One operation on both backends: the GPU's tensors of `type`, the CPU's float32.
+class CudaOps : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    IFW_REQUIRE_GPU();
+    gpu_ = backend::make_cuda_backend(0, GetParam());
+    cpu_ = backend::make_cpu_backend(2);
+  }
+  DType type() const { return GetParam(); }
+  double tolerance() const {
+    return type() == DType::kF32 ? 2e-6 : type() == DType::kF16 ? 3e-3 : 2e-2;
+  }
+  // The same values on both backends: on the GPU as `dtype`.
+  std::pair<Tensor, Tensor> both(const std::vector<float>& values, const backend::Shape& shape,
+                                 DType dtype) {
+    return {cpu_->upload(values, shape), gpu_->upload(values, shape, dtype)};
+  }
+  void expect_close(const Tensor& cpu, const Tensor& gpu, const std::string& what,
+                    double scale = 1.0) {
+    const auto expected = host(*cpu_, cpu), actual = host(*gpu_, gpu);
+    const double rel = relative_error(actual, expected);
+    EXPECT_LE(rel, tolerance() * scale) << what;
+    std::cout << "[ " << what << " ] relative error " << rel << "\n";
+  }
+
+  std::unique_ptr<backend::Backend> gpu_, cpu_;
+};
+
+TEST_P(CudaOps, LinearWithBiasGeluAccumulateAndColumnViews) {
+  const std::int64_t m = 37, k = 96, n = 80;
+  const auto x = random_values(m * 2 * k, 1, type());
+  const auto w = random_values(n * k, 2, type(), 0.2f);
+  const auto b = random_values(n, 3, DType::kF32);
+  auto [xc, xg] = both(x, {m, 2 * k}, type());
+  auto [wc, wg] = both(w, {n, k}, type());
+  auto [bc, bg] = both(b, {n}, DType::kF32);
+  // Input: the right half of a wider matrix; output: columns [n, 2n) of a [m, 3n] matrix.
+  Tensor yc = cpu_->empty({m, 3 * n}), yg = gpu_->empty({m, 3 * n}, type());
+  cpu_->linear({xc, k, 2 * k}, wc, &bc, Activation::kGelu, {yc, n, 3 * n}, m, false);
+  gpu_->linear({xg, k, 2 * k}, wg, &bg, Activation::kGelu, {yg, n, 3 * n}, m, false);
+  const auto yc_host = host(*cpu_, yc), yg_host = host(*gpu_, yg);
+  std::vector<float> a, e;
+  for (std::int64_t r = 0; r < m; ++r) {
+    for (std::int64_t c = n; c < 2 * n; ++c) {
+      a.push_back(yg_host[static_cast<std::size_t>(r * 3 * n + c)]);
+      e.push_back(yc_host[static_cast<std::size_t>(r * 3 * n + c)]);
+    }
+  }
+  EXPECT_LE(relative_error(a, e), tolerance()) << "linear + bias + gelu";
+
+  // Accumulating into a float32 residual, as the model's output projections do.
+  const auto residual = random_values(m * n, 4, DType::kF32);
+  auto [rc, rg] = both(residual, {m, n}, DType::kF32);
+  cpu_->linear({xc, 0, 2 * k}, wc, &bc, Activation::kNone, {rc, 0, n}, m, true);
+  gpu_->linear({xg, 0, 2 * k}, wg, &bg, Activation::kNone, {rg, 0, n}, m, true);
+  expect_close(rc, rg, "linear accumulate");
+}
+
+TEST_P(CudaOps, LayerNormAddRowsTransposeAndConvolution) {
+  const std::int64_t rows = 50, d = 160;
+  const auto x = random_values(rows * d, 5, DType::kF32, 3.0f);
+  const auto g = random_values(d, 6, DType::kF32);
+  const auto b = random_values(d, 7, DType::kF32);
+  auto [xc, xg] = both(x, {rows, d}, DType::kF32);
+  auto [gc, gg] = both(g, {d}, DType::kF32);
+  auto [bc, bg] = both(b, {d}, DType::kF32);
+  Tensor yc = cpu_->empty({rows, d}), yg = gpu_->empty({rows, d}, type());
+  cpu_->layer_norm(xc, gc, bc, 1e-5f, yc);
+  gpu_->layer_norm(xg, gg, bg, 1e-5f, yg);
+  expect_close(yc, yg, "layer norm");
+
+  const auto pos = random_values(10 * d, 8, DType::kF32);
+  auto [pc, pg] = both(pos, {10, d}, DType::kF32);
+  cpu_->add_rows(xc, pc, 10);
+  gpu_->add_rows(xg, pg, 10);
+  expect_close(xc, xg, "add rows");
+
+  const std::int64_t batch = 2, c = 24, t = 70;
+  const auto mel = random_values(batch * c * t, 9, DType::kF32);
+  auto [mc, mg] = both(mel, {batch, c, t}, DType::kF32);
+  Tensor tc = cpu_->empty({batch, t, c}), tg = gpu_->empty({batch, t, c}, type());
+  cpu_->transpose_last2(mc, tc);
+  gpu_->transpose_last2(mg, tg);
+  expect_close(tc, tg, "transpose");
+
+  const std::int64_t c_out = 40;
+  const auto w = random_values(c_out * c * 3, 10, type(), 0.3f);
+  const auto cb = random_values(c_out, 11, DType::kF32);
+  auto [wc, wg] = both(w, {c_out, c, 3}, type());
+  auto [cbc, cbg] = both(cb, {c_out}, DType::kF32);
+  // Inputs of the GPU's activation type hold exactly what the CPU's float32 copy holds.
+  const auto tc_host = host(*gpu_, tg);
+  const Tensor tc_same = cpu_->upload(tc_host, {batch, t, c});
+  for (const int stride : {1, 2}) {
+    const std::int64_t t_out = stride == 1 ? t : t / 2;
+    Tensor oc = cpu_->empty({batch, t_out, c_out}), og = gpu_->empty({batch, t_out, c_out}, type());
+    cpu_->conv1d_gelu(tc_same, wc, cbc, stride, oc);
+    gpu_->conv1d_gelu(tg, wg, cbg, stride, og);
+    expect_close(oc, og, "conv1d stride " + std::to_string(stride));
+  }
+}
+
+TEST_P(CudaOps, EmbedWriteRowsAndGatherRows) {
+  const std::int64_t vocab = 300, d = 64, positions = 20;
+  const auto table = random_values(vocab * d, 12, type());
+  const auto pos_table = random_values(positions * d, 13, DType::kF32);
+  auto [tc, tg] = both(table, {vocab, d}, type());
+  auto [pc, pg] = both(pos_table, {positions, d}, DType::kF32);
+  const std::vector<std::int32_t> ids = {5, 299, 0, 17}, pos = {0, 19, 3, 3};
+  Tensor yc = cpu_->empty({4, d}), yg = gpu_->empty({4, d});
+  cpu_->embed(ids, pos, tc, pc, yc);
+  gpu_->embed(ids, pos, tg, pg, yg);
+  expect_close(yc, yg, "embed", 0.0 + 1e-6 / tolerance());
+  EXPECT_THROW(
+      gpu_->embed(std::vector<std::int32_t>{300}, std::vector<std::int32_t>{0}, tg, pg, yg), Error);
+
+  // Two items' new rows into cache blocks 2 and 0 at different starts.
+  const auto src = random_values(2 * 3 * 2 * d, 14, type());
+  auto [sc, sg] = both(src, {6, 2 * d}, type());
+  Tensor cc = cpu_->upload(std::vector<float>(3 * 8 * d, 0.0f), {3, 8, d});
+  Tensor cg = gpu_->upload(std::vector<float>(3 * 8 * d, 0.0f), {3, 8, d}, type());
+  const std::vector<int> blocks = {2, 0}, starts = {1, 5};
+  cpu_->write_rows({sc, d, 2 * d}, 2, 3, cc, 8, blocks, starts);
+  gpu_->write_rows({sg, d, 2 * d}, 2, 3, cg, 8, blocks, starts);
+  EXPECT_EQ(host(*cpu_, cc), host(*gpu_, cg)) << "write rows";
+
+  const std::vector<std::int64_t> index = {2, 0, 2, 5};
+  Tensor gc = cpu_->empty({4, 2 * d}), gg = gpu_->empty({4, 2 * d}, type());
+  cpu_->gather_rows(sc, index, gc);
+  gpu_->gather_rows(sg, index, gg);
+  EXPECT_EQ(host(*cpu_, gc), host(*gpu_, gg)) << "gather rows";
+}
+
+// Attention the three ways the model calls it: encoder self-attention (long queries), a prompt
+// with causal masking and captured heads, and single decoding steps over cache blocks.
+TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
+  const int heads = 3, hd = 64;
+  const std::int64_t d = heads * hd;
+  struct Case {
+    std::string name;
+    int batch, query_len, key_block;
+    std::vector<int> key_lengths, item_index;
+    bool causal;
+    std::vector<int> capture_heads;
+  };
+  const std::vector<Case> cases = {
+      {"encoder", 2, 150, 150, {150, 150}, {}, false, {}},
+      {"prompt", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}},
+      {"step", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}},
+      {"cross step", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}},
+  };
+  for (const Case& c : cases) {
+    const std::int64_t q_rows = static_cast<std::int64_t>(c.batch) * c.query_len;
+    const std::int64_t blocks = 3;
+    const auto q = random_values(q_rows * 3 * d, 20, type());
+    const auto kv = random_values(blocks * c.key_block * 2 * d, 21, type());
+    auto [qc, qg] = both(q, {q_rows, 3 * d}, type());
+    auto [kc, kg] = both(kv, {blocks * c.key_block, 2 * d}, type());
+    Tensor oc = cpu_->empty({q_rows, d}), og = gpu_->empty({q_rows, d}, type());
+    const std::size_t cap_size = static_cast<std::size_t>(c.batch) * c.capture_heads.size() *
+                                 static_cast<std::size_t>(c.query_len * c.key_block);
+    std::vector<float> cap_c(cap_size), cap_g(cap_size, -1.0f);
+    const auto run = [&](backend::Backend& be, const Tensor& qt, const Tensor& kt, Tensor& out,
+                         std::vector<float>& cap) {
+      backend::AttentionArgs a;
+      a.q = {qt, 0, 3 * d};
+      a.k = {kt, 0, 2 * d};
+      a.v = {kt, d, 2 * d};
+      a.out = {out, 0, d};
+      a.batch = c.batch;
+      a.heads = heads;
+      a.head_dim = hd;
+      a.query_len = c.query_len;
+      a.key_block = c.key_block;
+      a.key_lengths = c.key_lengths;
+      a.item_index = c.item_index;
+      a.causal = c.causal;
+      a.scale = 0.125f;
+      a.capture_heads = c.capture_heads;
+      if (!c.capture_heads.empty()) a.capture = cap;
+      be.attention(a);
+    };
+    run(*cpu_, qc, kc, oc, cap_c);
+    run(*gpu_, qg, kg, og, cap_g);
+    expect_close(oc, og, "attention " + c.name);
+    if (!c.capture_heads.empty()) {
+      EXPECT_LE(relative_error(cap_g, cap_c), tolerance()) << "captured weights " << c.name;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaOps, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const auto& param_info) {
+                           return std::string(backend::dtype_name(param_info.param));
+                         });
+
+double used_mib() {
+  const backend::DeviceMemory m = backend::device_memory(0);
+  return static_cast<double>(m.total - m.free) / (1024.0 * 1024.0);
+}
+
+// 1000 windows in a row leave device memory where the first ones left it, and releasing the
+// model returns it to within 64 MiB of its level before the model was loaded.
+TEST(CudaMemory, ThousandWindowsDoNotGrowAndReleaseReturnsIt) {
+  IFW_REQUIRE_GPU();
+  const double before = used_mib();
+  {
+    auto be = backend::make_cuda_backend(0, DType::kF16);
+    model::WhisperConfig config = engine::published_architecture("tiny");
+    engine::RandomWeights weights(7);
+    auto model = std::make_unique<engine::WhisperModel>(config, weights, *be);
+    const int batch = 25;
+    std::vector<float> mel(static_cast<std::size_t>(batch) * 80 * 3000, 0.1f);
+    double after_first = 0.0;
+    for (int round = 0; round < 1000 / batch; ++round) {
+      const Tensor states = model->encode(mel, batch);
+      engine::DecoderSession session(*model, states);
+      std::vector<int> items(batch);
+      for (int b = 0; b < batch; ++b)
+        items[static_cast<std::size_t>(b)] = b;
+      std::vector<engine::TokenId> tokens(static_cast<std::size_t>(batch) * 4, 50258);
+      session.forward(tokens, 4, items, engine::LogitRows::kLast);
+      for (int s = 0; s < 20; ++s) {
+        std::vector<engine::TokenId> step(static_cast<std::size_t>(batch), 440);
+        session.forward(step, 1, items, engine::LogitRows::kLast);
+      }
+      if (round == 1) after_first = used_mib();
+      if (round > 1) {
+        ASSERT_LE(used_mib(), after_first + 1.0) << "device memory grew by round " << round;
+      }
+    }
+    model.reset();
+    be->release_cached_memory();
+  }
+  EXPECT_LE(used_mib(), before + 64.0) << "device memory not returned after release";
+}
+
+TEST(CudaMemory, OutOfMemoryIsAnErrorAndTheBackendStaysUsable) {
+  IFW_REQUIRE_GPU();
+  auto be = backend::make_cuda_backend(0, DType::kF16);
+  const backend::DeviceMemory m = backend::device_memory(0);
+  try {
+    be->empty({static_cast<std::int64_t>(m.total / 2) * 3}, DType::kF16);  // 1.5x the card
+    ADD_FAILURE() << "an allocation larger than the GPU succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kOutOfMemory) << e.what();
+  }
+  const std::vector<float> values = {1.0f, 2.0f, 3.0f};
+  const Tensor t = be->upload(values, {3}, DType::kF16);
+  EXPECT_EQ(host(*be, t), values);
+}
+
+}  // namespace
+}  // namespace ifw::test
