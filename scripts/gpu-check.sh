@@ -2,7 +2,7 @@
 # On a machine with an NVIDIA GPU: the CUDA backend's operations against the CPU's, the engine's
 # conformance on the GPU in fp32, fp16 and bf16 (against ../shared/golden or $IFW_GOLDEN_DIR), and
 # the benchmarks recorded in docs/PERFORMANCE.md.
-#   scripts/gpu-check.sh BIN_DIR [OUT_DIR] [quick]
+#   scripts/gpu-check.sh BIN_DIR [OUT_DIR] [full|quick|profile]
 # BIN_DIR holds ifw_gpu_checks and ifw-bench (a release build: build/release/tests and
 # build/release, or a bundle made by scripts/make-gpu-bundle.sh). Logs go to OUT_DIR.
 set -uo pipefail
@@ -27,13 +27,25 @@ done
 archs="large-v3-turbo large-v3"
 batches="24 64"
 [ "$mode" = quick ] && archs="large-v3-turbo" && batches="24"
+if [ "$mode" = profile ]; then
+  # Where the time goes, per operation (every operation waits for the GPU: slower overall).
+  IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3-turbo --batch 24 --tokens 20 \
+    --repetitions 1 >"$out/profile_turbo_b24.txt" 2>&1
+  IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3 --batch 8 --tokens 20 \
+    --repetitions 1 >"$out/profile_large_b8.txt" 2>&1
+  tail -n 25 "$out/profile_turbo_b24.txt" "$out/profile_large_b8.txt"
+  archs="large-v3-turbo large-v3"
+  batches="64"
+fi
 for arch in $archs; do
   for batch in $batches; do
     "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 --repetitions 2 \
       2>&1 | tee "$out/bench_${arch}_b${batch}.txt" || status=1
   done
 done
-if [ "$mode" != quick ]; then
+if [ "$mode" = full ]; then
+  IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3 --batch 24 --tokens 20 \
+    --repetitions 1 2>&1 | grep -A14 "cuda profile" | tee "$out/profile_large_b24.txt"
   # The same with cuBLAS products and a softmax kernel instead of the flash-attention kernel.
   IFW_CUDA_ATTENTION=gemm "$bench" --device cuda --arch large-v3-turbo --batch 64 --tokens 100 \
     --repetitions 2 2>&1 | tee "$out/bench_large-v3-turbo_b64_gemm_attention.txt" || status=1

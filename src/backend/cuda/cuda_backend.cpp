@@ -3,9 +3,12 @@
 // within the CPU's tolerances), everything else in kernels.cu. Every operation is issued on one
 // stream; the host waits only when it downloads.
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -72,10 +75,68 @@ bool use_flash_attention() {
 // Bytes of im2col columns a convolution builds at once.
 constexpr i64 kConvolutionChunkBytes = i64{256} << 20;
 
+// IFW_CUDA_PROFILE=1: every operation waits for the GPU before and after, so that the time to
+// issue it (host) and to run it (device) are told apart; totals per operation are printed when
+// the backend goes. Slows everything down: for finding where the time goes, never for figures.
+class OpProfile {
+ public:
+  explicit OpProfile(cudaStream_t stream) : stream_(stream) {
+    const char* v = std::getenv("IFW_CUDA_PROFILE");
+    enabled_ = v != nullptr && std::string(v) == "1";
+  }
+  ~OpProfile() {
+    if (!enabled_ || totals_.empty()) return;
+    std::vector<std::pair<std::string, Total>> rows(totals_.begin(), totals_.end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.device > b.second.device; });
+    double all = 0.0;
+    for (const auto& r : rows)
+      all += r.second.device + r.second.host;
+    std::string table = "cuda profile (ms: issuing on the host, running on the GPU):\n";
+    for (const auto& [name, t] : rows) {
+      table += fmt::format("  {:<18} {:>9} calls {:>10.1f} host {:>10.1f} device {:>5.1f}%\n", name,
+                           t.calls, t.host, t.device, 100.0 * (t.host + t.device) / all);
+    }
+    std::fputs(table.c_str(), stderr);
+  }
+  OpProfile(const OpProfile&) = delete;
+  OpProfile& operator=(const OpProfile&) = delete;
+
+  template <typename F>
+  void run(const char* name, F&& f) {
+    if (!enabled_) {
+      f();
+      return;
+    }
+    using Clock = std::chrono::steady_clock;
+    cudaStreamSynchronize(stream_);
+    const auto t0 = Clock::now();
+    f();
+    const auto t1 = Clock::now();
+    cudaStreamSynchronize(stream_);
+    const auto t2 = Clock::now();
+    Total& t = totals_[name];
+    ++t.calls;
+    t.host += std::chrono::duration<double, std::milli>(t1 - t0).count();
+    t.device += std::chrono::duration<double, std::milli>(t2 - t1).count();
+  }
+
+ private:
+  struct Total {
+    long calls = 0;
+    double host = 0.0, device = 0.0;
+  };
+  cudaStream_t stream_;
+  bool enabled_ = false;
+  std::map<std::string, Total> totals_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int index, DType dtype)
-      : context_(std::make_shared<DeviceContext>(index)), dtype_(dtype) {
+      : context_(std::make_shared<DeviceContext>(index)),
+        dtype_(dtype),
+        profile_(context_->stream()) {
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
     name_ = prop.name;
@@ -98,7 +159,10 @@ class CudaBackend final : public Backend {
   Tensor empty(const Shape& shape, DType dtype = DType::kF32) override {
     context_->activate();
     const auto bytes = static_cast<std::size_t>(element_count(shape)) * dtype_size(dtype);
-    return Tensor(std::make_shared<cuda::DeviceStorage>(context_, bytes), shape, dtype);
+    std::shared_ptr<cuda::DeviceStorage> storage;
+    profile_.run("allocate",
+                 [&] { storage = std::make_shared<cuda::DeviceStorage>(context_, bytes); });
+    return Tensor(std::move(storage), shape, dtype);
   }
 
   Tensor upload(std::span<const float> values, const Shape& shape,
@@ -131,9 +195,11 @@ class CudaBackend final : public Backend {
       source = empty(t.shape(), DType::kF32);
       cuda::convert(t.raw(), t.dtype(), source.raw(), DType::kF32, t.numel(), stream());
     }
-    check(cudaMemcpyAsync(out.data(), source.raw(), out.size_bytes(), cudaMemcpyDeviceToHost,
-                          stream()),
-          "copying from the GPU");
+    profile_.run("download", [&] {
+      check(cudaMemcpyAsync(out.data(), source.raw(), out.size_bytes(), cudaMemcpyDeviceToHost,
+                            stream()),
+            "copying from the GPU");
+    });
     check(cudaStreamSynchronize(stream()), "waiting for the GPU");
   }
 
@@ -155,13 +221,17 @@ class CudaBackend final : public Backend {
     require(!accumulate || act == Activation::kNone, "linear: accumulate with an activation");
     const i64 n = w.dim(0), k = w.dim(1);
     if (rows == 0) return;
-    gemm_abt(at(x.tensor, 0, x.ld, x.column), x.tensor.dtype(), x.ld, w.raw(), w.dtype(), k,
-             at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), y.ld, rows, n, k, 1.0f,
-             accumulate ? 1.0f : 0.0f);
+    profile_.run("linear", [&] {
+      gemm_abt(at(x.tensor, 0, x.ld, x.column), x.tensor.dtype(), x.ld, w.raw(), w.dtype(), k,
+               at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), y.ld, rows, n, k, 1.0f,
+               accumulate ? 1.0f : 0.0f);
+    });
     if (bias != nullptr) require(bias->dtype() == DType::kF32, "linear: the bias is not float32");
-    cuda::bias_activation(at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), rows, n, y.ld,
-                          bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr,
-                          act == Activation::kGelu, stream());
+    profile_.run("bias/gelu", [&] {
+      cuda::bias_activation(at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), rows, n, y.ld,
+                            bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr,
+                            act == Activation::kGelu, stream());
+    });
   }
 
   void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
@@ -169,9 +239,11 @@ class CudaBackend final : public Backend {
     context_->activate();
     require(x.dtype() == DType::kF32, "layer_norm: the input is not float32");
     const i64 d = x.shape().back();
-    cuda::layer_norm(static_cast<const float*>(x.raw()), y.raw(), y.dtype(), x.numel() / d, d,
-                     static_cast<const float*>(gamma.raw()), static_cast<const float*>(beta.raw()),
-                     eps, stream());
+    profile_.run("layer_norm", [&] {
+      cuda::layer_norm(static_cast<const float*>(x.raw()), y.raw(), y.dtype(), x.numel() / d, d,
+                       static_cast<const float*>(gamma.raw()),
+                       static_cast<const float*>(beta.raw()), eps, stream());
+    });
   }
 
   void add_rows(Tensor& x, const Tensor& rows, std::int64_t block) override {
@@ -179,8 +251,10 @@ class CudaBackend final : public Backend {
     require(x.dtype() == DType::kF32 && rows.dtype() == DType::kF32,
             "add_rows: tensors are not float32");
     const i64 d = x.shape().back();
-    cuda::add_rows(static_cast<float*>(x.raw()), static_cast<const float*>(rows.raw()),
-                   x.numel() / d, d, block, stream());
+    profile_.run("add_rows", [&] {
+      cuda::add_rows(static_cast<float*>(x.raw()), static_cast<const float*>(rows.raw()),
+                     x.numel() / d, d, block, stream());
+    });
   }
 
   void transpose_last2(const Tensor& x, Tensor& y) override {
@@ -200,16 +274,18 @@ class CudaBackend final : public Backend {
     const i64 chunk =
         std::clamp<i64>(kConvolutionChunkBytes / std::max<i64>(per_item, 1), 1, batch);
     const Tensor columns = empty({chunk * t_out, width}, x.dtype());
-    for (i64 b0 = 0; b0 < batch; b0 += chunk) {
-      const i64 n = std::min(chunk, batch - b0);
-      cuda::im2col3(at(x, b0 * t_in, c_in, 0), columns.raw(), x.dtype(), n, t_in, c_in, t_out,
-                    stride, stream());
-      void* out = at_mut(y, b0 * t_out, c_out, 0);
-      gemm_abt(columns.raw(), x.dtype(), width, w.raw(), w.dtype(), width, out, y.dtype(), c_out,
-               n * t_out, c_out, width, 1.0f, 0.0f);
-      cuda::bias_activation(out, y.dtype(), n * t_out, c_out, c_out,
-                            static_cast<const float*>(bias.raw()), true, stream());
-    }
+    profile_.run("conv1d", [&] {
+      for (i64 b0 = 0; b0 < batch; b0 += chunk) {
+        const i64 n = std::min(chunk, batch - b0);
+        cuda::im2col3(at(x, b0 * t_in, c_in, 0), columns.raw(), x.dtype(), n, t_in, c_in, t_out,
+                      stride, stream());
+        void* out = at_mut(y, b0 * t_out, c_out, 0);
+        gemm_abt(columns.raw(), x.dtype(), width, w.raw(), w.dtype(), width, out, y.dtype(), c_out,
+                 n * t_out, c_out, width, 1.0f, 0.0f);
+        cuda::bias_activation(out, y.dtype(), n * t_out, c_out, c_out,
+                              static_cast<const float*>(bias.raw()), true, stream());
+      }
+    });
   }
 
   void attention(const AttentionArgs& a) override;
@@ -232,9 +308,11 @@ class CudaBackend final : public Backend {
       }
     }
     const DeviceArray<std::int32_t> d_ids(*context_, ids), d_pos(*context_, pos);
-    cuda::embed(d_ids.get(), d_pos.get(), static_cast<i64>(ids.size()), table.raw(), table.dtype(),
-                static_cast<const float*>(positions.raw()), static_cast<float*>(y.raw()),
-                table.dim(1), stream());
+    profile_.run("embed", [&] {
+      cuda::embed(d_ids.get(), d_pos.get(), static_cast<i64>(ids.size()), table.raw(),
+                  table.dtype(), static_cast<const float*>(positions.raw()),
+                  static_cast<float*>(y.raw()), table.dim(1), stream());
+    });
   }
 
   void write_rows(const MatrixRef& src, int batch, int rows_per_item, Tensor& dst,
@@ -244,9 +322,11 @@ class CudaBackend final : public Backend {
     require(src.tensor.dtype() == dst.dtype(), "write_rows: source and cache differ in type");
     const DeviceArray<int> d_blocks(*context_, blocks.first(static_cast<std::size_t>(batch)));
     const DeviceArray<int> d_starts(*context_, starts.first(static_cast<std::size_t>(batch)));
-    cuda::write_rows(at(src.tensor, 0, src.ld, src.column), src.ld, dst.dtype(), batch,
-                     rows_per_item, dst.raw(), dst.shape().back(), dst_block, d_blocks.get(),
-                     d_starts.get(), stream());
+    profile_.run("write_rows", [&] {
+      cuda::write_rows(at(src.tensor, 0, src.ld, src.column), src.ld, dst.dtype(), batch,
+                       rows_per_item, dst.raw(), dst.shape().back(), dst_block, d_blocks.get(),
+                       d_starts.get(), stream());
+    });
   }
 
   void gather_rows(const Tensor& x, std::span<const std::int64_t> index, Tensor& y) override {
@@ -278,6 +358,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<DeviceContext> context_;
   DType dtype_;
   std::string name_;
+  OpProfile profile_;
 };
 
 void CudaBackend::attention(const AttentionArgs& a) {
@@ -339,7 +420,7 @@ void CudaBackend::attention(const AttentionArgs& a) {
   if (use_flash_attention() && a.query_len > kRowAttentionMaxQueries && !a.causal &&
       n_capture == 0 && a.item_index.empty() && same_lengths &&
       cuda::flash_attention_supported(flash)) {
-    cuda::flash_attention(flash, stream());
+    profile_.run("attention flash", [&] { cuda::flash_attention(flash, stream()); });
   } else if (a.query_len <= kRowAttentionMaxQueries) {
     const DeviceArray<int> lengths(*context_, std::span<const int>(a.key_lengths));
     std::vector<int> blocks = a.item_index;
@@ -366,7 +447,7 @@ void CudaBackend::attention(const AttentionArgs& a) {
     r.slots = slots;
     r.n_capture = n_capture;
     r.capture = capture_data;
-    cuda::row_attention(r, stream());
+    profile_.run("attention rows", [&] { cuda::row_attention(r, stream()); });
   } else {
     // Per item: scores = scale * Q K^T for every head in one batched product, a masked softmax,
     // then P V into the output's columns.
@@ -375,33 +456,35 @@ void CudaBackend::attention(const AttentionArgs& a) {
     const Tensor probs = empty({a.heads * per_head}, type);
     const float zero = 0.0f, one = 1.0f;
     const int hd = a.head_dim;
-    for (int b = 0; b < a.batch; ++b) {
-      const i64 block = a.item_index.empty() ? b : a.item_index[static_cast<std::size_t>(b)];
-      const int len = a.key_lengths[static_cast<std::size_t>(b)];
-      const i64 q_row = static_cast<i64>(b) * a.query_len, k_row = block * a.key_block;
-      const i64 head_scores = static_cast<i64>(a.query_len) * len;
-      check(cublasGemmStridedBatchedEx(
-                context_->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, len, a.query_len, hd, &a.scale,
-                at(a.k.tensor, k_row, a.k.ld, a.k.column), cuda_type(type),
-                to_int(a.k.ld, "stride"), hd, at(a.q.tensor, q_row, a.q.ld, a.q.column),
-                cuda_type(type), to_int(a.q.ld, "stride"), hd, &zero, scores.raw(), CUDA_R_32F, len,
-                head_scores, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-            "cuBLAS attention scores");
-      cuda::masked_softmax(
-          static_cast<const float*>(scores.raw()), probs.raw(), type, a.heads, a.query_len, len,
-          a.causal, slots,
-          capture_data != nullptr
-              ? capture_data + static_cast<i64>(b) * n_capture * a.query_len * a.key_block
-              : nullptr,
-          a.key_block, stream());
-      check(cublasGemmStridedBatchedEx(
-                context_->cublas(), CUBLAS_OP_N, CUBLAS_OP_N, hd, a.query_len, len, &one,
-                at(a.v.tensor, k_row, a.v.ld, a.v.column), cuda_type(type),
-                to_int(a.v.ld, "stride"), hd, probs.raw(), cuda_type(type), len, head_scores, &zero,
-                at_mut(a.out.tensor, q_row, a.out.ld, a.out.column), cuda_type(type),
-                to_int(a.out.ld, "stride"), hd, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-            "cuBLAS attention output");
-    }
+    profile_.run("attention gemm", [&] {
+      for (int b = 0; b < a.batch; ++b) {
+        const i64 block = a.item_index.empty() ? b : a.item_index[static_cast<std::size_t>(b)];
+        const int len = a.key_lengths[static_cast<std::size_t>(b)];
+        const i64 q_row = static_cast<i64>(b) * a.query_len, k_row = block * a.key_block;
+        const i64 head_scores = static_cast<i64>(a.query_len) * len;
+        check(cublasGemmStridedBatchedEx(
+                  context_->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, len, a.query_len, hd, &a.scale,
+                  at(a.k.tensor, k_row, a.k.ld, a.k.column), cuda_type(type),
+                  to_int(a.k.ld, "stride"), hd, at(a.q.tensor, q_row, a.q.ld, a.q.column),
+                  cuda_type(type), to_int(a.q.ld, "stride"), hd, &zero, scores.raw(), CUDA_R_32F,
+                  len, head_scores, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cuBLAS attention scores");
+        cuda::masked_softmax(
+            static_cast<const float*>(scores.raw()), probs.raw(), type, a.heads, a.query_len, len,
+            a.causal, slots,
+            capture_data != nullptr
+                ? capture_data + static_cast<i64>(b) * n_capture * a.query_len * a.key_block
+                : nullptr,
+            a.key_block, stream());
+        check(cublasGemmStridedBatchedEx(
+                  context_->cublas(), CUBLAS_OP_N, CUBLAS_OP_N, hd, a.query_len, len, &one,
+                  at(a.v.tensor, k_row, a.v.ld, a.v.column), cuda_type(type),
+                  to_int(a.v.ld, "stride"), hd, probs.raw(), cuda_type(type), len, head_scores,
+                  &zero, at_mut(a.out.tensor, q_row, a.out.ld, a.out.column), cuda_type(type),
+                  to_int(a.out.ld, "stride"), hd, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cuBLAS attention output");
+      }
+    });
   }
   if (n_capture > 0) {
     check(cudaMemcpyAsync(a.capture.data(), capture.raw(), a.capture.size_bytes(),

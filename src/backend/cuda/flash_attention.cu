@@ -1,147 +1,176 @@
-// Encoder self-attention in one pass over the keys (FlashAttention-2's scheme on WMMA tensor
-// cores): per block 64 queries of one head of one item, key tiles of 64 streamed through shared
-// memory, softmax kept online per row, so the 1500 x 1500 scores never reach device memory.
+// Encoder self-attention in one pass over the keys (FlashAttention-2's scheme): per block 64
+// queries of one head of one item (16 per warp), key tiles of 64 staged in shared memory, scores
+// and probabilities kept in registers as the tensor cores' fragments (mma.sync m16n8k16, float32
+// accumulation), softmax online per row, so the 1500 x 1500 scores never reach device memory.
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 
 #include "backend/cuda/kernels.hpp"
 
 namespace ifw::backend::cuda {
 namespace {
 
-using namespace nvcuda;
 using i64 = std::int64_t;
 
-constexpr int kTile = 64;            // queries per block, keys per tile, head size
-constexpr int kWarps = 4;            // each warp owns 16 query rows
-constexpr int kHalfLd = kTile + 8;   // padded rows of 16-bit tiles (ldm multiple of 8)
-constexpr int kFloatLd = kTile + 4;  // padded rows of float tiles (ldm multiple of 4)
-constexpr std::size_t kSharedBytes =
-    3 * kTile * kHalfLd * 2 +         // Q, K, V tiles
-    kWarps * 16 * kFloatLd * 4 * 2 +  // per warp: scores (then P.V), output
-    kWarps * 16 * kHalfLd * 2;        // per warp: probabilities
+constexpr int kHead = 64;       // head size
+constexpr int kKeys = 64;       // keys per tile
+constexpr int kWarps = 4;       // 16 query rows each
+constexpr int kLd = kHead + 8;  // padded shared rows: fragment reads hit 32 distinct banks
 
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
+__device__ __forceinline__ std::uint32_t pack(float lo, float hi, __half) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const std::uint32_t*>(&v);
 }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
+__device__ __forceinline__ std::uint32_t pack(float lo, float hi, __nv_bfloat16) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const std::uint32_t*>(&v);
 }
 
-// Rows [row0, row0 + 64) of a head's 64 columns into a padded shared tile; rows past `rows`
-// are zeros. 16-byte loads: the host checked the alignment.
+// d += a . b for one 16x8 tile (a: 16x16 row-major fragment, b: 16x8 column fragment).
+__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                    std::uint32_t b1, __half) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                    std::uint32_t b1, __nv_bfloat16) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 template <typename T>
-__device__ void load_tile(const T* src, i64 ld, int row0, int rows, T* tile) {
-  for (int i = threadIdx.x; i < kTile * kTile / 8; i += blockDim.x) {
-    const int r = i / 8, c = (i % 8) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (row0 + r < rows) value = *reinterpret_cast<const uint4*>(src + (row0 + r) * ld + c);
-    *reinterpret_cast<uint4*>(tile + r * kHalfLd + c) = value;
-  }
+__device__ __forceinline__ std::uint32_t load_pair(const T* p) {
+  return *reinterpret_cast<const std::uint32_t*>(p);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAttention a) {
-  extern __shared__ __align__(128) unsigned char shared[];
-  T* qs = reinterpret_cast<T*>(shared);
-  T* ks = qs + kTile * kHalfLd;
-  T* vs = ks + kTile * kHalfLd;
+  __shared__ __align__(16) T keys[kKeys * kLd];    // [key][dim]
+  __shared__ __align__(16) T values[kHead * kLd];  // transposed: [dim][key]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* scores = reinterpret_cast<float*>(vs + kTile * kHalfLd) + warp * 16 * kFloatLd;
-  float* output = reinterpret_cast<float*>(vs + kTile * kHalfLd) + (kWarps + warp) * 16 * kFloatLd;
-  T* probs = reinterpret_cast<T*>(reinterpret_cast<float*>(vs + kTile * kHalfLd) +
-                                  2 * kWarps * 16 * kFloatLd) +
-             warp * 16 * kHalfLd;
+  const int g = lane / 4, t = lane % 4;  // fragment row group, thread in group
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int row0 = blockIdx.x * (kWarps * 16) + warp * 16;  // this warp's first query
+  const T* q = static_cast<const T*>(a.q) + static_cast<i64>(b) * a.query_len * a.ld_q + h * kHead;
+  const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead;
+  const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead;
 
-  const int q0 = blockIdx.x * kTile, h = blockIdx.y, b = blockIdx.z;
-  const T* q = static_cast<const T*>(a.q) + static_cast<i64>(b) * a.query_len * a.ld_q + h * kTile;
-  const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kTile;
-  const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kTile;
-  load_tile(q + static_cast<i64>(q0) * a.ld_q, a.ld_q, 0, a.query_len - q0, qs);
-
-  // Lane pairs share a row: row `r`, columns [c0, c0 + 32).
-  const int r = lane / 2, c0 = (lane % 2) * 32;
-  for (int c = c0; c < c0 + 32; ++c)
-    output[r * kFloatLd + c] = 0.0f;
-  float m = -INFINITY, l = 0.0f;
-
-  for (int k0 = 0; k0 < a.key_len; k0 += kTile) {
-    __syncthreads();  // the previous tiles are no longer read
-    load_tile(k, a.ld_k, k0, a.key_len, ks);
-    load_tile(v, a.ld_v, k0, a.key_len, vs);
-    __syncthreads();
-
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> s[4];
-    for (int n = 0; n < 4; ++n)
-      wmma::fill_fragment(s[n], 0.0f);
-    for (int kk = 0; kk < 4; ++kk) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qa;
-      wmma::load_matrix_sync(qa, qs + warp * 16 * kHalfLd + kk * 16, kHalfLd);
-      for (int n = 0; n < 4; ++n) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kb;  // K^T
-        wmma::load_matrix_sync(kb, ks + n * 16 * kHalfLd + kk * 16, kHalfLd);
-        wmma::mma_sync(s[n], qa, kb, s[n]);
-      }
+  // Q as A fragments for the four 16-wide slices of the head: rows g and g + 8.
+  std::uint32_t qa[4][4];
+  {
+    const bool r0 = row0 + g < a.query_len, r1 = row0 + g + 8 < a.query_len;
+    const T* q0 = q + static_cast<i64>(row0 + g) * a.ld_q;
+    const T* q1 = q + static_cast<i64>(row0 + g + 8) * a.ld_q;
+    for (int kc = 0; kc < 4; ++kc) {
+      const int c = kc * 16 + 2 * t;
+      qa[kc][0] = r0 ? load_pair(q0 + c) : 0u;
+      qa[kc][1] = r1 ? load_pair(q1 + c) : 0u;
+      qa[kc][2] = r0 ? load_pair(q0 + c + 8) : 0u;
+      qa[kc][3] = r1 ? load_pair(q1 + c + 8) : 0u;
     }
-    for (int n = 0; n < 4; ++n)
-      wmma::store_matrix_sync(scores + n * 16, s[n], kFloatLd, wmma::mem_row_major);
-    __syncwarp();
-
-    float* row = scores + r * kFloatLd;
-    float tile_max = -INFINITY;
-    for (int c = c0; c < c0 + 32; ++c) {
-      const float x = k0 + c < a.key_len ? row[c] * a.scale : -INFINITY;
-      row[c] = x;
-      tile_max = fmaxf(tile_max, x);
-    }
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    const float m_new = fmaxf(m, tile_max);  // finite: every tile holds a key
-    float sum = 0.0f;
-    for (int c = c0; c < c0 + 32; ++c) {
-      const float p = __expf(row[c] - m_new);
-      probs[r * kHalfLd + c] = from_float<T>(p);
-      sum += p;
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    const float alpha = __expf(m - m_new);
-    m = m_new;
-    l = l * alpha + sum;
-    __syncwarp();
-
-    // P . V into the scores' space, then output = output * alpha + P . V.
-    for (int n = 0; n < 4; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-      wmma::fill_fragment(o, 0.0f);
-      for (int kk = 0; kk < 4; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa;
-        wmma::load_matrix_sync(pa, probs + kk * 16, kHalfLd);
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vb;
-        wmma::load_matrix_sync(vb, vs + kk * 16 * kHalfLd + n * 16, kHalfLd);
-        wmma::mma_sync(o, pa, vb, o);
-      }
-      wmma::store_matrix_sync(scores + n * 16, o, kFloatLd, wmma::mem_row_major);
-    }
-    __syncwarp();
-    for (int c = c0; c < c0 + 32; ++c)
-      output[r * kFloatLd + c] = output[r * kFloatLd + c] * alpha + row[c];
-    __syncwarp();
   }
 
-  const int query = q0 + warp * 16 + r;
-  if (query < a.query_len) {
-    T* out =
-        static_cast<T*>(a.out) + (static_cast<i64>(b) * a.query_len + query) * a.ld_out + h * kTile;
-    const float inv = 1.0f / l;
-    for (int c = c0; c < c0 + 32; ++c)
-      out[c] = from_float<T>(output[r * kFloatLd + c] * inv);
+  float o[8][4] = {};  // output: 8 tiles of 8 dims; [0..1] row g, [2..3] row g + 8
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  const float scale = a.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
+
+  for (int k0 = 0; k0 < a.key_len; k0 += kKeys) {
+    __syncthreads();  // the previous tile is no longer read
+    for (int i = threadIdx.x; i < kKeys * kHead / 8; i += blockDim.x) {
+      const int r = i / 8, c = (i % 8) * 8;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (k0 + r < a.key_len) {
+        kv = *reinterpret_cast<const uint4*>(k + static_cast<i64>(k0 + r) * a.ld_k + c);
+        vv = *reinterpret_cast<const uint4*>(v + static_cast<i64>(k0 + r) * a.ld_v + c);
+      }
+      *reinterpret_cast<uint4*>(keys + r * kLd + c) = kv;
+      const T* vs = reinterpret_cast<const T*>(&vv);
+      for (int e = 0; e < 8; ++e)
+        values[(c + e) * kLd + r] = vs[e];
+    }
+    __syncthreads();
+
+    // Scores of 64 keys: 8 tiles of 8 keys.
+    float s[8][4];
+    for (int n = 0; n < 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      const T* kr = keys + (n * 8 + g) * kLd + 2 * t;
+      for (int kc = 0; kc < 4; ++kc)
+        mma(s[n], qa[kc], load_pair(kr + kc * 16), load_pair(kr + kc * 16 + 8), T{});
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+    for (int n = 0; n < 8; ++n) {
+      for (int e = 0; e < 4; ++e) {
+        const int key = k0 + n * 8 + 2 * t + (e & 1);
+        s[n][e] = key < a.key_len ? s[n][e] * scale : -INFINITY;
+      }
+      mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+    }
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+    }
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);  // finite: each tile holds a key
+    const float alpha0 = exp2f(m0 - n0), alpha1 = exp2f(m1 - n1);
+    m0 = n0;
+    m1 = n1;
+    float sum0 = 0.0f, sum1 = 0.0f;
+    for (int n = 0; n < 8; ++n) {
+      s[n][0] = exp2f(s[n][0] - n0);
+      s[n][1] = exp2f(s[n][1] - n0);
+      s[n][2] = exp2f(s[n][2] - n1);
+      s[n][3] = exp2f(s[n][3] - n1);
+      sum0 += s[n][0] + s[n][1];
+      sum1 += s[n][2] + s[n][3];
+    }
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+      sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
+      sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
+    }
+    l0 = l0 * alpha0 + sum0;
+    l1 = l1 * alpha1 + sum1;
+    for (int n = 0; n < 8; ++n) {
+      o[n][0] *= alpha0;
+      o[n][1] *= alpha0;
+      o[n][2] *= alpha1;
+      o[n][3] *= alpha1;
+    }
+    // P . V: the score tiles are already laid out as A fragments of 16 keys each.
+    for (int kc = 0; kc < 4; ++kc) {
+      const std::uint32_t pa[4] = {pack(s[2 * kc][0], s[2 * kc][1], T{}),
+                                   pack(s[2 * kc][2], s[2 * kc][3], T{}),
+                                   pack(s[2 * kc + 1][0], s[2 * kc + 1][1], T{}),
+                                   pack(s[2 * kc + 1][2], s[2 * kc + 1][3], T{})};
+      for (int n = 0; n < 8; ++n) {
+        const T* vr = values + (n * 8 + g) * kLd + kc * 16 + 2 * t;
+        mma(o[n], pa, load_pair(vr), load_pair(vr + 8), T{});
+      }
+    }
+  }
+
+  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+  T* out = static_cast<T*>(a.out) + static_cast<i64>(b) * a.query_len * a.ld_out + h * kHead;
+  for (int n = 0; n < 8; ++n) {
+    const int c = n * 8 + 2 * t;
+    if (row0 + g < a.query_len) {
+      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g) * a.ld_out + c) =
+          pack(o[n][0] * inv0, o[n][1] * inv0, T{});
+    }
+    if (row0 + g + 8 < a.query_len) {
+      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g + 8) * a.ld_out + c) =
+          pack(o[n][2] * inv1, o[n][3] * inv1, T{});
+    }
   }
 }
 
@@ -152,24 +181,20 @@ bool aligned16(const void* p) {
 }  // namespace
 
 bool flash_attention_supported(const FlashAttention& a) {
-  return (a.type == DType::kF16 || a.type == DType::kBF16) && a.head_dim == kTile &&
+  return (a.type == DType::kF16 || a.type == DType::kBF16) && a.head_dim == kHead &&
          a.key_len >= 1 && a.ld_q % 8 == 0 && a.ld_k % 8 == 0 && a.ld_v % 8 == 0 &&
-         aligned16(a.q) && aligned16(a.k) && aligned16(a.v);
+         a.ld_out % 2 == 0 && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) &&
+         aligned16(a.out);
 }
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  const dim3 grid(static_cast<unsigned>((a.query_len + kTile - 1) / kTile),
+  const dim3 grid(static_cast<unsigned>((a.query_len + kWarps * 16 - 1) / (kWarps * 16)),
                   static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-  const auto launch = [&](auto kernel) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         static_cast<int>(kSharedBytes));
-    kernel<<<grid, kWarps * 32, kSharedBytes, stream>>>(a);
-  };
   if (a.type == DType::kF16) {
-    launch(flash_attention_kernel<__half>);
+    flash_attention_kernel<__half><<<grid, kWarps * 32, 0, stream>>>(a);
   } else {
-    launch(flash_attention_kernel<__nv_bfloat16>);
+    flash_attention_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(a);
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {

@@ -54,6 +54,10 @@ void dispatch(DType type, F&& f) {
   throw std::logic_error("cuda kernels: unknown element type");
 }
 
+std::size_t dtype_bytes(DType type) {
+  return type == DType::kF32 ? 4 : 2;
+}
+
 void check_launch() {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
@@ -131,28 +135,39 @@ __device__ __forceinline__ float gelu(float v) {
   return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));  // exact (erf) GELU, as Whisper's
 }
 
-template <typename T>
-__global__ void bias_activation_kernel(T* y, i64 rows, i64 cols, i64 ld, const float* bias,
-                                       bool use_gelu) {
-  const i64 n = rows * cols;
-  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<i64>(gridDim.x) * blockDim.x) {
-    const i64 r = i / cols, c = i % cols;
-    T* p = y + r * ld + c;
-    float v = to_float(*p);
-    if (bias != nullptr) v += bias[c];
-    if (use_gelu) v = gelu(v);
-    *p = from_float<T>(v);
+// Row-wise kernels take one block per row (no 64-bit divisions per element).
+// kVector: 16 bytes per thread and step (the host checked the alignment).
+template <typename T, bool kVector>
+__global__ void bias_activation_kernel(T* y, int cols, i64 ld, const float* bias, bool use_gelu) {
+  constexpr int kWidth = kVector ? 16 / static_cast<int>(sizeof(T)) : 1;
+  T* row = y + blockIdx.x * ld;
+  for (int c = threadIdx.x * kWidth; c < cols; c += blockDim.x * kWidth) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+    if constexpr (kVector) {
+      raw = *reinterpret_cast<const uint4*>(row + c);
+    } else {
+      e[0] = row[c];
+    }
+    for (int w = 0; w < kWidth; ++w) {
+      float v = to_float(e[w]);
+      if (bias != nullptr) v += bias[c + w];
+      if (use_gelu) v = gelu(v);
+      e[w] = from_float<T>(v);
+    }
+    if constexpr (kVector) {
+      *reinterpret_cast<uint4*>(row + c) = raw;
+    } else {
+      row[c] = e[0];
+    }
   }
 }
 
-__global__ void add_rows_kernel(float* x, const float* rows, i64 total, i64 d, i64 block) {
-  const i64 n = total * d;
-  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<i64>(gridDim.x) * blockDim.x) {
-    const i64 r = i / d, c = i % d;
-    x[i] += rows[(r % block) * d + c];
-  }
+__global__ void add_rows_kernel(float* x, const float* rows, int d, i64 block) {
+  float* row = x + blockIdx.x * static_cast<i64>(d);
+  const float* add = rows + (blockIdx.x % block) * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x)
+    row[c] += add[c];
 }
 
 template <typename In, typename Out>
@@ -173,18 +188,16 @@ __global__ void transpose_kernel(const In* x, Out* y, i64 c, i64 t) {
   }
 }
 
+// One block per output row (b, t).
 template <typename T>
-__global__ void im2col3_kernel(const T* x, T* columns, i64 batch, i64 t_in, i64 c_in, i64 t_out,
-                               int stride) {
-  const i64 width = c_in * 3;
-  const i64 n = batch * t_out * width;
-  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<i64>(gridDim.x) * blockDim.x) {
-    const i64 col = i % width, row = i / width;
-    const i64 t = row % t_out, b = row / t_out;
-    const i64 ci = col / 3, k = col % 3;
-    const i64 src = t * stride + k - 1;
-    columns[i] = src >= 0 && src < t_in ? x[(b * t_in + src) * c_in + ci] : from_float<T>(0.0f);
+__global__ void im2col3_kernel(const T* x, T* columns, int t_in, int c_in, int t_out, int stride) {
+  const int t = blockIdx.x % t_out, b = blockIdx.x / t_out;
+  T* out = columns + blockIdx.x * static_cast<i64>(c_in) * 3;
+  for (int col = threadIdx.x; col < c_in * 3; col += blockDim.x) {
+    const int ci = col / 3, k = col % 3;
+    const int src = t * stride + k - 1;
+    out[col] = src >= 0 && src < t_in ? x[(static_cast<i64>(b) * t_in + src) * c_in + ci]
+                                      : from_float<T>(0.0f);
   }
 }
 
@@ -198,32 +211,35 @@ __global__ void embed_kernel(const std::int32_t* ids, const std::int32_t* pos, c
     y[row * d + c] = to_float(from[c]) + p[c];
 }
 
+// One block per source row.
 template <typename T>
-__global__ void write_rows_kernel(const T* src, i64 ld_src, int rows_per_item, T* dst, i64 width,
-                                  i64 dst_block, const int* blocks, const int* starts, i64 n) {
-  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<i64>(gridDim.x) * blockDim.x) {
-    const i64 c = i % width, row = i / width;
-    const i64 t = row % rows_per_item, b = row / rows_per_item;
-    dst[(blocks[b] * dst_block + starts[b] + t) * width + c] = src[row * ld_src + c];
-  }
+__global__ void write_rows_kernel(const T* src, i64 ld_src, int rows_per_item, T* dst, int width,
+                                  i64 dst_block, const int* blocks, const int* starts) {
+  const int row = blockIdx.x;
+  const int t = row % rows_per_item, b = row / rows_per_item;
+  const T* from = src + row * ld_src;
+  T* to = dst + (blocks[b] * dst_block + starts[b] + t) * width;
+  for (int c = threadIdx.x; c < width; c += blockDim.x)
+    to[c] = from[c];
 }
 
+// One block per gathered row (a row may be a whole window's states: long).
 template <typename T>
-__global__ void gather_rows_kernel(const T* x, i64 d, const i64* index, T* y, i64 n) {
-  for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<i64>(gridDim.x) * blockDim.x) {
-    const i64 row = i / d, c = i % d;
-    y[i] = x[index[row] * d + c];
-  }
+__global__ void gather_rows_kernel(const T* x, i64 d, const i64* index, T* y) {
+  const T* from = x + index[blockIdx.x] * d;
+  T* to = y + blockIdx.x * d;
+  for (i64 c = threadIdx.x; c < d; c += blockDim.x)
+    to[c] = from[c];
 }
 
-constexpr int kAttentionThreads = 128;
+constexpr int kAttentionThreads = 256;
 
 // One block per (query row, head, item): scores in shared memory, softmax, then the weighted
-// sum of values with the threads split over (key part, dimension).
-template <typename T>
+// sum of values with the threads split over (key part, dimension). kVector: rows are read 16
+// bytes at a time (the host checked the alignment).
+template <typename T, bool kVector>
 __global__ void row_attention_kernel(RowAttention a) {
+  constexpr int kWidth = kVector ? 16 / static_cast<int>(sizeof(T)) : 1;
   extern __shared__ float smem[];
   __shared__ float reduce[33];
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -233,7 +249,7 @@ __global__ void row_attention_kernel(RowAttention a) {
   const int visible = a.causal ? key_len - a.query_len + i + 1 : key_len;
   float* scores = smem;            // key_block
   float* qs = smem + a.key_block;  // head_dim
-  float* partial = qs + hd;        // blockDim.x
+  float* partial = qs + hd;        // blockDim.x * kWidth
   const T* q = static_cast<const T*>(a.q) + (static_cast<i64>(b) * a.query_len + i) * a.ld_q +
                static_cast<i64>(h) * hd;
   const T* k = static_cast<const T*>(a.k) + kb * a.key_block * a.ld_k + static_cast<i64>(h) * hd;
@@ -242,14 +258,22 @@ __global__ void row_attention_kernel(RowAttention a) {
     qs[c] = to_float(q[c]) * a.scale;
   __syncthreads();
 
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int j = warp; j < visible; j += warps) {
+  // A key per thread: the block's threads read that many key rows at once.
+  for (int j = threadIdx.x; j < visible; j += blockDim.x) {
     const T* kr = k + static_cast<i64>(j) * a.ld_k;
     float s = 0.0f;
-    for (int c = lane; c < hd; c += 32)
-      s += qs[c] * to_float(kr[c]);
-    s = warp_sum(s);
-    if (lane == 0) scores[j] = s;
+    if constexpr (kVector) {
+      for (int c = 0; c < hd; c += kWidth) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(kr + c);
+        const T* e = reinterpret_cast<const T*>(&raw);
+        for (int w = 0; w < kWidth; ++w)
+          s += qs[c + w] * to_float(e[w]);
+      }
+    } else {
+      for (int c = 0; c < hd; ++c)
+        s += qs[c] * to_float(kr[c]);
+    }
+    scores[j] = s;
   }
   __syncthreads();
   float m = -INFINITY;
@@ -272,14 +296,27 @@ __global__ void row_attention_kernel(RowAttention a) {
       cap[j] = j < visible ? scores[j] * inv : 0.0f;
   }
 
-  const int parts = blockDim.x / hd;
-  const int c = threadIdx.x % hd, part = threadIdx.x / hd;
-  float acc = 0.0f;
+  // Threads in groups of kWidth dimensions, parts of the keys each.
+  const int groups = hd / kWidth;
+  const int parts = blockDim.x / groups;
+  const int c = (threadIdx.x % groups) * kWidth, part = threadIdx.x / groups;
+  float acc[kWidth] = {};
   if (part < parts) {
-    for (int j = part; j < visible; j += parts)
-      acc += scores[j] * to_float(v[static_cast<i64>(j) * a.ld_v + c]);
+    for (int j = part; j < visible; j += parts) {
+      const float p = scores[j];
+      const T* vr = v + static_cast<i64>(j) * a.ld_v + c;
+      if constexpr (kVector) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(vr);
+        const T* e = reinterpret_cast<const T*>(&raw);
+        for (int w = 0; w < kWidth; ++w)
+          acc[w] += p * to_float(e[w]);
+      } else {
+        acc[0] += p * to_float(vr[0]);
+      }
+    }
+    for (int w = 0; w < kWidth; ++w)
+      partial[part * hd + c + w] = acc[w];
   }
-  partial[threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.x < hd) {
     float total = 0.0f;
@@ -353,15 +390,24 @@ void bias_activation(void* y, DType type, i64 rows, i64 cols, i64 ld, const floa
   if (rows * cols == 0 || (bias == nullptr && !gelu_on)) return;
   dispatch(type, [&](auto tag) {
     using T = decltype(tag);
-    bias_activation_kernel<T><<<grid_for(rows * cols), kThreads, 0, stream>>>(
-        static_cast<T*>(y), rows, cols, ld, bias, gelu_on);
+    const i64 width = 16 / static_cast<i64>(sizeof(T));
+    const bool vector =
+        cols % width == 0 && ld % width == 0 && reinterpret_cast<std::uintptr_t>(y) % 16 == 0;
+    if (vector) {
+      bias_activation_kernel<T, true><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+          static_cast<T*>(y), static_cast<int>(cols), ld, bias, gelu_on);
+    } else {
+      bias_activation_kernel<T, false><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+          static_cast<T*>(y), static_cast<int>(cols), ld, bias, gelu_on);
+    }
   });
   check_launch();
 }
 
 void add_rows(float* x, const float* rows, i64 total_rows, i64 d, i64 block, cudaStream_t stream) {
   if (total_rows * d == 0) return;
-  add_rows_kernel<<<grid_for(total_rows * d), kThreads, 0, stream>>>(x, rows, total_rows, d, block);
+  add_rows_kernel<<<static_cast<unsigned>(total_rows), kThreads, 0, stream>>>(
+      x, rows, static_cast<int>(d), block);
   check_launch();
 }
 
@@ -383,11 +429,12 @@ void transpose_last2(const void* x, DType x_type, void* y, DType y_type, i64 bat
 
 void im2col3(const void* x, void* columns, DType type, i64 batch, i64 t_in, i64 c_in, i64 t_out,
              int stride, cudaStream_t stream) {
-  const i64 n = batch * t_out * c_in * 3;
+  if (batch * t_out == 0) return;
   dispatch(type, [&](auto tag) {
     using T = decltype(tag);
-    im2col3_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<T*>(columns), batch, t_in, c_in, t_out, stride);
+    im2col3_kernel<T><<<static_cast<unsigned>(batch * t_out), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<T*>(columns), static_cast<int>(t_in),
+        static_cast<int>(c_in), static_cast<int>(t_out), stride);
   });
   check_launch();
 }
@@ -406,13 +453,12 @@ void embed(const std::int32_t* ids, const std::int32_t* pos, i64 n, const void* 
 void write_rows(const void* src, i64 ld_src, DType type, int batch, int rows_per_item, void* dst,
                 i64 width, i64 dst_block, const int* blocks, const int* starts,
                 cudaStream_t stream) {
-  const i64 n = static_cast<i64>(batch) * rows_per_item * width;
-  if (n == 0) return;
+  if (static_cast<i64>(batch) * rows_per_item * width == 0) return;
   dispatch(type, [&](auto tag) {
     using T = decltype(tag);
-    write_rows_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const T*>(src), ld_src,
-                                                               rows_per_item, static_cast<T*>(dst),
-                                                               width, dst_block, blocks, starts, n);
+    write_rows_kernel<T><<<static_cast<unsigned>(batch * rows_per_item), 128, 0, stream>>>(
+        static_cast<const T*>(src), ld_src, rows_per_item, static_cast<T*>(dst),
+        static_cast<int>(width), dst_block, blocks, starts);
   });
   check_launch();
 }
@@ -422,28 +468,40 @@ void gather_rows(const void* x, DType type, i64 d, const i64* index, i64 n, void
   if (n * d == 0) return;
   dispatch(type, [&](auto tag) {
     using T = decltype(tag);
-    gather_rows_kernel<T><<<grid_for(n * d), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), d, index, static_cast<T*>(y), n * d);
+    gather_rows_kernel<T><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), d, index, static_cast<T*>(y));
   });
   check_launch();
 }
 
 void row_attention(const RowAttention& a, cudaStream_t stream) {
   if (a.head_dim < 1 || a.head_dim > kAttentionThreads) {
-    throw std::invalid_argument("cuda attention: head size must be 1 to 128");
+    throw std::invalid_argument("cuda attention: head size must be 1 to 256");
   }
   if (a.batch == 0) return;
-  const std::size_t shared =
-      (static_cast<std::size_t>(a.key_block) + a.head_dim + kAttentionThreads) * sizeof(float);
+  const int width = 16 / static_cast<int>(dtype_bytes(a.type));
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  const bool vector = a.head_dim % width == 0 && a.ld_k % width == 0 && a.ld_v % width == 0 &&
+                      aligned(a.k) && aligned(a.v);
+  const std::size_t shared = (static_cast<std::size_t>(a.key_block) + a.head_dim +
+                              static_cast<std::size_t>(kAttentionThreads) * (vector ? width : 1)) *
+                             sizeof(float);
   const dim3 grid(static_cast<unsigned>(a.query_len), static_cast<unsigned>(a.heads),
                   static_cast<unsigned>(a.batch));
   dispatch(a.type, [&](auto tag) {
     using T = decltype(tag);
-    if (shared > 48 * 1024) {
-      cudaFuncSetAttribute(row_attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(shared));
+    const auto launch = [&](auto kernel) {
+      if (shared > 48 * 1024) {
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(shared));
+      }
+      kernel<<<grid, kAttentionThreads, shared, stream>>>(a);
+    };
+    if (vector) {
+      launch(row_attention_kernel<T, true>);
+    } else {
+      launch(row_attention_kernel<T, false>);
     }
-    row_attention_kernel<T><<<grid, kAttentionThreads, shared, stream>>>(a);
   });
   check_launch();
 }
