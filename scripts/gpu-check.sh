@@ -46,6 +46,9 @@ done
 if [ "$mode" = full ]; then
   IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3 --batch 24 --tokens 20 \
     --repetitions 1 2>&1 | grep -A14 "cuda profile" | tee "$out/profile_large_b24.txt"
+  # The same with cuBLASLt and its bias epilogue instead of cublasGemmEx and a bias kernel.
+  IFW_CUDA_LT=1 "$bench" --device cuda --arch large-v3-turbo --batch 24 --tokens 100 \
+    --repetitions 2 2>&1 | tee "$out/bench_large-v3-turbo_b24_cublaslt.txt" || status=1
   # The same with cuBLAS products and a softmax kernel instead of the flash-attention kernel.
   IFW_CUDA_ATTENTION=gemm "$bench" --device cuda --arch large-v3-turbo --batch 64 --tokens 100 \
     --repetitions 2 2>&1 | tee "$out/bench_large-v3-turbo_b64_gemm_attention.txt" || status=1

@@ -38,10 +38,24 @@ struct Loaded {
   backend::Tensor encoded;  // the reference mel through our encoder
 };
 
+std::map<std::string, std::unique_ptr<Loaded>>& loaded_models() {
+  static std::map<std::string, std::unique_ptr<Loaded>> models;
+  return models;
+}
+
+// The models (and a GPU backend's device memory) go when the tests end, before static
+// destruction, while the CUDA runtime is still up.
+class ReleaseLoadedModels : public ::testing::Environment {
+ public:
+  void TearDown() override { loaded_models().clear(); }
+};
+// GoogleTest owns the environments it is given.
+[[maybe_unused]] const ::testing::Environment* const kReleaseLoadedModels =
+    ::testing::AddGlobalTestEnvironment(new ReleaseLoadedModels);
+
 // Models are loaded once per test program: every test of a model shares them.
 Loaded& loaded(const std::string& name) {
-  static std::map<std::string, std::unique_ptr<Loaded>> cache;
-  auto& slot = cache[name];
+  auto& slot = loaded_models()[name];
   if (!slot) {
     slot = std::make_unique<Loaded>();
     slot->folder = std::make_unique<model::ModelFolder>(*golden_dir() / "models" / name);

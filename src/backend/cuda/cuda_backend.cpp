@@ -17,6 +17,7 @@
 #include "backend/backend.hpp"
 #include "backend/cuda/device_context.hpp"
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/lt_matmul.hpp"
 
 namespace ifw::backend {
 namespace {
@@ -137,6 +138,11 @@ class CudaBackend final : public Backend {
       : context_(std::make_shared<DeviceContext>(index)),
         dtype_(dtype),
         profile_(context_->stream()) {
+    // Opt-in for now: on an H100 it measured no faster than cublasGemmEx with a bias kernel, and
+    // the conformance program crashed at exit with it in fp16/bf16 (docs/PERFORMANCE.md).
+    if (const char* v = std::getenv("IFW_CUDA_LT"); v != nullptr && std::string(v) == "1") {
+      lt_ = std::make_unique<cuda::LtMatmul>(context_->workspace(), DeviceContext::kWorkspaceBytes);
+    }
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
     name_ = prop.name;
@@ -221,12 +227,39 @@ class CudaBackend final : public Backend {
     require(!accumulate || act == Activation::kNone, "linear: accumulate with an activation");
     const i64 n = w.dim(0), k = w.dim(1);
     if (rows == 0) return;
+    if (bias != nullptr) require(bias->dtype() == DType::kF32, "linear: the bias is not float32");
+    // cuBLASLt adds the bias in the product; GELU (exact, erf) stays a kernel of ours.
+    if (lt_ != nullptr) {
+      cuda::LtProduct p;
+      p.a = at(x.tensor, 0, x.ld, x.column);
+      p.lda = x.ld;
+      p.b = w.raw();
+      p.ldb = k;
+      p.c = at_mut(y.tensor, 0, y.ld, y.column);
+      p.ldc = y.ld;
+      p.ab_type = w.dtype();
+      p.c_type = y.tensor.dtype();
+      p.m = rows;
+      p.n = n;
+      p.k = k;
+      p.beta = accumulate ? 1.0f : 0.0f;
+      p.bias = bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr;
+      bool done = false;
+      profile_.run("linear", [&] { done = lt_->run(p, stream()); });
+      if (done) {
+        if (act == Activation::kGelu) {
+          profile_.run("gelu", [&] {
+            cuda::bias_activation(p.c, y.tensor.dtype(), rows, n, y.ld, nullptr, true, stream());
+          });
+        }
+        return;
+      }
+    }
     profile_.run("linear", [&] {
       gemm_abt(at(x.tensor, 0, x.ld, x.column), x.tensor.dtype(), x.ld, w.raw(), w.dtype(), k,
                at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), y.ld, rows, n, k, 1.0f,
                accumulate ? 1.0f : 0.0f);
     });
-    if (bias != nullptr) require(bias->dtype() == DType::kF32, "linear: the bias is not float32");
     profile_.run("bias/gelu", [&] {
       cuda::bias_activation(at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), rows, n, y.ld,
                             bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr,
@@ -359,6 +392,7 @@ class CudaBackend final : public Backend {
   DType dtype_;
   std::string name_;
   OpProfile profile_;
+  std::unique_ptr<cuda::LtMatmul> lt_;  // IFW_CUDA_LT=1; null: cublasGemmEx and a bias kernel
 };
 
 void CudaBackend::attention(const AttentionArgs& a) {
