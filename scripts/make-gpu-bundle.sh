@@ -3,9 +3,58 @@
 # the release build's GPU programs (ifw_gpu_checks, ifw-bench), the shared libraries they load that
 # such a host lacks (fmt, spdlog, FFTW, PCRE2, OpenBLAS; cuBLAS comes with the toolkit), and the
 # reference corpus without its weights (make_models.py regenerates them bit for bit).
-#   scripts/make-gpu-bundle.sh OUT_DIR      (then, on the GPU host: OUT_DIR/run.sh LOG_DIR)
+# With --source it packs instead the committed source and the Debian packages the engine builds
+# with (headers, CMake files and libraries, unpacked into a folder; nothing is installed), so that
+# the host builds the engine, ifw-bench and the GPU checks itself with its CUDA toolkit, CMake,
+# ninja and compiler (IFW_ENGINE_ONLY; docs/GPU.md).
+#   scripts/make-gpu-bundle.sh OUT_DIR            (on the GPU host: OUT_DIR/run.sh LOG_DIR)
+#   scripts/make-gpu-bundle.sh --source OUT_DIR   (on the GPU host: OUT_DIR/build.sh LOG_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --source ]; then
+  out=$2
+  golden=${IFW_GOLDEN_DIR:-../shared/golden}
+  rm -rf "$out" && mkdir -p "$out/stage/deps" "$out/stage/golden/models" "$out/debs"
+  git archive --format=tar --prefix=ifw/ HEAD | tar -C "$out/stage" -xf -
+  (cd "$out/debs" && apt-get download nlohmann-json3-dev libfmt-dev libfmt9 libspdlog-dev \
+    libspdlog1.10 libcli11-dev libgtest-dev libfftw3-dev libfftw3-single3 libpcre2-dev \
+    libpcre2-8-0 zlib1g-dev zlib1g libopenblas-pthread-dev libopenblas0-pthread >/dev/null)
+  for deb in "$out/debs"/*.deb; do dpkg -x "$deb" "$out/stage/deps"; done
+  rm -rf "$out/debs"
+  cp -r "$golden/reference" "$out/stage/golden/"
+  cp "$golden/make_models.py" "$out/stage/golden/"
+  for model in "$golden"/models/*/; do
+    mkdir -p "$out/stage/golden/models/$(basename "$model")"
+    cp "$model"/*.json "$out/stage/golden/models/$(basename "$model")/"
+  done
+  tar -C "$out/stage" -cf - . | xz -T0 -6 >"$out/source.tar.xz"
+  rm -rf "$out/stage"
+  cat >"$out/build.sh" <<'BUILD'
+#!/usr/bin/env bash
+# Builds the engine, ifw-bench and the GPU checks from the bundled source with this machine's
+# CUDA toolkit, CMake, ninja and compiler, then runs gpu-check.sh; logs to $1.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=${IFW_BUILD_DIR:-$(mktemp -d)}
+tar -C "$work" -xJf "$here/source.tar.xz"
+deps="$work/deps/usr"
+multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+cmake -S "$work/ifw" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DIFW_ENGINE_ONLY=ON \
+  -DCMAKE_PREFIX_PATH="$deps;$deps/lib/$multiarch/cmake" -DCMAKE_CUDA_ARCHITECTURES="${IFW_CUDA_ARCHITECTURES:-90}"
+ninja -C "$work/build" ifw-bench $([ -n "$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null)" ] && echo ifw_gpu_checks)
+if [ -z "${IFW_GOLDEN_DIR:-}" ]; then
+  python3 "$work/golden/make_models.py" "$work/golden/models" >/dev/null || echo "make_models.py failed"
+  export IFW_GOLDEN_DIR="$work/golden"
+fi
+export LD_LIBRARY_PATH="$deps/lib/$multiarch:${LD_LIBRARY_PATH:-}"
+echo "built in $work/build (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
+[ "${IFW_BUILD_ONLY:-}" = 1 ] && exit 0
+"$work/ifw/scripts/gpu-check.sh" "$work/build" "${1:-.}" "${2:-full}"
+BUILD
+  chmod +x "$out/build.sh"
+  du -sh "$out"/*
+  exit 0
+fi
 out=$1
 build=build/release
 golden=${IFW_GOLDEN_DIR:-../shared/golden}
@@ -38,7 +87,7 @@ tar -C "$work" -xJf "$here/bundle.tar.xz"
 python3 "$work/golden/make_models.py" "$work/golden/models" >/dev/null || echo "make_models.py failed"
 cublas=$(dirname "$(find / -name 'libcublas.so.13*' -not -path '*/proc/*' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH="$work/lib:$cublas:${LD_LIBRARY_PATH:-}"
-export IFW_GOLDEN_DIR="$work/golden"
+
 "$work/gpu-check.sh" "$work/bin" "${1:-.}" "${2:-full}"
 RUN
 chmod +x "$out/run.sh"
