@@ -11,6 +11,12 @@ if(NOT IFW_CUDA STREQUAL "OFF")
     set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     enable_language(CUDA)
+    # Debian 12's CMake (3.25.1) sets a property on CUDA::nvToolsExt without checking that the
+    # library was found, and toolkits since CUDA 12.9 no longer ship it (NVTX is header-only now):
+    # configuring then fails. ifw does not use it; a stand-in target keeps the module going.
+    if(NOT TARGET CUDA::nvToolsExt)
+      add_library(CUDA::nvToolsExt INTERFACE IMPORTED)
+    endif()
     find_package(CUDAToolkit)
   endif()
   if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
