@@ -18,7 +18,8 @@ if [ "${1:-}" = --source ]; then
   git archive --format=tar --prefix=ifw/ HEAD | tar -C "$out/stage" -xf -
   (cd "$out/debs" && apt-get download nlohmann-json3-dev libfmt-dev libfmt9 libspdlog-dev \
     libspdlog1.10 libcli11-dev libgtest-dev libfftw3-dev libfftw3-single3 libpcre2-dev \
-    libpcre2-8-0 zlib1g-dev zlib1g libopenblas-pthread-dev libopenblas0-pthread >/dev/null)
+    libpcre2-8-0 zlib1g-dev zlib1g libopenblas-pthread-dev libopenblas0-pthread libgfortran5 \
+    libquadmath0 >/dev/null)
   for deb in "$out/debs"/*.deb; do dpkg -x "$deb" "$out/stage/deps"; done
   rm -rf "$out/debs"
   cp -r "$golden/reference" "$out/stage/golden/"
@@ -46,7 +47,7 @@ if [ -z "${IFW_GOLDEN_DIR:-}" ]; then
   python3 "$work/golden/make_models.py" "$work/golden/models" >/dev/null || echo "make_models.py failed"
   export IFW_GOLDEN_DIR="$work/golden"
 fi
-export LD_LIBRARY_PATH="$deps/lib/$multiarch:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$deps/lib/$multiarch:$deps/lib/$multiarch/openblas-pthread:${LD_LIBRARY_PATH:-}"
 echo "built in $work/build (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
 [ "${IFW_BUILD_ONLY:-}" = 1 ] && exit 0
 "$work/ifw/scripts/gpu-check.sh" "$work/build" "${1:-.}" "${2:-full}"
