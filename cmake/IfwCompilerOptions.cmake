@@ -9,7 +9,8 @@ endif()
 
 if(IFW_SANITIZE)
   message(STATUS "ifw: building with sanitizers: ${IFW_SANITIZE}")
-  add_compile_options($<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=${IFW_SANITIZE}
-    -fno-omit-frame-pointer -fno-sanitize-recover=all>)
+  # C and C++ only: nvcc does not take these (the CUDA backend is off in sanitizer builds).
+  add_compile_options(
+    "$<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=${IFW_SANITIZE};-fno-omit-frame-pointer;-fno-sanitize-recover=all>")
   add_link_options(-fsanitize=${IFW_SANITIZE})
 endif()

@@ -97,6 +97,11 @@ class Backend {
   virtual void gather_rows(const Tensor& x, std::span<const std::int64_t> index, Tensor& y) = 0;
 };
 
+// Throws ifw::Error (kInvalidArgument) naming the first token id outside the table's rows or
+// position outside the position table's: what every backend's embed() checks first.
+void check_embedding_inputs(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
+                            std::int64_t vocabulary, std::int64_t positions);
+
 // The CPU backend (OpenBLAS and ifw's thread pool); `threads` 0 means one per core.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 

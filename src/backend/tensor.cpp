@@ -6,6 +6,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <ifw/error.hpp>
+
+#include "backend/backend.hpp"
+
 namespace ifw::backend {
 
 std::int64_t element_count(const Shape& shape) {
@@ -47,6 +51,20 @@ Tensor Tensor::rows(std::int64_t begin, std::int64_t count) const {
       dtype_size(dtype_);
   return Tensor(storage_, std::move(s), dtype_,
                 offset_ + static_cast<std::size_t>(begin) * row_bytes);
+}
+
+void check_embedding_inputs(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
+                            std::int64_t vocabulary, std::int64_t positions) {
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocabulary) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  fmt::format("token id {} is outside the vocabulary of {}", ids[i], vocabulary));
+    }
+    if (pos[i] < 0 || pos[i] >= positions) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  fmt::format("position {} is past the decoder's {} positions", pos[i], positions));
+    }
+  }
 }
 
 }  // namespace ifw::backend

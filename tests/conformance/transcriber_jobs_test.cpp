@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <ifw/error.hpp>
+
 #include "backend/backend.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
@@ -67,6 +69,111 @@ class TranscriberJobs : public ::testing::Test {
   std::unique_ptr<engine::WhisperModel> model_;
   std::string jfk_;
 };
+
+// The CPU backend, except that a new activation tensor above `limit` bytes fails the way device
+// memory runs out on a GPU (ErrorKind::kOutOfMemory); weights load as usual.
+class MemoryLimitedBackend final : public backend::Backend {
+ public:
+  MemoryLimitedBackend(std::unique_ptr<backend::Backend> inner, std::size_t limit)
+      : inner_(std::move(inner)), limit_(limit) {}
+  int refusals() const { return refusals_; }
+
+  backend::Device device() const override { return inner_->device(); }
+  std::string description() const override { return "memory-limited " + inner_->description(); }
+  int threads() const override { return inner_->threads(); }
+  backend::Tensor empty(const backend::Shape& shape,
+                        backend::DType dtype = backend::DType::kF32) override {
+    const auto bytes = static_cast<std::size_t>(backend::element_count(shape)) * 4;
+    if (bytes > limit_) {
+      ++refusals_;
+      throw Error(ErrorKind::kOutOfMemory, "test device: " + std::to_string(bytes) + " bytes");
+    }
+    return inner_->empty(shape, dtype);
+  }
+  backend::Tensor upload(std::span<const float> values, const backend::Shape& shape,
+                         backend::DType dtype = backend::DType::kF32) override {
+    return inner_->upload(values, shape, dtype);
+  }
+  void download(const backend::Tensor& t, std::span<float> out) override {
+    inner_->download(t, out);
+  }
+  void linear(const backend::MatrixRef& x, const backend::Tensor& w, const backend::Tensor* bias,
+              backend::Activation act, const backend::MatrixRef& y, std::int64_t rows,
+              bool accumulate) override {
+    inner_->linear(x, w, bias, act, y, rows, accumulate);
+  }
+  void layer_norm(const backend::Tensor& x, const backend::Tensor& gamma,
+                  const backend::Tensor& beta, float eps, backend::Tensor& y) override {
+    inner_->layer_norm(x, gamma, beta, eps, y);
+  }
+  void add_rows(backend::Tensor& x, const backend::Tensor& rows, std::int64_t block) override {
+    inner_->add_rows(x, rows, block);
+  }
+  void transpose_last2(const backend::Tensor& x, backend::Tensor& y) override {
+    inner_->transpose_last2(x, y);
+  }
+  void conv1d_gelu(const backend::Tensor& x, const backend::Tensor& w, const backend::Tensor& bias,
+                   int stride, backend::Tensor& y) override {
+    inner_->conv1d_gelu(x, w, bias, stride, y);
+  }
+  void attention(const backend::AttentionArgs& args) override { inner_->attention(args); }
+  void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
+             const backend::Tensor& table, const backend::Tensor& positions,
+             backend::Tensor& y) override {
+    inner_->embed(ids, pos, table, positions, y);
+  }
+  void write_rows(const backend::MatrixRef& src, int batch, int rows_per_item, backend::Tensor& dst,
+                  std::int64_t dst_block, std::span<const int> blocks,
+                  std::span<const int> starts) override {
+    inner_->write_rows(src, batch, rows_per_item, dst, dst_block, blocks, starts);
+  }
+  void gather_rows(const backend::Tensor& x, std::span<const std::int64_t> index,
+                   backend::Tensor& y) override {
+    inner_->gather_rows(x, index, y);
+  }
+
+ private:
+  std::unique_ptr<backend::Backend> inner_;
+  std::size_t limit_;
+  int refusals_ = 0;
+};
+
+// A batch that does not fit in device memory is decoded again in halves, and later batches stay
+// small: every window is transcribed, with the tokens of an unconstrained run.
+TEST_F(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
+  const TempDir dir;
+  const auto file = dir / "long.wav";
+  write_repeated_wav(jfk_, 12, file);  // 132 s: five windows
+  // tiny-random-v3's q|k|v for 1500 positions takes 2.3 MB per window: 4 windows do not fit in
+  // 5 MB, 2 do.
+  MemoryLimitedBackend limited(backend::make_cpu_backend(2), 5u << 20);
+  engine::CheckpointWeights weights(folder_->checkpoint());
+  const engine::WhisperModel model(folder_->config(), weights, limited);
+  pipeline::TranscribeOptions o;
+  o.batch_size = 4;
+  o.max_new_tokens = 8;
+  o.temperature_increment = 0.0;
+  o.language = "en";
+  const auto transcribe = [&](const engine::WhisperModel& m, int batch) {
+    o.batch_size = batch;
+    pipeline::Transcriber t(*folder_, m, o);
+    pipeline::CancellationToken cancel;
+    Outcome out;
+    t.run(
+        {pipeline::Job(file.string())}, cancel, [](const pipeline::ProgressEvent&) {},
+        [&](pipeline::FileResult&& r) {
+          out = {r.ok, r.error, std::move(r.transcript)};
+        });
+    return out;
+  };
+  const Outcome constrained = transcribe(model, 4);
+  ASSERT_TRUE(constrained.ok) << constrained.error;
+  EXPECT_GE(limited.refusals(), 1) << "the limit was never reached: the test proves nothing";
+  const Outcome free = transcribe(*model_, 1);
+  ASSERT_TRUE(free.ok) << free.error;
+  EXPECT_EQ(tokens(constrained.transcript), tokens(free.transcript));
+  EXPECT_EQ(constrained.transcript.segments.back().end, free.transcript.segments.back().end);
+}
 
 TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
   const std::vector<pipeline::Job> jobs = {

@@ -199,17 +199,8 @@ class CpuBackend final : public Backend {
   void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
              const Tensor& table, const Tensor& positions, Tensor& y) override {
     const std::int64_t d = table.dim(1);
+    check_embedding_inputs(ids, pos, table.dim(0), positions.dim(0));
     for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (ids[i] < 0 || ids[i] >= table.dim(0)) {
-        throw Error(
-            ErrorKind::kInvalidArgument,
-            fmt::format("token id {} is outside the vocabulary of {}", ids[i], table.dim(0)));
-      }
-      if (pos[i] < 0 || pos[i] >= positions.dim(0)) {
-        throw Error(ErrorKind::kInvalidArgument,
-                    fmt::format("position {} is past the decoder's {} positions", pos[i],
-                                positions.dim(0)));
-      }
       float* out = y.data<float>() + static_cast<std::int64_t>(i) * d;
       std::memcpy(out, table.data<float>() + ids[i] * d,
                   static_cast<std::size_t>(d) * sizeof(float));

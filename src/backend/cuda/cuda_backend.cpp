@@ -23,21 +23,10 @@ namespace ifw::backend {
 namespace {
 
 using cuda::check;
+using cuda::cuda_data_type;
 using cuda::DeviceArray;
 using cuda::DeviceContext;
 using i64 = std::int64_t;
-
-cudaDataType cuda_type(DType t) {
-  switch (t) {
-    case DType::kF32:
-      return CUDA_R_32F;
-    case DType::kF16:
-      return CUDA_R_16F;
-    case DType::kBF16:
-      return CUDA_R_16BF;
-  }
-  return CUDA_R_32F;
-}
 
 int to_int(i64 v, const char* what) {
   if (v < 0 || v > INT_MAX) {
@@ -328,18 +317,7 @@ class CudaBackend final : public Backend {
     context_->activate();
     require(y.dtype() == DType::kF32 && positions.dtype() == DType::kF32,
             "embed: output or positions not float32");
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (ids[i] < 0 || ids[i] >= table.dim(0)) {
-        throw Error(
-            ErrorKind::kInvalidArgument,
-            fmt::format("token id {} is outside the vocabulary of {}", ids[i], table.dim(0)));
-      }
-      if (pos[i] < 0 || pos[i] >= positions.dim(0)) {
-        throw Error(ErrorKind::kInvalidArgument,
-                    fmt::format("position {} is past the decoder's {} positions", pos[i],
-                                positions.dim(0)));
-      }
-    }
+    check_embedding_inputs(ids, pos, table.dim(0), positions.dim(0));
     const DeviceArray<std::int32_t> d_ids(*context_, ids), d_pos(*context_, pos);
     profile_.run("embed", [&] {
       cuda::embed(d_ids.get(), d_pos.get(), static_cast<i64>(ids.size()), table.raw(),
@@ -381,10 +359,10 @@ class CudaBackend final : public Backend {
   void gemm_abt(const void* a, DType a_type, i64 lda, const void* b, DType b_type, i64 ldb, void* c,
                 DType c_type, i64 ldc, i64 m, i64 n, i64 k, float alpha, float beta) {
     check(cublasGemmEx(context_->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, to_int(n, "columns"),
-                       to_int(m, "rows"), to_int(k, "inner size"), &alpha, b, cuda_type(b_type),
-                       to_int(ldb, "stride"), a, cuda_type(a_type), to_int(lda, "stride"), &beta, c,
-                       cuda_type(c_type), to_int(ldc, "stride"), CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT),
+                       to_int(m, "rows"), to_int(k, "inner size"), &alpha, b,
+                       cuda_data_type(b_type), to_int(ldb, "stride"), a, cuda_data_type(a_type),
+                       to_int(lda, "stride"), &beta, c, cuda_data_type(c_type),
+                       to_int(ldc, "stride"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
           "cuBLAS matrix product");
   }
 
@@ -498,10 +476,10 @@ void CudaBackend::attention(const AttentionArgs& a) {
         const i64 head_scores = static_cast<i64>(a.query_len) * len;
         check(cublasGemmStridedBatchedEx(
                   context_->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, len, a.query_len, hd, &a.scale,
-                  at(a.k.tensor, k_row, a.k.ld, a.k.column), cuda_type(type),
+                  at(a.k.tensor, k_row, a.k.ld, a.k.column), cuda_data_type(type),
                   to_int(a.k.ld, "stride"), hd, at(a.q.tensor, q_row, a.q.ld, a.q.column),
-                  cuda_type(type), to_int(a.q.ld, "stride"), hd, &zero, scores.raw(), CUDA_R_32F,
-                  len, head_scores, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                  cuda_data_type(type), to_int(a.q.ld, "stride"), hd, &zero, scores.raw(),
+                  CUDA_R_32F, len, head_scores, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
               "cuBLAS attention scores");
         cuda::masked_softmax(
             static_cast<const float*>(scores.raw()), probs.raw(), type, a.heads, a.query_len, len,
@@ -512,9 +490,9 @@ void CudaBackend::attention(const AttentionArgs& a) {
             a.key_block, stream());
         check(cublasGemmStridedBatchedEx(
                   context_->cublas(), CUBLAS_OP_N, CUBLAS_OP_N, hd, a.query_len, len, &one,
-                  at(a.v.tensor, k_row, a.v.ld, a.v.column), cuda_type(type),
-                  to_int(a.v.ld, "stride"), hd, probs.raw(), cuda_type(type), len, head_scores,
-                  &zero, at_mut(a.out.tensor, q_row, a.out.ld, a.out.column), cuda_type(type),
+                  at(a.v.tensor, k_row, a.v.ld, a.v.column), cuda_data_type(type),
+                  to_int(a.v.ld, "stride"), hd, probs.raw(), cuda_data_type(type), len, head_scores,
+                  &zero, at_mut(a.out.tensor, q_row, a.out.ld, a.out.column), cuda_data_type(type),
                   to_int(a.out.ld, "stride"), hd, a.heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
               "cuBLAS attention output");
       }

@@ -11,6 +11,18 @@
 
 namespace ifw::backend::cuda {
 
+cudaDataType cuda_data_type(DType type) {
+  switch (type) {
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kF16:
+      return CUDA_R_16F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+  }
+  return CUDA_R_32F;
+}
+
 void check(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
   cudaGetLastError();  // a failed allocation leaves an error behind; later calls start clean

@@ -17,6 +17,9 @@
 
 namespace ifw::backend::cuda {
 
+// The CUDA library's name for an element type (cuBLAS, cuBLASLt).
+cudaDataType cuda_data_type(DType type);
+
 // Throws ifw::Error naming `what` when a CUDA call failed (kOutOfMemory for an allocation).
 void check(cudaError_t err, const char* what);
 void check(cublasStatus_t status, const char* what);

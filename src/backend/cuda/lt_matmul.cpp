@@ -7,18 +7,6 @@
 namespace ifw::backend::cuda {
 namespace {
 
-cudaDataType lt_type(DType t) {
-  switch (t) {
-    case DType::kF32:
-      return CUDA_R_32F;
-    case DType::kF16:
-      return CUDA_R_16F;
-    case DType::kBF16:
-      return CUDA_R_16BF;
-  }
-  return CUDA_R_32F;
-}
-
 void lt_check(cublasStatus_t status, const char* what) {
   check(status, what);
 }
@@ -99,7 +87,7 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
                                               &bias_type, sizeof bias_type),
                "cuBLASLt bias type");
     }
-    const cudaDataType ab = lt_type(p.ab_type), c = lt_type(p.c_type);
+    const cudaDataType ab = cuda_data_type(p.ab_type), c = cuda_data_type(p.c_type);
     lt_check(cublasLtMatrixLayoutCreate(&plan->a, ab, static_cast<std::uint64_t>(p.k),
                                         static_cast<std::uint64_t>(p.n), p.ldb),
              "cuBLASLt layout");
