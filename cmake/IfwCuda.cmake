@@ -5,7 +5,8 @@ if(NOT IFW_CUDA STREQUAL "OFF")
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-      # Ampere and Hopper data-centre cards; override with -DCMAKE_CUDA_ARCHITECTURES=...
+      # Ampere and Hopper data-centre cards (8.6/8.9 cards run the 8.0 code); the kernels need
+      # compute 8.0 or newer. Override with -DCMAKE_CUDA_ARCHITECTURES=...
       set(CMAKE_CUDA_ARCHITECTURES 80 90)
     endif()
     set(CMAKE_CUDA_STANDARD 17)

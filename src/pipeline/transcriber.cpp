@@ -261,6 +261,9 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
 
   // Opens the next job that can be opened; with `wait`, waits for one to come.
   const auto open_next = [&](bool wait) -> bool {
+    // Nothing open: before waiting for work (a server between requests), device memory the last
+    // batches used goes back to the GPU, so that other models on it can have it.
+    if (wait) model_.backend().release_cached_memory();
     while (std::optional<Job> job = jobs.next(wait)) {
       auto f = std::make_unique<File>();
       f->index = job->id;

@@ -135,10 +135,12 @@ class CudaBackend final : public Backend {
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
     name_ = prop.name;
-    if (dtype == DType::kBF16 && prop.major < 8) {
+    // The kernels are built for compute 8.0 and newer (tensor-core instructions of Ampere);
+    // older GPUs are refused here, so that `auto` falls back to the CPU.
+    if (prop.major < 8) {
       throw Error(ErrorKind::kUnsupported,
-                  fmt::format("cuda:{}: {} (compute {}.{}) has no bfloat16 arithmetic; use "
-                              "float16 or float32",
+                  fmt::format("cuda:{}: {} (compute {}.{}) is older than the Ampere generation "
+                              "(compute 8.0) this build supports",
                               index, name_, prop.major, prop.minor));
     }
   }
@@ -407,7 +409,12 @@ void CudaBackend::attention(const AttentionArgs& a) {
   require(n_capture == 0 || static_cast<i64>(a.capture.size()) == capture_count,
           "attention: capture buffer of the wrong size");
   Tensor capture;
-  if (n_capture > 0) capture = empty({capture_count}, DType::kF32);
+  if (n_capture > 0) {
+    capture = empty({capture_count}, DType::kF32);
+    // A head asked for twice fills one slot only; the other stays zero, as on the CPU.
+    check(cudaMemsetAsync(capture.raw(), 0, capture.bytes(), stream()),
+          "clearing attention weights");
+  }
   float* capture_data = n_capture > 0 ? static_cast<float*>(capture.raw()) : nullptr;
 
   cuda::FlashAttention flash;

@@ -80,7 +80,9 @@ void DeviceContext::close() noexcept {
   const auto log = [&](cudaError_t err, const char* what) {
     if (err != cudaSuccess) spdlog::warn("cuda:{}: {}: {}", index_, what, cudaGetErrorString(err));
   };
-  cudaSetDevice(index_);
+  // At process exit the CUDA runtime may already be gone (a backend owned by a static): the
+  // driver reclaims everything then, and calling into it or the libraries could crash.
+  if (cudaSetDevice(index_) == cudaErrorCudartUnloading) return;
   if (cublas_ != nullptr) {
     if (const cublasStatus_t s = cublasDestroy(cublas_); s != CUBLAS_STATUS_SUCCESS)
       spdlog::warn("cuda:{}: stopping cuBLAS: {}", index_, cublasGetStatusString(s));
@@ -137,7 +139,8 @@ void* DeviceContext::allocate(std::size_t bytes) {
 
 void DeviceContext::free(void* p) noexcept {
   if (p == nullptr) return;
-  if (const cudaError_t err = cudaFreeAsync(p, stream_); err != cudaSuccess)
+  const cudaError_t err = cudaFreeAsync(p, stream_);
+  if (err != cudaSuccess && err != cudaErrorCudartUnloading)  // at exit: reclaimed with the process
     spdlog::warn("cuda:{}: freeing device memory: {}", index_, cudaGetErrorString(err));
 }
 
