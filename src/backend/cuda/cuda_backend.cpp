@@ -442,8 +442,7 @@ void CudaBackend::attention(const AttentionArgs& a) {
     profile_.run("attention flash", [&] { cuda::flash_attention(flash, stream()); });
   } else if (a.query_len <= kRowAttentionMaxQueries) {
     const DeviceArray<int> lengths(*context_, std::span<const int>(a.key_lengths));
-    std::vector<int> blocks = a.item_index;
-    const DeviceArray<int> index(*context_, std::span<const int>(blocks));
+    const DeviceArray<int> index(*context_, std::span<const int>(a.item_index));
     cuda::RowAttention r;
     r.q = at(a.q.tensor, 0, a.q.ld, a.q.column);
     r.ld_q = a.q.ld;
