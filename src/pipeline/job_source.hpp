@@ -4,12 +4,16 @@
 
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <ifw/transcript.hpp>
 
 #include "pipeline/cancellation.hpp"
 
@@ -25,6 +29,20 @@ struct JobOptions {
   bool word_timings = false;
 };
 
+// A window decoded before (by a run that was stopped: a server killed mid-job): what it gave.
+struct FinishedWindow {
+  int frames_consumed = 0;
+  std::vector<Segment> segments;
+};
+
+// What a job that starts again already has: its windows decoded before, by where they start
+// (in samples; windows are cut the same way from the same audio), and the language detected
+// then. Those windows are taken as they are, not decoded again.
+struct ResumeState {
+  std::optional<std::string> language;  // code
+  std::map<std::int64_t, FinishedWindow> windows;
+};
+
 struct Job {
   Job() = default;
   Job(std::string path_, std::optional<JobOptions> options_ = std::nullopt, int id_ = -1,
@@ -37,6 +55,7 @@ struct Job {
   // Set by whoever waits for the result (a client that left, a deadline): the job ends at the
   // next batch with what it has, marked partial. The run's own token still stops everything.
   std::shared_ptr<const CancellationToken> cancel;
+  std::shared_ptr<const ResumeState> resume;  // nullptr: from the start
 };
 
 class JobSource {

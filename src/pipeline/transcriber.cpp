@@ -69,6 +69,7 @@ struct Transcriber::File {
   std::string error;
 
   std::shared_ptr<const CancellationToken> cancel;  // the job's own, if any
+  std::shared_ptr<const ResumeState> resume;        // windows decoded by an earlier run
 
   bool cancelled() const { return cancel && cancel->cancelled(); }
   bool drained() const { return (broken || source->exhausted()) && in_flight == 0; }
@@ -93,6 +94,19 @@ struct Transcriber::Decoded {
   double avg_logprob = 0.0;
   double compression_ratio = 0.0;
 };
+
+// An event about a file, with its progress as it stands.
+ProgressEvent Transcriber::event(ProgressEvent::Kind kind, const File& f) {
+  ProgressEvent e;
+  e.kind = kind;
+  e.file = f.index;
+  e.path = f.path;
+  e.windows_done = f.windows_done;
+  e.windows_total = f.source ? f.windows_estimate() : 0;
+  e.audio_total = std::max(f.duration_hint, 0.0);
+  e.language = f.transcript.language;
+  return e;
+}
 
 Transcriber::Transcriber(const model::ModelFolder& folder, const engine::WhisperModel& model,
                          TranscribeOptions options)
@@ -248,14 +262,20 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       r.error = f.error;
       r.transcript.partial = true;
     }
-    std::sort(r.transcript.segments.begin(), r.transcript.segments.end(),
-              [](const Segment& a, const Segment& b) { return a.start < b.start; });
+    // Stable: segments of one window that start together keep their order.
+    std::stable_sort(r.transcript.segments.begin(), r.transcript.segments.end(),
+                     [](const Segment& a, const Segment& b) { return a.start < b.start; });
     for (std::size_t i = 0; i < r.transcript.segments.size(); ++i)
       r.transcript.segments[i].id = static_cast<int>(i);
     f.source.reset();  // reads through the decoder: goes first
     f.decoder.reset();
-    on_progress({r.ok ? ProgressEvent::Kind::kFileDone : ProgressEvent::Kind::kFileFailed, f.index,
-                 f.path, f.windows_done, f.windows_done, decoded, decoded, r.error, ""});
+    ProgressEvent e =
+        event(r.ok ? ProgressEvent::Kind::kFileDone : ProgressEvent::Kind::kFileFailed, f);
+    e.windows_total = f.windows_done;
+    e.audio_done = e.audio_total = decoded;
+    e.message = r.error;
+    e.language = r.transcript.language;
+    on_progress(e);
     on_result(std::move(r));
   };
 
@@ -269,6 +289,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       f->index = job->id;
       f->path = job->path;
       f->cancel = job->cancel;
+      f->resume = job->resume;
       std::string error;
       if (f->cancelled()) {
         error = fmt::format("{}: cancelled before it started", f->path);
@@ -281,7 +302,9 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
         }
       }
       if (!error.empty()) {
-        on_progress({ProgressEvent::Kind::kFileFailed, f->index, f->path, 0, 0, 0, 0, error, ""});
+        ProgressEvent e = event(ProgressEvent::Kind::kFileFailed, *f);
+        e.message = error;
+        on_progress(e);
         FileResult r;
         r.file = f->index;
         r.path = f->path;
@@ -293,10 +316,15 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       f->duration_hint = f->decoder->duration_seconds();
       f->source =
           sequential ? seeking_windows(*f->decoder, vad) : chunked_windows(*f->decoder, vad);
+      if (f->resume && f->resume->language && !f->job.language_token &&
+          folder_.tokenizer().multilingual()) {
+        // Detected by the earlier run: detecting again could only give the same answer.
+        f->job.language_token = folder_.tokenizer().language_token(*f->resume->language);
+        if (f->job.language_token) f->job.language = *f->resume->language;
+      }
       if (f->job.language) f->transcript.language = *f->job.language;
       if (sequential) f->history = f->job.prompt_tokens;  // openai/whisper's initial prompt
-      on_progress({ProgressEvent::Kind::kFileStarted, f->index, f->path, 0, f->windows_estimate(),
-                   0, std::max(f->duration_hint, 0.0), "", ""});
+      on_progress(event(ProgressEvent::Kind::kFileStarted, *f));
       open.push_back(std::move(f));
       return true;
     }
@@ -348,6 +376,10 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
           try {
             std::optional<AudioWindow> w = f->source->next();
             if (!w) continue;
+            if (restore(*f, *w, on_progress)) {
+              added = any = true;
+              continue;
+            }
             ++f->in_flight;
             batch.push_back({f, std::move(*w), {}});
             added = any = true;
@@ -528,6 +560,34 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
   return true;
 }
 
+bool Transcriber::restore(File& f, const AudioWindow& window,
+                          const std::function<void(const ProgressEvent&)>& on_progress) {
+  if (!f.resume) return false;
+  const auto it = f.resume->windows.find(window.start_sample);
+  if (it == f.resume->windows.end()) return false;
+  const FinishedWindow& done = it->second;
+  std::string text;
+  for (const Segment& s : done.segments) {
+    text += s.text;
+    if (options_.strategy == Strategy::kSequential)
+      f.history.insert(f.history.end(), s.tokens.begin(), s.tokens.end());
+    f.transcript.segments.push_back(s);
+  }
+  f.source->done(window, done.frames_consumed);
+  ++f.windows_done;
+  ProgressEvent e = event(ProgressEvent::Kind::kWindowDone, f);
+  e.audio_done =
+      static_cast<double>(window.start_sample + static_cast<std::int64_t>(window.samples.size())) /
+      kSampleRate;
+  e.text = std::move(text);
+  e.window_start = window.start_sample;
+  e.frames_consumed = done.frames_consumed;
+  e.segments = done.segments;
+  e.restored = true;
+  on_progress(e);
+  return true;
+}
+
 void Transcriber::process_batch_fitting(
     std::vector<Item>& batch, const std::function<void(const ProgressEvent&)>& on_progress) {
   try {
@@ -608,6 +668,7 @@ void Transcriber::process_batch(std::vector<Item>& batch,
 
     int frames_consumed = frames;
     std::string added_text;
+    std::size_t added_segments = 0;
     std::vector<model::TokenId> kept;  // the tokens of the segments kept (the next prompt)
     if (!silent && !strip(d.text).empty()) {
       decode::WindowSegments split;
@@ -655,6 +716,7 @@ void Transcriber::process_batch(std::vector<Item>& batch,
         if (strip(seg.text).empty()) continue;
         added_text += seg.text;
         f.transcript.segments.push_back(std::move(seg));
+        ++added_segments;
       }
     }
     if (options_.strategy == Strategy::kSequential) {
@@ -665,9 +727,14 @@ void Transcriber::process_batch(std::vector<Item>& batch,
     f.source->done(item.window, frames_consumed);
     --f.in_flight;
     ++f.windows_done;
-    on_progress({ProgressEvent::Kind::kWindowDone, f.index, f.path, f.windows_done,
-                 f.windows_estimate(), window_end, std::max(f.duration_hint, 0.0), "",
-                 std::move(added_text)});
+    ProgressEvent e = event(ProgressEvent::Kind::kWindowDone, f);
+    e.audio_done = window_end;
+    e.text = std::move(added_text);
+    e.window_start = item.window.start_sample;
+    e.frames_consumed = frames_consumed;
+    e.segments.assign(f.transcript.segments.end() - static_cast<std::ptrdiff_t>(added_segments),
+                      f.transcript.segments.end());
+    on_progress(e);
   }
 }
 

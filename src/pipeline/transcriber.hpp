@@ -20,6 +20,8 @@
 
 namespace ifw::pipeline {
 
+struct AudioWindow;
+
 enum class TimestampMode { kNone, kSegment, kWord };
 
 enum class Strategy {
@@ -69,6 +71,14 @@ struct ProgressEvent {
   double audio_total = 0.0;  // its duration (0 when unknown)
   std::string message;       // for failures
   std::string text;          // kWindowDone: the text this window added (its segments' texts)
+  // kWindowDone: which window (its first sample), how far its text reached, the segments it
+  // added, and whether it was taken from the job's ResumeState rather than decoded. What a job
+  // store keeps so that a restarted job need not decode the window again.
+  std::int64_t window_start = -1;
+  int frames_consumed = 0;
+  std::vector<Segment> segments;
+  bool restored = false;
+  std::string language;  // the file's language once known (given or detected)
 };
 
 struct FileResult {
@@ -116,6 +126,10 @@ class Transcriber {
     bool word_timings = false;
   };
   ResolvedJob resolve(const JobOptions& job) const;  // throws ifw::Error (kInvalidArgument)
+  static ProgressEvent event(ProgressEvent::Kind kind, const File& f);
+  // A window the job's ResumeState has: its segments taken as they are. False when it has not.
+  bool restore(File& f, const AudioWindow& window,
+               const std::function<void(const ProgressEvent&)>& on_progress);
   void process_batch(std::vector<Item>& batch,
                      const std::function<void(const ProgressEvent&)>& on_progress);
   // process_batch, in halves (and smaller batches from then on) when the device runs out of

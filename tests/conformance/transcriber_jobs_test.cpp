@@ -269,5 +269,78 @@ TEST_F(TranscriberJobs, JobsThatKeepComingAreServedInTurn) {
   EXPECT_EQ(tokens(results.at(1).transcript), tokens(alone.at(1).transcript));
 }
 
+// A job started again after a stop (a server killed mid-job) takes the windows it had finished
+// from its ResumeState and decodes only the others; the transcript is the one an uninterrupted
+// run gives, and the language detected before is not detected again.
+TEST_F(TranscriberJobs, AResumedJobDecodesOnlyItsUnfinishedWindows) {
+  const TempDir dir;
+  const auto long_file = dir / "long.wav";
+  write_repeated_wav(jfk_, 8, long_file);  // 88 s: 3 windows or more
+  pipeline::TranscribeOptions o;
+  o.batch_size = 2;
+  o.max_new_tokens = 8;
+  o.temperature_increment = 0.0;
+  o.word_timings = true;
+
+  const auto run_with = [&](std::shared_ptr<const pipeline::ResumeState> resume,
+                            std::vector<pipeline::ProgressEvent>& windows) {
+    pipeline::Transcriber t(*folder_, *model_, o);
+    pipeline::Job job(long_file.string());
+    job.id = 7;
+    job.resume = std::move(resume);
+    pipeline::CancellationToken cancel;
+    Outcome out;
+    t.run(
+        std::vector<pipeline::Job>{job}, cancel,
+        [&](const pipeline::ProgressEvent& e) {
+          if (e.kind == pipeline::ProgressEvent::Kind::kWindowDone) windows.push_back(e);
+        },
+        [&](pipeline::FileResult&& r) {
+          out = {r.ok, r.error, std::move(r.transcript)};
+        });
+    return out;
+  };
+
+  std::vector<pipeline::ProgressEvent> first_windows;
+  const Outcome whole = run_with(nullptr, first_windows);
+  ASSERT_TRUE(whole.ok) << whole.error;
+  ASSERT_GE(first_windows.size(), 3u);
+  std::size_t segments = 0;
+  for (const auto& e : first_windows) {
+    EXPECT_FALSE(e.restored);
+    EXPECT_GE(e.window_start, 0);
+    EXPECT_FALSE(e.language.empty());
+    segments += e.segments.size();
+  }
+  EXPECT_EQ(segments, whole.transcript.segments.size())
+      << "the windows' events carry every segment of the transcript";
+
+  // The first and the last window were finished before the stop; the language was detected.
+  auto resume = std::make_shared<pipeline::ResumeState>();
+  resume->language = whole.transcript.language;
+  for (const auto* e : {&first_windows.front(), &first_windows.back()})
+    resume->windows[e->window_start] = {e->frames_consumed, e->segments};
+  std::vector<pipeline::ProgressEvent> second_windows;
+  const Outcome resumed = run_with(resume, second_windows);
+  ASSERT_TRUE(resumed.ok) << resumed.error;
+  ASSERT_EQ(second_windows.size(), first_windows.size());
+  int restored = 0;
+  for (const auto& e : second_windows) {
+    restored += e.restored ? 1 : 0;
+    EXPECT_EQ(e.restored, resume->windows.contains(e.window_start)) << e.window_start;
+  }
+  EXPECT_EQ(restored, 2);
+  EXPECT_EQ(tokens(resumed.transcript), tokens(whole.transcript));
+  EXPECT_EQ(resumed.transcript.text(), whole.transcript.text());
+  EXPECT_EQ(resumed.transcript.language, whole.transcript.language);
+  ASSERT_EQ(resumed.transcript.segments.size(), whole.transcript.segments.size());
+  for (std::size_t i = 0; i < whole.transcript.segments.size(); ++i) {
+    EXPECT_EQ(resumed.transcript.segments[i].id, static_cast<int>(i));
+    EXPECT_DOUBLE_EQ(resumed.transcript.segments[i].start, whole.transcript.segments[i].start);
+    EXPECT_EQ(resumed.transcript.segments[i].words.size(),
+              whole.transcript.segments[i].words.size());
+  }
+}
+
 }  // namespace
 }  // namespace ifw::test
