@@ -36,6 +36,8 @@ if(NOT IFW_ENGINE_ONLY)
   find_package(OpenSSL REQUIRED)
   pkg_check_modules(FFMPEG REQUIRED IMPORTED_TARGET libavformat libavcodec libavutil libswresample)
   pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+  find_package(LibArchive REQUIRED)  # ZIP downloads of job results
+  find_package(SQLite3 REQUIRED)     # the server's jobs (libsqlite3-dev)
 endif()
 
 if(IFW_BUILD_TESTS)

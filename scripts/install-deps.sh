@@ -9,9 +9,10 @@ packages=(
   libfftw3-dev libopenblas-dev libpcre2-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   # audio and video decoding, downloads, server state (used by later layers)
   libavformat-dev libavcodec-dev libavutil-dev libswresample-dev libcurl4-openssl-dev
-  libcpp-httplib-dev libsqlite3-dev libssl-dev
-  # tests and benchmarks (ffmpeg, espeak-ng and sox make and check test media; GNU time measures peak memory)
-  libgtest-dev libgmock-dev libbenchmark-dev ffmpeg espeak-ng sox time
+  libcpp-httplib-dev libsqlite3-dev libssl-dev libarchive-dev
+  # tests and benchmarks (ffmpeg, espeak-ng and sox make and check test media; GNU time measures peak memory;
+  # chromium and unzip: the web page's browser test)
+  libgtest-dev libgmock-dev libbenchmark-dev ffmpeg espeak-ng sox time chromium unzip
   # the official openai npm client tests `ifw serve` (tests/integration/openai_client)
   nodejs
 )

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/check-format.sh
 # The openai npm client for the server's tests, at the versions in its package-lock.json.
 npm ci --prefix tests/integration/openai_client --no-audit --no-fund --loglevel=error
+# playwright-core drives Debian's chromium through the web page's test (tests/browser).
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 jobs=$(nproc)
 for preset in ${IFW_TEST_PRESETS:-release asan}; do

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include "backend/device_selection.hpp"
 #include "cli/models_command.hpp"
 #include "server/http_server.hpp"
+#include "server/job_manager.hpp"
 #include "server/transcription_service.hpp"
 
 namespace ifw::cli {
@@ -134,6 +136,16 @@ std::string environment(const char* name) {
   return v != nullptr ? v : "";
 }
 
+std::filesystem::path default_data_dir(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const std::string env = environment("IFW_DATA_DIR"); !env.empty()) return env;
+  if (const std::string xdg = environment("XDG_DATA_HOME"); !xdg.empty())
+    return std::filesystem::path(xdg) / "ifw";
+  if (const std::string home = environment("HOME"); !home.empty())
+    return std::filesystem::path(home) / ".local" / "share" / "ifw";
+  return std::filesystem::current_path() / "ifw-data";
+}
+
 }  // namespace
 
 void add_serve_options(CLI::App& c, ServeArgs& a) {
@@ -186,11 +198,32 @@ void add_serve_options(CLI::App& c, ServeArgs& a) {
       ->check(CLI::Range(0, 100000));
   c.add_option("--upload-dir", a.upload_dir,
                "Where uploads wait while transcribed (default: the system's temporary folder)");
+  c.add_option("--data-dir", a.data_dir,
+               "Where jobs, their uploads and results are kept (default: $IFW_DATA_DIR, else "
+               "$XDG_DATA_HOME/ifw or ~/.local/share/ifw)");
+  c.add_option("--keep-results", a.keep_results_days,
+               "Days ended jobs and their results are kept (0: until deleted)")
+      ->check(CLI::Range(0.0, 36500.0))
+      ->capture_default_str();
+  c.add_option("--max-data-size", a.max_data_size,
+               "Disk budget for job results and uploads; the oldest ended jobs go first")
+      ->capture_default_str();
+  c.add_option("--max-job-files", a.max_job_files, "Files one POST /v1/jobs may carry")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  c.add_option("--max-jobs", a.max_jobs, "Jobs queued or running at once (429 beyond)")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  c.add_option("--job-concurrency", a.job_concurrency,
+               "Jobs decoded side by side (their windows share batches)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
 }
 
 int run_serve(const ServeArgs& a) {
   server::ServiceOptions so;
   server::HttpOptions ho;
+  server::JobsOptions jo;
   try {
     so.default_model = a.model.empty() ? environment("IFW_MODEL") : a.model;
     if (so.default_model.empty()) {
@@ -220,6 +253,17 @@ int run_serve(const ServeArgs& a) {
     ho.read_timeout = std::chrono::seconds(a.read_timeout);
     ho.connection_threads =
         a.connections > 0 ? a.connections : a.max_concurrent + a.queue_size + 16;
+    jo.data_dir = default_data_dir(a.data_dir);
+    jo.keep_results_days = a.keep_results_days;
+    const auto budget = server::parse_byte_size(a.max_data_size);
+    if (!budget) {
+      spdlog::error("--max-data-size {}: use a size such as 10GiB or 500MB", a.max_data_size);
+      return kExitUsage;
+    }
+    jo.max_data_bytes = static_cast<std::int64_t>(*budget);
+    jo.max_files_per_request = a.max_job_files;
+    jo.max_jobs = a.max_jobs;
+    jo.concurrency = a.job_concurrency;
     ho.api_key = environment("IFW_API_KEY");
     ho.admin_token = environment("IFW_ADMIN_TOKEN");
   } catch (const Error& e) {
@@ -231,7 +275,14 @@ int run_serve(const ServeArgs& a) {
   server::TranscriptionService service(so, [revision = a.revision](const std::string& name) {
     return locate_model(name, revision, /*quiet=*/true);
   });
-  server::HttpServer http(service, ho);
+  std::optional<server::JobManager> jobs;
+  try {
+    jobs.emplace(service, jo);
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return e.kind() == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailed;
+  }
+  server::HttpServer http(service, ho, &*jobs);
   const int port = http.bind();
   ServingThread serving(http, signals);
   spdlog::info("listening on http://{}:{} (not ready until the model has loaded)", a.host, port);
@@ -241,6 +292,8 @@ int run_serve(const ServeArgs& a) {
     spdlog::error("cannot load the model: {}", e.what());
     return kExitFailed;
   }
+  spdlog::info("jobs and results in {}; the page is at http://{}:{}/", jo.data_dir.string(), a.host,
+               port);
   spdlog::info("ready: {} answers as whisper-1{}{}", so.default_model,
                ho.api_key.empty() ? "" : "; API key required",
                ho.admin_token.empty() ? "" : "; admin endpoints on");
@@ -248,6 +301,7 @@ int run_serve(const ServeArgs& a) {
   signals.wait();
   if (serving.failed()) {
     service.begin_shutdown();
+    jobs->stop();
     service.cancel_all();
     if (!serving.join(std::chrono::steady_clock::now() + std::chrono::seconds(10)))
       exit_abruptly(service);
@@ -262,6 +316,8 @@ int run_serve(const ServeArgs& a) {
   spdlog::info("shutting down: new requests refused; {} in flight get up to {:.0f} s",
                service.in_flight(), a.shutdown_timeout);
   service.begin_shutdown();
+  // Jobs are not waited for: they stop at their next batch and resume at the next start.
+  jobs->stop();
   http.stop();
   if (!service.wait_idle(started + timeout - grace)) {
     spdlog::warn("cancelling {} request(s) still running at the shutdown deadline",

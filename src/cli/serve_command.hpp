@@ -26,6 +26,13 @@ struct ServeArgs {
   int read_timeout = 30;           // seconds
   int connections = 0;             // 0: from the concurrency and queue sizes
   std::string upload_dir;          // default: the system's temporary folder
+  // Jobs (docs/JOBS.md).
+  std::string data_dir;  // default: $IFW_DATA_DIR, else $XDG_DATA_HOME/ifw or ~/.local/share/ifw
+  double keep_results_days = 30.0;
+  std::string max_data_size = "10GiB";
+  int max_job_files = 100;
+  int max_jobs = 1000;
+  int job_concurrency = 4;
 };
 
 void add_serve_options(CLI::App& command, ServeArgs& args);

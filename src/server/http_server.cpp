@@ -20,7 +20,9 @@
 
 #include "formats/formats.hpp"
 #include "server/connection_watch.hpp"
+#include "server/jobs_api.hpp"
 #include "server/metrics.hpp"
+#include "server/web_page.hpp"
 
 namespace ifw::server {
 
@@ -49,11 +51,22 @@ std::string route_of(const std::string& path) {
                                         "/ready",
                                         "/metrics",
                                         "/admin/cache",
-                                        "/admin/cache/clear"};
+                                        "/admin/cache/clear",
+                                        "/v1/jobs",
+                                        "/v1/jobs/archive",
+                                        "/",
+                                        "/app.js",
+                                        "/app.css"};
   for (const char* r : kRoutes) {
     if (path == r) return r;
   }
   if (path.starts_with("/v1/models/")) return "/v1/models/{id}";
+  if (path.starts_with("/v1/jobs/job_")) {
+    for (const char* tail : {"/events", "/result", "/archive"}) {
+      if (path.ends_with(tail)) return std::string("/v1/jobs/{id}") + tail;
+    }
+    return "/v1/jobs/{id}";
+  }
   return "other";
 }
 
@@ -115,9 +128,10 @@ struct StreamState {
 
 }  // namespace
 
-HttpServer::HttpServer(TranscriptionService& service, HttpOptions options)
+HttpServer::HttpServer(TranscriptionService& service, HttpOptions options, JobManager* jobs)
     : service_(service),
       options_(std::move(options)),
+      jobs_(jobs),
       server_(std::make_unique<httplib::Server>()),
       counters_(std::make_unique<Counters>()) {
   const int threads = std::max(options_.connection_threads, 4);
@@ -435,6 +449,11 @@ void HttpServer::add_routes() {
     res.set_content(
         nlohmann::json{{"released", r.released}, {"deferred", r.deferred}}.dump() + "\n", kJson);
   });
+
+  if (jobs_ != nullptr) {
+    add_job_routes(s, *jobs_);
+    add_web_routes(s);  // the page works through the job API
+  }
 }
 
 }  // namespace ifw::server

@@ -29,9 +29,12 @@ struct HttpOptions {
   std::string admin_token;      // IFW_ADMIN_TOKEN: required on /admin/; off when empty
 };
 
+class JobManager;
+
 class HttpServer {
  public:
-  HttpServer(TranscriptionService& service, HttpOptions options);
+  // `jobs`: the job API and the web page on top of it (nullptr: the OpenAI endpoints alone).
+  HttpServer(TranscriptionService& service, HttpOptions options, JobManager* jobs = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -50,6 +53,7 @@ class HttpServer {
 
   TranscriptionService& service_;
   HttpOptions options_;
+  JobManager* jobs_;
   std::unique_ptr<httplib::Server> server_;
   struct Counters;
   std::unique_ptr<Counters> counters_;

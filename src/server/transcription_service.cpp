@@ -62,15 +62,7 @@ std::vector<std::string> TranscriptionService::model_ids() const {
   return ids;
 }
 
-std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start(
-    const TranscriptionRequest& request, ModelRuntime::ProgressListener on_progress) {
-  // Counted before anything else, so that a shutdown that starts meanwhile waits for it (or
-  // refuses it, below).
-  ++in_flight_;
-  std::shared_ptr<void> in_flight(nullptr, [this](void*) { --in_flight_; });
-  if (shutting_down_)
-    throw ApiError::busy("The server is shutting down; send the request again later", 503);
-  const std::string key = model_key(request.model);
+ModelLease TranscriptionService::lease_model(const std::string& key) {
   std::optional<ModelLease> lease;
   try {
     lease.emplace(cache_.acquire(key));
@@ -86,11 +78,24 @@ std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start
         fmt::format("The model '{}' stopped on an error and is being reloaded; try again", key),
         503);
   }
-  UploadSpool::File upload = spool_.store(request.audio, request.filename);
-  auto t =
-      std::make_unique<Transcription>(Transcription::Key(), *this, std::move(*lease),
-                                      std::move(upload), request.filename, std::move(in_flight));
+  return std::move(*lease);
+}
 
+std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start(
+    const TranscriptionRequest& request, ModelRuntime::ProgressListener on_progress) {
+  // Counted before anything else, so that a shutdown that starts meanwhile waits for it (or
+  // refuses it, below).
+  ++in_flight_;
+  std::shared_ptr<void> in_flight(nullptr, [this](void*) { --in_flight_; });
+  if (shutting_down_)
+    throw ApiError::busy("The server is shutting down; send the request again later", 503);
+  const std::string key = model_key(request.model);
+  ModelLease lease = lease_model(key);
+  UploadSpool::File upload = spool_.store(request.audio, request.filename);
+  const std::string path = upload.path().string();
+  auto t = std::make_unique<Transcription>(Transcription::Key(), *this, std::move(lease),
+                                           std::move(upload), path, request.filename,
+                                           std::move(in_flight));
   pipeline::JobOptions o;
   o.task = request.task;
   o.language = request.language;
@@ -99,10 +104,31 @@ std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start
   // Subtitles are regrouped into readable cues from word timings, as the command line does.
   o.word_timings = request.word_timestamps || request.response_format == ResponseFormat::kSrt ||
                    request.response_format == ResponseFormat::kVtt;
-  pipeline::Job job(t->upload_.path().string(), o, -1, t->cancel_);
+  submit(*t, key, std::move(o), nullptr, std::move(on_progress));
+  return t;
+}
 
+std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start_file(
+    const std::string& audio_path, const std::string& name, const std::string& model,
+    pipeline::JobOptions options, std::shared_ptr<const pipeline::ResumeState> resume,
+    ModelRuntime::ProgressListener on_progress) {
+  if (shutting_down_)
+    throw ApiError::busy("The server is shutting down; the job runs after its restart", 503);
+  const std::string key = model_key(model);
+  auto t = std::make_unique<Transcription>(Transcription::Key(), *this, lease_model(key),
+                                           std::nullopt, audio_path, name, nullptr);
+  submit(*t, key, std::move(options), std::move(resume), std::move(on_progress));
+  return t;
+}
+
+void TranscriptionService::submit(Transcription& t, const std::string& key,
+                                  pipeline::JobOptions options,
+                                  std::shared_ptr<const pipeline::ResumeState> resume,
+                                  ModelRuntime::ProgressListener on_progress) {
+  pipeline::Job job(t.audio_path_, std::move(options), -1, t.cancel_);
+  job.resume = std::move(resume);
   ++queued_;
-  auto listener = [this, started = t->started_,
+  auto listener = [this, started = t.started_,
                    on_progress = std::move(on_progress)](const pipeline::ProgressEvent& e) {
     if (!started->exchange(true)) {
       --queued_;
@@ -110,7 +136,7 @@ std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start
     }
     if (on_progress) on_progress(e);
   };
-  auto future = t->lease_.as<ModelRuntime>().submit(std::move(job), std::move(listener));
+  auto future = t.lease_.as<ModelRuntime>().submit(std::move(job), std::move(listener));
   if (!future) {
     {
       const std::lock_guard lock(mutex_);
@@ -119,24 +145,25 @@ std::unique_ptr<TranscriptionService::Transcription> TranscriptionService::start
     throw ApiError::busy(fmt::format("The server's queue for '{}' is full; try again shortly", key),
                          429);
   }
-  t->result_ = std::move(*future);
-  t->queued_at_ = std::chrono::steady_clock::now();
+  t.result_ = std::move(*future);
+  t.queued_at_ = std::chrono::steady_clock::now();
   {
     const std::lock_guard lock(mutex_);
     std::erase_if(running_, [](const auto& w) { return w.expired(); });
-    running_.push_back(t->cancel_);
-    if (cancelled_all_) t->cancel_->cancel();
+    running_.push_back(t.cancel_);
+    if (cancelled_all_) t.cancel_->cancel();
   }
-  return t;
 }
 
 TranscriptionService::Transcription::Transcription(Key, TranscriptionService& service,
-                                                   ModelLease lease, UploadSpool::File upload,
-                                                   std::string upload_name,
+                                                   ModelLease lease,
+                                                   std::optional<UploadSpool::File> upload,
+                                                   std::string audio_path, std::string upload_name,
                                                    std::shared_ptr<void> in_flight)
     : service_(service),
       lease_(std::move(lease)),
       upload_(std::move(upload)),
+      audio_path_(std::move(audio_path)),
       upload_name_(std::move(upload_name)),
       in_flight_(std::move(in_flight)),
       cancel_(std::make_shared<pipeline::CancellationToken>()),
@@ -206,8 +233,36 @@ std::optional<Transcript> TranscriptionService::Transcription::wait(
         fmt::format("The model '{}' stopped on an error; try again", lease_.name()), 503);
   }
   spdlog::info("{}: {}", upload_name_, r.error);
-  throw ApiError::bad_request(client_message(r.error, upload_.path().string(), upload_name_),
-                              "file", "invalid_audio");
+  throw ApiError::bad_request(client_message(r.error, audio_path_, upload_name_), "file",
+                              "invalid_audio");
+}
+
+pipeline::FileResult TranscriptionService::Transcription::result(std::chrono::milliseconds poll) {
+  bool withdrawn = false;
+  while (result_.wait_for(poll) != std::future_status::ready) {
+    if (cancel_->cancelled() && !withdrawn && !started_->load()) {
+      withdrawn = true;  // still queued: answered now rather than when its turn comes
+      lease_.as<ModelRuntime>().withdraw_cancelled();
+    }
+  }
+  pipeline::FileResult r = result_.get();
+  ended_ = true;
+  r.error = client_message(r.error, audio_path_, upload_name_);
+  r.path = upload_name_;
+  const std::lock_guard lock(service_.mutex_);
+  if (r.ok) {
+    ++service_.counters_.completed;
+    service_.counters_.audio_seconds += r.transcript.duration;
+    service_.counters_.processing_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - queued_at_).count();
+  } else {
+    ++service_.counters_.failed;
+  }
+  return r;
+}
+
+bool TranscriptionService::Transcription::model_failed() const {
+  return lease_.as<ModelRuntime>().failed();
 }
 
 void TranscriptionService::cancel_all() {

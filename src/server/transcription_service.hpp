@@ -81,20 +81,28 @@ class TranscriptionService {
     std::optional<Transcript> wait(const std::function<bool()>& client_gone,
                                    const std::function<void()>& on_poll = {},
                                    std::chrono::milliseconds poll = std::chrono::milliseconds(50));
+    // Waits for the job's result as it is (a job record keeps partial and failed results too),
+    // its messages naming the upload rather than the server's file. Counted in the stats as
+    // completed or failed.
+    pipeline::FileResult result(std::chrono::milliseconds poll = std::chrono::milliseconds(50));
     void cancel() { cancel_->cancel(); }
+    // The model's scheduler stopped on an error (the job did not fail for its own reasons).
+    bool model_failed() const;
 
     // Made by TranscriptionService::start.
     struct Key {
       explicit Key() = default;
     };
-    Transcription(Key, TranscriptionService& service, ModelLease lease, UploadSpool::File upload,
+    Transcription(Key, TranscriptionService& service, ModelLease lease,
+                  std::optional<UploadSpool::File> upload, std::string audio_path,
                   std::string upload_name, std::shared_ptr<void> in_flight);
 
    private:
     friend class TranscriptionService;
     TranscriptionService& service_;
     ModelLease lease_;
-    UploadSpool::File upload_;
+    std::optional<UploadSpool::File> upload_;  // a request's upload, removed with this
+    std::string audio_path_;
     std::string upload_name_;
     std::shared_ptr<void> in_flight_;  // counted from the start of start() to the end
     std::shared_ptr<pipeline::CancellationToken> cancel_;
@@ -109,6 +117,13 @@ class TranscriptionService {
   // 404 unknown model, 429 queue full, 503 shutting down or model failed, 500 model not loadable.
   std::unique_ptr<Transcription> start(const TranscriptionRequest& request,
                                        ModelRuntime::ProgressListener on_progress = {});
+  // The same for a file already on disk (a job's upload, `name` being what its client called
+  // it), taking over the windows in `resume`. Not counted as a request in flight: jobs are
+  // stopped at a shutdown, not waited for.
+  std::unique_ptr<Transcription> start_file(const std::string& audio_path, const std::string& name,
+                                            const std::string& model, pipeline::JobOptions options,
+                                            std::shared_ptr<const pipeline::ResumeState> resume,
+                                            ModelRuntime::ProgressListener on_progress = {});
 
   // Shutdown, in two steps: refuse new requests (503) — readiness goes false — then, at the
   // deadline, cancel what still runs and anything that still comes (each answered with a 503).
@@ -128,7 +143,10 @@ class TranscriptionService {
   ServiceStats stats() const;
 
  private:
-  void finished(const std::shared_ptr<pipeline::CancellationToken>& token);
+  ModelLease lease_model(const std::string& key);
+  void submit(Transcription& t, const std::string& key, pipeline::JobOptions options,
+              std::shared_ptr<const pipeline::ResumeState> resume,
+              ModelRuntime::ProgressListener on_progress);
 
   ServiceOptions options_;
   UploadSpool spool_;

@@ -1,5 +1,6 @@
 #include "integration/serve_process.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <fstream>
@@ -19,6 +20,11 @@ ServeProcess::ServeProcess(const std::vector<std::string>& args,
   // Uploads wait inside the test's own folder: nothing is left behind even when a test kills it.
   std::vector<std::string> argv_s = {IFW_BINARY, "serve",        "--port",
                                      "0",        "--upload-dir", dir_.path().string()};
+  // Jobs too, unless the test keeps them elsewhere (to restart a server on them).
+  if (std::find(args.begin(), args.end(), "--data-dir") == args.end()) {
+    argv_s.push_back("--data-dir");
+    argv_s.push_back((dir_ / "data").string());
+  }
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s)
