@@ -124,6 +124,19 @@ class ServingThread {
   std::thread thread_;
 };
 
+// Stops the jobs when run_serve ends however it ends, before the serving thread is joined:
+// their event streams would keep connections (and so that thread) busy.
+class StopJobsFirst {
+ public:
+  explicit StopJobsFirst(server::JobManager& jobs) : jobs_(jobs) {}
+  ~StopJobsFirst() { jobs_.stop(); }
+  StopJobsFirst(const StopJobsFirst&) = delete;
+  StopJobsFirst& operator=(const StopJobsFirst&) = delete;
+
+ private:
+  server::JobManager& jobs_;
+};
+
 // Ends the process now, without waiting for what still runs; uploads are not left behind.
 [[noreturn]] void exit_abruptly(const server::TranscriptionService& service) {
   std::error_code ec;
@@ -143,7 +156,7 @@ std::filesystem::path default_data_dir(const std::string& given) {
     return std::filesystem::path(xdg) / "ifw";
   if (const std::string home = environment("HOME"); !home.empty())
     return std::filesystem::path(home) / ".local" / "share" / "ifw";
-  return std::filesystem::current_path() / "ifw-data";
+  return "ifw-data";  // relative to where the server was started
 }
 
 }  // namespace
@@ -285,6 +298,7 @@ int run_serve(const ServeArgs& a) {
   server::HttpServer http(service, ho, &*jobs);
   const int port = http.bind();
   ServingThread serving(http, signals);
+  const StopJobsFirst stop_jobs(*jobs);
   spdlog::info("listening on http://{}:{} (not ready until the model has loaded)", a.host, port);
   try {
     service.load_default_model();
@@ -301,7 +315,8 @@ int run_serve(const ServeArgs& a) {
   signals.wait();
   if (serving.failed()) {
     service.begin_shutdown();
-    jobs->stop();
+    if (!jobs->stop(std::chrono::steady_clock::now() + std::chrono::seconds(10)))
+      exit_abruptly(service);
     service.cancel_all();
     if (!serving.join(std::chrono::steady_clock::now() + std::chrono::seconds(10)))
       exit_abruptly(service);
@@ -316,9 +331,14 @@ int run_serve(const ServeArgs& a) {
   spdlog::info("shutting down: new requests refused; {} in flight get up to {:.0f} s",
                service.in_flight(), a.shutdown_timeout);
   service.begin_shutdown();
-  // Jobs are not waited for: they stop at their next batch and resume at the next start.
-  jobs->stop();
   http.stop();
+  // Jobs are not waited for: they stop at their next batch and resume at the next start.
+  if (!jobs->stop(started + timeout)) {
+    spdlog::error(
+        "jobs still running at the deadline; exiting without them (they resume at the "
+        "next start)");
+    exit_abruptly(service);
+  }
   if (!service.wait_idle(started + timeout - grace)) {
     spdlog::warn("cancelling {} request(s) still running at the shutdown deadline",
                  service.in_flight());

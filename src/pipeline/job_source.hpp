@@ -37,7 +37,8 @@ struct FinishedWindow {
 
 // What a job that starts again already has: its windows decoded before, by where they start
 // (in samples; windows are cut the same way from the same audio), and the language detected
-// then. Those windows are taken as they are, not decoded again.
+// then. Those windows are taken as they are, not decoded again (batched strategy only: the
+// sequential one decodes everything again).
 struct ResumeState {
   std::optional<std::string> language;  // code
   std::map<std::int64_t, FinishedWindow> windows;

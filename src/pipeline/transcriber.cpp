@@ -289,7 +289,9 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       f->index = job->id;
       f->path = job->path;
       f->cancel = job->cancel;
-      f->resume = job->resume;
+      // Sequential windows depend on the text before them (the prompt, where the next one
+      // starts), which a resume would have to rebuild exactly: such jobs start again instead.
+      if (!sequential) f->resume = job->resume;
       std::string error;
       if (f->cancelled()) {
         error = fmt::format("{}: cancelled before it started", f->path);
@@ -569,8 +571,6 @@ bool Transcriber::restore(File& f, const AudioWindow& window,
   std::string text;
   for (const Segment& s : done.segments) {
     text += s.text;
-    if (options_.strategy == Strategy::kSequential)
-      f.history.insert(f.history.end(), s.tokens.begin(), s.tokens.end());
     f.transcript.segments.push_back(s);
   }
   f.source->done(window, done.frames_consumed);

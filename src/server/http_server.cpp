@@ -451,7 +451,8 @@ void HttpServer::add_routes() {
   });
 
   if (jobs_ != nullptr) {
-    add_job_routes(s, *jobs_);
+    // Event streams hold a connection's thread each: at most half of them.
+    add_job_routes(s, *jobs_, std::max(options_.connection_threads / 2, 4));
     add_web_routes(s);  // the page works through the job API
   }
 }

@@ -6,6 +6,8 @@ void JobEvents::publish(const std::string& job, std::string type, std::string da
   {
     const std::lock_guard lock(mutex_);
     Channel& c = channels_[job];
+    // A job's final event is all a reader needs from then on: the rest goes.
+    if (type == "done" || type == "failed" || type == "cancelled") c.recent.clear();
     c.recent.push_back({c.next++, std::move(type), std::move(data)});
     if (c.recent.size() > kept_) c.recent.pop_front();
   }

@@ -154,6 +154,14 @@ JobManager::JobManager(TranscriptionService& service, JobsOptions options)
 
 JobManager::~JobManager() {
   stop();
+  // Also after a stop that gave up at its deadline: no thread may outlive the manager.
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return running_.empty(); });
+  for (auto& ended : std::exchange(ended_, {})) {
+    lock.unlock();
+    if (ended->thread.joinable()) ended->thread.join();
+    lock.lock();
+  }
 }
 
 std::filesystem::path JobManager::upload_path(const JobRecord& job) const {
@@ -170,7 +178,12 @@ void JobManager::recover() {
       continue;
     }
     std::error_code ec;
-    if (job.upload.empty() || !std::filesystem::exists(upload_path(job), ec)) {
+    const bool present = !job.upload.empty() && std::filesystem::exists(upload_path(job), ec);
+    if (ec) {
+      // Cannot tell (permissions, I/O): the job stays; running it will say what is wrong.
+      spdlog::error("job {}: cannot check its upload {}: {}", job.id, upload_path(job).string(),
+                    ec.message());
+    } else if (!present) {
       job.status = JobStatus::kFailed;
       job.error_message = "its uploaded audio is gone from the server's data folder";
       job.error_code = "upload_lost";
@@ -193,7 +206,8 @@ void JobManager::recover() {
     kept_uploads.push_back(job.upload);
     queue_.push_back(job.id);
   }
-  // Uploads no job refers to (a stop between storing a file and recording its job).
+  // Uploads no job refers to (a stop between storing a file and recording its job, or between
+  // recording a job's end and removing its upload).
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(uploads_, ec)) {
     const std::string name = entry.path().filename().string();
@@ -202,6 +216,7 @@ void JobManager::recover() {
     if (!std::filesystem::remove(entry.path(), rm) && rm)
       spdlog::warn("cannot remove the stray upload {}: {}", entry.path().string(), rm.message());
   }
+  if (ec) spdlog::warn("cannot list {}: {}", uploads_.string(), ec.message());
   if (resumed + queued + lost > 0) {
     spdlog::info("jobs from before: {} to resume, {} queued, {} failed (upload gone)", resumed,
                  queued, lost);
@@ -272,34 +287,46 @@ std::vector<JobRecord> JobManager::submit(const JobRequest& request,
     throw ApiError::bad_request(
         fmt::format("task '{}': use transcribe or translate", request.task.substr(0, 40)), "task");
   }
+  // A language by code or by name ("english"), kept as its code.
+  std::optional<std::string> language;
   if (request.language) {
-    const auto& languages = model::whisper_languages();
-    const bool known = std::ranges::any_of(
-                           languages, [&](const auto& l) { return l.code == *request.language; }) ||
-                       model::language_index_by_name(*request.language).has_value();
-    if (!known) {
+    const auto languages = model::whisper_languages();
+    std::string code = *request.language;
+    std::ranges::transform(code, code.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (const auto by_name = model::language_index_by_name(code))
+      code = std::string(languages[static_cast<std::size_t>(*by_name)].code);
+    if (std::ranges::none_of(languages, [&](const auto& l) { return l.code == code; })) {
       throw ApiError::bad_request(
           fmt::format("language '{}' is not one Whisper knows (ISO 639-1 codes such as en, de)",
                       request.language->substr(0, 40)),
           "language");
     }
+    language = code;
   }
   if (!std::isfinite(request.temperature) || request.temperature < 0.0 ||
       request.temperature > 1.0) {
     throw ApiError::bad_request("temperature must be between 0 and 1", "temperature");
   }
+  // Places reserved under the lock: requests stored side by side cannot pass --max-jobs.
   {
     const std::lock_guard lock(mutex_);
     if (stopping_ || service_.shutting_down())
       throw ApiError::busy("The server is shutting down; send the files again later", 503);
-    const std::size_t open = queue_.size() + running_.size();
+    const std::size_t open = queue_.size() + running_.size() + static_cast<std::size_t>(reserved_);
     if (open + files.size() > static_cast<std::size_t>(options_.max_jobs)) {
       throw ApiError::busy(fmt::format("{} jobs are queued or running (the server takes {}); "
                                        "send these files once some have finished",
                                        open, options_.max_jobs),
                            429);
     }
+    reserved_ += static_cast<int>(files.size());
   }
+  const std::shared_ptr<void> reservation(nullptr,
+                                          [this, n = static_cast<int>(files.size())](void*) {
+                                            const std::lock_guard lock(mutex_);
+                                            reserved_ -= n;
+                                          });
 
   // Stored and checked first, recorded after: a bad file leaves nothing behind.
   std::vector<JobRecord> jobs;
@@ -319,10 +346,10 @@ std::vector<JobRecord> JobManager::submit(const JobRequest& request,
       jobs.back().duration = probe_audio(upload_path(j), j.file_name);
       jobs.back().windows_total =
           std::max(1, static_cast<int>(std::ceil(jobs.back().duration / 30.0)));
-      jobs.back().model = request.model;
+      jobs.back().model = model;  // resolved: a restart with another --model cannot mix two
       jobs.back().task = request.task;
-      jobs.back().language_requested = request.language;
-      jobs.back().language = request.language;
+      jobs.back().language_requested = language;
+      jobs.back().language = language;
       jobs.back().prompt = request.prompt;
       jobs.back().temperature = request.temperature;
       jobs.back().word_timestamps = request.word_timestamps;
@@ -388,17 +415,9 @@ JobRecord JobManager::cancel(const std::string& id) {
   if (const auto queued = std::ranges::find(queue_, id); queued != queue_.end()) {
     queue_.erase(queued);
     lock.unlock();
-    job = store_->get(id).value_or(job);
-    job.status = JobStatus::kCancelled;
-    job.error_message = "cancelled before it started";
-    job.error_code = "cancelled";
-    job.finished_at = unix_now();
-    remove_upload(job);
-    store_->finish(job, std::nullopt);
-    job.has_result = false;
-    publish(job, "cancelled");
+    end_without_result(store_->get(id).value_or(job), "cancelled before it started", "cancelled");
     spdlog::info("job {} ({}) cancelled while queued", id, job.file_name);
-    return job;
+    return get(id);
   }
   if (const auto running = running_.find(id); running != running_.end()) {
     running->second->cancel_requested = true;
@@ -462,33 +481,53 @@ void JobManager::dispatch() {
 }
 
 // Called with the lock held; returns it held. False when the job could not be handed over now
-// (the scheduler's queue is full): it stays first in line.
+// (the scheduler's queue is full, the model is loading or reloading): it stays first in line.
 bool JobManager::start_next(std::unique_lock<std::mutex>& lock) {
   const std::string id = queue_.front();
   queue_.pop_front();
   auto running = std::make_shared<Running>();
   running_[id] = running;
   lock.unlock();
-
-  std::optional<JobRecord> stored = store_->get(id);
-  if (!stored) {  // deleted meanwhile
+  // Whatever happens below, the job is either handed to a thread that waits for it, ended, or
+  // put back in line: never lost, and the dispatcher never dies of it.
+  const auto back_in_line = [&] {
     lock.lock();
     running_.erase(id);
-    return true;
+    queue_.push_front(id);
+    changed_.notify_all();
+    return false;
+  };
+  JobRecord job;
+  auto resume = std::make_shared<pipeline::ResumeState>();
+  try {
+    std::optional<JobRecord> stored = store_->get(id);
+    if (!stored) {  // deleted meanwhile
+      lock.lock();
+      running_.erase(id);
+      changed_.notify_all();
+      return true;
+    }
+    job = *stored;
+    *resume = store_->resume_state(id);
+    job.status = JobStatus::kRunning;
+    if (job.started_at <= 0.0) job.started_at = unix_now();
+    job.windows_done = 0;  // counted again as the windows come, restored ones first
+    job.windows_restored = 0;
+    job.audio_done = 0.0;
+    // Recorded before the scheduler can report a window, so that this never overwrites one.
+    store_->update(job);
+  } catch (const std::exception& e) {
+    spdlog::error("job {}: reading it from the job database failed: {}; trying again later", id,
+                  e.what());
+    return back_in_line();
   }
-  JobRecord job = *stored;
-  const auto resume = std::make_shared<pipeline::ResumeState>(store_->resume_state(id));
-  job.status = JobStatus::kRunning;
-  if (job.started_at <= 0.0) job.started_at = unix_now();
-  job.windows_done = 0;  // counted again as the windows come, restored ones first
-  job.windows_restored = 0;
-  job.audio_done = 0.0;
   running->earlier_processing = job.processing_seconds;
   running->started = std::chrono::steady_clock::now();
   {
     const std::lock_guard record(running->mutex);
     running->record = job;
   }
+  publish(job, "progress");
   pipeline::JobOptions o;
   o.task = job.task;
   o.language = job.language_requested;
@@ -503,28 +542,38 @@ bool JobManager::start_next(std::unique_lock<std::mutex>& lock) {
         [this, running](const pipeline::ProgressEvent& e) { on_progress(*running, e); });
   } catch (const ApiError& e) {
     refused = e;
+  } catch (const std::exception& e) {
+    refused = ApiError(500, e.what(), "server_error");
   }
   if (refused) {
-    const bool later = refused->status() == 429 || refused->status() == 503;
+    // Only a model the server no longer offers is final; the scheduler being full, the model
+    // loading, failing to load or reloading may pass.
+    const bool final = refused->status() == 404;
+    job.status = running->cancel_requested ? JobStatus::kCancelled
+                 : final                   ? JobStatus::kFailed
+                                           : JobStatus::kQueued;
+    if (job.status == JobStatus::kQueued) {
+      if (refused->status() != 429) spdlog::warn("job {} waits: {}", id, refused->what());
+      try {
+        store_->update(job);
+      } catch (const std::exception& e) {
+        spdlog::error("job {}: {}", id, e.what());
+      }
+      {
+        const std::lock_guard record(running->mutex);
+        running->record = job;
+      }
+      publish(job, "queued");
+      return back_in_line();
+    }
+    end_without_result(job,
+                       running->cancel_requested ? "cancelled before it started" : refused->what(),
+                       running->cancel_requested ? "cancelled" : "model_unavailable");
     lock.lock();
     running_.erase(id);
-    if (later) {
-      queue_.push_front(id);  // the scheduler is full or the model reloads: stays first
-      return false;
-    }
-    lock.unlock();
-    job.status = JobStatus::kFailed;
-    job.error_message = refused->what();
-    job.error_code = refused->code().empty() ? "model_unavailable" : refused->code();
-    job.finished_at = unix_now();
-    remove_upload(job);
-    store_->finish(job, std::nullopt);
-    publish(job, "failed");
-    lock.lock();
+    changed_.notify_all();
     return true;
   }
-  store_->update(job);
-  publish(job, "progress");
   spdlog::info("job {} ({}) started{}", id, job.file_name,
                resume->windows.empty()
                    ? ""
@@ -535,7 +584,15 @@ bool JobManager::start_next(std::unique_lock<std::mutex>& lock) {
     running->transcription = std::move(transcription);
     if (running->cancel_requested || stopping_) running->transcription->cancel();
   }
-  running->thread = std::thread([this, running] { wait_for(running); });
+  try {
+    running->thread = std::thread([this, running] { wait_for(running); });
+  } catch (const std::system_error& e) {
+    // No thread to wait with: wait here (the dispatcher pauses for this job's length).
+    spdlog::error("job {}: no thread to wait for it ({}); waiting on the dispatcher", id, e.what());
+    lock.unlock();
+    wait_for(running);
+    lock.lock();
+  }
   return true;
 }
 
@@ -559,9 +616,9 @@ void JobManager::on_progress(Running& running, const pipeline::ProgressEvent& e)
   // persistence (it is decoded again after a restart), and is logged.
   try {
     if (!e.restored) {
-      // The language first: a window is only ever resumed with the language it was decoded in.
-      store_->update(job);
-      store_->add_window(job.id, e.window_start, e.frames_consumed, e.segments);
+      // With the record (the language detected): a window is only ever resumed with the
+      // language it was decoded in.
+      store_->add_window(job, e.window_start, e.frames_consumed, e.segments);
     } else {
       store_->update(job);
     }
@@ -599,49 +656,54 @@ void JobManager::wait_for(std::shared_ptr<Running> running) {
     stopping = stopping_;
   }
   const bool complete = r.ok && !r.transcript.partial;
+  const bool model_failed = !complete && running->transcription->model_failed();
+  int attempts = 0;
+  if (model_failed) {
+    const std::lock_guard lock(mutex_);
+    attempts = ++model_failures_[job.id];
+  }
   std::optional<Transcript> result;
   std::string type;
-  try {
-    if (stopping && !running->cancel_requested && !complete) {
-      // A shutdown: the windows it finished are stored; it resumes at the next start.
-      job.status = JobStatus::kQueued;
+  bool requeue = false;
+  if ((stopping && !running->cancel_requested && !complete) ||
+      (model_failed && !running->cancel_requested && attempts < kModelAttempts)) {
+    // A shutdown, or the model stopped on an error (someone else's batch may have caused it):
+    // the windows it finished are stored; it goes on from there at the next start, or once the
+    // model is loaded again.
+    job.status = JobStatus::kQueued;
+    requeue = !stopping;
+    try {
       store_->update(job);
-      spdlog::info(
-          "job {} ({}) stopped by the shutdown after {} window(s); it resumes at the "
-          "next start",
-          job.id, job.file_name, job.windows_done);
-    } else {
-      if (running->cancel_requested && !complete) {
-        job.status = JobStatus::kCancelled;
-        job.error_message = fmt::format("cancelled after {} of its windows", job.windows_done);
-        job.error_code = "cancelled";
-        type = "cancelled";
-      } else if (complete) {
-        job.status = JobStatus::kDone;
-        job.duration = r.transcript.duration;
-        job.windows_total = job.windows_done;
-        job.audio_done = r.transcript.duration;
-        type = "done";
-      } else {
-        job.status = JobStatus::kFailed;
-        const bool model = running->transcription->model_failed();
-        job.error_message = model ? "the model stopped on an error (the server's log says why); "
-                                    "send the file again"
-                                  : r.error;
-        job.error_code = model ? "model_failed" : "transcription_failed";
-        type = "failed";
-      }
-      // Partial results are kept: what a job finished is never thrown away.
-      if (complete || job.windows_done > 0) result = std::move(r.transcript);
-      job.finished_at = unix_now();
-      remove_upload(job);
-      store_->finish(job, result);
-      job.has_result = result.has_value();
-      spdlog::info("job {} ({}): {} - {:.1f} s of audio in {:.1f} s", job.id, job.file_name,
-                   status_name(job.status), job.audio_done, job.processing_seconds);
+    } catch (const std::exception& e) {
+      spdlog::error("job {}: {}", job.id, e.what());
     }
-  } catch (const std::exception& e) {
-    spdlog::error("job {}: recording its end failed: {}", job.id, e.what());
+    spdlog::info("job {} ({}) {} after {} window(s); it resumes {}", job.id, job.file_name,
+                 stopping ? "stopped by the shutdown" : "stopped: its model failed",
+                 job.windows_done, stopping ? "at the next start" : "when the model is back");
+  } else {
+    if (running->cancel_requested && !complete) {
+      job.status = JobStatus::kCancelled;
+      job.error_message = fmt::format("cancelled after {} of its windows", job.windows_done);
+      job.error_code = "cancelled";
+      type = "cancelled";
+    } else if (complete) {
+      job.status = JobStatus::kDone;
+      job.duration = r.transcript.duration;
+      job.windows_total = job.windows_done;
+      job.audio_done = r.transcript.duration;
+      type = "done";
+    } else {
+      job.status = JobStatus::kFailed;
+      job.error_message = model_failed ? "the model stopped on an error (the server's log says "
+                                         "why); send the file again"
+                                       : r.error;
+      job.error_code = model_failed ? "model_failed" : "transcription_failed";
+      type = "failed";
+    }
+    // Partial results are kept: what a job finished is never thrown away.
+    if (complete || job.windows_done > 0) result = std::move(r.transcript);
+    job.finished_at = unix_now();
+    if (!record_end(job, result)) type.clear();  // stays as it was; resumes after a restart
   }
   std::unique_ptr<TranscriptionService::Transcription> transcription;
   {
@@ -654,32 +716,72 @@ void JobManager::wait_for(std::shared_ptr<Running> running) {
   {
     const std::lock_guard lock(mutex_);
     running_.erase(job.id);
-    if (job.status == JobStatus::kQueued && !stopping) queue_.push_front(job.id);
+    if (requeue) queue_.push_back(job.id);
+    if (!type.empty()) model_failures_.erase(job.id);
     ended_.push_back(running);
   }
   changed_.notify_all();
   if (!type.empty()) {
     try {
-      apply_retention();
+      apply_retention(job.id);
     } catch (const std::exception& e) {
       spdlog::error("removing old jobs failed: {}", e.what());
     }
   }
 }
 
-void JobManager::apply_retention() {
+// The job's end and result stored, then its upload removed (a stop in between leaves a stray
+// upload that the next start removes, never a job without its audio). False when the database
+// refused (logged): the job stays as it was recorded before.
+bool JobManager::record_end(JobRecord& job, const std::optional<Transcript>& result) {
+  const std::string upload = job.upload;
+  job.upload.clear();
+  job.has_result = result.has_value();
+  try {
+    store_->finish(job, result);
+  } catch (const std::exception& e) {
+    spdlog::error("job {}: recording its end failed: {}", job.id, e.what());
+    job.upload = upload;
+    return false;
+  }
+  if (!upload.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::remove(uploads_ / upload, ec) && ec)
+      spdlog::warn("cannot remove the upload of job {}: {}", job.id, ec.message());
+  }
+  spdlog::info("job {} ({}): {} - {:.1f} s of audio in {:.1f} s", job.id, job.file_name,
+               status_name(job.status), job.audio_done, job.processing_seconds);
+  return true;
+}
+
+void JobManager::end_without_result(JobRecord job, const std::string& message,
+                                    const std::string& code) {
+  job.status = code == "cancelled" ? JobStatus::kCancelled : JobStatus::kFailed;
+  job.error_message = message;
+  job.error_code = code;
+  job.finished_at = unix_now();
+  if (record_end(job, std::nullopt))
+    publish(job, job.status == JobStatus::kCancelled ? "cancelled" : "failed");
+}
+
+void JobManager::apply_retention(const std::string& just_ended) {
   std::vector<JobRecord> ended;
+  std::int64_t bytes = 0;  // of ended jobs: the only ones retention may remove
   for (JobRecord& j : store_->list()) {
-    if (has_ended(j.status)) ended.push_back(std::move(j));
+    if (!has_ended(j.status)) continue;
+    bytes += j.result_bytes;
+    ended.push_back(std::move(j));
   }
   std::ranges::sort(ended, {}, &JobRecord::finished_at);
   const double now = unix_now();
-  std::int64_t bytes = store_->stored_bytes();
   int removed = 0;
-  for (JobRecord& j : ended) {
+  for (std::size_t i = 0; i < ended.size(); ++i) {
+    JobRecord& j = ended[i];
     const bool expired = options_.keep_results_days > 0.0 &&
                          now - j.finished_at > options_.keep_results_days * 86400.0;
-    if (!expired && bytes <= options_.max_data_bytes) continue;
+    // Over the budget the oldest go first, never the newest (a result nobody has fetched yet).
+    const bool over = bytes > options_.max_data_bytes && i + 1 < ended.size() && j.id != just_ended;
+    if (!expired && !over) continue;
     bytes -= j.result_bytes;
     remove_upload(j);
     store_->remove(j.id);
@@ -694,35 +796,32 @@ void JobManager::apply_retention() {
   }
 }
 
-void JobManager::stop() {
+bool JobManager::stop(std::chrono::steady_clock::time_point deadline) {
   {
     const std::lock_guard lock(mutex_);
-    if (stopping_) return;
+    if (stopping_) return true;
     stopping_ = true;
   }
   changed_.notify_all();
+  events_.close();  // event streams end now, whatever follows
   if (dispatcher_.joinable()) dispatcher_.join();
-  std::vector<std::shared_ptr<Running>> running;
-  {
-    const std::lock_guard lock(mutex_);
-    for (const auto& [id, r] : running_)
-      running.push_back(r);
-  }
-  for (const auto& r : running) {
-    const std::lock_guard lock(r->mutex);
+  std::unique_lock lock(mutex_);
+  for (const auto& [id, r] : running_) {
+    const std::lock_guard record(r->mutex);
     if (r->transcription) r->transcription->cancel();
   }
-  for (const auto& r : running) {
-    if (r->thread.joinable()) r->thread.join();
+  // Each ends at its scheduler's next batch.
+  if (!changed_.wait_until(lock, deadline, [&] { return running_.empty(); })) {
+    spdlog::error("{} job(s) did not stop by the deadline; they resume at the next start",
+                  running_.size());
+    return false;
   }
-  {
-    const std::lock_guard lock(mutex_);
-    for (auto& ended : std::exchange(ended_, {})) {
-      if (ended->thread.joinable() && ended->thread.get_id() != std::this_thread::get_id())
-        ended->thread.join();
-    }
+  for (auto& ended : std::exchange(ended_, {})) {
+    lock.unlock();
+    if (ended->thread.joinable()) ended->thread.join();
+    lock.lock();
   }
-  events_.close();  // event streams end
+  return true;
 }
 
 }  // namespace ifw::server

@@ -5,6 +5,7 @@
 // oldest ended jobs.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -78,9 +79,12 @@ class JobManager {
   static nlohmann::ordered_json to_json(const JobRecord& job);
   const JobsOptions& options() const { return options_; }
 
-  // A shutdown: nothing more is started; running jobs are stopped and left to resume at the
-  // next start (their finished windows are stored); event streams end. Idempotent.
-  void stop();
+  // A shutdown: nothing more is started; event streams end; running jobs are stopped at their
+  // next batch and left to resume at the next start (their finished windows are stored). False
+  // when some had not stopped by the deadline (the process may then exit without them: the next
+  // start resumes them). Only the first call does anything.
+  bool stop(std::chrono::steady_clock::time_point deadline =
+                std::chrono::steady_clock::time_point::max());
 
  private:
   struct Running;
@@ -92,7 +96,11 @@ class JobManager {
   void on_progress(Running& running, const pipeline::ProgressEvent& e);
   void publish(const JobRecord& job, std::string_view type);
   void remove_upload(JobRecord& job) const;
-  void apply_retention();
+  bool record_end(JobRecord& job, const std::optional<Transcript>& result);
+  void end_without_result(JobRecord job, const std::string& message, const std::string& code);
+  // Removes ended jobs past --keep-results, and the oldest ended ones while over the budget
+  // (never `just_ended`, nor the newest).
+  void apply_retention(const std::string& just_ended = "");
   std::filesystem::path upload_path(const JobRecord& job) const;
 
   TranscriptionService& service_;
@@ -107,6 +115,10 @@ class JobManager {
   std::deque<std::string> queue_;  // queued jobs, in order
   std::map<std::string, std::shared_ptr<Running>> running_;
   std::vector<std::shared_ptr<Running>> ended_;  // their threads to join
+  // A job whose model failed goes back in line this many times at most, then fails.
+  static constexpr int kModelAttempts = 3;
+  std::map<std::string, int> model_failures_;
+  int reserved_ = 0;  // jobs of requests being stored, counted against --max-jobs
   bool stopping_ = false;
   std::thread dispatcher_;
 };

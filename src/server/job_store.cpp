@@ -207,7 +207,14 @@ JobStore::JobStore(const std::filesystem::path& database) : path_(database) {
   try {
     // WAL: readers (the API) do not wait for the writer (a window being stored); NORMAL
     // synchronisation: a power cut may lose the last commits, never the database.
-    exec("PRAGMA journal_mode = WAL");
+    {
+      Statement wal(db, "PRAGMA journal_mode = WAL");
+      if (!wal.step() || wal.text(0) != "wal")
+        spdlog::warn(
+            "the job database {} is not in WAL mode (its file system may not support "
+            "it): readers wait for writers",
+            database.string());
+    }
     exec("PRAGMA synchronous = NORMAL");
     exec("PRAGMA foreign_keys = ON");
     int version = 0;
@@ -303,18 +310,26 @@ void JobStore::update(const JobRecord& j) {
   s.step();
 }
 
-void JobStore::add_window(const std::string& id, std::int64_t start_sample, int frames_consumed,
+void JobStore::add_window(const JobRecord& job, std::int64_t start_sample, int frames_consumed,
                           const std::vector<Segment>& segments) {
   const std::string json = formats::segments_to_json(segments).dump();
   const std::lock_guard lock(mutex_);
+  Transaction tx(db_.get());
+  {
+    Statement s(db_.get(), kUpdate);
+    bind_state(s, job, 1);
+    s.bind(22, std::string_view(job.id));
+    s.step();
+  }
   Statement s(db_.get(),
               "INSERT OR REPLACE INTO windows (job, start_sample, frames_consumed, segments) "
               "VALUES (?1, ?2, ?3, ?4)");
-  s.bind(1, std::string_view(id))
+  s.bind(1, std::string_view(job.id))
       .bind(2, start_sample)
       .bind(3, frames_consumed)
       .bind(4, std::string_view(json));
   s.step();
+  tx.commit();
 }
 
 pipeline::ResumeState JobStore::resume_state(const std::string& id) const {

@@ -65,8 +65,9 @@ class JobStore {
   // Writes every field of the record but its id, creation time and result.
   void update(const JobRecord& job);
 
-  // A window of a running job, kept until its job ends.
-  void add_window(const std::string& id, std::int64_t start_sample, int frames_consumed,
+  // A window of a running job, kept until its job ends, with the job's record as it stands
+  // then (its progress, the language detected), in one transaction.
+  void add_window(const JobRecord& job, std::int64_t start_sample, int frames_consumed,
                   const std::vector<Segment>& segments);
   pipeline::ResumeState resume_state(const std::string& id) const;
   int window_count(const std::string& id) const;
@@ -77,7 +78,7 @@ class JobStore {
   std::optional<Transcript> result(const std::string& id) const;
   void remove(const std::string& id);
 
-  // Bytes of transcripts, windows and uploads the database accounts for.
+  // Bytes of transcripts, windows and uploads the database accounts for (every job).
   std::int64_t stored_bytes() const;
 
  private:

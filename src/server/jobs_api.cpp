@@ -1,6 +1,8 @@
 #include "server/jobs_api.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <set>
 
 #include <fmt/format.h>
@@ -106,10 +108,13 @@ std::string_view content_type_of(formats::Format f) {
   return "application/octet-stream";
 }
 
-// "talk" for "talk.mp3": what the job's files are called.
+// "talk" for "talk.mp3": what the job's files are called, also inside archives, so never a
+// name that climbs out of a folder or hides ("..", ".x").
 std::string stem_of(const std::string& file_name) {
   const auto dot = file_name.rfind('.');
-  return dot == std::string::npos || dot == 0 ? file_name : file_name.substr(0, dot);
+  std::string stem = dot == std::string::npos ? file_name : file_name.substr(0, dot);
+  stem.erase(0, stem.find_first_not_of('.'));
+  return stem.empty() ? "transcript" : stem;
 }
 
 std::string file_name(const std::string& stem, formats::Format f) {
@@ -152,7 +157,7 @@ void add_job_files(util::ZipWriter& zip, const std::string& folder, const std::s
 
 }  // namespace
 
-void add_job_routes(httplib::Server& s, JobManager& jobs) {
+void add_job_routes(httplib::Server& s, JobManager& jobs, int max_streams) {
   // Every route answers ApiErrors in OpenAI's shape; anything else is the server's exception
   // handler's (500, logged).
   const auto handle = [](auto body) {
@@ -216,13 +221,17 @@ void add_job_routes(httplib::Server& s, JobManager& jobs) {
 
   s.Delete(one, handle([&jobs](const httplib::Request& req, httplib::Response& res) {
              const std::string job = req.matches[1];
-             if (has_ended(jobs.get(job).status)) {
-               jobs.remove(job);
-               res.set_content(
-                   dump({{"id", job}, {"object", "job.deleted"}, {"deleted", true}}) + "\n", kJson);
-               return;
+             if (!has_ended(jobs.get(job).status)) {
+               try {
+                 res.set_content(dump(JobManager::to_json(jobs.cancel(job))) + "\n", kJson);
+                 return;
+               } catch (const ApiError& e) {
+                 if (e.code() != "job_ended") throw;  // it ended meanwhile: removed below
+               }
              }
-             res.set_content(dump(JobManager::to_json(jobs.cancel(job))) + "\n", kJson);
+             jobs.remove(job);
+             res.set_content(
+                 dump({{"id", job}, {"object", "job.deleted"}, {"deleted", true}}) + "\n", kJson);
            }));
 
   s.Get(one + "/result", handle([&jobs](const httplib::Request& req, httplib::Response& res) {
@@ -258,15 +267,27 @@ void add_job_routes(httplib::Server& s, JobManager& jobs) {
           res.set_content(zip.finish(), "application/zip");
         }));
 
-  s.Get(one + "/events", handle([&jobs](const httplib::Request& req, httplib::Response& res) {
+  auto streams = std::make_shared<std::atomic<int>>(0);
+  s.Get(one + "/events",
+        handle([&jobs, streams, max_streams](const httplib::Request& req, httplib::Response& res) {
           const std::string id = req.matches[1];
+          if (streams->fetch_add(1) >= max_streams) {
+            --*streams;
+            throw ApiError::busy(fmt::format("{} event streams are open, the most this server "
+                                             "keeps; poll GET /v1/jobs/{} instead, or close one",
+                                             max_streams, id),
+                                 429);
+          }
+          // Held by the stream's provider: the place is given back when the stream ends.
+          std::shared_ptr<void> slot(nullptr, [streams](void*) { --*streams; });
           // The latest event before the state: what happens after reading it is not missed.
           const std::uint64_t after = jobs.events().latest(id);
           const JobRecord job = jobs.get(id);
           res.set_header("Cache-Control", "no-cache");
           res.set_header("X-Accel-Buffering", "no");  // proxies must not hold the stream back
           res.set_chunked_content_provider(
-              "text/event-stream", [&jobs, id, job, after](std::size_t, httplib::DataSink& sink) {
+              "text/event-stream",
+              [&jobs, id, job, after, slot](std::size_t, httplib::DataSink& sink) {
                 const auto send = [&sink](std::uint64_t n, std::string_view type,
                                           const std::string& data) {
                   const std::string e =

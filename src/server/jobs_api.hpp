@@ -11,6 +11,7 @@ namespace ifw::server {
 
 class JobManager;
 
-void add_job_routes(httplib::Server& server, JobManager& jobs);
+// `max_streams`: event streams open at once (each holds a connection's thread); more get 429.
+void add_job_routes(httplib::Server& server, JobManager& jobs, int max_streams);
 
 }  // namespace ifw::server

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/languages.hpp"
+#include "util/utf8.hpp"
 
 namespace ifw::server {
 namespace {
@@ -229,7 +230,13 @@ std::string safe_filename(const std::string& name) {
     if (static_cast<unsigned char>(c) < 0x20 || c == '"' || c == 0x7f) c = '_';
   }
   if (base.empty() || base == "." || base == "..") base = "upload";
-  return base.substr(0, 200);
+  // Valid UTF-8 (names go into JSON, headers and ZIP archives), cut at a character boundary.
+  base = util::to_valid_utf8(base);
+  if (base.size() > 200) {
+    base.resize(200);
+    base.resize(200 - util::incomplete_utf8_suffix(base));
+  }
+  return base;
 }
 
 }  // namespace ifw::server

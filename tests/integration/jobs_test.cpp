@@ -414,15 +414,15 @@ TEST(Jobs, ADataFolderServesOneServer) {
 }
 
 // Killed mid-job (SIGKILL, nothing flushed on purpose): after a restart on the same data
-// folder, the finished job's result is unchanged, and the interrupted one goes on from its first
-// unfinished window - the windows stored before are not decoded again - and ends with the
-// tokens of an uninterrupted run.
+// folder, the finished job's result is unchanged, the queued one runs, and the interrupted one
+// goes on from its first unfinished window - the windows stored before are not decoded again -
+// and ends with the tokens of an uninterrupted run.
 TEST(Jobs, AKilledServerResumesItsJobsAfterARestart) {
   IFW_REQUIRE_GOLDEN();
   const TempDir data;
-  const std::vector<std::string> args =
-      server_args({"--data-dir", data.path().string(), "--batch-size", "1"});
-  std::string finished_id, long_id, finished_srt, finished_json;
+  const std::vector<std::string> args = server_args(
+      {"--data-dir", data.path().string(), "--batch-size", "1", "--job-concurrency", "1"});
+  std::string finished_id, long_id, queued_id, finished_srt, finished_json;
   {
     START_SERVER(server, args);
     auto c = client(server);
@@ -431,6 +431,7 @@ TEST(Jobs, AKilledServerResumesItsJobsAfterARestart) {
     finished_srt = c.Get("/v1/jobs/" + finished_id + "/result?format=srt")->body;
     finished_json = c.Get("/v1/jobs/" + finished_id + "/result?format=verbose_json")->body;
     long_id = submit(c, {{media().long_wav, "long.wav"}}).at(0);
+    queued_id = submit(c, {{media().short_wav, "later.wav"}}).at(0);
     const auto deadline = std::chrono::steady_clock::now() + 120s;
     while (job(c, long_id).at("progress").at("windows_done").get<int>() < 3 &&
            std::chrono::steady_clock::now() < deadline)
@@ -446,6 +447,7 @@ TEST(Jobs, AKilledServerResumesItsJobsAfterARestart) {
     ASSERT_TRUE(killed);
     EXPECT_EQ(killed->status, server::JobStatus::kRunning);
     stored_windows = store.window_count(long_id);
+    EXPECT_EQ(store.get(queued_id)->status, server::JobStatus::kQueued);
   }
   ASSERT_GE(stored_windows, 2) << "windows are stored as they finish";
   EXPECT_NE(uploads_of(data.path()), "") << "the interrupted job's upload is kept";
@@ -464,6 +466,9 @@ TEST(Jobs, AKilledServerResumesItsJobsAfterARestart) {
             std::string::npos)
       << server.log();
 
+  // The job that was queued runs too.
+  EXPECT_EQ(wait_job(c, queued_id, {"done", "failed"}).at("status"), "done");
+
   // The same file without interruption gives the same tokens.
   const std::string again = submit(c, {{media().long_wav, "long.wav"}}).at(0);
   ASSERT_EQ(wait_job(c, again, {"done", "failed"}).at("status"), "done");
@@ -472,6 +477,112 @@ TEST(Jobs, AKilledServerResumesItsJobsAfterARestart) {
   EXPECT_EQ(tokens_of(pieced), tokens_of(whole));
   EXPECT_EQ(json::parse(pieced).at("text"), json::parse(whole).at("text"));
   EXPECT_EQ(uploads_of(data.path()), "");
+}
+
+// A file that decodes at first and then breaks off (its header promises far more audio) fails
+// with the reason, and keeps what was transcribed as a partial result.
+TEST(Jobs, ADamagedFileFailsAndKeepsWhatItFinished) {
+  IFW_REQUIRE_GOLDEN();
+  const TempDir data, files;
+  START_SERVER(server, server_args({"--data-dir", data.path().string()}));
+  auto c = client(server);
+  // FLAC states its length in its header; the file is cut after a fifth of it.
+  const auto flac = files / "whole.flac";
+  if (run_shell("ffmpeg -nostdin -loglevel error -y -i " + shell_quote(media().long_wav) + " " +
+                shell_quote(flac.string())) != 0) {
+    GTEST_SKIP() << "ffmpeg is needed to make the test file (scripts/install-deps.sh)";
+  }
+  const auto cut = files / "cut.flac";
+  const std::string whole = read_file(flac);
+  std::ofstream(cut, std::ios::binary) << whole.substr(0, whole.size() / 5);
+  const std::string id = submit(c, {{cut.string(), "cut.flac"}}).at(0);
+  const json j = wait_job(c, id, {"done", "failed"});
+  ASSERT_EQ(j.at("status"), "failed") << j.dump();
+  EXPECT_EQ(j.at("error").at("code"), "transcription_failed");
+  const std::string message = j.at("error").at("message");
+  EXPECT_NE(message.find("cut.flac"), std::string::npos) << message;
+  EXPECT_EQ(message.find(data.path().string()), std::string::npos) << message;
+  EXPECT_TRUE(j.at("has_result").get<bool>());
+  const auto partial = c.Get("/v1/jobs/" + id + "/result?format=json");
+  ASSERT_TRUE(partial && partial->status == 200);
+  EXPECT_EQ(uploads_of(data.path()), "");
+}
+
+// SIGTERM does not wait for jobs: the running one stops at its next batch, the server exits 0
+// soon, and the job resumes after the restart from the windows it had finished.
+TEST(Jobs, SigtermStopsJobsWhichResumeAtTheNextStart) {
+  IFW_REQUIRE_GOLDEN();
+  const TempDir data;
+  const auto args = server_args({"--data-dir", data.path().string(), "--batch-size", "1"});
+  std::string id;
+  {
+    START_SERVER(server, args);
+    auto c = client(server);
+    id = submit(c, {{media().long_wav, "long.wav"}}).at(0);
+    const auto deadline = std::chrono::steady_clock::now() + 120s;
+    while (job(c, id).at("progress").at("windows_done").get<int>() < 2 &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(5ms);
+    const auto signalled = std::chrono::steady_clock::now();
+    server.signal(SIGTERM);
+    EXPECT_EQ(server.wait_exit(60s), 0) << server.log();
+    EXPECT_LT(std::chrono::steady_clock::now() - signalled, 20s) << "jobs are not waited for";
+    EXPECT_NE(server.log().find("resumes at the next start"), std::string::npos) << server.log();
+  }
+  int stored = 0;
+  {
+    server::JobStore store(data / "jobs.sqlite3");
+    EXPECT_EQ(store.get(id)->status, server::JobStatus::kQueued);
+    stored = store.window_count(id);
+  }
+  EXPECT_GE(stored, 2);
+  START_SERVER(server, args);
+  auto c = client(server);
+  const json j = wait_job(c, id, {"done", "failed"});
+  ASSERT_EQ(j.at("status"), "done") << j.dump();
+  EXPECT_EQ(j.at("progress").at("windows_restored").get<int>(), stored);
+}
+
+// Retention: ended jobs older than --keep-results go, and over --max-data-size the oldest ended
+// ones go first; jobs that have not ended are never removed.
+TEST(Jobs, RetentionRemovesTheOldestEndedJobs) {
+  IFW_REQUIRE_GOLDEN();
+  const TempDir data;
+  std::string first, second, third;
+  {
+    // 0.00003 days: 2.6 s.
+    START_SERVER(server,
+                 server_args({"--data-dir", data.path().string(), "--keep-results", "0.00003"}));
+    auto c = client(server);
+    first = submit(c, {{media().short_wav, "first.wav"}}).at(0);
+    ASSERT_EQ(wait_job(c, first, {"done", "failed"}).at("status"), "done");
+    std::this_thread::sleep_for(3s);
+    second = submit(c, {{media().short_wav, "second.wav"}}).at(0);
+    ASSERT_EQ(wait_job(c, second, {"done", "failed"}).at("status"), "done");
+    EXPECT_EQ(c.Get("/v1/jobs/" + first)->status, 404) << "older than --keep-results";
+    EXPECT_EQ(c.Get("/v1/jobs/" + second)->status, 200);
+    server.signal(SIGTERM);
+    ASSERT_EQ(server.wait_exit(60s), 0);
+  }
+  {
+    START_SERVER(server, server_args({"--data-dir", data.path().string()}));
+    auto c = client(server);
+    third = submit(c, {{media().short_wav, "third.wav"}}).at(0);
+    ASSERT_EQ(wait_job(c, third, {"done", "failed"}).at("status"), "done");
+    server.signal(SIGTERM);
+    ASSERT_EQ(server.wait_exit(60s), 0);
+  }
+  std::int64_t total = 0;
+  {
+    server::JobStore store(data / "jobs.sqlite3");
+    total = store.stored_bytes();
+  }
+  // A budget one byte short of what is stored: the oldest (second) goes, the newest stays.
+  START_SERVER(server, server_args({"--data-dir", data.path().string(), "--max-data-size",
+                                    std::to_string(total - 1)}));
+  auto c = client(server);
+  EXPECT_EQ(c.Get("/v1/jobs/" + second)->status, 404) << "the oldest goes first";
+  EXPECT_EQ(c.Get("/v1/jobs/" + third)->status, 200);
 }
 
 // 50 files in one request: all finish; the server's memory stays bounded; the throughput is
