@@ -20,6 +20,7 @@
 
 #include "formats/formats.hpp"
 #include "server/connection_watch.hpp"
+#include "server/job_manager.hpp"
 #include "server/jobs_api.hpp"
 #include "server/metrics.hpp"
 #include "server/web_page.hpp"
@@ -418,6 +419,13 @@ void HttpServer::add_routes() {
     }
     m.add("ifw_http_responses_total", "counter", "HTTP responses by route and status", responses);
     add_cache_metrics(m, service_.cache().stats());
+    if (jobs_ != nullptr) {
+      std::vector<MetricsText::Sample> by_status;
+      for (const auto& [status, n] : jobs_->count_by_status())
+        by_status.push_back(
+            {{{"status", std::string(status_name(status))}}, static_cast<double>(n)});
+      m.add("ifw_jobs", "gauge", "Jobs kept by the server, by status", by_status);
+    }
     res.set_content(m.text(), std::string(MetricsText::kContentType));
   });
 

@@ -5,11 +5,21 @@ namespace ifw::server {
 void JobEvents::publish(const std::string& job, std::string type, std::string data) {
   {
     const std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
     Channel& c = channels_[job];
-    // A job's final event is all a reader needs from then on: the rest goes.
-    if (type == "done" || type == "failed" || type == "cancelled") c.recent.clear();
+    if (type == "done" || type == "failed" || type == "cancelled") c.ended = now;
     c.recent.push_back({c.next++, std::move(type), std::move(data)});
     if (c.recent.size() > kept_) c.recent.pop_front();
+    // A minute after a job's end its readers have had their events; new ones get the final
+    // event alone, so that is all that stays of it (a server keeps ended jobs for days).
+    if (now - last_trim_ > std::chrono::seconds(10)) {
+      last_trim_ = now;
+      for (auto& [id, channel] : channels_) {
+        if (channel.ended && !channel.recent.empty() &&
+            now - *channel.ended > std::chrono::minutes(1))
+          channel.recent.erase(channel.recent.begin(), channel.recent.end() - 1);
+      }
+    }
   }
   changed_.notify_all();
 }

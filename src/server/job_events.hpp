@@ -1,7 +1,8 @@
 // The live events of jobs (queued, progress, segment, done, failed, cancelled), for the
 // server-sent event streams: each job's recent events numbered in order, and readers that wait
-// for the ones after the last they saw. Only recent events are kept; a reader gets the job's
-// state from its record first, then what happens next.
+// for the ones after the last they saw. Only recent events are kept (of an ended job, after a
+// minute, its final event alone); a reader gets the job's state from its record first, then
+// what happens next.
 #pragma once
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,12 +44,14 @@ class JobEvents {
   struct Channel {
     std::uint64_t next = 1;
     std::deque<JobEvent> recent;
+    std::optional<std::chrono::steady_clock::time_point> ended;  // its final event's time
   };
   std::size_t kept_;
   mutable std::mutex mutex_;
   mutable std::condition_variable changed_;
   std::map<std::string, Channel> channels_;
   bool closed_ = false;
+  std::chrono::steady_clock::time_point last_trim_{};
 };
 
 }  // namespace ifw::server

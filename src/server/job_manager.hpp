@@ -75,6 +75,10 @@ class JobManager {
   Transcript result(const std::string& id) const;
 
   const JobEvents& events() const { return events_; }
+  // For /metrics: jobs by status.
+  std::vector<std::pair<JobStatus, std::int64_t>> count_by_status() const {
+    return store_->count_by_status();
+  }
   // The job object of the API.
   static nlohmann::ordered_json to_json(const JobRecord& job);
   const JobsOptions& options() const { return options_; }

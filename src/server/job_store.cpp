@@ -414,6 +414,17 @@ void JobStore::remove(const std::string& id) {
   s.step();
 }
 
+std::vector<std::pair<JobStatus, std::int64_t>> JobStore::count_by_status() const {
+  std::vector<std::pair<JobStatus, std::int64_t>> out;
+  for (std::size_t i = 0; i < kStatusNames.size(); ++i)
+    out.emplace_back(static_cast<JobStatus>(i), 0);
+  const std::lock_guard lock(mutex_);
+  Statement s(db_.get(), "SELECT status, COUNT(*) FROM jobs GROUP BY status");
+  while (s.step())
+    out[static_cast<std::size_t>(parse_status(s.text(0)))].second = s.integer(1);
+  return out;
+}
+
 std::int64_t JobStore::stored_bytes() const {
   const std::lock_guard lock(mutex_);
   std::int64_t total = 0;

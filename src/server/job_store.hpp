@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ifw/transcript.hpp>
@@ -77,6 +78,9 @@ class JobStore {
   void finish(const JobRecord& job, const std::optional<Transcript>& transcript);
   std::optional<Transcript> result(const std::string& id) const;
   void remove(const std::string& id);
+
+  // How many jobs there are of each status (every status listed, 0 included).
+  std::vector<std::pair<JobStatus, std::int64_t>> count_by_status() const;
 
   // Bytes of transcripts, windows and uploads the database accounts for (every job).
   std::int64_t stored_bytes() const;

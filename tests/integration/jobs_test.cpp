@@ -283,6 +283,10 @@ TEST(Jobs, StatusTransitionsEventsAndResults) {
   ASSERT_TRUE(deleted && deleted->status == 200);
   EXPECT_TRUE(json::parse(deleted->body).at("deleted").get<bool>());
   EXPECT_EQ(c.Get("/v1/jobs/" + ids[0])->status, 404);
+  const auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("ifw_jobs{status=\"done\"} 1\n"), std::string::npos)
+      << metrics->body;
 }
 
 // Cancelling: a queued job ends at once without a result; a running one ends at its next batch
