@@ -304,6 +304,10 @@ std::vector<JobRecord> JobStore::list() const {
 
 void JobStore::update(const JobRecord& j) {
   const std::lock_guard lock(mutex_);
+  write_record(j);
+}
+
+void JobStore::write_record(const JobRecord& j) const {
   Statement s(db_.get(), kUpdate);
   bind_state(s, j, 1);
   s.bind(22, std::string_view(j.id));
@@ -315,12 +319,7 @@ void JobStore::add_window(const JobRecord& job, std::int64_t start_sample, int f
   const std::string json = formats::segments_to_json(segments).dump();
   const std::lock_guard lock(mutex_);
   Transaction tx(db_.get());
-  {
-    Statement s(db_.get(), kUpdate);
-    bind_state(s, job, 1);
-    s.bind(22, std::string_view(job.id));
-    s.step();
-  }
+  write_record(job);
   Statement s(db_.get(),
               "INSERT OR REPLACE INTO windows (job, start_sample, frames_consumed, segments) "
               "VALUES (?1, ?2, ?3, ?4)");
@@ -370,12 +369,7 @@ void JobStore::finish(const JobRecord& job, const std::optional<Transcript>& tra
   const std::string json = transcript ? formats::transcript_to_json(*transcript).dump() : "";
   const std::lock_guard lock(mutex_);
   Transaction tx(db_.get());
-  {
-    Statement s(db_.get(), kUpdate);
-    bind_state(s, job, 1);
-    s.bind(22, std::string_view(job.id));
-    s.step();
-  }
+  write_record(job);
   {
     Statement s(db_.get(),
                 "UPDATE jobs SET result = ?1, has_result = ?2, result_bytes = ?3 WHERE id = ?4");

@@ -90,6 +90,7 @@ class JobStore {
     void operator()(sqlite3* db) const;
   };
   void exec(const char* sql) const;
+  void write_record(const JobRecord& job) const;  // with the mutex held
   mutable std::mutex mutex_;
   std::filesystem::path path_;
   std::unique_ptr<sqlite3, Closer> db_;

@@ -13,6 +13,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "integration/api_checks.hpp"
 #include "integration/run_ifw.hpp"
 #include "integration/serve_process.hpp"
 #include "server/job_store.hpp"
@@ -84,20 +85,6 @@ httplib::Result post_jobs(httplib::Client& c, const std::vector<Upload>& files,
   for (const auto& [name, value] : fields)
     items.push_back({name, value, "", ""});
   return c.Post("/v1/jobs", headers, items);
-}
-
-// The OpenAI error document of a response; fails the test when it is not one.
-json error_of(const httplib::Result& r) {
-  if (!r) {
-    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
-    return json::object();
-  }
-  const json j = json::parse(r->body, nullptr, false);
-  EXPECT_TRUE(j.is_object() && j.contains("error")) << r->body;
-  if (!j.is_object() || !j.contains("error")) return json::object();
-  for (const char* key : {"message", "type", "param", "code"})
-    EXPECT_TRUE(j["error"].contains(key)) << key << " missing in " << r->body;
-  return j["error"];
 }
 
 std::vector<std::string> submit(
@@ -180,18 +167,6 @@ std::string uploads_of(const std::filesystem::path& data) {
     names += e.path().filename().string() + " ";
   return names;
 }
-
-std::vector<std::vector<int>> tokens_of(const std::string& verbose_json) {
-  std::vector<std::vector<int>> out;
-  const json parsed = json::parse(verbose_json);
-  for (const json& s : parsed.at("segments"))
-    out.push_back(s.at("tokens").get<std::vector<int>>());
-  return out;
-}
-
-#define START_SERVER(var, ...)   \
-  ServeProcess var(__VA_ARGS__); \
-  ASSERT_TRUE(var.ready()) << "ifw serve did not start:\n" << var.log()
 
 // ---------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "integration/api_checks.hpp"
 #include "integration/run_ifw.hpp"
 #include "integration/serve_process.hpp"
 #include "support/audio_files.hpp"
@@ -87,22 +88,6 @@ httplib::Result post_audio(httplib::Client& c, const Form& form,
   return c.Post(path.c_str(), headers, items);
 }
 
-// The OpenAI error document of a response; fails the test when it is not one.
-json error_of(const httplib::Result& r) {
-  if (!r) {
-    ADD_FAILURE() << "no response: " << httplib::to_string(r.error());
-    return json::object();
-  }
-  const json j = json::parse(r->body, nullptr, false);
-  EXPECT_TRUE(j.is_object() && j.contains("error")) << r->body;
-  if (!j.is_object() || !j.contains("error")) return json::object();
-  const json& e = j["error"];
-  for (const char* key : {"message", "type", "param", "code"})
-    EXPECT_TRUE(e.contains(key)) << key << " missing in " << r->body;
-  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
-  return e;
-}
-
 // One sample's value from /metrics ("name" or "name{labels}" exactly as written there).
 double metric(const ServeProcess& server, const std::string& sample) {
   auto c = client(server);
@@ -125,15 +110,6 @@ bool wait_for_metric(const ServeProcess& server, const std::string& sample, doub
     std::this_thread::sleep_for(20ms);
   }
   return false;
-}
-
-// The tokens of every segment of a verbose_json body.
-std::vector<std::vector<int>> tokens_of(const std::string& verbose_json) {
-  std::vector<std::vector<int>> out;
-  const json parsed = json::parse(verbose_json);
-  for (const json& s : parsed.at("segments"))
-    out.push_back(s.at("tokens").get<std::vector<int>>());
-  return out;
 }
 
 // A raw loopback connection, for clients no library would be: truncated, slow, gone.
@@ -181,10 +157,6 @@ std::string multipart_head(const std::string& boundary, std::size_t content_leng
          "Content-Type: multipart/form-data; boundary=" +
          boundary + "\r\nContent-Length: " + std::to_string(content_length) + "\r\n\r\n";
 }
-
-#define START_SERVER(var, ...)   \
-  ServeProcess var(__VA_ARGS__); \
-  ASSERT_TRUE(var.ready()) << "ifw serve did not start:\n" << var.log()
 
 // ---------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "integration/api_checks.hpp"
 #include "integration/run_ifw.hpp"
 #include "integration/serve_process.hpp"
 #include "support/golden.hpp"
@@ -26,10 +27,6 @@ std::string golden_model(const std::string& name) {
 std::string source_file(const std::string& relative) {
   return read_file(std::string(IFW_SOURCE_DIR) + "/" + relative);
 }
-
-#define START_SERVER(var, ...)   \
-  ServeProcess var(__VA_ARGS__); \
-  ASSERT_TRUE(var.ready()) << "ifw serve did not start:\n" << var.log()
 
 TEST(WebPage, ServedWithItsTypesAndSecurityHeaders) {
   IFW_REQUIRE_GOLDEN();
