@@ -21,6 +21,7 @@
 #include "model/languages.hpp"
 #include "server/openai_api.hpp"
 #include "server/upload_spool.hpp"
+#include "util/atomic_file.hpp"
 
 namespace ifw::server {
 namespace {
@@ -34,32 +35,6 @@ std::string new_job_id() {
   static std::mt19937_64 random{std::random_device{}()};
   const std::lock_guard lock(mutex);
   return fmt::format("job_{:016x}", random());
-}
-
-// Writes a new file (0600) that must not exist yet. Throws ifw::Error (kIo).
-void write_new_file(const std::filesystem::path& path, std::string_view bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    throw Error(ErrorKind::kIo,
-                fmt::format("cannot create {}: {}", path.string(), std::strerror(errno)));
-  std::size_t written = 0;
-  int error = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      error = errno;
-      break;
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  if (::close(fd) != 0 && error == 0) error = errno;
-  if (error != 0) {
-    std::error_code ec;
-    std::filesystem::remove(path, ec);
-    throw Error(ErrorKind::kIo,
-                fmt::format("cannot write {}: {}", path.string(), std::strerror(error)));
-  }
 }
 
 // Opens the upload and decodes its first second: what is not audio (or video with sound) is
@@ -157,6 +132,11 @@ JobManager::~JobManager() {
   // Also after a stop that gave up at its deadline: no thread may outlive the manager.
   std::unique_lock lock(mutex_);
   changed_.wait(lock, [&] { return running_.empty(); });
+  join_ended(lock);
+}
+
+// Joins the threads of jobs that have ended; called and returns with the lock held.
+void JobManager::join_ended(std::unique_lock<std::mutex>& lock) {
   for (auto& ended : std::exchange(ended_, {})) {
     lock.unlock();
     if (ended->thread.joinable()) ended->thread.join();
@@ -341,7 +321,8 @@ std::vector<JobRecord> JobManager::submit(const JobRequest& request,
       j.file_name = safe_filename(f.name);
       j.file_bytes = static_cast<std::int64_t>(f.bytes.size());
       j.upload = j.id + UploadSpool::extension_of(j.file_name);
-      write_new_file(upload_path(j), f.bytes);
+      // On disk (flushed) before its job is recorded: a recorded job never lacks its audio.
+      util::write_file_atomically(upload_path(j), f.bytes);
       jobs.push_back(j);
       jobs.back().duration = probe_audio(upload_path(j), j.file_name);
       jobs.back().windows_total =
@@ -464,11 +445,7 @@ void JobManager::dispatch() {
   std::unique_lock lock(mutex_);
   auto retry_at = std::chrono::steady_clock::time_point::min();
   while (!stopping_) {
-    for (auto& ended : std::exchange(ended_, {})) {
-      lock.unlock();
-      if (ended->thread.joinable()) ended->thread.join();
-      lock.lock();
-    }
+    join_ended(lock);
     const bool can_start = !queue_.empty() &&
                            static_cast<int>(running_.size()) < options_.concurrency &&
                            std::chrono::steady_clock::now() >= retry_at;
@@ -816,11 +793,7 @@ bool JobManager::stop(std::chrono::steady_clock::time_point deadline) {
                   running_.size());
     return false;
   }
-  for (auto& ended : std::exchange(ended_, {})) {
-    lock.unlock();
-    if (ended->thread.joinable()) ended->thread.join();
-    lock.lock();
-  }
+  join_ended(lock);
   return true;
 }
 

@@ -95,6 +95,7 @@ class JobManager {
   class DataLock;
   void recover();
   void dispatch();  // the dispatcher thread
+  void join_ended(std::unique_lock<std::mutex>& lock);
   bool start_next(std::unique_lock<std::mutex>& lock);
   void wait_for(std::shared_ptr<Running> running);  // a running job's thread
   void on_progress(Running& running, const pipeline::ProgressEvent& e);

@@ -135,10 +135,10 @@ std::string attachment(const std::string& name) {
   return fmt::format("attachment; filename=\"{}\"; filename*=UTF-8''{}", plain, encoded);
 }
 
-// The transcript as a job's client asked for it: words only where word timestamps were.
+// The transcript as a job's client asked for it: verbose_json lists words only where word
+// timestamps were (subtitles always use them, for readable cues).
 std::string render(Transcript t, formats::Format f, bool word_timestamps) {
-  if (!word_timestamps && (f == formats::Format::kJson || f == formats::Format::kVerboseJson ||
-                           f == formats::Format::kTsv || f == formats::Format::kTxt)) {
+  if (!word_timestamps && f == formats::Format::kVerboseJson) {
     for (Segment& s : t.segments)
       s.words.clear();
   }
