@@ -17,11 +17,16 @@ status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$out/gpu.txt"
 "$checks" --gtest_filter='DeviceSelection*:*Cuda*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[ (  FAILED|  PASSED|  SKIPPED) |relative error|Failure|error" || true
 grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
-for precision in fp32 fp16 bf16; do
-  IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
-    --gtest_filter='Corpus/EngineConformance*' >"$out/conformance_$precision.log" 2>&1 || status=1
-  echo "conformance $precision: $(grep -E '^\[  (PASSED|FAILED) ' "$out/conformance_$precision.log" | tr '\n' ' ')"
-  grep -E "worst row|Failure|Expected|Which is|argmax" "$out/conformance_$precision.log" | head -40
+# The conformance suite with decoder steps issued one by one, then replayed from CUDA graphs
+# (IFW_CUDA_GRAPHS=1: greedy decoding with and without timestamps and alignment heads).
+for graphs in 0 1; do
+  for precision in fp32 fp16 bf16; do
+    log="$out/conformance_${precision}$([ $graphs = 1 ] && echo _graphs).log"
+    IFW_CUDA_GRAPHS=$graphs IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
+      --gtest_filter='Corpus/EngineConformance*' >"$log" 2>&1 || status=1
+    echo "conformance $precision (graphs $graphs): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
+    grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
+  done
 done
 
 archs="large-v3-turbo large-v3"
@@ -37,10 +42,13 @@ if [ "$mode" = profile ]; then
   archs="large-v3-turbo large-v3"
   batches="64"
 fi
+# Each configuration with steps issued one by one, then from CUDA graphs, side by side.
 for arch in $archs; do
   for batch in $batches; do
     "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 --repetitions 2 \
       2>&1 | tee "$out/bench_${arch}_b${batch}.txt" || status=1
+    IFW_CUDA_GRAPHS=1 "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
+      --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}_graphs.txt" || status=1
   done
 done
 if [ "$mode" = full ]; then

@@ -6,12 +6,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "backend/tensor.hpp"
+#include "backend/token_choice.hpp"
 
 namespace ifw::backend {
 
@@ -47,6 +49,19 @@ struct AttentionArgs {
   std::span<float> capture;
 };
 
+// A sequence of operations issued the same way many times (a decoder step): a backend that can
+// record it runs it from one recording afterwards, so the host no longer issues each operation
+// (CUDA graphs). Between runs, only the host values the operations read may change (token ids,
+// positions, lengths, indices); shapes, tensors and the order of operations must not. Host
+// buffers given to download() or an attention capture are filled when run() returns. `ops` may
+// be called more than once in a run (a recording that cannot be used is dropped and the
+// operations are issued directly), so it must not change host state other than those buffers.
+class StepGraph {
+ public:
+  virtual ~StepGraph() = default;
+  virtual void run(const std::function<void()>& ops) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -69,6 +84,9 @@ class Backend {
   virtual void synchronize() {}
   // Gives cached device memory back to the device (after a job); a no-op on the CPU.
   virtual void release_cached_memory() {}
+  // A new recording for a repeated sequence of operations, or nullptr where the backend issues
+  // operations directly anyway (the CPU).
+  virtual std::unique_ptr<StepGraph> make_step_graph() { return nullptr; }
 
   // y[M, N] (=|+=) act(x[M, K] . w[N, K]^T + bias[N]); with accumulate, y += x . w^T + bias
   // (activation must then be none).
@@ -95,6 +113,12 @@ class Backend {
                           std::span<const int> starts) = 0;
   // y[i] = x[index[i]]
   virtual void gather_rows(const Tensor& x, std::span<const std::int64_t> index, Tensor& y) = 0;
+  // For each row of float32 logits [rows, vocab]: what `flags` (one per token, or empty) and the
+  // row's `rules` forbid, then the most likely allowed token and its log-probability
+  // (choose_token). This default downloads the logits and chooses on the host; a GPU chooses
+  // where the logits are, so that only the choices travel.
+  virtual void choose_tokens(const Tensor& logits, std::span<const std::uint8_t> flags,
+                             std::span<const RowRules> rules, std::span<TokenChoice> out);
 };
 
 // Throws ifw::Error (kInvalidArgument) naming the first token id outside the table's rows or

@@ -7,6 +7,8 @@
 #include <span>
 #include <vector>
 
+#include "backend/token_choice.hpp"
+
 namespace ifw::decode {
 
 using TokenId = std::int32_t;
@@ -25,6 +27,11 @@ struct DecodingRules {
 // the prompt (empty before the first one).
 void apply_rules(const DecodingRules& rules, std::span<const TokenId> generated,
                  std::span<float> logits);
+
+// The same rules in the form a backend applies them: per token flags (built once per decoding)
+// and, per row, what the tokens generated so far forbid (`first` for an empty `generated`).
+std::vector<std::uint8_t> token_flags(const DecodingRules& rules, std::size_t vocabulary);
+backend::RowRules row_rules(const DecodingRules& rules, std::span<const TokenId> generated);
 
 // Index of the largest logit (the first one on ties, as torch.argmax).
 TokenId argmax(std::span<const float> logits);

@@ -78,6 +78,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   auto backend =
       backend::make_backend(spec, backend::parse_precision(options.precision), options.threads);
   result.backend = backend->description();
+  result.step_graphs = backend->make_step_graph() != nullptr;
   const bool gpu = backend->device() == backend::Device::kCuda;
   const int gpu_index = spec.automatic ? 0 : spec.index;
   const auto used_mib = [&] {
@@ -149,11 +150,12 @@ std::string benchmark_text(const BenchmarkResult& r) {
       "load        {:.0f} ms (random weights)\n"
       "encoder     {:.1f} ms per 30 s window (batch {})\n"
       "decoder     {:.2f} ms per token at batch 1, {:.2f} ms per token at batch 5\n"
-      "            {:.2f} ms per step of {} sequences\n"
+      "            {:.2f} ms per step of {} sequences{}\n"
       "throughput  {:.1f}x realtime ({} windows of {} tokens)\n{}",
       r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
       r.decode_ms_per_token, r.decode_ms_per_token_batch5, r.decode_ms_per_step, r.options.batch,
-      r.rtfx, r.options.batch, r.options.tokens,
+      r.step_graphs ? " (steps replayed from CUDA graphs)" : "", r.rtfx, r.options.batch,
+      r.options.tokens,
       r.device_mib_loaded > 0.0
           ? fmt::format("gpu memory  {:.0f} MiB in use before, {:.0f} loaded, {:.0f} at the peak, "
                         "{:.0f} after release\n",
@@ -176,6 +178,7 @@ std::string benchmark_json(const BenchmarkResult& r) {
       {"decode_ms_per_token_batch5", r.decode_ms_per_token_batch5},
       {"decode_ms_per_step", r.decode_ms_per_step},
       {"rtfx", r.rtfx},
+      {"step_graphs", r.step_graphs},
       {"precision", r.options.precision},
       {"device_mib_before", r.device_mib_before},
       {"device_mib_loaded", r.device_mib_loaded},

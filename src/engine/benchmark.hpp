@@ -24,7 +24,8 @@ struct BenchmarkResult {
   double decode_ms_per_token = 0.0;         // batch 1
   double decode_ms_per_token_batch5 = 0.0;  // per token, 5 sequences decoded together
   double decode_ms_per_step = 0.0;          // one step of options.batch sequences
-  double rtfx = 0.0;  // audio seconds per wall second: batch windows, `tokens` tokens each
+  double rtfx = 0.0;         // audio seconds per wall second: batch windows, `tokens` tokens each
+  bool step_graphs = false;  // decoder steps replayed from recorded graphs (IFW_CUDA_GRAPHS=1)
   // GPU only: device memory in use (MiB) before the model loaded, with it loaded, at the peak
   // of the run (what the pool holds), and after the model and its buffers were released.
   double device_mib_before = 0.0, device_mib_loaded = 0.0, device_mib_peak = 0.0,

@@ -183,25 +183,57 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
   return out;
 }
 
-DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_states)
+DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_states,
+                               std::optional<bool> bucket_steps)
     : model_(model),
       batch_(static_cast<int>(encoder_states.dim(0))),
       max_length_(model.config().max_target_positions),
+      step_graphs_(model.backend().make_step_graph() != nullptr),
       lengths_(static_cast<std::size_t>(batch_), 0) {
+  bucket_steps_ = bucket_steps.value_or(step_graphs_);
   const auto& c = model.config();
   const std::int64_t d = c.d_model, positions = encoder_states.dim(1);
   backend::Backend& be = model.backend();
   const backend::DType act = be.activation_dtype();
   const Tensor states = encoder_states.reshape({batch_ * positions, d});
+  // A spare slot for the rows that round a step up (below 3 items a step is never rounded).
+  const std::int64_t slots = batch_ + (bucket_steps_ && batch_ >= 3 ? 1 : 0);
   for (const DecoderLayer& layer : model.decoder_layers()) {
-    self_k_.push_back(be.empty({batch_, max_length_, d}, act));
-    self_v_.push_back(be.empty({batch_, max_length_, d}, act));
+    self_k_.push_back(be.empty({slots, max_length_, d}, act));
+    self_v_.push_back(be.empty({slots, max_length_, d}, act));
     Tensor kv = be.empty({batch_ * positions, 2 * d}, act);
     be.linear(whole(states), layer.cross.kv.w, &layer.cross.kv.b, Activation::kNone, whole(kv),
               batch_ * positions, false);
     cross_kv_.push_back(kv.reshape({batch_, positions, 2 * d}));
   }
 }
+
+int DecoderSession::step_rows(int items, int batch) {
+  int rows = 1;
+  if (items <= 8) {
+    while (rows < items)
+      rows *= 2;
+  } else {
+    rows = (items + 7) / 8 * 8;
+  }
+  return std::max(items, std::min(rows, batch));
+}
+
+// Everything a step reads from the host, rows rounded up included.
+struct DecoderSession::Step {
+  int rows = 0;  // batch rows (items, then placeholders)
+  int tokens_per_row = 0;
+  std::vector<TokenId> tokens;
+  std::vector<std::int32_t> positions;
+  std::vector<int> starts, key_lengths;
+  std::vector<int> self_slots;   // cache slot of each row (placeholders: the spare slot)
+  std::vector<int> cross_items;  // encoder states of each row (placeholders: the first item's)
+  std::vector<int> cross_lengths;
+  std::vector<std::int64_t> logit_rows;  // rows of x to turn into logits
+  // Alignment heads by layer: (head, capture slot) pairs.
+  std::vector<std::vector<std::pair<int, std::size_t>>> capture_heads;
+  std::int64_t encoder_positions = 0;
+};
 
 std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int tokens_per_item,
                                            std::span<const int> items, LogitRows which,
@@ -221,7 +253,6 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
                                            std::span<const int> logit_rows,
                                            AlignmentCapture* capture) {
   const auto& c = model_.config();
-  const std::int64_t d = c.d_model;
   const int n_items = static_cast<int>(items.size());
   const int tq = tokens_per_item;
   if (n_items == 0 || tq < 1 || tokens.size() != static_cast<std::size_t>(n_items * tq)) {
@@ -235,8 +266,13 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
                   fmt::format("decoder: no row {} among {} tokens", r, tq));
     }
   }
-  std::vector<std::int32_t> positions;
-  std::vector<int> starts, key_lengths, item_index(items.begin(), items.end());
+  // Single-token steps are what repeats; a prompt runs once.
+  const bool recorded = tq == 1 && step_graphs_;
+  Step step;
+  step.rows = tq == 1 && bucket_steps_ ? step_rows(n_items, batch_) : n_items;
+  step.tokens_per_row = tq;
+  step.tokens.assign(tokens.begin(), tokens.end());
+  step.encoder_positions = cross_kv_.empty() ? 0 : cross_kv_[0].dim(1);
   for (const int item : items) {
     if (item < 0 || item >= batch_) {
       throw Error(ErrorKind::kInvalidArgument, fmt::format("decoder: no batch item {}", item));
@@ -248,15 +284,105 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
                               max_length_));
     }
     for (int t = 0; t < tq; ++t)
-      positions.push_back(start + t);
-    starts.push_back(start);
-    key_lengths.push_back(start + tq);
+      step.positions.push_back(start + t);
+    step.starts.push_back(start);
+    step.key_lengths.push_back(start + tq);
+    step.self_slots.push_back(item);
+    step.cross_items.push_back(item);
+  }
+  for (int r = n_items; r < step.rows; ++r) {  // placeholders, from position 0 each time
+    for (int t = 0; t < tq; ++t) {
+      step.tokens.push_back(tokens[0]);
+      step.positions.push_back(t);
+    }
+    step.starts.push_back(0);
+    step.key_lengths.push_back(tq);
+    step.self_slots.push_back(batch_);
+    step.cross_items.push_back(0);
+  }
+  step.cross_lengths.assign(static_cast<std::size_t>(step.rows),
+                            static_cast<int>(step.encoder_positions));
+  for (int i = 0; i < step.rows; ++i) {
+    for (const int r : logit_rows)
+      step.logit_rows.push_back(static_cast<std::int64_t>(i) * tq + r);
   }
 
+  const std::size_t layers = model_.decoder_layers().size();
+  step.capture_heads.resize(layers);
+  std::vector<std::vector<float>> captured(layers);
+  if (capture != nullptr) {
+    for (std::size_t h = 0; h < capture->heads.size(); ++h) {
+      const auto l = static_cast<std::size_t>(capture->heads[h].layer);
+      if (l < layers) step.capture_heads[l].emplace_back(capture->heads[h].head, h);
+    }
+    for (std::size_t l = 0; l < layers; ++l) {
+      captured[l].resize(static_cast<std::size_t>(step.rows) * step.capture_heads[l].size() *
+                         static_cast<std::size_t>(tq * step.encoder_positions));
+    }
+  }
+
+  const auto vocab = static_cast<std::size_t>(c.vocab_size);
+  std::vector<float> logits(step.logit_rows.size() * vocab);
+  const auto run = [&] { issue(step, logits, captured); };
+  backend::StepGraph* graph = nullptr;
+  if (recorded) {
+    // Everything that shapes the step's operations; the captured heads are launch parameters.
+    StepKey key{step.rows, tq, {logit_rows.begin(), logit_rows.end()}, {}};
+    if (capture != nullptr) {
+      for (const auto& head : capture->heads)
+        std::get<3>(key).insert(std::get<3>(key).end(), {head.layer, head.head});
+      std::get<3>(key).push_back(-1);  // capturing without heads differs from not capturing
+    }
+    auto& slot = graphs_[std::move(key)];
+    if (!slot) slot = model_.backend().make_step_graph();
+    graph = slot.get();
+  }
+  if (graph != nullptr) {
+    graph->run(run);
+  } else {
+    run();
+  }
+
+  for (const int item : items)
+    lengths_[static_cast<std::size_t>(item)] += tq;
+  if (capture != nullptr) {
+    if (capture->weights.size() < static_cast<std::size_t>(batch_))
+      capture->weights.resize(static_cast<std::size_t>(batch_));
+    const auto positions = static_cast<std::size_t>(step.encoder_positions);
+    for (std::size_t l = 0; l < layers; ++l) {
+      const auto& heads = step.capture_heads[l];
+      for (int i = 0; i < n_items; ++i) {
+        auto& per_head =
+            capture->weights[static_cast<std::size_t>(items[static_cast<std::size_t>(i)])];
+        per_head.resize(capture->heads.size());
+        for (std::size_t s = 0; s < heads.size(); ++s) {
+          for (int t = 0; t < tq; ++t) {
+            const float* row =
+                captured[l].data() +
+                ((static_cast<std::size_t>(i) * heads.size() + s) * static_cast<std::size_t>(tq) +
+                 static_cast<std::size_t>(t)) *
+                    positions;
+            auto& out = per_head[heads[s].second];
+            out.insert(out.end(), row, row + positions);
+          }
+        }
+      }
+    }
+  }
+  // The placeholders' logits are the last rows.
+  logits.resize(static_cast<std::size_t>(n_items) * logit_rows.size() * vocab);
+  return logits;
+}
+
+void DecoderSession::issue(const Step& step, std::span<float> logits,
+                           std::vector<std::vector<float>>& captured) {
+  const auto& c = model_.config();
+  const std::int64_t d = c.d_model;
+  const int tq = step.tokens_per_row;
   backend::Backend& be = model_.backend();
-  const std::int64_t rows = static_cast<std::int64_t>(n_items) * tq;
+  const std::int64_t rows = static_cast<std::int64_t>(step.rows) * tq;
   Tensor x = be.empty({rows, d});
-  be.embed(tokens, positions, model_.token_embedding(), model_.decoder_positions(), x);
+  be.embed(step.tokens, step.positions, model_.token_embedding(), model_.decoder_positions(), x);
   const backend::DType act = be.activation_dtype();
   Tensor normed = be.empty({rows, d}, act);
   Tensor qkv = be.empty({rows, 3 * d}, act);
@@ -265,9 +391,7 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
   Tensor hidden = be.empty({rows, c.decoder_ffn_dim}, act);
   const int heads = c.decoder_attention_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
-  const std::int64_t encoder_positions = cross_kv_.empty() ? 0 : cross_kv_[0].dim(1);
 
-  std::vector<float> captured;
   for (std::size_t l = 0; l < model_.decoder_layers().size(); ++l) {
     const DecoderLayer& layer = model_.decoder_layers()[l];
     // Self-attention over everything this item has seen, with its new keys appended.
@@ -275,21 +399,23 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
                   normed);
     be.linear(whole(normed), layer.self.qkv.w, &layer.self.qkv.b, Activation::kNone, whole(qkv),
               rows, false);
-    // Into each item's own cache slot (attention reads them by item_index too).
-    be.write_rows({qkv, d, 3 * d}, n_items, tq, self_k_[l], max_length_, item_index, starts);
-    be.write_rows({qkv, 2 * d, 3 * d}, n_items, tq, self_v_[l], max_length_, item_index, starts);
+    // Into each item's own cache slot (attention reads them by slot too).
+    be.write_rows({qkv, d, 3 * d}, step.rows, tq, self_k_[l], max_length_, step.self_slots,
+                  step.starts);
+    be.write_rows({qkv, 2 * d, 3 * d}, step.rows, tq, self_v_[l], max_length_, step.self_slots,
+                  step.starts);
     backend::AttentionArgs self;
     self.q = {qkv, 0, 3 * d};
     self.k = whole(self_k_[l]);
     self.v = whole(self_v_[l]);
     self.out = whole(attended);
-    self.batch = n_items;
+    self.batch = step.rows;
     self.heads = heads;
     self.head_dim = static_cast<int>(d / heads);
     self.query_len = tq;
     self.key_block = max_length_;
-    self.key_lengths = key_lengths;
-    self.item_index = item_index;
+    self.key_lengths = step.key_lengths;
+    self.item_index = step.self_slots;
     self.causal = true;
     self.scale = scale;
     be.attention(self);
@@ -306,53 +432,20 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
     cross.k = {cross_kv_[l], 0, 2 * d};
     cross.v = {cross_kv_[l], d, 2 * d};
     cross.out = whole(attended);
-    cross.batch = n_items;
+    cross.batch = step.rows;
     cross.heads = heads;
     cross.head_dim = static_cast<int>(d / heads);
     cross.query_len = tq;
-    cross.key_block = encoder_positions;
-    cross.key_lengths.assign(static_cast<std::size_t>(n_items),
-                             static_cast<int>(encoder_positions));
-    cross.item_index = item_index;
+    cross.key_block = step.encoder_positions;
+    cross.key_lengths = step.cross_lengths;
+    cross.item_index = step.cross_items;
     cross.scale = scale;
-    std::vector<int> layer_heads;  // alignment heads of this layer, with their capture slots
-    std::vector<std::size_t> slots;
-    if (capture != nullptr) {
-      for (std::size_t h = 0; h < capture->heads.size(); ++h) {
-        if (capture->heads[h].layer == static_cast<int>(l)) {
-          layer_heads.push_back(capture->heads[h].head);
-          slots.push_back(h);
-        }
-      }
-      if (!layer_heads.empty()) {
-        captured.assign(static_cast<std::size_t>(n_items) * layer_heads.size() *
-                            static_cast<std::size_t>(tq * encoder_positions),
-                        0.0f);
-        cross.capture_heads = layer_heads;
-        cross.capture = captured;
-      }
+    if (!step.capture_heads[l].empty()) {
+      for (const auto& [head, slot] : step.capture_heads[l])
+        cross.capture_heads.push_back(head);
+      cross.capture = captured[l];
     }
     be.attention(cross);
-    if (!layer_heads.empty()) {
-      if (capture->weights.size() < static_cast<std::size_t>(batch_)) {
-        capture->weights.resize(static_cast<std::size_t>(batch_));
-      }
-      for (int i = 0; i < n_items; ++i) {
-        auto& per_head =
-            capture->weights[static_cast<std::size_t>(items[static_cast<std::size_t>(i)])];
-        per_head.resize(capture->heads.size());
-        for (std::size_t s = 0; s < layer_heads.size(); ++s) {
-          for (int t = 0; t < tq; ++t) {
-            const float* row =
-                captured.data() + ((static_cast<std::size_t>(i) * layer_heads.size() + s) *
-                                       static_cast<std::size_t>(tq) +
-                                   static_cast<std::size_t>(t)) *
-                                      static_cast<std::size_t>(encoder_positions);
-            per_head[slots[s]].insert(per_head[slots[s]].end(), row, row + encoder_positions);
-          }
-        }
-      }
-    }
     be.linear(whole(attended), layer.cross.out.w, &layer.cross.out.b, Activation::kNone, whole(x),
               rows, true);
 
@@ -362,28 +455,18 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
               false);
     be.linear(whole(hidden), layer.fc2.w, &layer.fc2.b, Activation::kNone, whole(x), rows, true);
   }
-  for (const int item : items)
-    lengths_[static_cast<std::size_t>(item)] += tq;
 
   // Logits of the requested rows: final norm, then the (tied) output projection.
-  std::vector<std::int64_t> selected;
-  for (int i = 0; i < n_items; ++i) {
-    for (const int r : logit_rows)
-      selected.push_back(static_cast<std::int64_t>(i) * tq + r);
-  }
-  const auto n_rows = static_cast<std::int64_t>(selected.size());
+  const auto n_rows = static_cast<std::int64_t>(step.logit_rows.size());
   Tensor last = be.empty({n_rows, d});
-  be.gather_rows(x, selected, last);
+  be.gather_rows(x, step.logit_rows, last);
   Tensor last_normed = be.empty({n_rows, d}, act);
   be.layer_norm(last, model_.decoder_norm().gamma, model_.decoder_norm().beta,
                 WhisperModel::kLayerNormEps, last_normed);
-  const std::int64_t vocab = c.vocab_size;
-  Tensor logits = be.empty({n_rows, vocab});
-  be.linear(whole(last_normed), model_.output_projection(), nullptr, Activation::kNone,
-            whole(logits), n_rows, false);
-  std::vector<float> host(static_cast<std::size_t>(n_rows * vocab));
-  be.download(logits, host);
-  return host;
+  Tensor out = be.empty({n_rows, static_cast<std::int64_t>(c.vocab_size)});
+  be.linear(whole(last_normed), model_.output_projection(), nullptr, Activation::kNone, whole(out),
+            n_rows, false);
+  be.download(out, logits);
 }
 
 }  // namespace ifw::engine

@@ -2,7 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -88,12 +92,25 @@ struct AlignmentCapture {
 
 // The decoder's state for a batch of windows: cross-attention keys and values (computed once),
 // self-attention caches, and each item's length so far.
+//
+// Steps of one token per item are run as step graphs where the backend records them (CUDA
+// graphs): the same operations on the same tensors, with new token ids, positions and lengths.
+// So that a decoding batch whose items end one by one repeats a few step sizes only, such steps
+// then run for a number of rows rounded up (step_rows), the extra rows decoding a placeholder
+// into a spare cache slot; their results are dropped.
 class DecoderSession {
  public:
-  DecoderSession(const WhisperModel& model, const backend::Tensor& encoder_states);
+  // `bucket_steps` rounds single-token steps up whatever the backend (tests of the padding on
+  // the CPU); by default they are rounded where the backend records step graphs.
+  DecoderSession(const WhisperModel& model, const backend::Tensor& encoder_states,
+                 std::optional<bool> bucket_steps = std::nullopt);
 
   int batch() const { return batch_; }
   int length(int item) const { return lengths_.at(static_cast<std::size_t>(item)); }
+
+  // Rows a rounded step of `items` runs: up to 8, the next power of two, then the next multiple
+  // of 8; never more than max(items, batch).
+  static int step_rows(int items, int batch);
 
   // Appends tokens_per_item tokens to each of `items` (tokens laid out item after item) and
   // returns logits on the host: [items.size()][rows][vocab] with rows 1 (kLast) or
@@ -108,12 +125,23 @@ class DecoderSession {
                              AlignmentCapture* capture = nullptr);
 
  private:
+  struct Step;
+  // Issues one step's operations; fills `logits` and, per layer with alignment heads, `captured`.
+  void issue(const Step& step, std::span<float> logits, std::vector<std::vector<float>>& captured);
+
+  // Rows, tokens per row, logit rows, captured (layer, head) pairs: what a step graph is
+  // recorded for.
+  using StepKey = std::tuple<int, int, std::vector<int>, std::vector<int>>;
+
   const WhisperModel& model_;
   int batch_;
   int max_length_;
-  std::vector<backend::Tensor> self_k_, self_v_;  // per layer [batch, max_length, d]
+  bool bucket_steps_;
+  bool step_graphs_;                              // the backend records steps
+  std::vector<backend::Tensor> self_k_, self_v_;  // per layer [slots, max_length, d]
   std::vector<backend::Tensor> cross_kv_;         // per layer [batch, 1500, 2d]
   std::vector<int> lengths_;
+  std::map<StepKey, std::unique_ptr<backend::StepGraph>> graphs_;
 };
 
 }  // namespace ifw::engine

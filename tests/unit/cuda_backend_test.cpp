@@ -18,6 +18,10 @@
 #include "engine/whisper_model.hpp"
 #include "support/expect_error.hpp"
 
+#ifdef IFW_HAVE_CUDA
+#include "backend/cuda/step_recording.hpp"
+#endif
+
 namespace ifw::test {
 namespace {
 
@@ -347,6 +351,97 @@ TEST(CudaMemory, ThousandWindowsDoNotGrowAndReleaseReturnsIt) {
   }
   EXPECT_LE(used_mib(), before + 64.0) << "device memory not returned after release";
 }
+
+#ifdef IFW_HAVE_CUDA
+// Sets an environment variable for one test.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+// Decoder steps replayed from CUDA graphs (rounded up to a few sizes while items end, alignment
+// heads captured) give what steps issued one by one give, in every precision; the graphs are
+// really launched, and the memory of a session's graphs goes with the session.
+TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
+  IFW_REQUIRE_GPU();
+  for (const DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
+    SCOPED_TRACE(backend::dtype_name(type));
+    auto be = backend::make_cuda_backend(0, type);
+    model::WhisperConfig config = engine::published_architecture("tiny");
+    engine::RandomWeights weights(11);
+    const engine::WhisperModel model(config, weights, *be);
+    const int batch = 6;
+    std::vector<float> mel(static_cast<std::size_t>(batch) * 80 * 3000);
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (float& v : mel)
+      v = u(rng);
+    const Tensor states = model.encode(mel, batch);
+    const auto decode = [&] {
+      engine::DecoderSession session(model, states);
+      engine::AlignmentCapture capture;
+      capture.heads = {{2, 1}, {3, 4}};
+      std::vector<int> all = {0, 1, 2, 3, 4, 5};
+      std::vector<engine::TokenId> prompt;
+      for (int b = 0; b < batch; ++b)
+        prompt.insert(prompt.end(), {50258, 50259, 50359});
+      std::vector<std::vector<float>> logits = {
+          session.forward(prompt, 3, all, engine::LogitRows::kLast, &capture)};
+      // Each size three times at least: measured, captured, replayed.
+      std::vector<std::vector<int>> steps;
+      for (int s = 0; s < 4; ++s)
+        steps.push_back(all);
+      for (int s = 0; s < 4; ++s)
+        steps.push_back({0, 2, 3, 4, 5});  // rounded to 6
+      for (int s = 0; s < 4; ++s)
+        steps.push_back({0, 3, 5});  // rounded to 4
+      for (int s = 0; s < 4; ++s)
+        steps.push_back({5});
+      int step = 0;
+      for (const std::vector<int>& items : steps) {
+        std::vector<engine::TokenId> tokens;
+        for (const int b : items)
+          tokens.push_back(400 + 37 * b + step);
+        logits.push_back(session.forward(tokens, 1, items, engine::LogitRows::kLast, &capture));
+        ++step;
+      }
+      return std::make_pair(logits, capture.weights);
+    };
+    const auto [direct_logits, direct_weights] = decode();
+    const std::uint64_t launched = backend::cuda::step_graph_launches();
+    std::vector<std::vector<float>> graph_logits;
+    std::vector<std::vector<std::vector<float>>> graph_weights;
+    {
+      ScopedEnv graphs("IFW_CUDA_GRAPHS", "1");
+      const double before = used_mib();
+      std::tie(graph_logits, graph_weights) = decode();
+      be->synchronize();
+      EXPECT_LE(used_mib(), before + 64.0) << "a finished session's graphs kept their memory";
+    }
+    // 4 sizes of 4 steps each: 2 replays of each, or more.
+    EXPECT_GE(backend::cuda::step_graph_launches() - launched, 8u) << "no graph was launched";
+    // Rounded steps multiply more rows, which may change cuBLAS's summation order.
+    const double tolerance = type == DType::kF32 ? 1e-5 : 5e-3;
+    ASSERT_EQ(direct_logits.size(), graph_logits.size());
+    for (std::size_t s = 0; s < direct_logits.size(); ++s) {
+      EXPECT_LE(relative_error(graph_logits[s], direct_logits[s]), tolerance) << "call " << s;
+    }
+    ASSERT_EQ(direct_weights.size(), graph_weights.size());
+    for (std::size_t b = 0; b < direct_weights.size(); ++b) {
+      for (std::size_t h = 0; h < direct_weights[b].size(); ++h) {
+        EXPECT_LE(relative_error(graph_weights[b][h], direct_weights[b][h]), tolerance)
+            << "alignment weights of item " << b << ", head " << h;
+      }
+    }
+  }
+}
+#endif
 
 TEST(CudaMemory, OutOfMemoryIsAnErrorAndTheBackendStaysUsable) {
   IFW_REQUIRE_GPU();

@@ -106,6 +106,73 @@ TEST_F(EngineTest, ItemsDecodedApartGetWhatTheyGetAlone) {
   }
 }
 
+TEST(DecoderSteps, RowsAreRoundedToAFewSizes) {
+  using engine::DecoderSession;
+  EXPECT_EQ(DecoderSession::step_rows(1, 64), 1);
+  EXPECT_EQ(DecoderSession::step_rows(3, 64), 4);
+  EXPECT_EQ(DecoderSession::step_rows(5, 64), 8);
+  EXPECT_EQ(DecoderSession::step_rows(9, 64), 16);
+  EXPECT_EQ(DecoderSession::step_rows(17, 64), 24);
+  EXPECT_EQ(DecoderSession::step_rows(64, 64), 64);
+  EXPECT_EQ(DecoderSession::step_rows(5, 6), 6);  // never beyond the batch...
+  EXPECT_EQ(DecoderSession::step_rows(7, 6), 7);  // ...unless asked for more
+  EXPECT_EQ(DecoderSession::step_rows(20, 20), 20);
+}
+
+// Steps rounded up (as for step graphs on a GPU) give every item what an unrounded session
+// gives it, logits and alignment weights alike, while items drop out one by one; the extra rows
+// write only the spare cache slot.
+TEST_F(EngineTest, RoundedStepsGiveWhatUnroundedStepsGive) {
+  const int batch = 6;
+  std::vector<float> windows;
+  for (int b = 0; b < batch; ++b) {
+    const std::vector<float> one = mel(1, -0.6f + 0.2f * static_cast<float>(b));
+    windows.insert(windows.end(), one.begin(), one.end());
+  }
+  const auto states = model_->encode(windows, batch);
+  const engine::TokenId sot = kSyntheticStartOfTranscript;
+  const auto decode = [&](bool rounded) {
+    engine::DecoderSession session(*model_, states, rounded);
+    engine::AlignmentCapture capture;
+    capture.heads = {{1, 0}, {0, 1}};
+    std::vector<int> active = {0, 1, 2, 3, 4, 5};
+    std::vector<engine::TokenId> prompt;
+    for (int b = 0; b < batch; ++b)
+      prompt.insert(prompt.end(), {sot, sot + 1});
+    std::vector<std::vector<float>> logits = {
+        session.forward(prompt, 2, active, engine::LogitRows::kLast, &capture)};
+    // 6 items, then 5 (rounded to 6), 3 (to 4), 2, 1.
+    for (const std::vector<int>& items :
+         {std::vector<int>{0, 1, 2, 3, 4, 5}, {0, 2, 3, 4, 5}, {0, 3, 5}, {3, 5}, {5}, {5}}) {
+      std::vector<engine::TokenId> tokens;
+      for (const int b : items)
+        tokens.push_back(40 + b);
+      logits.push_back(session.forward(tokens, 1, items, engine::LogitRows::kLast, &capture));
+    }
+    for (int b = 0; b < batch; ++b)
+      logits.push_back({static_cast<float>(session.length(b))});
+    return std::make_pair(logits, capture.weights);
+  };
+  const auto [plain_logits, plain_weights] = decode(false);
+  const auto [rounded_logits, rounded_weights] = decode(true);
+  ASSERT_EQ(plain_logits.size(), rounded_logits.size());
+  for (std::size_t s = 0; s < plain_logits.size(); ++s) {
+    ASSERT_EQ(plain_logits[s].size(), rounded_logits[s].size()) << "call " << s;
+    for (std::size_t k = 0; k < plain_logits[s].size(); ++k)
+      ASSERT_NEAR(plain_logits[s][k], rounded_logits[s][k], 1e-5) << "call " << s << ", " << k;
+  }
+  ASSERT_EQ(plain_weights.size(), rounded_weights.size());
+  for (std::size_t b = 0; b < plain_weights.size(); ++b) {
+    ASSERT_EQ(plain_weights[b].size(), 2u);
+    for (std::size_t h = 0; h < 2; ++h) {
+      ASSERT_EQ(plain_weights[b][h].size(), rounded_weights[b][h].size()) << b << "/" << h;
+      ASSERT_FALSE(plain_weights[b][h].empty());
+      for (std::size_t k = 0; k < plain_weights[b][h].size(); ++k)
+        ASSERT_NEAR(plain_weights[b][h][k], rounded_weights[b][h][k], 1e-6) << b << "/" << h;
+    }
+  }
+}
+
 TEST_F(EngineTest, GreedyStopsAtTheLengthLimit) {
   const auto states = model_->encode(mel(1), 1);
   decode::GreedyOptions o;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include "backend/cuda/device_context.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/lt_matmul.hpp"
+#include "backend/cuda/step_recording.hpp"
 
 namespace ifw::backend {
 namespace {
@@ -35,8 +37,14 @@ int to_int(i64 v, const char* what) {
   return static_cast<int>(v);
 }
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw Error(ErrorKind::kInvalidArgument, "cuda backend: " + message);
+// The message is formatted only when the check fails: operations are issued thousands of times
+// a second, and a step graph's replay is mostly these checks.
+template <typename... Args>
+void require(bool ok, fmt::format_string<Args...> message, Args&&... args) {
+  if (!ok) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "cuda backend: " + fmt::format(message, std::forward<Args>(args)...));
+  }
 }
 
 // Address of element (row, column) of a row-major matrix.
@@ -91,6 +99,7 @@ class OpProfile {
   }
   OpProfile(const OpProfile&) = delete;
   OpProfile& operator=(const OpProfile&) = delete;
+  bool enabled() const { return enabled_; }
 
   template <typename F>
   void run(const char* name, F&& f) {
@@ -120,6 +129,13 @@ class OpProfile {
   bool enabled_ = false;
   std::map<std::string, Total> totals_;
 };
+
+// The kernels read the host's rules and write its choices as they are.
+static_assert(sizeof(cuda::ChoiceRules) == sizeof(RowRules) &&
+              offsetof(cuda::ChoiceRules, forbidden) == offsetof(RowRules, forbidden) &&
+              offsetof(cuda::ChoiceRules, ranges) == offsetof(RowRules, ranges));
+static_assert(sizeof(cuda::ChosenToken) == sizeof(TokenChoice) && sizeof(TokenChoice) == 16 &&
+              offsetof(cuda::ChosenToken, logprob) == offsetof(TokenChoice, logprob));
 
 class CudaBackend final : public Backend {
  public:
@@ -165,7 +181,10 @@ class CudaBackend final : public Backend {
   Tensor upload(std::span<const float> values, const Shape& shape,
                 DType dtype = DType::kF32) override {
     require(static_cast<i64>(values.size()) == element_count(shape),
-            fmt::format("upload: {} values for shape {}", values.size(), shape_string(shape)));
+            "upload: {} values for shape {}", values.size(), shape_string(shape));
+    // A pageable copy cannot be part of a recorded step (nor does a step upload).
+    if (context_->recording())
+      throw Error(ErrorKind::kUnsupported, "cuda: an upload inside a recorded step");
     Tensor t = empty(shape, dtype);
     if (values.empty()) return t;
     if (dtype == DType::kF32) {
@@ -183,21 +202,19 @@ class CudaBackend final : public Backend {
   }
 
   void download(const Tensor& t, std::span<float> out) override {
-    require(static_cast<i64>(out.size()) == t.numel(),
-            fmt::format("download: {} values into a buffer of {}", t.numel(), out.size()));
+    require(static_cast<i64>(out.size()) == t.numel(), "download: {} values into a buffer of {}",
+            t.numel(), out.size());
     context_->activate();
     if (out.empty()) return;
     Tensor source = t;
     if (t.dtype() != DType::kF32) {
       source = empty(t.shape(), DType::kF32);
-      cuda::convert(t.raw(), t.dtype(), source.raw(), DType::kF32, t.numel(), stream());
+      issue("convert", [&] {
+        cuda::convert(t.raw(), t.dtype(), source.raw(), DType::kF32, t.numel(), stream());
+      });
     }
-    profile_.run("download", [&] {
-      check(cudaMemcpyAsync(out.data(), source.raw(), out.size_bytes(), cudaMemcpyDeviceToHost,
-                            stream()),
-            "copying from the GPU");
-    });
-    check(cudaStreamSynchronize(stream()), "waiting for the GPU");
+    profile_.run("download",
+                 [&] { context_->copy_to_host(source.raw(), out.data(), out.size_bytes()); });
   }
 
   void synchronize() override {
@@ -205,16 +222,19 @@ class CudaBackend final : public Backend {
     check(cudaStreamSynchronize(stream()), "waiting for the GPU");
   }
   void release_cached_memory() override { context_->release_cached(); }
+  std::unique_ptr<StepGraph> make_step_graph() override {
+    // Profiling waits for the GPU around every operation, which a capture cannot.
+    if (!cuda::step_graphs_enabled() || profile_.enabled()) return nullptr;
+    return cuda::make_step_graph(context_);
+  }
 
   void linear(const MatrixRef& x, const Tensor& w, const Tensor* bias, Activation act,
               const MatrixRef& y, std::int64_t rows, bool accumulate) override {
     context_->activate();
-    require(x.tensor.dtype() == w.dtype(),
-            fmt::format("linear: {} input with {} weights", dtype_name(x.tensor.dtype()),
-                        dtype_name(w.dtype())));
+    require(x.tensor.dtype() == w.dtype(), "linear: {} input with {} weights",
+            dtype_name(x.tensor.dtype()), dtype_name(w.dtype()));
     require(y.tensor.dtype() == DType::kF32 || y.tensor.dtype() == w.dtype(),
-            fmt::format("linear: {} output of {} weights", dtype_name(y.tensor.dtype()),
-                        dtype_name(w.dtype())));
+            "linear: {} output of {} weights", dtype_name(y.tensor.dtype()), dtype_name(w.dtype()));
     require(!accumulate || act == Activation::kNone, "linear: accumulate with an activation");
     const i64 n = w.dim(0), k = w.dim(1);
     if (rows == 0) return;
@@ -236,22 +256,22 @@ class CudaBackend final : public Backend {
       p.beta = accumulate ? 1.0f : 0.0f;
       p.bias = bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr;
       bool done = false;
-      profile_.run("linear", [&] { done = lt_->run(p, stream()); });
+      issue("linear", [&] { done = lt_->run(p, stream()); });
       if (done) {
         if (act == Activation::kGelu) {
-          profile_.run("gelu", [&] {
+          issue("gelu", [&] {
             cuda::bias_activation(p.c, y.tensor.dtype(), rows, n, y.ld, nullptr, true, stream());
           });
         }
         return;
       }
     }
-    profile_.run("linear", [&] {
+    issue("linear", [&] {
       gemm_abt(at(x.tensor, 0, x.ld, x.column), x.tensor.dtype(), x.ld, w.raw(), w.dtype(), k,
                at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), y.ld, rows, n, k, 1.0f,
                accumulate ? 1.0f : 0.0f);
     });
-    profile_.run("bias/gelu", [&] {
+    issue("bias/gelu", [&] {
       cuda::bias_activation(at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), rows, n, y.ld,
                             bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr,
                             act == Activation::kGelu, stream());
@@ -263,7 +283,7 @@ class CudaBackend final : public Backend {
     context_->activate();
     require(x.dtype() == DType::kF32, "layer_norm: the input is not float32");
     const i64 d = x.shape().back();
-    profile_.run("layer_norm", [&] {
+    issue("layer_norm", [&] {
       cuda::layer_norm(static_cast<const float*>(x.raw()), y.raw(), y.dtype(), x.numel() / d, d,
                        static_cast<const float*>(gamma.raw()),
                        static_cast<const float*>(beta.raw()), eps, stream());
@@ -275,7 +295,7 @@ class CudaBackend final : public Backend {
     require(x.dtype() == DType::kF32 && rows.dtype() == DType::kF32,
             "add_rows: tensors are not float32");
     const i64 d = x.shape().back();
-    profile_.run("add_rows", [&] {
+    issue("add_rows", [&] {
       cuda::add_rows(static_cast<float*>(x.raw()), static_cast<const float*>(rows.raw()),
                      x.numel() / d, d, block, stream());
     });
@@ -283,8 +303,10 @@ class CudaBackend final : public Backend {
 
   void transpose_last2(const Tensor& x, Tensor& y) override {
     context_->activate();
-    cuda::transpose_last2(x.raw(), x.dtype(), y.raw(), y.dtype(), x.dim(0), x.dim(1), x.dim(2),
-                          stream());
+    issue("transpose", [&] {
+      cuda::transpose_last2(x.raw(), x.dtype(), y.raw(), y.dtype(), x.dim(0), x.dim(1), x.dim(2),
+                            stream());
+    });
   }
 
   void conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int stride,
@@ -298,7 +320,7 @@ class CudaBackend final : public Backend {
     const i64 chunk =
         std::clamp<i64>(kConvolutionChunkBytes / std::max<i64>(per_item, 1), 1, batch);
     const Tensor columns = empty({chunk * t_out, width}, x.dtype());
-    profile_.run("conv1d", [&] {
+    issue("conv1d", [&] {
       for (i64 b0 = 0; b0 < batch; b0 += chunk) {
         const i64 n = std::min(chunk, batch - b0);
         cuda::im2col3(at(x, b0 * t_in, c_in, 0), columns.raw(), x.dtype(), n, t_in, c_in, t_out,
@@ -321,7 +343,7 @@ class CudaBackend final : public Backend {
             "embed: output or positions not float32");
     check_embedding_inputs(ids, pos, table.dim(0), positions.dim(0));
     const DeviceArray<std::int32_t> d_ids(*context_, ids), d_pos(*context_, pos);
-    profile_.run("embed", [&] {
+    issue("embed", [&] {
       cuda::embed(d_ids.get(), d_pos.get(), static_cast<i64>(ids.size()), table.raw(),
                   table.dtype(), static_cast<const float*>(positions.raw()),
                   static_cast<float*>(y.raw()), table.dim(1), stream());
@@ -335,7 +357,7 @@ class CudaBackend final : public Backend {
     require(src.tensor.dtype() == dst.dtype(), "write_rows: source and cache differ in type");
     const DeviceArray<int> d_blocks(*context_, blocks.first(static_cast<std::size_t>(batch)));
     const DeviceArray<int> d_starts(*context_, starts.first(static_cast<std::size_t>(batch)));
-    profile_.run("write_rows", [&] {
+    issue("write_rows", [&] {
       cuda::write_rows(at(src.tensor, 0, src.ld, src.column), src.ld, dst.dtype(), batch,
                        rows_per_item, dst.raw(), dst.shape().back(), dst_block, d_blocks.get(),
                        d_starts.get(), stream());
@@ -346,15 +368,56 @@ class CudaBackend final : public Backend {
     context_->activate();
     require(x.dtype() == y.dtype(), "gather_rows: source and destination differ in type");
     for (const i64 i : index) {
-      require(i >= 0 && i < x.numel() / x.shape().back(), fmt::format("gather_rows: no row {}", i));
+      require(i >= 0 && i < x.numel() / x.shape().back(), "gather_rows: no row {}", i);
     }
     const DeviceArray<i64> d_index(*context_, index);
-    cuda::gather_rows(x.raw(), x.dtype(), x.shape().back(), d_index.get(),
-                      static_cast<i64>(index.size()), y.raw(), stream());
+    issue("gather_rows", [&] {
+      cuda::gather_rows(x.raw(), x.dtype(), x.shape().back(), d_index.get(),
+                        static_cast<i64>(index.size()), y.raw(), stream());
+    });
+  }
+
+  void choose_tokens(const Tensor& logits, std::span<const std::uint8_t> flags,
+                     std::span<const RowRules> rules, std::span<TokenChoice> out) override {
+    context_->activate();
+    require(logits.rank() == 2 && logits.dtype() == DType::kF32,
+            "choose_tokens: logits are not a float32 matrix");
+    const i64 rows = logits.dim(0), vocab = logits.dim(1);
+    require(static_cast<i64>(rules.size()) == rows && out.size() == rules.size(),
+            "choose_tokens: {} rows with {} rules and {} choices", rows, rules.size(), out.size());
+    require(flags.empty() || static_cast<i64>(flags.size()) == vocab,
+            "choose_tokens: {} flags for {} tokens", flags.size(), vocab);
+    if (rows == 0) return;
+    const DeviceArray<std::uint8_t> d_flags(*context_, flags);
+    const DeviceArray<RowRules> d_rules(*context_, rules);
+    // 16 bytes per row: a cuda::ChosenToken each.
+    const Tensor chosen = empty({rows, 4}, DType::kF32);
+    issue("choose tokens", [&] {
+      cuda::choose_tokens(static_cast<const float*>(logits.raw()), rows, vocab, d_flags.get(),
+                          reinterpret_cast<const cuda::ChoiceRules*>(d_rules.get()),
+                          static_cast<cuda::ChosenToken*>(chosen.raw()), stream());
+    });
+    context_->copy_to_host(chosen.raw(), out.data(), out.size_bytes());
   }
 
  private:
   cudaStream_t stream() const { return context_->stream(); }
+
+  // Issues (and profiles) the launches in `f`; a replayed step graph issues nothing: its
+  // operations only stage their host values.
+  template <typename F>
+  void issue(const char* name, F&& f) {
+    if (context_->replaying()) return;
+    profile_.run(name, std::forward<F>(f));
+  }
+  // The operations a step graph may record: their launch parameters must not depend on host
+  // values that change from step to step.
+  void require_recordable(bool ok, const char* what) {
+    if (!ok && context_->recording()) {
+      throw Error(ErrorKind::kUnsupported,
+                  fmt::format("cuda: {} cannot be part of a recorded step", what));
+    }
+  }
 
   // Row-major c[m, n] (ldc) = alpha * a[m, k] (lda) . b[n, k]^T (ldb) + beta * c: cuBLAS is
   // column-major, so it computes c^T = b . a^T.
@@ -380,19 +443,19 @@ void CudaBackend::attention(const AttentionArgs& a) {
   const DType type = a.q.tensor.dtype();
   require(a.k.tensor.dtype() == type && a.v.tensor.dtype() == type && a.out.tensor.dtype() == type,
           "attention: q, k, v and out differ in type");
-  require(a.heads >= 1 && a.heads <= cuda::kMaxHeads,
-          fmt::format("attention: {} heads (at most {})", a.heads, cuda::kMaxHeads));
-  require(a.head_dim >= 1 && a.head_dim <= 128,
-          fmt::format("attention: head size {} (at most 128)", a.head_dim));
+  require(a.heads >= 1 && a.heads <= cuda::kMaxHeads, "attention: {} heads (at most {})", a.heads,
+          cuda::kMaxHeads);
+  require(a.head_dim >= 1 && a.head_dim <= 128, "attention: head size {} (at most 128)",
+          a.head_dim);
   require(a.key_lengths.size() == static_cast<std::size_t>(a.batch),
           "attention: one key length per batch row");
   require(a.item_index.empty() || a.item_index.size() == static_cast<std::size_t>(a.batch),
           "attention: one cache block per batch row");
   int max_key = 0;
   for (const int len : a.key_lengths) {
-    require(len >= 1 && len <= a.key_block, fmt::format("attention: key length {}", len));
-    require(!a.causal || len >= a.query_len,
-            fmt::format("attention: {} causal queries over {} keys", a.query_len, len));
+    require(len >= 1 && len <= a.key_block, "attention: key length {}", len);
+    require(!a.causal || len >= a.query_len, "attention: {} causal queries over {} keys",
+            a.query_len, len);
     max_key = std::max(max_key, len);
   }
   if (a.batch == 0) return;
@@ -402,7 +465,7 @@ void CudaBackend::attention(const AttentionArgs& a) {
   const int n_capture = static_cast<int>(a.capture_heads.size());
   for (int s = 0; s < n_capture; ++s) {
     const int h = a.capture_heads[static_cast<std::size_t>(s)];
-    require(h >= 0 && h < a.heads, fmt::format("attention: no head {} to capture", h));
+    require(h >= 0 && h < a.heads, "attention: no head {} to capture", h);
     slots.slot[h] = s;
   }
   const i64 capture_count = static_cast<i64>(a.batch) * n_capture * a.query_len * a.key_block;
@@ -412,8 +475,10 @@ void CudaBackend::attention(const AttentionArgs& a) {
   if (n_capture > 0) {
     capture = empty({capture_count}, DType::kF32);
     // A head asked for twice fills one slot only; the other stays zero, as on the CPU.
-    check(cudaMemsetAsync(capture.raw(), 0, capture.bytes(), stream()),
-          "clearing attention weights");
+    issue("attention capture", [&] {
+      check(cudaMemsetAsync(capture.raw(), 0, capture.bytes(), stream()),
+            "clearing attention weights");
+    });
   }
   float* capture_data = n_capture > 0 ? static_cast<float*>(capture.raw()) : nullptr;
 
@@ -439,7 +504,8 @@ void CudaBackend::attention(const AttentionArgs& a) {
   if (use_flash_attention() && a.query_len > kRowAttentionMaxQueries && !a.causal &&
       n_capture == 0 && a.item_index.empty() && same_lengths &&
       cuda::flash_attention_supported(flash)) {
-    profile_.run("attention flash", [&] { cuda::flash_attention(flash, stream()); });
+    require_recordable(false, "flash attention (its key length is a launch parameter)");
+    issue("attention flash", [&] { cuda::flash_attention(flash, stream()); });
   } else if (a.query_len <= kRowAttentionMaxQueries) {
     const DeviceArray<int> lengths(*context_, std::span<const int>(a.key_lengths));
     const DeviceArray<int> index(*context_, std::span<const int>(a.item_index));
@@ -465,16 +531,17 @@ void CudaBackend::attention(const AttentionArgs& a) {
     r.slots = slots;
     r.n_capture = n_capture;
     r.capture = capture_data;
-    profile_.run("attention rows", [&] { cuda::row_attention(r, stream()); });
+    issue("attention rows", [&] { cuda::row_attention(r, stream()); });
   } else {
     // Per item: scores = scale * Q K^T for every head in one batched product, a masked softmax,
     // then P V into the output's columns.
+    require_recordable(false, "attention by products (key lengths are launch parameters)");
     const i64 per_head = static_cast<i64>(a.query_len) * max_key;
     const Tensor scores = empty({a.heads * per_head}, DType::kF32);
     const Tensor probs = empty({a.heads * per_head}, type);
     const float zero = 0.0f, one = 1.0f;
     const int hd = a.head_dim;
-    profile_.run("attention gemm", [&] {
+    issue("attention gemm", [&] {
       for (int b = 0; b < a.batch; ++b) {
         const i64 block = a.item_index.empty() ? b : a.item_index[static_cast<std::size_t>(b)];
         const int len = a.key_lengths[static_cast<std::size_t>(b)];
@@ -504,12 +571,8 @@ void CudaBackend::attention(const AttentionArgs& a) {
       }
     });
   }
-  if (n_capture > 0) {
-    check(cudaMemcpyAsync(a.capture.data(), capture.raw(), a.capture.size_bytes(),
-                          cudaMemcpyDeviceToHost, stream()),
-          "copying attention weights from the GPU");
-    check(cudaStreamSynchronize(stream()), "waiting for the GPU");
-  }
+  if (n_capture > 0)
+    context_->copy_to_host(capture.raw(), a.capture.data(), a.capture.size_bytes());
 }
 
 }  // namespace

@@ -101,6 +101,7 @@ void DeviceContext::close() noexcept {
     log(cudaStreamDestroy(stream_), "destroying the stream");
     stream_ = nullptr;
   }
+  free_pinned_blocks();
   if (staging_host_ != nullptr) {  // after the stream finished: no copy reads it any more
     log(cudaFreeHost(staging_host_), "freeing pinned host memory");
     staging_host_ = nullptr;
@@ -144,9 +145,30 @@ void DeviceContext::free(void* p) noexcept {
     spdlog::warn("cuda:{}: freeing device memory: {}", index_, cudaGetErrorString(err));
 }
 
+void* DeviceContext::allocate_tensor(std::size_t bytes, bool& owned) {
+  owned = !recording();
+  if (!owned) return recording_->tensor(bytes);
+  if (recording_ != nullptr) recording_->count_tensor(bytes);
+  return allocate(bytes);
+}
+
+void DeviceContext::copy_to_host(const void* device, void* host, std::size_t bytes) {
+  if (recording()) {
+    recording_->copy_to_host(device, host, bytes, stream_);
+    return;
+  }
+  if (recording_ != nullptr) recording_->count_download(bytes);
+  check(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_),
+        "copying from the GPU");
+  check(cudaStreamSynchronize(stream_), "waiting for the GPU");
+}
+
 const void* DeviceContext::stage(const void* values, std::size_t bytes) {
   constexpr std::size_t kAlign = 256;
-  if (bytes == 0 || bytes > kStagingBytes / 4) return nullptr;
+  if (bytes == 0) return nullptr;
+  if (recording()) return recording_->stage(values, bytes);
+  if (recording_ != nullptr) recording_->count_staged(bytes);
+  if (bytes > kStagingBytes / 4) return nullptr;
   if (staging_used_ + bytes > kStagingBytes) {
     // Starting over: every copy (and every kernel reading a copy) issued so far must be done.
     check(cudaStreamSynchronize(stream_), "waiting for the GPU");
@@ -161,17 +183,50 @@ const void* DeviceContext::stage(const void* values, std::size_t bytes) {
   return device;
 }
 
+void* DeviceContext::take_pinned(std::size_t bytes) {
+  if (const auto it = pinned_blocks_.lower_bound(bytes); it != pinned_blocks_.end()) {
+    void* p = it->second;
+    pinned_blocks_.erase(it);
+    return p;
+  }
+  void* p = nullptr;
+  check(cudaMallocHost(&p, bytes), "allocating pinned host memory");
+  return p;
+}
+
+void DeviceContext::give_pinned(void* p, std::size_t bytes) noexcept {
+  if (p == nullptr) return;
+  try {
+    pinned_blocks_.emplace(bytes, p);
+  } catch (const std::bad_alloc&) {
+    if (const cudaError_t err = cudaFreeHost(p); err != cudaSuccess)
+      spdlog::warn("cuda:{}: freeing pinned host memory: {}", index_, cudaGetErrorString(err));
+  }
+}
+
+void DeviceContext::free_pinned_blocks() noexcept {
+  for (const auto& [bytes, p] : pinned_blocks_) {
+    if (const cudaError_t err = cudaFreeHost(p); err != cudaSuccess)
+      spdlog::warn("cuda:{}: freeing {} bytes of pinned host memory: {}", index_, bytes,
+                   cudaGetErrorString(err));
+  }
+  pinned_blocks_.clear();
+}
+
 void DeviceContext::release_cached() {
   activate();
   check(cudaStreamSynchronize(stream_), "finishing the GPU's work");
+  free_pinned_blocks();
   check(cudaMemPoolTrimTo(pool_, 0), "returning cached GPU memory");
 }
 
 DeviceStorage::DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes)
-    : context_(std::move(context)), bytes_(bytes), data_(context_->allocate(bytes)) {}
+    : context_(std::move(context)),
+      bytes_(bytes),
+      data_(context_->allocate_tensor(bytes, owned_)) {}
 
 DeviceStorage::~DeviceStorage() {
-  context_->free(data_);
+  if (owned_) context_->free(data_);
 }
 
 MemoryInfo memory_info(int index) {

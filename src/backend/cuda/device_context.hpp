@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -13,6 +14,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/step_recording.hpp"
 #include "backend/tensor.hpp"
 
 namespace ifw::backend::cuda {
@@ -40,13 +42,35 @@ class DeviceContext {
   // Stream-ordered allocation from the pool; free() is ordered after the work issued before it.
   void* allocate(std::size_t bytes);
   void free(void* p) noexcept;
+  // Memory for a tensor: from the pool, or from the step recording being captured or replayed
+  // (then `owned` is false: the recording keeps it).
+  void* allocate_tensor(std::size_t bytes, bool& owned);
+  // Device to host; the host buffer is filled when the stream finished: at once, or after a
+  // recorded step's launch.
+  void copy_to_host(const void* device, void* host, std::size_t bytes);
+
+  // A step recording the operations go through while it is measured, captured or replayed
+  // (nullptr: none). Replaying, operations issue nothing.
+  void set_recording(StepRecording* recording) { recording_ = recording; }
+  bool replaying() const {
+    return recording_ != nullptr && recording_->mode() == RecordingMode::kReplay;
+  }
+  bool recording() const {
+    return recording_ != nullptr && recording_->mode() != RecordingMode::kMeasure;
+  }
   // Waits for the stream, then returns the pool's unused memory to the device.
   void release_cached();
   // A device copy of a few host values (indices, lengths) for the next operations, made through
   // pinned memory so that the host does not wait for the GPU (a pageable copy would). The copy
-  // stays valid until kStagingBytes more have been staged; nullptr when `bytes` is too large.
+  // stays valid until kStagingBytes more have been staged; nullptr when `bytes` is too large
+  // (never while a step is captured or replayed: its values have their own slots).
   const void* stage(const void* values, std::size_t bytes);
   static constexpr std::size_t kStagingBytes = 4u << 20;
+
+  // Pinned host memory of at least `bytes`; given back, it is kept for reuse until
+  // release_cached() or the context goes (cudaFreeHost waits for the whole device).
+  void* take_pinned(std::size_t bytes);
+  void give_pinned(void* p, std::size_t bytes) noexcept;
 
   // cuBLAS workspace (kept for the context's life).
   void* workspace() const { return workspace_; }
@@ -54,6 +78,7 @@ class DeviceContext {
 
  private:
   void close() noexcept;
+  void free_pinned_blocks() noexcept;
 
   int index_;
   cudaStream_t stream_ = nullptr;
@@ -63,6 +88,8 @@ class DeviceContext {
   void* staging_host_ = nullptr;    // pinned
   void* staging_device_ = nullptr;  // from the pool
   std::size_t staging_used_ = 0;
+  StepRecording* recording_ = nullptr;
+  std::multimap<std::size_t, void*> pinned_blocks_;  // given back, by size
 };
 
 // Device memory of one tensor, freed (stream-ordered) when the last tensor using it goes.
@@ -79,6 +106,7 @@ class DeviceStorage final : public Storage {
  private:
   std::shared_ptr<DeviceContext> context_;
   std::size_t bytes_;
+  bool owned_ = true;
   void* data_;
 };
 
@@ -88,19 +116,18 @@ template <typename T>
 class DeviceArray {
  public:
   DeviceArray(DeviceContext& context, std::span<const T> values) : context_(context) {
+    if (values.empty()) return;  // nullptr: nothing to read
     if (const void* staged = context.stage(values.data(), values.size_bytes())) {
       data_ = static_cast<T*>(const_cast<void*>(staged));
       return;
     }
     owned_ = true;
-    data_ = static_cast<T*>(context.allocate(std::max<std::size_t>(values.size_bytes(), 1)));
-    if (!values.empty()) {
-      const cudaError_t err = cudaMemcpyAsync(data_, values.data(), values.size_bytes(),
-                                              cudaMemcpyHostToDevice, context.stream());
-      if (err != cudaSuccess) {
-        context_.free(data_);
-        check(err, "copying indices to the GPU");
-      }
+    data_ = static_cast<T*>(context.allocate(values.size_bytes()));
+    const cudaError_t err = cudaMemcpyAsync(data_, values.data(), values.size_bytes(),
+                                            cudaMemcpyHostToDevice, context.stream());
+    if (err != cudaSuccess) {
+      context_.free(data_);
+      check(err, "copying indices to the GPU");
     }
   }
   ~DeviceArray() {

@@ -1,6 +1,7 @@
 // Kernels of the CUDA backend. Element-wise and reduction work only: products go to cuBLAS.
 // Every kernel computes in float32 whatever it reads and writes.
 #include <algorithm>
+#include <climits>
 #include <stdexcept>
 
 #include <cuda_bf16.h>
@@ -101,6 +102,102 @@ __device__ float block_reduce(float v, float* shared) {
   const float result = shared[32];
   __syncthreads();  // the next reduction may overwrite shared
   return result;
+}
+
+// --- Choosing tokens (the decoding rules on the device) ---
+
+constexpr int kChooseThreads = 1024;
+
+// The largest value and, on ties, the smallest index; every thread gets the result. `values`
+// and `indices` hold 32 entries each.
+__device__ void block_argmax(float& v, int& index, float* values, int* indices) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = (blockDim.x + 31) >> 5;
+  const auto combine = [](float& v, int& i, float ov, int oi) {
+    if (ov > v || (ov == v && oi < i)) {
+      v = ov;
+      i = oi;
+    }
+  };
+  for (int o = 16; o > 0; o >>= 1)
+    combine(v, index, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, index, o));
+  if (lane == 0) {
+    values[warp] = v;
+    indices[warp] = index;
+  }
+  __syncthreads();
+  v = values[0];
+  index = indices[0];
+  for (int w = 1; w < warps; ++w)
+    combine(v, index, values[w], indices[w]);
+  __syncthreads();
+}
+
+__global__ void choose_tokens_kernel(const float* logits, int vocab, const std::uint8_t* flags,
+                                     const ChoiceRules* all_rules, ChosenToken* out) {
+  __shared__ float reduce[33];
+  __shared__ float arg_values[32];
+  __shared__ int arg_indices[32];
+  const ChoiceRules r = all_rules[blockIdx.x];
+  const float* x = logits + static_cast<i64>(blockIdx.x) * vocab;
+  const std::uint8_t mask = r.first != 0 ? 3 : 1;
+  const int ranges = min(max(r.ranges, 0), 4);
+  const auto value = [&](int i) {
+    if (flags != nullptr && (flags[i] & mask) != 0) return -INFINITY;
+    for (int k = 0; k < ranges; ++k) {
+      if (i >= r.forbidden[k][0] && i < r.forbidden[k][1]) return -INFINITY;
+    }
+    return x[i];
+  };
+  // Whisper's vote: all allowed timestamps together against the likeliest allowed text token
+  // (log-probabilities share the row's normaliser, so the logits compare the same way).
+  int text_end = 0;  // tokens below it are forbidden by the vote
+  if (r.timestamp_vote != 0) {
+    const int ts = min(max(r.timestamp_begin, 0), vocab);
+    float max_text = -INFINITY, max_ts = -INFINITY;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+      const float v = value(i);
+      if (i < ts) {
+        max_text = fmaxf(max_text, v);
+      } else {
+        max_ts = fmaxf(max_ts, v);
+      }
+    }
+    max_text = block_reduce<true>(max_text, reduce);
+    max_ts = block_reduce<true>(max_ts, reduce);
+    if (max_ts != -INFINITY) {
+      float sum = 0.0f;
+      for (int i = ts + static_cast<int>(threadIdx.x); i < vocab; i += blockDim.x)
+        sum += expf(value(i) - max_ts);
+      const float lse_ts = max_ts + logf(block_reduce<false>(sum, reduce));
+      if (lse_ts > max_text) text_end = ts;
+    }
+  }
+  float best = -INFINITY;
+  int best_index = vocab;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = i < text_end ? -INFINITY : value(i);
+    if (v > best || (v == best && i < best_index)) {
+      best = v;
+      best_index = i;
+    }
+  }
+  block_argmax(best, best_index, arg_values, arg_indices);
+  float sum = 0.0f;
+  if (best != -INFINITY) {
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+      const float v = i < text_end ? -INFINITY : value(i);
+      sum += expf(v - best);
+    }
+  }
+  sum = block_reduce<false>(sum, reduce);
+  if (threadIdx.x == 0) {
+    out[blockIdx.x].token = best_index < vocab ? best_index : 0;
+    // log softmax of the best token: -log(sum exp(v - best)); no allowed token: NaN, as on the
+    // host (-inf - -inf).
+    out[blockIdx.x].logprob =
+        best == -INFINITY ? static_cast<double>(NAN) : -static_cast<double>(logf(sum));
+  }
 }
 
 template <typename In, typename Out>
@@ -520,6 +617,17 @@ void masked_softmax(const float* scores, void* probs, DType type, int heads, int
     masked_softmax_kernel<P><<<grid, 256, shared, stream>>>(
         scores, static_cast<P*>(probs), query_len, key_len, causal, slots, capture, key_block);
   });
+  check_launch();
+}
+
+void choose_tokens(const float* logits, i64 rows, i64 vocab, const std::uint8_t* flags,
+                   const ChoiceRules* rules, ChosenToken* out, cudaStream_t stream) {
+  if (rows == 0) return;
+  if (vocab < 1 || vocab > INT_MAX || rows > 65535) {
+    throw std::invalid_argument("cuda choose_tokens: vocabulary or rows out of range");
+  }
+  choose_tokens_kernel<<<static_cast<unsigned>(rows), kChooseThreads, 0, stream>>>(
+      logits, static_cast<int>(vocab), flags, rules, out);
   check_launch();
 }
 

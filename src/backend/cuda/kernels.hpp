@@ -52,6 +52,27 @@ void write_rows(const void* src, std::int64_t ld_src, DType type, int batch, int
 void gather_rows(const void* x, DType type, std::int64_t d, const std::int64_t* index,
                  std::int64_t n, void* y, cudaStream_t stream);
 
+// The decoding rules of one row (backend::RowRules, the same layout: checked where both are
+// seen) and a chosen token (backend::TokenChoice).
+struct ChoiceRules {
+  std::int32_t first;
+  std::int32_t timestamp_vote;
+  std::int32_t timestamp_begin;
+  std::int32_t ranges;
+  std::int32_t forbidden[4][2];
+};
+struct ChosenToken {
+  std::int32_t token;
+  double logprob;
+};
+// For each of `rows` rows of float32 logits [rows, vocab]: what flags (per token, may be null:
+// bit 1 always forbidden, bit 2 forbidden for a first token) and the row's rules forbid, the
+// timestamp vote, then the most likely allowed token (the first on ties) and its log-probability
+// among the allowed tokens. rules and out in device memory.
+void choose_tokens(const float* logits, std::int64_t rows, std::int64_t vocab,
+                   const std::uint8_t* flags, const ChoiceRules* rules, ChosenToken* out,
+                   cudaStream_t stream);
+
 // Capture slot of each head (-1: not captured).
 struct HeadSlots {
   int slot[kMaxHeads];
