@@ -61,18 +61,26 @@ std::vector<GreedyResult> greedy_decode(const engine::WhisperModel& model,
     results[static_cast<std::size_t>(b)].prompt_length = len;
   }
 
-  // Chooses the next token of `item` from its logits row and records it.
-  const auto choose = [&](int item, std::span<float> row) {
+  // Records the next token of `item`; false when the item is finished.
+  const auto record = [&](int item, TokenId next, double logprob) {
     GreedyResult& r = results[static_cast<std::size_t>(item)];
-    if (options.rules != nullptr) apply_rules(*options.rules, r.tokens, row);
-    const TokenId next =
-        options.temperature > 0.0 ? sample(row, options.temperature, rng) : argmax(row);
-    r.sum_logprob += log_probability(row, next);
+    r.sum_logprob += logprob;
     r.tokens.push_back(next);
     r.ended = std::find(options.end_tokens.begin(), options.end_tokens.end(), next) !=
               options.end_tokens.end();
     return !r.ended && static_cast<int>(r.tokens.size()) < limit[static_cast<std::size_t>(item)];
   };
+  // Chooses the next token of `item` from its logits row on the host and records it.
+  const auto choose = [&](int item, std::span<float> row) {
+    GreedyResult& r = results[static_cast<std::size_t>(item)];
+    if (options.rules != nullptr) apply_rules(*options.rules, r.tokens, row);
+    const TokenId next =
+        options.temperature > 0.0 ? sample(row, options.temperature, rng) : argmax(row);
+    return record(item, next, log_probability(row, next));
+  };
+  // Greedy steps choose where the logits are (the same rules, one row each).
+  const std::vector<std::uint8_t> flags =
+      options.rules != nullptr ? token_flags(*options.rules, vocab) : std::vector<std::uint8_t>();
 
   // The prompts, items with prompts of one length and <|startoftranscript|> at one place together.
   std::map<std::pair<int, int>, std::vector<int>> groups;
@@ -119,12 +127,26 @@ std::vector<GreedyResult> greedy_decode(const engine::WhisperModel& model,
     tokens.clear();
     for (const int b : active)
       tokens.push_back(results[static_cast<std::size_t>(b)].tokens.back());
-    std::vector<float> logits =
-        session.forward(tokens, 1, active, engine::LogitRows::kLast, capture_ptr);
     std::vector<int> still;
-    for (std::size_t i = 0; i < active.size(); ++i) {
-      if (choose(active[i], std::span<float>(logits.data() + i * vocab, vocab)))
-        still.push_back(active[i]);
+    if (options.temperature > 0.0) {
+      std::vector<float> logits =
+          session.forward(tokens, 1, active, engine::LogitRows::kLast, capture_ptr);
+      for (std::size_t i = 0; i < active.size(); ++i) {
+        if (choose(active[i], std::span<float>(logits.data() + i * vocab, vocab)))
+          still.push_back(active[i]);
+      }
+    } else {
+      std::vector<backend::RowRules> rules;
+      for (const int b : active) {
+        rules.push_back(options.rules != nullptr
+                            ? row_rules(*options.rules, results[static_cast<std::size_t>(b)].tokens)
+                            : backend::RowRules{});
+      }
+      const std::vector<backend::TokenChoice> chosen =
+          session.choose(tokens, active, flags, rules, capture_ptr);
+      for (std::size_t i = 0; i < active.size(); ++i) {
+        if (record(active[i], chosen[i].token, chosen[i].logprob)) still.push_back(active[i]);
+      }
     }
     active = std::move(still);
   }

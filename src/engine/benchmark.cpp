@@ -37,9 +37,44 @@ double best_ms(int repetitions, const std::function<void()>& run) {
   return best;
 }
 
-// ms per decoder step for `batch` sequences: after a 4-token prompt, `steps` single tokens.
+// What a transcription's greedy steps apply, in the form the backend takes (token flags and
+// per-row rules): suppressed tokens and Whisper's timestamp rules, with the token ids of the
+// architecture's vocabulary. The choice itself is ignored (the benchmark feeds fixed tokens).
+struct StepRules {
+  std::vector<std::uint8_t> flags;
+  backend::RowRules row;
+};
+StepRules transcription_rules(const model::WhisperConfig& config) {
+  StepRules r;
+  const int vocab = config.vocab_size;
+  const int timestamp_begin = vocab - 1501;  // <|0.00|> .. <|30.00|> end the vocabulary
+  const int end_of_text = vocab >= 51865 ? 50257 : 50256;
+  r.flags.assign(static_cast<std::size_t>(vocab), 0);
+  for (const int t :
+       {1,  2,  7,  8,  9,  10, 14,  25,  26,  27,  28,  29,  31,  58,  59,  60,  61,
+        62, 63, 90, 91, 92, 93, 359, 503, 522, 542, 873, 893, 902, 918, 922, 931, 1350})
+    r.flags[static_cast<std::size_t>(t)] = backend::kTokenForbidden;
+  r.flags[static_cast<std::size_t>(end_of_text)] |= backend::kTokenForbiddenFirst;
+  // After "<|0.00|> text": <|notimestamps|> and timestamps before the last one are forbidden,
+  // and the timestamps vote against the text.
+  r.row.timestamp_vote = 1;
+  r.row.timestamp_begin = timestamp_begin;
+  r.row.ranges = 2;
+  r.row.forbidden[0][0] = timestamp_begin - 1;
+  r.row.forbidden[0][1] = timestamp_begin;
+  r.row.forbidden[1][0] = timestamp_begin;
+  r.row.forbidden[1][1] = timestamp_begin + 1;
+  return r;
+}
+
+// ms per decoder step for `batch` sequences: after a 4-token prompt, `steps` single tokens. With
+// `choose`, each step's next tokens are chosen under a transcription's rules where the logits
+// are (what greedy decoding does); without, the logits come to the host (the forward pass alone,
+// as whisper.cpp's bench measures it).
 double decode_step_ms(const WhisperModel& model, const backend::Tensor& states, int batch,
-                      int steps, int repetitions) {
+                      int steps, int repetitions, bool choose) {
+  const StepRules rules = transcription_rules(model.config());
+  const std::vector<backend::RowRules> row_rules(static_cast<std::size_t>(batch), rules.row);
   const int prompt_len = 4;
   steps = std::min(steps, model.config().max_target_positions - prompt_len);
   std::vector<int> items(static_cast<std::size_t>(batch));
@@ -57,8 +92,13 @@ double decode_step_ms(const WhisperModel& model, const backend::Tensor& states, 
     session.forward(prompt, prompt_len, items, LogitRows::kLast);
     std::vector<TokenId> step(static_cast<std::size_t>(batch), 440);
     const auto start = Clock::now();
-    for (int s = 0; s < steps; ++s)
-      session.forward(step, 1, items, LogitRows::kLast);
+    for (int s = 0; s < steps; ++s) {
+      if (choose) {
+        session.choose(step, items, rules.flags, row_rules);
+      } else {
+        session.forward(step, 1, items, LogitRows::kLast);
+      }
+    }
     if (r > 0) best = std::min(best, ms_since(start) / steps);  // the first run warms up
   }
   return best;
@@ -124,11 +164,11 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   // On the CPU the per-token cost barely depends on the position, so 64 steps stand for all; a
   // GPU step is short enough to run every one.
   const int steps = gpu ? options.tokens : std::min(options.tokens, 64);
-  result.decode_ms_per_token = decode_step_ms(*model, states, 1, steps, options.repetitions);
+  result.decode_ms_per_token = decode_step_ms(*model, states, 1, steps, options.repetitions, false);
   result.decode_ms_per_token_batch5 =
-      decode_step_ms(*model, states, 5, steps, options.repetitions) / 5.0;
+      decode_step_ms(*model, states, 5, steps, options.repetitions, false) / 5.0;
   result.decode_ms_per_step =
-      decode_step_ms(*model, states, options.batch, steps, options.repetitions);
+      decode_step_ms(*model, states, options.batch, steps, options.repetitions, true);
   if (gpu) {
     result.device_mib_peak = used_mib();
     states = {};
@@ -150,7 +190,7 @@ std::string benchmark_text(const BenchmarkResult& r) {
       "load        {:.0f} ms (random weights)\n"
       "encoder     {:.1f} ms per 30 s window (batch {})\n"
       "decoder     {:.2f} ms per token at batch 1, {:.2f} ms per token at batch 5\n"
-      "            {:.2f} ms per step of {} sequences{}\n"
+      "            {:.2f} ms per step of {} sequences, tokens chosen{}\n"
       "throughput  {:.1f}x realtime ({} windows of {} tokens)\n{}",
       r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
       r.decode_ms_per_token, r.decode_ms_per_token_batch5, r.decode_ms_per_step, r.options.batch,

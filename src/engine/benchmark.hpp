@@ -20,10 +20,13 @@ struct BenchmarkResult {
   BenchmarkOptions options;
   std::string backend;
   double load_ms = 0.0;
-  double encoder_ms = 0.0;                  // per 30 s window, at options.batch
+  double encoder_ms = 0.0;  // per 30 s window, at options.batch
+  // The forward pass with logits to the host (as whisper.cpp's bench):
   double decode_ms_per_token = 0.0;         // batch 1
   double decode_ms_per_token_batch5 = 0.0;  // per token, 5 sequences decoded together
-  double decode_ms_per_step = 0.0;          // one step of options.batch sequences
+  // A greedy step of options.batch sequences, tokens chosen under a transcription's rules
+  // (suppressed tokens, timestamp rules) where the logits are:
+  double decode_ms_per_step = 0.0;
   double rtfx = 0.0;         // audio seconds per wall second: batch windows, `tokens` tokens each
   bool step_graphs = false;  // decoder steps replayed from recorded graphs (IFW_CUDA_GRAPHS=1)
   // GPU only: device memory in use (MiB) before the model loaded, with it loaded, at the peak

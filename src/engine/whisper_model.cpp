@@ -233,6 +233,7 @@ struct DecoderSession::Step {
   // Alignment heads by layer: (head, capture slot) pairs.
   std::vector<std::vector<std::pair<int, std::size_t>>> capture_heads;
   std::int64_t encoder_positions = 0;
+  Choosing* choosing = nullptr;  // tokens chosen on the backend instead of logits downloaded
 };
 
 std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int tokens_per_item,
@@ -252,6 +253,35 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
                                            std::span<const int> items,
                                            std::span<const int> logit_rows,
                                            AlignmentCapture* capture) {
+  return run(tokens, tokens_per_item, items, logit_rows, capture, nullptr);
+}
+
+std::vector<backend::TokenChoice> DecoderSession::choose(std::span<const TokenId> tokens,
+                                                         std::span<const int> items,
+                                                         std::span<const std::uint8_t> flags,
+                                                         std::span<const backend::RowRules> rules,
+                                                         AlignmentCapture* capture) {
+  if (rules.size() != items.size()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("decoder: {} rules for {} items", rules.size(), items.size()));
+  }
+  if (!flags.empty() && flags.size() != static_cast<std::size_t>(model_.config().vocab_size)) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("decoder: {} token flags for a vocabulary of {}", flags.size(),
+                            model_.config().vocab_size));
+  }
+  Choosing choosing;
+  choosing.flags = flags;
+  choosing.rules.assign(rules.begin(), rules.end());
+  const int last[] = {0};
+  run(tokens, 1, items, last, capture, &choosing);
+  choosing.out.resize(items.size());  // the placeholders' choices are the last
+  return std::move(choosing.out);
+}
+
+std::vector<float> DecoderSession::run(std::span<const TokenId> tokens, int tokens_per_item,
+                                       std::span<const int> items, std::span<const int> logit_rows,
+                                       AlignmentCapture* capture, Choosing* choosing) {
   const auto& c = model_.config();
   const int n_items = static_cast<int>(items.size());
   const int tq = tokens_per_item;
@@ -322,12 +352,17 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
   }
 
   const auto vocab = static_cast<std::size_t>(c.vocab_size);
-  std::vector<float> logits(step.logit_rows.size() * vocab);
+  std::vector<float> logits(choosing != nullptr ? 0 : step.logit_rows.size() * vocab);
+  if (choosing != nullptr) {  // placeholders: nothing forbidden
+    choosing->rules.resize(static_cast<std::size_t>(step.rows));
+    choosing->out.assign(static_cast<std::size_t>(step.rows), {});
+    step.choosing = choosing;
+  }
   const auto run = [&] { issue(step, logits, captured); };
   backend::StepGraph* graph = nullptr;
   if (recorded) {
     // Everything that shapes the step's operations; the captured heads are launch parameters.
-    StepKey key{step.rows, tq, {logit_rows.begin(), logit_rows.end()}, {}};
+    StepKey key{step.rows, tq, {logit_rows.begin(), logit_rows.end()}, {}, choosing != nullptr};
     if (capture != nullptr) {
       for (const auto& head : capture->heads)
         std::get<3>(key).insert(std::get<3>(key).end(), {head.layer, head.head});
@@ -370,7 +405,8 @@ std::vector<float> DecoderSession::forward(std::span<const TokenId> tokens, int 
     }
   }
   // The placeholders' logits are the last rows.
-  logits.resize(static_cast<std::size_t>(n_items) * logit_rows.size() * vocab);
+  if (choosing == nullptr)
+    logits.resize(static_cast<std::size_t>(n_items) * logit_rows.size() * vocab);
   return logits;
 }
 
@@ -466,7 +502,11 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
   Tensor out = be.empty({n_rows, static_cast<std::int64_t>(c.vocab_size)});
   be.linear(whole(last_normed), model_.output_projection(), nullptr, Activation::kNone, whole(out),
             n_rows, false);
-  be.download(out, logits);
+  if (step.choosing != nullptr) {
+    be.choose_tokens(out, step.choosing->flags, step.choosing->rules, step.choosing->out);
+  } else {
+    be.download(out, logits);
+  }
 }
 
 }  // namespace ifw::engine

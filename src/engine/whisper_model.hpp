@@ -123,15 +123,31 @@ class DecoderSession {
   std::vector<float> forward(std::span<const TokenId> tokens, int tokens_per_item,
                              std::span<const int> items, std::span<const int> logit_rows,
                              AlignmentCapture* capture = nullptr);
+  // One token appended to each of `items`, and each item's next token chosen where the logits
+  // are (Backend::choose_tokens with `flags` and one RowRules per item) instead of its logits
+  // returned: a GPU then sends back 16 bytes per item rather than the vocabulary's logits.
+  std::vector<backend::TokenChoice> choose(std::span<const TokenId> tokens,
+                                           std::span<const int> items,
+                                           std::span<const std::uint8_t> flags,
+                                           std::span<const backend::RowRules> rules,
+                                           AlignmentCapture* capture = nullptr);
 
  private:
   struct Step;
+  struct Choosing {
+    std::span<const std::uint8_t> flags;
+    std::vector<backend::RowRules> rules;  // one per row of the step
+    std::vector<backend::TokenChoice> out;
+  };
+  std::vector<float> run(std::span<const TokenId> tokens, int tokens_per_item,
+                         std::span<const int> items, std::span<const int> logit_rows,
+                         AlignmentCapture* capture, Choosing* choosing);
   // Issues one step's operations; fills `logits` and, per layer with alignment heads, `captured`.
   void issue(const Step& step, std::span<float> logits, std::vector<std::vector<float>>& captured);
 
-  // Rows, tokens per row, logit rows, captured (layer, head) pairs: what a step graph is
-  // recorded for.
-  using StepKey = std::tuple<int, int, std::vector<int>, std::vector<int>>;
+  // Rows, tokens per row, logit rows, captured (layer, head) pairs, choosing: what a step
+  // graph is recorded for.
+  using StepKey = std::tuple<int, int, std::vector<int>, std::vector<int>, bool>;
 
   const WhisperModel& model_;
   int batch_;

@@ -71,11 +71,12 @@ TEST(Cli, BenchReportsEveryFigure) {
                             "--repetitions", "1", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
-  for (const char* key :
-       {"encoder_ms", "decode_ms_per_token", "decode_ms_per_token_batch5", "rtfx"}) {
+  for (const char* key : {"encoder_ms", "decode_ms_per_token", "decode_ms_per_token_batch5",
+                          "decode_ms_per_step", "rtfx"}) {
     EXPECT_GT(j.at(key).get<double>(), 0.0) << key;
   }
   EXPECT_EQ(j["arch"], "tiny");
+  EXPECT_EQ(j["step_graphs"], false);  // the CPU issues operations directly
   EXPECT_EQ(run_ifw({"bench", "--arch", "gigantic"}).exit_code, 2);
   EXPECT_EQ(run_ifw({"bench", "--batch", "0"}).exit_code, 2);
 }

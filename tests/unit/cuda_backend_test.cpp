@@ -4,6 +4,7 @@
 // is at hand. Device selection (--device, --precision) is checked everywhere.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include <fmt/format.h>
@@ -14,6 +15,7 @@
 #include "backend/backend.hpp"
 #include "backend/device_selection.hpp"
 #include "backend/devices.hpp"
+#include "decode/greedy.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "support/expect_error.hpp"
@@ -441,7 +443,128 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
     }
   }
 }
+
+// Greedy decoding with steps replayed from graphs (tokens chosen on the GPU, items ending one by
+// one, timestamps and alignment heads) chooses what steps issued one by one choose.
+TEST(CudaStepGraphs, GreedyDecodingChoosesTheSameTokens) {
+  IFW_REQUIRE_GPU();
+  auto be = backend::make_cuda_backend(0, DType::kF32);
+  model::WhisperConfig config = engine::published_architecture("tiny");
+  engine::RandomWeights weights(13);
+  const engine::WhisperModel model(config, weights, *be);
+  const int batch = 7;
+  std::vector<float> mel(static_cast<std::size_t>(batch) * 80 * 3000);
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& v : mel)
+    v = u(rng);
+  const Tensor states = model.encode(mel, batch);
+  decode::DecodingRules rules;
+  rules.suppress_tokens = {1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31, 58, 59, 60, 61, 62};
+  rules.begin_suppress_tokens = {220, 50257};
+  rules.timestamps = true;
+  rules.end_of_text = 50257;
+  rules.no_timestamps = 50363;
+  rules.timestamp_begin = 50364;
+  rules.max_initial_timestamp_index = 50;
+  decode::GreedyOptions o;
+  o.prompt = {50258, 50259, 50359};
+  o.max_new_tokens = 40;
+  o.rules = &rules;
+  o.end_tokens = {50257};
+  o.alignment_heads = {{2, 1}, {3, 4}};
+  const auto direct = decode::greedy_decode(model, states, o);
+  const std::uint64_t launched = backend::cuda::step_graph_launches();
+  std::vector<decode::GreedyResult> graphs;
+  {
+    ScopedEnv on("IFW_CUDA_GRAPHS", "1");
+    graphs = decode::greedy_decode(model, states, o);
+  }
+  EXPECT_GT(backend::cuda::step_graph_launches(), launched) << "no graph was launched";
+  ASSERT_EQ(direct.size(), graphs.size());
+  for (std::size_t b = 0; b < direct.size(); ++b) {
+    EXPECT_EQ(direct[b].tokens, graphs[b].tokens) << "item " << b;
+    EXPECT_NEAR(direct[b].sum_logprob, graphs[b].sum_logprob, 1e-3) << "item " << b;
+    ASSERT_EQ(direct[b].alignment.size(), graphs[b].alignment.size());
+    for (std::size_t h = 0; h < direct[b].alignment.size(); ++h) {
+      EXPECT_LE(relative_error(graphs[b].alignment[h], direct[b].alignment[h]), 1e-5)
+          << "item " << b << ", head " << h;
+    }
+  }
+}
 #endif
+
+// Tokens chosen on the GPU (rules applied where the logits are) against the host's choice of
+// the same logits: flags, first-token flags, ranges, the timestamp vote both ways, a row where
+// everything is forbidden, ties.
+TEST(CudaChoice, TokensChosenOnTheGpuAreTheHostsChoices) {
+  IFW_REQUIRE_GPU();
+  auto be = backend::make_cuda_backend(0, DType::kF32);
+  const int vocab = 51866, ts = 50365;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<backend::RowRules> rules;
+  std::vector<float> logits;
+  const auto add = [&](backend::RowRules r, std::vector<float> row) {
+    rules.push_back(r);
+    logits.insert(logits.end(), row.begin(), row.end());
+  };
+  const auto random_row = [&] {
+    std::vector<float> row(vocab);
+    for (float& v : row)
+      v = normal(rng);
+    return row;
+  };
+  add({}, random_row());  // nothing forbidden
+  backend::RowRules first;
+  first.first = 1;
+  add(first, random_row());
+  for (const float timestamp_level : {-2.0f, 4.0f}) {  // the vote for text, then for timestamps
+    backend::RowRules vote;
+    vote.timestamp_vote = 1;
+    vote.timestamp_begin = ts;
+    vote.ranges = 2;
+    vote.forbidden[0][0] = 50364;
+    vote.forbidden[0][1] = 50365;
+    vote.forbidden[1][0] = ts;
+    vote.forbidden[1][1] = ts + 20;
+    std::vector<float> row = random_row();
+    for (int i = ts; i < vocab; ++i)
+      row[static_cast<std::size_t>(i)] += timestamp_level;
+    add(vote, row);
+  }
+  backend::RowRules everything;
+  everything.ranges = 1;
+  everything.forbidden[0][1] = std::numeric_limits<std::int32_t>::max();
+  add(everything, random_row());
+  std::vector<float> tie = random_row();
+  tie[1234] = tie[40000] = 50.0f;
+  add({}, tie);
+  std::vector<std::uint8_t> flags(vocab, 0);
+  for (int i = 0; i < vocab; i += 97)
+    flags[static_cast<std::size_t>(i)] = backend::kTokenForbidden;
+  for (int i = 5; i < vocab; i += 89)
+    flags[static_cast<std::size_t>(i)] |= backend::kTokenForbiddenFirst;
+
+  const auto rows = static_cast<std::int64_t>(rules.size());
+  const Tensor on_gpu = be->upload(logits, {rows, vocab});
+  std::vector<backend::TokenChoice> gpu(rules.size()), host(rules.size());
+  be->choose_tokens(on_gpu, flags, rules, gpu);
+  for (std::size_t r = 0; r < rules.size(); ++r) {
+    std::vector<float> row(logits.begin() + static_cast<std::ptrdiff_t>(r * vocab),
+                           logits.begin() + static_cast<std::ptrdiff_t>((r + 1) * vocab));
+    host[r] = backend::choose_token(flags, rules[r], row);
+    EXPECT_EQ(gpu[r].token, host[r].token) << "row " << r;
+    if (std::isnan(host[r].logprob)) {
+      EXPECT_TRUE(std::isnan(gpu[r].logprob)) << "row " << r;
+    } else {
+      EXPECT_NEAR(gpu[r].logprob, host[r].logprob, 1e-4) << "row " << r;
+    }
+  }
+  EXPECT_EQ(gpu.back().token, 1234);  // the first of equal maxima
+  EXPECT_GE(host[3].token, ts);       // the vote went to timestamps...
+  EXPECT_LT(host[2].token, ts);       // ...and to text
+}
 
 TEST(CudaMemory, OutOfMemoryIsAnErrorAndTheBackendStaysUsable) {
   IFW_REQUIRE_GPU();

@@ -111,6 +111,37 @@ TEST(LogitsRules, TimestampForcedWhenTheirTotalProbabilityWins) {
   EXPECT_FALSE(forbidden(m, 6));
 }
 
+// The rules in the form a backend applies them (token flags built once, per-row ranges and the
+// vote) forbid exactly what apply_rules forbids, for every kind of sequence, and choose_token
+// picks apply_rules' argmax with its log-probability.
+TEST(LogitsRules, FlagsAndRowRulesForbidWhatApplyRulesForbids) {
+  const std::vector<std::vector<TokenId>> sequences = {
+      {}, {kTs}, {kTs, 4}, {kTs, 4, kTs + 3}, {kTs, 4, kTs + 3, kTs + 3}, {kTs + 2, 6, 7}};
+  for (const bool timestamps : {false, true}) {
+    const auto r = toy_rules(timestamps);
+    const std::vector<std::uint8_t> flags = decode::token_flags(r, kVocab);
+    for (const auto& seq : sequences) {
+      for (const float text : {0.0f, 5.0f}) {  // the vote for timestamps, then for text
+        auto expected = flat(0.0f);
+        for (TokenId t = 0; t < kTs; ++t)
+          expected[static_cast<std::size_t>(t)] = text + 0.1f * static_cast<float>(t % 4);
+        auto actual = expected;
+        auto chosen = expected;
+        decode::apply_rules(r, seq, expected);
+        const backend::RowRules row = decode::row_rules(r, seq);
+        backend::apply_row_rules(flags, row, actual);
+        for (TokenId t = 0; t < kVocab; ++t) {
+          EXPECT_EQ(forbidden(actual, t), forbidden(expected, t))
+              << "token " << t << ", " << seq.size() << " generated, timestamps " << timestamps;
+        }
+        const backend::TokenChoice c = backend::choose_token(flags, row, chosen);
+        EXPECT_EQ(c.token, decode::argmax(expected));
+        EXPECT_DOUBLE_EQ(c.logprob, decode::log_probability(expected, c.token));
+      }
+    }
+  }
+}
+
 TEST(LogitsRules, ArgmaxAndLogProbability) {
   const std::vector<float> l = {1.0f, 3.0f, 3.0f, -std::numeric_limits<float>::infinity()};
   EXPECT_EQ(decode::argmax(l), 1);  // first of equal maxima

@@ -5,6 +5,7 @@
 #include <ifw/audio.hpp>
 
 #include "decode/greedy.hpp"
+#include "decode/logits_rules.hpp"
 #include "engine/benchmark.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
@@ -171,6 +172,60 @@ TEST_F(EngineTest, RoundedStepsGiveWhatUnroundedStepsGive) {
         ASSERT_NEAR(plain_weights[b][h][k], rounded_weights[b][h][k], 1e-6) << b << "/" << h;
     }
   }
+}
+
+// Tokens chosen by the backend (rules applied where the logits are) are the ones the host
+// chooses from downloaded logits, placeholders of rounded steps dropped.
+TEST_F(EngineTest, TokensChosenByTheBackendAreTheHostsChoices) {
+  const int batch = 5;
+  std::vector<float> windows;
+  for (int b = 0; b < batch; ++b) {
+    const std::vector<float> one = mel(1, -0.4f + 0.2f * static_cast<float>(b));
+    windows.insert(windows.end(), one.begin(), one.end());
+  }
+  const auto states = model_->encode(windows, batch);
+  decode::DecodingRules rules;
+  rules.suppress_tokens = {7, 11};
+  rules.begin_suppress_tokens = {kSyntheticEndOfText};
+  rules.timestamps = true;
+  rules.end_of_text = kSyntheticEndOfText;
+  rules.no_timestamps = kSyntheticNoTimestamps;
+  rules.timestamp_begin = kSyntheticNoTimestamps + 1;
+  const std::vector<std::uint8_t> flags = decode::token_flags(rules, kSyntheticVocabSize);
+  const engine::TokenId sot = kSyntheticStartOfTranscript;
+  std::vector<engine::TokenId> prompt;
+  for (int b = 0; b < batch; ++b)
+    prompt.insert(prompt.end(), {sot, sot + 1});
+  const std::vector<int> all = {0, 1, 2, 3, 4}, some = {1, 3, 4};
+  engine::DecoderSession on_host(*model_, states), on_backend(*model_, states, true);
+  on_host.forward(prompt, 2, all, engine::LogitRows::kLast);
+  on_backend.forward(prompt, 2, all, engine::LogitRows::kLast);
+  std::vector<std::vector<engine::TokenId>> generated(batch);
+  for (const auto& items : {all, some, some}) {
+    std::vector<engine::TokenId> tokens;
+    std::vector<backend::RowRules> row_rules;
+    for (const int b : items) {
+      tokens.push_back(generated[static_cast<std::size_t>(b)].empty()
+                           ? 40 + b
+                           : generated[static_cast<std::size_t>(b)].back());
+      row_rules.push_back(decode::row_rules(rules, generated[static_cast<std::size_t>(b)]));
+    }
+    std::vector<float> logits = on_host.forward(tokens, 1, items, engine::LogitRows::kLast);
+    const auto chosen = on_backend.choose(tokens, items, flags, row_rules);
+    ASSERT_EQ(chosen.size(), items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      std::span<float> row(logits.data() + i * kSyntheticVocabSize, kSyntheticVocabSize);
+      auto& seq = generated[static_cast<std::size_t>(items[i])];
+      decode::apply_rules(rules, seq, row);
+      const engine::TokenId expected = decode::argmax(row);
+      EXPECT_EQ(chosen[i].token, expected) << "item " << items[i];
+      EXPECT_DOUBLE_EQ(chosen[i].logprob, decode::log_probability(row, expected));
+      seq.push_back(expected);
+    }
+  }
+  EXPECT_IFW_ERROR(on_backend.choose(std::vector<engine::TokenId>{40}, std::vector<int>{0}, flags,
+                                     std::vector<backend::RowRules>(2)),
+                   "2 rules for 1 items");
 }
 
 TEST_F(EngineTest, GreedyStopsAtTheLengthLimit) {
