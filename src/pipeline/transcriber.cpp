@@ -6,6 +6,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -618,21 +619,36 @@ void Transcriber::process_batch_fitting(
   }
 }
 
+std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
+  const int n_mels = model_.config().num_mel_bins;
+  const std::size_t per_window = static_cast<std::size_t>(n_mels) * kFramesPerWindow;
+  std::vector<float> mels(per_window * batch.size());
+  const auto one = [&](int i) {
+    const auto mel = log_mel_spectrogram(batch[static_cast<std::size_t>(i)].window.samples, n_mels);
+    std::copy(mel.begin(), mel.end(),
+              mels.begin() + static_cast<std::ptrdiff_t>(per_window * static_cast<std::size_t>(i)));
+  };
+  if (batch.size() < 2) {
+    for (int i = 0; i < static_cast<int>(batch.size()); ++i)
+      one(i);
+    return mels;
+  }
+  if (!mel_pool_) {
+    const backend::Backend& be = model_.backend();
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int threads = be.device() == backend::Device::kCpu ? be.threads() : std::min(cores, 16);
+    mel_pool_ = std::make_unique<util::ThreadPool>(std::max(1, threads));
+  }
+  mel_pool_->run(static_cast<int>(batch.size()), one);
+  return mels;
+}
+
 void Transcriber::process_batch(std::vector<Item>& batch,
                                 const std::function<void(const ProgressEvent&)>& on_progress) {
   const model::Tokenizer& tok = folder_.tokenizer();
   const auto& sp = tok.specials();
   const int n = static_cast<int>(batch.size());
-  const int n_mels = model_.config().num_mel_bins;
-  const std::size_t per_window = static_cast<std::size_t>(n_mels) * kFramesPerWindow;
-
-  std::vector<float> mels(per_window * static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    const auto mel = log_mel_spectrogram(batch[static_cast<std::size_t>(i)].window.samples, n_mels);
-    std::copy(mel.begin(), mel.end(),
-              mels.begin() + static_cast<std::ptrdiff_t>(per_window * static_cast<std::size_t>(i)));
-  }
-  const backend::Tensor states = model_.encode(mels, n);
+  const backend::Tensor states = model_.encode(batch_features(batch), n);
 
   // A file's language, when not given, is detected on its first window (as openai/whisper).
   for (int i = 0; i < n; ++i) {
