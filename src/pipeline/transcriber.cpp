@@ -20,6 +20,7 @@
 #include "decode/segments.hpp"
 #include "decode/token_timestamps.hpp"
 #include "decode/window_stats.hpp"
+#include "engine/weight_source.hpp"
 #include "model/languages.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
@@ -111,16 +112,16 @@ ProgressEvent Transcriber::event(ProgressEvent::Kind kind, const File& f) {
 
 Transcriber::Transcriber(const model::ModelFolder& folder, const engine::WhisperModel& model,
                          TranscribeOptions options)
-    : folder_(folder), model_(model), options_(std::move(options)) {
+    : folder_(folder), model_(&model), options_(std::move(options)) {
   const auto check = [](bool ok, const std::string& message) {
     if (!ok) throw Error(ErrorKind::kInvalidArgument, message);
   };
   check(options_.batch_size >= 1 && options_.batch_size <= 256,
         fmt::format("batch size {}: use 1 to 256", options_.batch_size));
   check(options_.max_new_tokens >= 1 &&
-            options_.max_new_tokens <= model_.config().max_target_positions,
+            options_.max_new_tokens <= model_->config().max_target_positions,
         fmt::format("max new tokens {}: use 1 to {}", options_.max_new_tokens,
-                    model_.config().max_target_positions));
+                    model_->config().max_target_positions));
   check(std::isfinite(options_.temperature_increment) && options_.temperature_increment >= 0.0 &&
             options_.temperature_increment <= 1.0,
         fmt::format("temperature increment {}: use 0 to 1", options_.temperature_increment));
@@ -191,7 +192,7 @@ std::vector<model::TokenId> Transcriber::prompt_for(const File& f) const {
       options_.strategy == Strategy::kSequential ? f.history : f.job.prompt_tokens;
   std::vector<model::TokenId> p;
   if (!conditioning.empty()) {
-    const auto keep = static_cast<std::size_t>(model_.config().max_target_positions / 2 - 1);
+    const auto keep = static_cast<std::size_t>(model_->config().max_target_positions / 2 - 1);
     p.push_back(*sp.start_of_prev);
     p.insert(p.end(),
              conditioning.end() - static_cast<std::ptrdiff_t>(std::min(keep, conditioning.size())),
@@ -284,7 +285,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
   const auto open_next = [&](bool wait) -> bool {
     // Nothing open: before waiting for work (a server between requests), device memory the last
     // batches used goes back to the GPU, so that other models on it can have it.
-    if (wait) model_.backend().release_cached_memory();
+    if (wait) model_->backend().release_cached_memory();
     while (std::optional<Job> job = jobs.next(wait)) {
       auto f = std::make_unique<File>();
       f->index = job->id;
@@ -508,7 +509,7 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
   bool all = copies == 1 && rows.size() == batch.size();
   for (std::size_t r = 0; all && r < rows.size(); ++r)
     all = rows[r] == static_cast<std::int64_t>(r);
-  const backend::Tensor sub = all ? states : select_windows(model_.backend(), states, rows);
+  const backend::Tensor sub = all ? states : select_windows(model_->backend(), states, rows);
   o.max_new_tokens = options_.max_new_tokens;
   o.rules = &rules;
   o.end_tokens = *gen.eos_token_ids;
@@ -525,7 +526,7 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
            std::all_of(batch.begin(), batch.end(),
                        [](const Item& item) { return item.file->cancelled(); });
   };
-  std::vector<decode::GreedyResult> results = decode::greedy_decode(model_, sub, o);
+  std::vector<decode::GreedyResult> results = decode::greedy_decode(*model_, sub, o);
   if (!results.empty() && results.front().stopped)
     return false;  // cancelled: nothing of this batch is kept
 
@@ -596,15 +597,20 @@ void Transcriber::process_batch_fitting(
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kOutOfMemory) throw;
     if (batch.size() == 1) {
-      throw Error(ErrorKind::kOutOfMemory,
-                  fmt::format("one window does not fit on the device: {}", e.what()));
+      if (!options_.cpu_fallback || fallback_model_) {
+        throw Error(ErrorKind::kOutOfMemory,
+                    fmt::format("one window does not fit on the device: {}", e.what()));
+      }
+      fall_back_to_cpu(e.what());
+      process_batch(batch, on_progress);
+      return;
     }
     // Nothing of a batch is applied before its decoding ends, so its halves can run again.
     const std::size_t half = batch.size() / 2;
     batch_limit_ = static_cast<int>(half);
     spdlog::warn("out of device memory with {} windows ({}); going on with batches of {}",
                  batch.size(), e.what(), half);
-    model_.backend().release_cached_memory();
+    model_->backend().release_cached_memory();
     std::vector<Item> first(
         std::make_move_iterator(batch.begin()),
         std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(half)));
@@ -620,7 +626,7 @@ void Transcriber::process_batch_fitting(
 }
 
 std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
-  const int n_mels = model_.config().num_mel_bins;
+  const int n_mels = model_->config().num_mel_bins;
   const std::size_t per_window = static_cast<std::size_t>(n_mels) * kFramesPerWindow;
   std::vector<float> mels(per_window * batch.size());
   const auto one = [&](int i) {
@@ -634,7 +640,7 @@ std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
     return mels;
   }
   if (!mel_pool_) {
-    const backend::Backend& be = model_.backend();
+    const backend::Backend& be = model_->backend();
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const int threads = be.device() == backend::Device::kCpu ? be.threads() : std::min(cores, 16);
     mel_pool_ = std::make_unique<util::ThreadPool>(std::max(1, threads));
@@ -643,19 +649,33 @@ std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
   return mels;
 }
 
+void Transcriber::fall_back_to_cpu(const std::string& reason) {
+  spdlog::warn(
+      "out of device memory for a single window ({}); loading the model on the CPU and "
+      "going on there",
+      reason);
+  model_->backend().release_cached_memory();
+  fallback_backend_ = backend::make_cpu_backend(0);
+  engine::CheckpointWeights weights(folder_.checkpoint());
+  fallback_model_ =
+      std::make_unique<engine::WhisperModel>(folder_.config(), weights, *fallback_backend_);
+  model_ = fallback_model_.get();
+  batch_limit_ = options_.batch_size;  // host memory holds what the device could not
+}
+
 void Transcriber::process_batch(std::vector<Item>& batch,
                                 const std::function<void(const ProgressEvent&)>& on_progress) {
   const model::Tokenizer& tok = folder_.tokenizer();
   const auto& sp = tok.specials();
   const int n = static_cast<int>(batch.size());
-  const backend::Tensor states = model_.encode(batch_features(batch), n);
+  const backend::Tensor states = model_->encode(batch_features(batch), n);
 
   // A file's language, when not given, is detected on its first window (as openai/whisper).
   for (int i = 0; i < n; ++i) {
     File& f = *batch[static_cast<std::size_t>(i)].file;
     if (f.job.language_token || !tok.multilingual()) continue;
-    const auto probs =
-        decode::detect_language(model_, states.rows(i, 1), sp.start_of_transcript, sp.languages)[0];
+    const auto probs = decode::detect_language(*model_, states.rows(i, 1), sp.start_of_transcript,
+                                               sp.languages)[0];
     f.job.language_token = tok.language_token(probs.front().code);
     f.transcript.language = probs.front().code;
     spdlog::debug("{}: detected language {} ({:.2f})", f.path, probs.front().code,
@@ -699,7 +719,7 @@ void Transcriber::process_batch(std::vector<Item>& batch,
       std::vector<Word> words;
       if (f.job.word_timings && !r.alignment.empty()) {
         const auto times = decode::pass_token_timestamps(
-            r.alignment, r.prompt_length, kEncoderFrames, model_.config().median_filter_width);
+            r.alignment, r.prompt_length, kEncoderFrames, model_->config().median_filter_width);
         std::vector<double> token_times;
         for (std::size_t k = 0; k < d.tokens.size(); ++k) {
           token_times.push_back(window_start +

@@ -40,6 +40,9 @@ struct TranscribeOptions {
   Strategy strategy = Strategy::kBatched;
   bool voice_activity = false;  // skip silent stretches (energy-based)
   int batch_size = 8;
+  // When even one window does not fit in the device's memory: load the model on the CPU and go
+  // on there (logged with the reason) rather than fail.
+  bool cpu_fallback = true;
   int max_new_tokens = 224;                // per window (openai/whisper: half the text context)
   std::string prompt;                      // text that conditions the windows (names, spelling)
   bool condition_on_previous_text = true;  // sequential: the last window's text as prompt
@@ -150,9 +153,14 @@ class Transcriber {
   // Log-mel features of a batch, window by window on mel_pool_'s threads.
   std::vector<float> batch_features(const std::vector<Item>& batch);
 
+  // The run goes on on the CPU (out of device memory for one window): logged with `reason`.
+  void fall_back_to_cpu(const std::string& reason);
+
   const model::ModelFolder& folder_;
-  const engine::WhisperModel& model_;
+  const engine::WhisperModel* model_;  // the caller's, or the CPU fallback's
   TranscribeOptions options_;
+  std::unique_ptr<backend::Backend> fallback_backend_;
+  std::unique_ptr<engine::WhisperModel> fallback_model_;
   // Made with the first batch of several windows: the CPU backend's thread count, or up to 16
   // cores beside a GPU (a batch of 64 windows is ~0.5 s of features on one core, as long as a
   // GPU takes to decode it).

@@ -17,6 +17,7 @@
 #include "model/model_folder.hpp"
 #include "pipeline/transcriber.hpp"
 #include "support/audio_files.hpp"
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 #include "support/temp_dir.hpp"
 
@@ -173,6 +174,43 @@ TEST_F(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
   ASSERT_TRUE(free.ok) << free.error;
   EXPECT_EQ(tokens(constrained.transcript), tokens(free.transcript));
   EXPECT_EQ(constrained.transcript.segments.back().end, free.transcript.segments.back().end);
+}
+
+// When not even one window fits in device memory, the run goes on with the model loaded on the
+// CPU (the tokens of an unconstrained run); told not to, it fails naming the reason.
+TEST_F(TranscriberJobs, AWindowThatDoesNotFitOnTheDeviceRunsOnTheCpu) {
+  const TempDir dir;
+  const auto file = dir / "long.wav";
+  write_repeated_wav(jfk_, 6, file);                                     // 66 s: three windows
+  MemoryLimitedBackend limited(backend::make_cpu_backend(2), 1u << 20);  // not one window
+  engine::CheckpointWeights weights(folder_->checkpoint());
+  const engine::WhisperModel model(folder_->config(), weights, limited);
+  pipeline::TranscribeOptions o;
+  o.batch_size = 2;
+  o.max_new_tokens = 8;
+  o.temperature_increment = 0.0;
+  o.language = "en";
+  const auto transcribe = [&](const engine::WhisperModel& m, bool fallback) {
+    o.cpu_fallback = fallback;
+    pipeline::Transcriber t(*folder_, m, o);
+    pipeline::CancellationToken cancel;
+    Outcome out;
+    t.run(
+        {pipeline::Job(file.string())}, cancel, [](const pipeline::ProgressEvent&) {},
+        [&](pipeline::FileResult&& r) {
+          out = {r.ok, r.error, std::move(r.transcript)};
+        });
+    return out;
+  };
+  const Outcome on_cpu = transcribe(model, true);
+  ASSERT_TRUE(on_cpu.ok) << on_cpu.error;
+  EXPECT_GE(limited.refusals(), 2) << "the batch and its half were refused";
+  const Outcome free = transcribe(*model_, true);
+  ASSERT_TRUE(free.ok) << free.error;
+  EXPECT_EQ(tokens(on_cpu.transcript), tokens(free.transcript));
+
+  // The run stops (what was finished was handed over), as for any device failure.
+  EXPECT_IFW_ERROR(transcribe(model, false), "one window does not fit on the device");
 }
 
 TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
