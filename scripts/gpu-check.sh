@@ -29,6 +29,16 @@ for graphs in 0 1; do
   done
 done
 
+# The second flash-attention kernel (IFW_CUDA_FLASH=2): its operations against the CPU's and the
+# conformance in half precision.
+IFW_CUDA_FLASH=2 "$checks" --gtest_filter='*CudaOps*Attention*' >"$out/cuda_ops_flash2.log" 2>&1 || status=1
+echo "flash v2 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash2.log" | tr '\n' ' ')"
+for precision in fp16 bf16; do
+  IFW_CUDA_FLASH=2 IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
+    --gtest_filter='Corpus/EngineConformance*' >"$out/conformance_${precision}_flash2.log" 2>&1 || status=1
+  echo "conformance $precision (flash v2): $(grep -E '^\[  (PASSED|FAILED) ' "$out/conformance_${precision}_flash2.log" | tr '\n' ' ')"
+done
+
 archs="large-v3-turbo large-v3"
 batches="24 64"
 [ "$mode" = quick ] && archs="large-v3-turbo" && batches="24"
@@ -49,17 +59,14 @@ for arch in $archs; do
       2>&1 | tee "$out/bench_${arch}_b${batch}.txt" || status=1
     IFW_CUDA_GRAPHS=1 "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
       --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}_graphs.txt" || status=1
+    IFW_CUDA_GRAPHS=1 IFW_CUDA_FLASH=2 "$bench" --device cuda --arch "$arch" --batch "$batch" \
+      --tokens 100 --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}_graphs_flash2.txt" ||
+      status=1
   done
 done
 if [ "$mode" = full ]; then
   IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3 --batch 24 --tokens 20 \
     --repetitions 1 2>&1 | grep -A14 "cuda profile" | tee "$out/profile_large_b24.txt"
-  # The same with cuBLASLt and its bias epilogue instead of cublasGemmEx and a bias kernel.
-  IFW_CUDA_LT=1 "$bench" --device cuda --arch large-v3-turbo --batch 24 --tokens 100 \
-    --repetitions 2 2>&1 | tee "$out/bench_large-v3-turbo_b24_cublaslt.txt" || status=1
-  # The same with cuBLAS products and a softmax kernel instead of the flash-attention kernel.
-  IFW_CUDA_ATTENTION=gemm "$bench" --device cuda --arch large-v3-turbo --batch 64 --tokens 100 \
-    --repetitions 2 2>&1 | tee "$out/bench_large-v3-turbo_b64_gemm_attention.txt" || status=1
 fi
 echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED)"
 exit $status

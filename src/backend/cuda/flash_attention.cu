@@ -3,6 +3,7 @@
 // and probabilities kept in registers as the tensor cores' fragments (mma.sync m16n8k16, float32
 // accumulation), softmax online per row, so the 1500 x 1500 scores never reach device memory.
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -53,6 +54,92 @@ __device__ __forceinline__ std::uint32_t load_pair(const T* p) {
   return *reinterpret_cast<const std::uint32_t*>(p);
 }
 
+// Running maximum and sum of a warp's two fragment rows (g and g + 8).
+struct SoftmaxState {
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+};
+
+// One tile of 64 keys' scores s (8 fragments of 8 keys) into probabilities, with the running
+// maximum, sum and output rescaled: FlashAttention-2's online softmax. Keys from key_len on are
+// masked.
+__device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&o)[8][4], SoftmaxState& st,
+                                               int k0, int key_len, float scale, int t) {
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+  for (int n = 0; n < 8; ++n) {
+    for (int e = 0; e < 4; ++e) {
+      const int key = k0 + n * 8 + 2 * t + (e & 1);
+      s[n][e] = key < key_len ? s[n][e] * scale : -INFINITY;
+    }
+    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+  }
+  for (int o2 = 1; o2 < 4; o2 <<= 1) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+  }
+  const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);  // finite: each tile holds a key
+  const float alpha0 = exp2f(st.m0 - n0), alpha1 = exp2f(st.m1 - n1);
+  st.m0 = n0;
+  st.m1 = n1;
+  float sum0 = 0.0f, sum1 = 0.0f;
+  for (int n = 0; n < 8; ++n) {
+    s[n][0] = exp2f(s[n][0] - n0);
+    s[n][1] = exp2f(s[n][1] - n0);
+    s[n][2] = exp2f(s[n][2] - n1);
+    s[n][3] = exp2f(s[n][3] - n1);
+    sum0 += s[n][0] + s[n][1];
+    sum1 += s[n][2] + s[n][3];
+  }
+  for (int o2 = 1; o2 < 4; o2 <<= 1) {
+    sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
+    sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
+  }
+  st.l0 = st.l0 * alpha0 + sum0;
+  st.l1 = st.l1 * alpha1 + sum1;
+  for (int n = 0; n < 8; ++n) {
+    o[n][0] *= alpha0;
+    o[n][1] *= alpha0;
+    o[n][2] *= alpha1;
+    o[n][3] *= alpha1;
+  }
+}
+
+// The warp's 16 output rows (those below query_len), normalised.
+template <typename T>
+__device__ __forceinline__ void store_rows(const FlashAttention& a, const float (&o)[8][4],
+                                           const SoftmaxState& st, int b, int h, int row0, int g,
+                                           int t, T tag) {
+  const float inv0 = 1.0f / st.l0, inv1 = 1.0f / st.l1;
+  T* out = static_cast<T*>(a.out) + static_cast<i64>(b) * a.query_len * a.ld_out + h * kHead;
+  for (int n = 0; n < 8; ++n) {
+    const int c = n * 8 + 2 * t;
+    if (row0 + g < a.query_len) {
+      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g) * a.ld_out + c) =
+          pack(o[n][0] * inv0, o[n][1] * inv0, tag);
+    }
+    if (row0 + g + 8 < a.query_len) {
+      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g + 8) * a.ld_out + c) =
+          pack(o[n][2] * inv1, o[n][3] * inv1, tag);
+    }
+  }
+}
+
+// The warp's Q rows as A fragments for the head's four 16-wide slices (zeros past query_len).
+template <typename T>
+__device__ __forceinline__ void load_queries(std::uint32_t (&qa)[4][4], const T* q, i64 ld_q,
+                                             int row0, int query_len, int g, int t) {
+  const bool r0 = row0 + g < query_len, r1 = row0 + g + 8 < query_len;
+  const T* q0 = q + static_cast<i64>(row0 + g) * ld_q;
+  const T* q1 = q + static_cast<i64>(row0 + g + 8) * ld_q;
+  for (int kc = 0; kc < 4; ++kc) {
+    const int c = kc * 16 + 2 * t;
+    qa[kc][0] = r0 ? load_pair(q0 + c) : 0u;
+    qa[kc][1] = r1 ? load_pair(q1 + c) : 0u;
+    qa[kc][2] = r0 ? load_pair(q0 + c + 8) : 0u;
+    qa[kc][3] = r1 ? load_pair(q1 + c + 8) : 0u;
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAttention a) {
   __shared__ __align__(16) T keys[kKeys * kLd];    // [key][dim]
@@ -67,21 +154,10 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAtten
 
   // Q as A fragments for the four 16-wide slices of the head: rows g and g + 8.
   std::uint32_t qa[4][4];
-  {
-    const bool r0 = row0 + g < a.query_len, r1 = row0 + g + 8 < a.query_len;
-    const T* q0 = q + static_cast<i64>(row0 + g) * a.ld_q;
-    const T* q1 = q + static_cast<i64>(row0 + g + 8) * a.ld_q;
-    for (int kc = 0; kc < 4; ++kc) {
-      const int c = kc * 16 + 2 * t;
-      qa[kc][0] = r0 ? load_pair(q0 + c) : 0u;
-      qa[kc][1] = r1 ? load_pair(q1 + c) : 0u;
-      qa[kc][2] = r0 ? load_pair(q0 + c + 8) : 0u;
-      qa[kc][3] = r1 ? load_pair(q1 + c + 8) : 0u;
-    }
-  }
+  load_queries(qa, q, a.ld_q, row0, a.query_len, g, t);
 
   float o[8][4] = {};  // output: 8 tiles of 8 dims; [0..1] row g, [2..3] row g + 8
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  SoftmaxState state;
   const float scale = a.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
 
   for (int k0 = 0; k0 < a.key_len; k0 += kKeys) {
@@ -108,44 +184,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAtten
       for (int kc = 0; kc < 4; ++kc)
         mma(s[n], qa[kc], load_pair(kr + kc * 16), load_pair(kr + kc * 16 + 8), T{});
     }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-    for (int n = 0; n < 8; ++n) {
-      for (int e = 0; e < 4; ++e) {
-        const int key = k0 + n * 8 + 2 * t + (e & 1);
-        s[n][e] = key < a.key_len ? s[n][e] * scale : -INFINITY;
-      }
-      mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-    }
-    for (int o2 = 1; o2 < 4; o2 <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-    }
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);  // finite: each tile holds a key
-    const float alpha0 = exp2f(m0 - n0), alpha1 = exp2f(m1 - n1);
-    m0 = n0;
-    m1 = n1;
-    float sum0 = 0.0f, sum1 = 0.0f;
-    for (int n = 0; n < 8; ++n) {
-      s[n][0] = exp2f(s[n][0] - n0);
-      s[n][1] = exp2f(s[n][1] - n0);
-      s[n][2] = exp2f(s[n][2] - n1);
-      s[n][3] = exp2f(s[n][3] - n1);
-      sum0 += s[n][0] + s[n][1];
-      sum1 += s[n][2] + s[n][3];
-    }
-    for (int o2 = 1; o2 < 4; o2 <<= 1) {
-      sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
-      sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
-    }
-    l0 = l0 * alpha0 + sum0;
-    l1 = l1 * alpha1 + sum1;
-    for (int n = 0; n < 8; ++n) {
-      o[n][0] *= alpha0;
-      o[n][1] *= alpha0;
-      o[n][2] *= alpha1;
-      o[n][3] *= alpha1;
-    }
+    online_softmax(s, o, state, k0, a.key_len, scale, t);
     // P . V: the score tiles are already laid out as A fragments of 16 keys each.
     for (int kc = 0; kc < 4; ++kc) {
       const std::uint32_t pa[4] = {pack(s[2 * kc][0], s[2 * kc][1], T{}),
@@ -159,19 +198,126 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAtten
     }
   }
 
-  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
-  T* out = static_cast<T*>(a.out) + static_cast<i64>(b) * a.query_len * a.ld_out + h * kHead;
-  for (int n = 0; n < 8; ++n) {
-    const int c = n * 8 + 2 * t;
-    if (row0 + g < a.query_len) {
-      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g) * a.ld_out + c) =
-          pack(o[n][0] * inv0, o[n][1] * inv0, T{});
+  store_rows(a, o, state, b, h, row0, g, t, T{});
+}
+
+// --- Version 2 (IFW_CUDA_FLASH=2, until measured on a GPU) ---
+// 8 warps (128 queries) share each key tile, tiles are double-buffered with cp.async (the next
+// tile loads while this one is computed), K and V stay [key][dim] in shared memory and the
+// tensor cores' B fragments come from ldmatrix (.trans for V), with no transposing stores.
+constexpr int kWarps2 = 8;
+
+__device__ __forceinline__ std::uint32_t shared_address(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, asynchronously; zeros when !valid (nothing read).
+__device__ __forceinline__ void copy_async16(void* shared, const void* global, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared)),
+               "l"(global), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void commit_copies() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+// Four 8x8 matrices of 16-bit elements; lanes 8j..8j+7 give the rows of matrix j.
+__device__ __forceinline__ void load_matrices(std::uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row))
+               : "memory");
+}
+__device__ __forceinline__ void load_matrices_transposed(std::uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row))
+               : "memory");
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kWarps2 * 32) flash_attention_v2_kernel(FlashAttention a) {
+  // Two stages of a 64-key tile of K and of V, [key][dim] with padded rows (ldmatrix reads 8
+  // rows of 16 bytes: 144-byte rows put them in distinct banks).
+  __shared__ __align__(16) T keys[2][kKeys * kLd];
+  __shared__ __align__(16) T values[2][kKeys * kLd];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int row0 = blockIdx.x * (kWarps2 * 16) + warp * 16;
+  const T* q = static_cast<const T*>(a.q) + static_cast<i64>(b) * a.query_len * a.ld_q + h * kHead;
+  const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead;
+  const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead;
+
+  // Tile `tile` into stage `stage`: 64 keys x 128 bytes of K and of V, 16 bytes per copy.
+  const auto load_tile = [&](int tile, int stage) {
+    const int k0 = tile * kKeys;
+    for (int i = threadIdx.x; i < kKeys * kHead / 8; i += blockDim.x) {
+      const int r = i / 8, c = (i % 8) * 8;
+      const bool valid = k0 + r < a.key_len;
+      const i64 row = valid ? k0 + r : 0;
+      copy_async16(&keys[stage][r * kLd + c], k + row * a.ld_k + c, valid);
+      copy_async16(&values[stage][r * kLd + c], v + row * a.ld_v + c, valid);
     }
-    if (row0 + g + 8 < a.query_len) {
-      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g + 8) * a.ld_out + c) =
-          pack(o[n][2] * inv1, o[n][3] * inv1, T{});
+    commit_copies();
+  };
+
+  std::uint32_t qa[4][4];
+  load_queries(qa, q, a.ld_q, row0, a.query_len, g, t);
+  float o[8][4] = {};
+  SoftmaxState state;
+  const float scale = a.scale * 1.4426950408889634f;
+
+  const int tiles = (a.key_len + kKeys - 1) / kKeys;
+  load_tile(0, 0);
+  // Lane l addresses row l % 8 of matrix l / 8.
+  const int mr = lane % 8, mj = lane / 8;
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile & 1;
+    if (tile + 1 < tiles) {
+      load_tile(tile + 1, stage ^ 1);
+      wait_copies<1>();  // this tile's copies are done, the next one's may not be
+    } else {
+      wait_copies<0>();
     }
+    __syncthreads();
+    const T* ks = keys[stage];
+    const T* vs = values[stage];
+
+    // Scores: for 8 keys n*8.., matrices (keys, dims mj*8..) then (keys, dims 32 + mj*8..) give
+    // B fragments of the four 16-dim slices.
+    float s[8][4];
+    for (int n = 0; n < 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      std::uint32_t lo[4], hi[4];
+      load_matrices(lo, ks + (n * 8 + mr) * kLd + mj * 8);
+      load_matrices(hi, ks + (n * 8 + mr) * kLd + 32 + mj * 8);
+      mma(s[n], qa[0], lo[0], lo[1], T{});
+      mma(s[n], qa[1], lo[2], lo[3], T{});
+      mma(s[n], qa[2], hi[0], hi[1], T{});
+      mma(s[n], qa[3], hi[2], hi[3], T{});
+    }
+    online_softmax(s, o, state, tile * kKeys, a.key_len, scale, t);
+
+    // P . V: for 16 keys kc*16.. and 16 dims n*8.., transposed matrices (keys kc*16 + (mj&1)*8..,
+    // dims (n + mj/2)*8..) give B fragments of dims n and n + 1.
+    for (int kc = 0; kc < 4; ++kc) {
+      const std::uint32_t pa[4] = {pack(s[2 * kc][0], s[2 * kc][1], T{}),
+                                   pack(s[2 * kc][2], s[2 * kc][3], T{}),
+                                   pack(s[2 * kc + 1][0], s[2 * kc + 1][1], T{}),
+                                   pack(s[2 * kc + 1][2], s[2 * kc + 1][3], T{})};
+      for (int n = 0; n < 8; n += 2) {
+        std::uint32_t vb[4];
+        load_matrices_transposed(vb, vs + (kc * 16 + (mj & 1) * 8 + mr) * kLd + (n + mj / 2) * 8);
+        mma(o[n], pa, vb[0], vb[1], T{});
+        mma(o[n + 1], pa, vb[2], vb[3], T{});
+      }
+    }
+    __syncthreads();  // the stage is free for the tile after next
   }
+  store_rows(a, o, state, b, h, row0, g, t, T{});
 }
 
 bool aligned16(const void* p) {
@@ -179,6 +325,11 @@ bool aligned16(const void* p) {
 }
 
 }  // namespace
+
+int flash_attention_version() {
+  const char* v = std::getenv("IFW_CUDA_FLASH");
+  return v != nullptr && std::string(v) == "2" ? 2 : 1;
+}
 
 bool flash_attention_supported(const FlashAttention& a) {
   return (a.type == DType::kF16 || a.type == DType::kBF16) && a.head_dim == kHead &&
@@ -189,12 +340,22 @@ bool flash_attention_supported(const FlashAttention& a) {
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  const dim3 grid(static_cast<unsigned>((a.query_len + kWarps * 16 - 1) / (kWarps * 16)),
-                  static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-  if (a.type == DType::kF16) {
-    flash_attention_kernel<__half><<<grid, kWarps * 32, 0, stream>>>(a);
+  if (flash_attention_version() == 2) {
+    const dim3 grid(static_cast<unsigned>((a.query_len + kWarps2 * 16 - 1) / (kWarps2 * 16)),
+                    static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
+    if (a.type == DType::kF16) {
+      flash_attention_v2_kernel<__half><<<grid, kWarps2 * 32, 0, stream>>>(a);
+    } else {
+      flash_attention_v2_kernel<__nv_bfloat16><<<grid, kWarps2 * 32, 0, stream>>>(a);
+    }
   } else {
-    flash_attention_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(a);
+    const dim3 grid(static_cast<unsigned>((a.query_len + kWarps * 16 - 1) / (kWarps * 16)),
+                    static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
+    if (a.type == DType::kF16) {
+      flash_attention_kernel<__half><<<grid, kWarps * 32, 0, stream>>>(a);
+    } else {
+      flash_attention_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(a);
+    }
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {

@@ -132,5 +132,8 @@ struct FlashAttention {
 };
 bool flash_attention_supported(const FlashAttention& a);
 void flash_attention(const FlashAttention& a, cudaStream_t stream);
+// 1, or 2 with IFW_CUDA_FLASH=2: a version sharing key tiles among 8 warps, double-buffered
+// with cp.async, B fragments by ldmatrix (opt-in until measured on a GPU).
+int flash_attention_version();
 
 }  // namespace ifw::backend::cuda
