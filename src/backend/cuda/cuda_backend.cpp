@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -132,10 +133,16 @@ class OpProfile {
 
 // The kernels read the host's rules and write its choices as they are.
 static_assert(sizeof(cuda::ChoiceRules) == sizeof(RowRules) &&
+              offsetof(cuda::ChoiceRules, first) == offsetof(RowRules, first) &&
+              offsetof(cuda::ChoiceRules, timestamp_vote) == offsetof(RowRules, timestamp_vote) &&
+              offsetof(cuda::ChoiceRules, timestamp_begin) == offsetof(RowRules, timestamp_begin) &&
+              offsetof(cuda::ChoiceRules, ranges) == offsetof(RowRules, ranges) &&
               offsetof(cuda::ChoiceRules, forbidden) == offsetof(RowRules, forbidden) &&
-              offsetof(cuda::ChoiceRules, ranges) == offsetof(RowRules, ranges));
+              std::is_trivially_copyable_v<RowRules>);
 static_assert(sizeof(cuda::ChosenToken) == sizeof(TokenChoice) && sizeof(TokenChoice) == 16 &&
-              offsetof(cuda::ChosenToken, logprob) == offsetof(TokenChoice, logprob));
+              offsetof(cuda::ChosenToken, token) == offsetof(TokenChoice, token) &&
+              offsetof(cuda::ChosenToken, logprob) == offsetof(TokenChoice, logprob) &&
+              std::is_trivially_copyable_v<TokenChoice>);
 
 class CudaBackend final : public Backend {
  public:

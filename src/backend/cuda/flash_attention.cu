@@ -213,7 +213,7 @@ __device__ __forceinline__ std::uint32_t shared_address(const void* p) {
 // 16 bytes global -> shared, asynchronously; zeros when !valid (nothing read).
 __device__ __forceinline__ void copy_async16(void* shared, const void* global, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared)),
-               "l"(global), "r"(valid ? 16 : 0)
+               "l"(__cvta_generic_to_global(global)), "r"(valid ? 16 : 0)
                : "memory");
 }
 __device__ __forceinline__ void commit_copies() {
@@ -238,7 +238,7 @@ __device__ __forceinline__ void load_matrices_transposed(std::uint32_t (&r)[4], 
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kWarps2 * 32) flash_attention_v2_kernel(FlashAttention a) {
+__global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(FlashAttention a) {
   // Two stages of a 64-key tile of K and of V, [key][dim] with padded rows (ldmatrix reads 8
   // rows of 16 bytes: 144-byte rows put them in distinct banks).
   __shared__ __align__(16) T keys[2][kKeys * kLd];

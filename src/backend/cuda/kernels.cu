@@ -133,8 +133,9 @@ __device__ void block_argmax(float& v, int& index, float* values, int* indices) 
   __syncthreads();
 }
 
-__global__ void choose_tokens_kernel(const float* logits, int vocab, const std::uint8_t* flags,
-                                     const ChoiceRules* all_rules, ChosenToken* out) {
+__global__ void __launch_bounds__(kChooseThreads)
+    choose_tokens_kernel(const float* logits, int vocab, const std::uint8_t* flags,
+                         const ChoiceRules* all_rules, ChosenToken* out) {
   __shared__ float reduce[33];
   __shared__ float arg_values[32];
   __shared__ int arg_indices[32];
@@ -169,8 +170,10 @@ __global__ void choose_tokens_kernel(const float* logits, int vocab, const std::
       float sum = 0.0f;
       for (int i = ts + static_cast<int>(threadIdx.x); i < vocab; i += blockDim.x)
         sum += expf(value(i) - max_ts);
-      const float lse_ts = max_ts + logf(block_reduce<false>(sum, reduce));
-      if (lse_ts > max_text) text_end = ts;
+      // In double, as the host compares: near ties decide alike.
+      const double lse_ts =
+          static_cast<double>(max_ts) + log(static_cast<double>(block_reduce<false>(sum, reduce)));
+      if (lse_ts > static_cast<double>(max_text)) text_end = ts;
     }
   }
   float best = -INFINITY;
