@@ -58,6 +58,26 @@ class TranscriberJobs : public ::testing::Test {
     return out;
   }
 
+  // One file through `model` (the fixture's or a constrained one) with short windows in English.
+  Outcome transcribe_file(const engine::WhisperModel& model, const std::string& file,
+                          int batch_size, bool cpu_fallback = true) {
+    pipeline::TranscribeOptions o;
+    o.batch_size = batch_size;
+    o.max_new_tokens = 8;
+    o.temperature_increment = 0.0;
+    o.language = "en";
+    o.cpu_fallback = cpu_fallback;
+    pipeline::Transcriber t(*folder_, model, o);
+    pipeline::CancellationToken cancel;
+    Outcome out;
+    t.run(
+        {pipeline::Job(file)}, cancel, [](const pipeline::ProgressEvent&) {},
+        [&](pipeline::FileResult&& r) {
+          out = {r.ok, r.error, std::move(r.transcript)};
+        });
+    return out;
+  }
+
   static std::vector<std::vector<int>> tokens(const Transcript& t) {
     std::vector<std::vector<int>> all;
     for (const Segment& s : t.segments)
@@ -150,27 +170,10 @@ TEST_F(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
   MemoryLimitedBackend limited(backend::make_cpu_backend(2), 5u << 20);
   engine::CheckpointWeights weights(folder_->checkpoint());
   const engine::WhisperModel model(folder_->config(), weights, limited);
-  pipeline::TranscribeOptions o;
-  o.batch_size = 4;
-  o.max_new_tokens = 8;
-  o.temperature_increment = 0.0;
-  o.language = "en";
-  const auto transcribe = [&](const engine::WhisperModel& m, int batch) {
-    o.batch_size = batch;
-    pipeline::Transcriber t(*folder_, m, o);
-    pipeline::CancellationToken cancel;
-    Outcome out;
-    t.run(
-        {pipeline::Job(file.string())}, cancel, [](const pipeline::ProgressEvent&) {},
-        [&](pipeline::FileResult&& r) {
-          out = {r.ok, r.error, std::move(r.transcript)};
-        });
-    return out;
-  };
-  const Outcome constrained = transcribe(model, 4);
+  const Outcome constrained = transcribe_file(model, file.string(), 4);
   ASSERT_TRUE(constrained.ok) << constrained.error;
   EXPECT_GE(limited.refusals(), 1) << "the limit was never reached: the test proves nothing";
-  const Outcome free = transcribe(*model_, 1);
+  const Outcome free = transcribe_file(*model_, file.string(), 1);
   ASSERT_TRUE(free.ok) << free.error;
   EXPECT_EQ(tokens(constrained.transcript), tokens(free.transcript));
   EXPECT_EQ(constrained.transcript.segments.back().end, free.transcript.segments.back().end);
@@ -185,32 +188,16 @@ TEST_F(TranscriberJobs, AWindowThatDoesNotFitOnTheDeviceRunsOnTheCpu) {
   MemoryLimitedBackend limited(backend::make_cpu_backend(2), 1u << 20);  // not one window
   engine::CheckpointWeights weights(folder_->checkpoint());
   const engine::WhisperModel model(folder_->config(), weights, limited);
-  pipeline::TranscribeOptions o;
-  o.batch_size = 2;
-  o.max_new_tokens = 8;
-  o.temperature_increment = 0.0;
-  o.language = "en";
-  const auto transcribe = [&](const engine::WhisperModel& m, bool fallback) {
-    o.cpu_fallback = fallback;
-    pipeline::Transcriber t(*folder_, m, o);
-    pipeline::CancellationToken cancel;
-    Outcome out;
-    t.run(
-        {pipeline::Job(file.string())}, cancel, [](const pipeline::ProgressEvent&) {},
-        [&](pipeline::FileResult&& r) {
-          out = {r.ok, r.error, std::move(r.transcript)};
-        });
-    return out;
-  };
-  const Outcome on_cpu = transcribe(model, true);
+  const Outcome on_cpu = transcribe_file(model, file.string(), 2);
   ASSERT_TRUE(on_cpu.ok) << on_cpu.error;
   EXPECT_GE(limited.refusals(), 2) << "the batch and its half were refused";
-  const Outcome free = transcribe(*model_, true);
+  const Outcome free = transcribe_file(*model_, file.string(), 2);
   ASSERT_TRUE(free.ok) << free.error;
   EXPECT_EQ(tokens(on_cpu.transcript), tokens(free.transcript));
 
   // The run stops (what was finished was handed over), as for any device failure.
-  EXPECT_IFW_ERROR(transcribe(model, false), "one window does not fit on the device");
+  EXPECT_IFW_ERROR(transcribe_file(model, file.string(), 2, false),
+                   "one window does not fit on the device");
 }
 
 TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {

@@ -355,6 +355,16 @@ TEST(CudaMemory, ThousandWindowsDoNotGrowAndReleaseReturnsIt) {
 }
 
 #ifdef IFW_HAVE_CUDA
+// `batch` windows of 80-bin log-mel features, uniform in [-1, 1).
+std::vector<float> random_mel(int batch, unsigned seed) {
+  std::vector<float> mel(static_cast<std::size_t>(batch) * 80 * 3000);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& v : mel)
+    v = u(rng);
+  return mel;
+}
+
 // Sets an environment variable for one test.
 class ScopedEnv {
  public:
@@ -379,12 +389,7 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
     engine::RandomWeights weights(11);
     const engine::WhisperModel model(config, weights, *be);
     const int batch = 6;
-    std::vector<float> mel(static_cast<std::size_t>(batch) * 80 * 3000);
-    std::mt19937 rng(5);
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    for (float& v : mel)
-      v = u(rng);
-    const Tensor states = model.encode(mel, batch);
+    const Tensor states = model.encode(random_mel(batch, 5), batch);
     const auto decode = [&] {
       engine::DecoderSession session(model, states);
       engine::AlignmentCapture capture;
@@ -453,12 +458,7 @@ TEST(CudaStepGraphs, GreedyDecodingChoosesTheSameTokens) {
   engine::RandomWeights weights(13);
   const engine::WhisperModel model(config, weights, *be);
   const int batch = 7;
-  std::vector<float> mel(static_cast<std::size_t>(batch) * 80 * 3000);
-  std::mt19937 rng(9);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (float& v : mel)
-    v = u(rng);
-  const Tensor states = model.encode(mel, batch);
+  const Tensor states = model.encode(random_mel(batch, 9), batch);
   decode::DecodingRules rules;
   rules.suppress_tokens = {1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31, 58, 59, 60, 61, 62};
   rules.begin_suppress_tokens = {220, 50257};

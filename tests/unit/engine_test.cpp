@@ -29,6 +29,15 @@ class EngineTest : public ::testing::Test {
   std::vector<float> mel(int batch, float value = -0.5f) {
     return std::vector<float>(static_cast<std::size_t>(batch) * 80 * kFramesPerWindow, value);
   }
+  // `batch` windows of different constant features: first, first + 0.2, ...
+  std::vector<float> distinct_windows(int batch, float first) {
+    std::vector<float> windows;
+    for (int b = 0; b < batch; ++b) {
+      const std::vector<float> one = mel(1, first + 0.2f * static_cast<float>(b));
+      windows.insert(windows.end(), one.begin(), one.end());
+    }
+    return windows;
+  }
   TempDir dir_;
   std::unique_ptr<model::ModelFolder> folder_;
   std::unique_ptr<backend::Backend> backend_;
@@ -125,12 +134,7 @@ TEST(DecoderSteps, RowsAreRoundedToAFewSizes) {
 // write only the spare cache slot.
 TEST_F(EngineTest, RoundedStepsGiveWhatUnroundedStepsGive) {
   const int batch = 6;
-  std::vector<float> windows;
-  for (int b = 0; b < batch; ++b) {
-    const std::vector<float> one = mel(1, -0.6f + 0.2f * static_cast<float>(b));
-    windows.insert(windows.end(), one.begin(), one.end());
-  }
-  const auto states = model_->encode(windows, batch);
+  const auto states = model_->encode(distinct_windows(batch, -0.6f), batch);
   const engine::TokenId sot = kSyntheticStartOfTranscript;
   const auto decode = [&](bool rounded) {
     engine::DecoderSession session(*model_, states, rounded);
@@ -178,12 +182,7 @@ TEST_F(EngineTest, RoundedStepsGiveWhatUnroundedStepsGive) {
 // chooses from downloaded logits, placeholders of rounded steps dropped.
 TEST_F(EngineTest, TokensChosenByTheBackendAreTheHostsChoices) {
   const int batch = 5;
-  std::vector<float> windows;
-  for (int b = 0; b < batch; ++b) {
-    const std::vector<float> one = mel(1, -0.4f + 0.2f * static_cast<float>(b));
-    windows.insert(windows.end(), one.begin(), one.end());
-  }
-  const auto states = model_->encode(windows, batch);
+  const auto states = model_->encode(distinct_windows(batch, -0.4f), batch);
   decode::DecodingRules rules;
   rules.suppress_tokens = {7, 11};
   rules.begin_suppress_tokens = {kSyntheticEndOfText};
