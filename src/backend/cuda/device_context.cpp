@@ -216,7 +216,6 @@ void DeviceContext::free_pinned_blocks() noexcept {
 void DeviceContext::release_cached() {
   activate();
   check(cudaStreamSynchronize(stream_), "finishing the GPU's work");
-  free_pinned_blocks();
   check(cudaMemPoolTrimTo(pool_, 0), "returning cached GPU memory");
 }
 

@@ -67,8 +67,9 @@ class DeviceContext {
   const void* stage(const void* values, std::size_t bytes);
   static constexpr std::size_t kStagingBytes = 4u << 20;
 
-  // Pinned host memory of at least `bytes`; given back, it is kept for reuse until
-  // release_cached() or the context goes (cudaFreeHost waits for the whole device).
+  // Pinned host memory of at least `bytes`; given back, it is kept for reuse until the context
+  // goes (at most what one decoding's step graphs held at once; cudaFreeHost would wait for the
+  // whole device, other models' work included).
   void* take_pinned(std::size_t bytes);
   void give_pinned(void* p, std::size_t bytes) noexcept;
 
