@@ -444,8 +444,20 @@ Transcript JobManager::result(const std::string& id) const {
 void JobManager::dispatch() {
   std::unique_lock lock(mutex_);
   auto retry_at = std::chrono::steady_clock::time_point::min();
+  auto sweep_at = std::chrono::steady_clock::now() + retention_interval();
   while (!stopping_) {
     join_ended(lock);
+    if (std::chrono::steady_clock::now() >= sweep_at) {
+      lock.unlock();
+      try {
+        apply_retention();
+      } catch (const std::exception& e) {
+        spdlog::error("removing old jobs failed: {}", e.what());
+      }
+      lock.lock();
+      sweep_at = std::chrono::steady_clock::now() + retention_interval();
+      continue;
+    }
     const bool can_start = !queue_.empty() &&
                            static_cast<int>(running_.size()) < options_.concurrency &&
                            std::chrono::steady_clock::now() >= retry_at;
@@ -741,7 +753,17 @@ void JobManager::end_without_result(JobRecord job, const std::string& message,
     publish(job, job.status == JobStatus::kCancelled ? "cancelled" : "failed");
 }
 
+// A tenth of --keep-results, between a second and ten minutes: an expired result goes soon
+// after its time without the dispatcher reading the database often.
+std::chrono::steady_clock::duration JobManager::retention_interval() const {
+  using namespace std::chrono;
+  const double tenth =
+      options_.keep_results_days > 0.0 ? options_.keep_results_days * 8640.0 : 600.0;
+  return duration_cast<steady_clock::duration>(duration<double>(std::clamp(tenth, 1.0, 600.0)));
+}
+
 void JobManager::apply_retention(const std::string& just_ended) {
+  const std::lock_guard sweep(retention_mutex_);
   std::vector<JobRecord> ended;
   std::int64_t bytes = 0;  // of ended jobs: the only ones retention may remove
   for (JobRecord& j : store_->list()) {

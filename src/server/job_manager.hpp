@@ -104,8 +104,10 @@ class JobManager {
   bool record_end(JobRecord& job, const std::optional<Transcript>& result);
   void end_without_result(JobRecord job, const std::string& message, const std::string& code);
   // Removes ended jobs past --keep-results, and the oldest ended ones while over the budget
-  // (never `just_ended`, nor the newest).
+  // (never `just_ended`, nor the newest). Runs at the start, when a job ends and now and then
+  // from the dispatcher (results expire on an idle server too).
   void apply_retention(const std::string& just_ended = "");
+  std::chrono::steady_clock::duration retention_interval() const;
   std::filesystem::path upload_path(const JobRecord& job) const;
 
   TranscriptionService& service_;
@@ -116,6 +118,7 @@ class JobManager {
   JobEvents events_;
 
   mutable std::mutex mutex_;
+  std::mutex retention_mutex_;  // one sweep at a time (job threads and the dispatcher)
   std::condition_variable changed_;
   std::deque<std::string> queue_;  // queued jobs, in order
   std::map<std::string, std::shared_ptr<Running>> running_;
