@@ -2,7 +2,9 @@
 // run gives, a full queue refuses, and stopping ends every request with an answer.
 #include "server/model_runtime.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -92,11 +94,20 @@ TEST_F(ModelRuntimeTest, AFullQueueRefusesAndStoppingAnswersEveryone) {
   o.max_open_jobs = 1;
   o.queue_capacity = 1;
   o.max_new_tokens = 200;
+  // The long job's first event: it has been opened, so stopping finds it running. (Declared
+  // before the runtime, whose scheduler may call the listener until it is gone.)
+  std::promise<void> opened;
+  std::atomic<bool> told{false};
+  const auto on_progress = [&](const pipeline::ProgressEvent&) {
+    if (!told.exchange(true)) opened.set_value();
+  };
   ModelRuntime runtime(model_dir_, o);
   std::vector<std::future<pipeline::FileResult>> accepted;
   int refused = 0;
   for (int i = 0; i < 4; ++i) {
-    auto r = runtime.submit(job(i == 0 ? long_file.string() : jfk_, "en"));
+    auto r = runtime.submit(
+        job(i == 0 ? long_file.string() : jfk_, "en"),
+        i == 0 ? ModelRuntime::ProgressListener(on_progress) : ModelRuntime::ProgressListener());
     if (r) {
       accepted.push_back(std::move(*r));
     } else {
@@ -106,8 +117,7 @@ TEST_F(ModelRuntimeTest, AFullQueueRefusesAndStoppingAnswersEveryone) {
   EXPECT_GE(refused, 1) << "one job open and one queued at most";
   ASSERT_GE(accepted.size(), 1u);
   ASSERT_LE(accepted.size(), 2u);
-  // Time for the scheduler to open the long job, so that stopping finds it running.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(opened.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
   const auto begin = std::chrono::steady_clock::now();
   runtime.stop();
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(), 5.0);

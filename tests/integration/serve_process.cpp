@@ -25,6 +25,12 @@ ServeProcess::ServeProcess(const std::vector<std::string>& args,
     argv_s.push_back("--data-dir");
     argv_s.push_back((dir_ / "data").string());
   }
+  // On the CPU unless the test names a device: what these tests time (a request still running
+  // when the next one comes) is sized for the CPU, and a CUDA build on a GPU host would be faster.
+  if (std::find(args.begin(), args.end(), "--device") == args.end()) {
+    argv_s.push_back("--device");
+    argv_s.push_back("cpu");
+  }
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s)
@@ -48,7 +54,9 @@ ServeProcess::ServeProcess(const std::vector<std::string>& args,
   while (std::chrono::steady_clock::now() < deadline && pid_ > 0) {
     const std::string text = log();
     if (port_ < 0) {
-      if (const auto at = text.find(listening); at != std::string::npos)
+      // Only a whole line: one caught while it is being written may end mid-number.
+      if (const auto at = text.find(listening);
+          at != std::string::npos && text.find('\n', at) != std::string::npos)
         port_ = std::atoi(text.c_str() + at + listening.size());
     }
     if (text.find("ifw: info: ready:") != std::string::npos) {

@@ -234,6 +234,9 @@ TEST(Serve, MemoryAfter200RequestsIsWhereItWasAfter10) {
   if (kSanitized) GTEST_SKIP() << "resident memory means little under ASan (its quarantine grows)";
   START_SERVER(server, {"--model", golden_model("tiny-random-v3"), "--max-new-tokens", "16"});
   auto c = client(server);
+  // One connection (as docs/PERFORMANCE.md measured): a new one per request would also count each
+  // connection thread's first touch of its stack and heap arena, which is not growth.
+  c.set_keep_alive(true);
   long after10 = 0;
   for (int i = 1; i <= 200; ++i) {
     const auto r = post_audio(
@@ -280,7 +283,10 @@ TEST(Serve, SigtermLetsRunningRequestsFinishUpToTheDeadline) {
   EXPECT_EQ(server.wait_exit(20s), 0) << server.log();  // under ASan: LeakSanitizer found nothing
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
-  EXPECT_LT(seconds, deadline + 0.5) << "the deadline was " << deadline << " s";
+  // The batch running when the deadline comes cannot be cut short: a few seconds more under the
+  // sanitizers (with another test beside it on two cores).
+  EXPECT_LT(seconds, deadline + (kSanitized ? 10.0 : 2.0))
+      << "the deadline was " << deadline << " s";
   EXPECT_NE(server.log().find("releasing"), std::string::npos) << server.log();
   RawClient late(server.port());
   EXPECT_FALSE(late.connected()) << "still accepting connections";
@@ -684,9 +690,10 @@ TEST(Serve, AClientThatLeavesWhileQueuedFreesItsPlaceAtOnce) {
     EXPECT_FALSE(post_audio(c, {media().short_wav, "a.wav", {}}));
   }
   // Answered and gone from the queue while the long request still runs.
+  // (The outcome is counted a moment before the gauges come down: each is waited for.)
   EXPECT_TRUE(wait_for_metric(server, "ifw_transcriptions_total{outcome=\"abandoned\"}", 1, 5s));
-  EXPECT_EQ(metric(server, "ifw_requests_queued"), 0);
-  EXPECT_EQ(metric(server, "ifw_requests_in_flight"), 1);
+  EXPECT_TRUE(wait_for_metric(server, "ifw_requests_queued", 0, 5s));
+  EXPECT_TRUE(wait_for_metric(server, "ifw_requests_in_flight", 1, 5s));
   EXPECT_EQ(running.get()->status, 200);
 }
 
