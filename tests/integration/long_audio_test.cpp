@@ -13,6 +13,7 @@
 
 #include "integration/run_ifw.hpp"
 #include "support/golden.hpp"
+#include "support/sanitizers.hpp"
 #include "support/temp_dir.hpp"
 #include "util/json.hpp"
 
@@ -34,10 +35,10 @@ MeasuredRun run_measured(const std::vector<std::string>& args) {
 }
 
 TEST(LongAudio, ThreeHoursTakeTheMemoryOfThreeMinutes) {
-#if defined(__SANITIZE_ADDRESS__)
-  GTEST_SKIP() << "resident memory under AddressSanitizer (shadow memory, quarantine) says "
-                  "nothing about the real build's";
-#endif
+  if (kSanitized) {
+    GTEST_SKIP() << "resident memory under AddressSanitizer (shadow memory, quarantine) says "
+                    "nothing about the real build's";
+  }
   IFW_REQUIRE_GOLDEN();
   for (const char* program : {"ffmpeg", "espeak-ng"}) {
     if (!have_program(program)) GTEST_SKIP() << "the " << program << " program is not installed";

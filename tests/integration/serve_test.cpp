@@ -20,6 +20,7 @@
 #include "integration/serve_process.hpp"
 #include "support/audio_files.hpp"
 #include "support/golden.hpp"
+#include "support/sanitizers.hpp"
 #include "support/temp_dir.hpp"
 
 namespace ifw::test {
@@ -34,12 +35,6 @@ std::string jfk() {
 std::string golden_model(const std::string& name) {
   return (*golden_dir() / "models" / name).string();
 }
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // Test recordings, made once: 5 s and 10 min cut from the reference recording.
 struct Media {
@@ -285,7 +280,7 @@ TEST(Serve, SigtermLetsRunningRequestsFinishUpToTheDeadline) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
   // The batch running when the deadline comes cannot be cut short: a few seconds more under the
   // sanitizers (with another test beside it on two cores).
-  EXPECT_LT(seconds, deadline + (kSanitized ? 10.0 : 2.0))
+  EXPECT_LT(seconds, deadline + (kSanitized ? 10.0 : 0.5))
       << "the deadline was " << deadline << " s";
   EXPECT_NE(server.log().find("releasing"), std::string::npos) << server.log();
   RawClient late(server.port());

@@ -13,17 +13,13 @@
 
 #include "integration/run_ifw.hpp"
 #include "support/golden.hpp"
+#include "support/sanitizers.hpp"
 #include "support/temp_dir.hpp"
 #include "util/json.hpp"
 
 namespace ifw::test {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
 // How long a stop may take: the step under way, the outputs written, and under the sanitizers
 // LeakSanitizer's scan at exit (with another test beside it on two cores).
 constexpr double kStopSeconds = kSanitized ? 6.0 : 2.0;
