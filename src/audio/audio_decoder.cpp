@@ -20,20 +20,9 @@ extern "C" {
 #include <ifw/error.hpp>
 
 namespace ifw::audio {
-namespace {
 
-std::string av_error(int code) {
-  char text[AV_ERROR_MAX_STRING_SIZE] = {};
-  av_strerror(code, text, sizeof text);
-  return text;
-}
-
-// FFmpeg's own log lines would interleave with ifw's output; its errors reach the user through
-// ifw's messages instead.
-void quiet_ffmpeg() {
-  static std::once_flag once;
-  std::call_once(once, [] { av_log_set_level(AV_LOG_FATAL); });
-}
+// Held by AudioDecoder::State, which has external linkage (so not in the unnamed namespace).
+namespace decoder_handles {
 
 // Demuxers open further files through io_open: HLS playlists their segments, concat lists the
 // files they name. An uploaded playlist could then make ifw read (and transcribe back) media
@@ -42,16 +31,6 @@ struct OpenOnlyThis {
   std::string url;
   bool refused = false;
 };
-
-extern "C" int open_only_this(AVFormatContext* s, AVIOContext** pb, const char* url, int flags,
-                              AVDictionary** options) {
-  auto* allowed = static_cast<OpenOnlyThis*>(s->opaque);
-  if (allowed == nullptr || url == nullptr || allowed->url != url) {
-    if (allowed != nullptr) allowed->refused = true;
-    return AVERROR(EPERM);
-  }
-  return avio_open2(pb, url, flags, &s->interrupt_callback, options);
-}
 
 struct FormatClose {
   void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
@@ -68,6 +47,35 @@ struct PacketFree {
 struct FrameFree {
   void operator()(AVFrame* f) const { av_frame_free(&f); }
 };
+
+}  // namespace decoder_handles
+
+using namespace decoder_handles;
+
+namespace {
+
+std::string av_error(int code) {
+  char text[AV_ERROR_MAX_STRING_SIZE] = {};
+  av_strerror(code, text, sizeof text);
+  return text;
+}
+
+// FFmpeg's own log lines would interleave with ifw's output; its errors reach the user through
+// ifw's messages instead.
+void quiet_ffmpeg() {
+  static std::once_flag once;
+  std::call_once(once, [] { av_log_set_level(AV_LOG_FATAL); });
+}
+
+extern "C" int open_only_this(AVFormatContext* s, AVIOContext** pb, const char* url, int flags,
+                              AVDictionary** options) {
+  auto* allowed = static_cast<OpenOnlyThis*>(s->opaque);
+  if (allowed == nullptr || url == nullptr || allowed->url != url) {
+    if (allowed != nullptr) allowed->refused = true;
+    return AVERROR(EPERM);
+  }
+  return avio_open2(pb, url, flags, &s->interrupt_callback, options);
+}
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <ifw/ifw.hpp>
 
 #include "cli/bench_command.hpp"
+#include "cli/exit_codes.hpp"
 #include "cli/models_command.hpp"
 #include "cli/serve_command.hpp"
 #include "cli/transcribe_command.hpp"
@@ -17,12 +18,11 @@
 #include "engine/weight_source.hpp"
 #include "util/heap.hpp"
 
-namespace {
+using ifw::cli::kExitFailed;
+using ifw::cli::kExitOk;
+using ifw::cli::kExitUsage;
 
-// Exit codes, shared by every subcommand.
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
+namespace {
 
 int run_inspect(const std::string& model_dir, bool json) {
   try {

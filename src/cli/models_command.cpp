@@ -10,6 +10,7 @@
 
 #include <ifw/error.hpp>
 
+#include "cli/exit_codes.hpp"
 #include "model/hub/hub_cache.hpp"
 
 namespace ifw::cli {
@@ -89,24 +90,24 @@ int run_models(const CLI::App& models, const ModelsArgs& a) {
                                    fmt::join(m.revisions, ","));
         }
       }
-      return 0;
+      return kExitOk;
     }
     if (models.got_subcommand("download")) {
       const auto path = model::hub::resolve_model(a.repo_id, a.revision, settings,
                                                   progress_bar(::isatty(STDERR_FILENO)));
       std::cout << path.string() << "\n";
-      return 0;
+      return kExitOk;
     }
     if (models.got_subcommand("rm")) {
       const auto bytes = model::hub::remove_cached_model(settings, a.repo_id);
       std::cout << fmt::format("removed {} ({})\n", a.repo_id, size_text(bytes));
-      return 0;
+      return kExitOk;
     }
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
-    return e.kind() == ErrorKind::kInvalidArgument ? 2 : 1;
+    return e.kind() == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailed;
   }
-  return 2;
+  return kExitUsage;
 }
 
 }  // namespace ifw::cli

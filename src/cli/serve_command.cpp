@@ -18,6 +18,7 @@
 #include <ifw/error.hpp>
 
 #include "backend/device_selection.hpp"
+#include "cli/exit_codes.hpp"
 #include "cli/models_command.hpp"
 #include "server/http_server.hpp"
 #include "server/job_manager.hpp"
@@ -26,18 +27,13 @@
 namespace ifw::cli {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitInterrupted = 130;
-
 // SIGINT/SIGTERM reach the main thread through a pipe (the handler may only write to it); a
 // second signal ends the process at once.
 int g_signal_pipe = -1;
-std::atomic<int> g_signals{0};
+std::atomic<int> g_shutdown_signals{0};
 
 extern "C" void on_shutdown_signal(int) {
-  if (g_signals.fetch_add(1) >= 1) ::_exit(kExitInterrupted);
+  if (g_shutdown_signals.fetch_add(1) >= 1) ::_exit(kExitInterrupted);
   const char byte = 's';
   if (::write(g_signal_pipe, &byte, 1) < 0) ::_exit(kExitInterrupted);  // cannot tell main
 }

@@ -20,6 +20,7 @@
 #include "backend/backend.hpp"
 #include "backend/device_selection.hpp"
 #include "backend/devices.hpp"
+#include "cli/exit_codes.hpp"
 #include "cli/models_command.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
@@ -31,18 +32,13 @@
 namespace ifw::cli {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitCancelled = 130;
-
 // The first SIGINT/SIGTERM asks the work to stop after the current step; a second one ends the
 // process at once.
 pipeline::CancellationToken* g_cancel = nullptr;
-std::atomic<int> g_signals{0};
+std::atomic<int> g_cancel_signals{0};
 
 extern "C" void on_signal(int) {
-  if (g_signals.fetch_add(1) >= 1) ::_exit(kExitCancelled);
+  if (g_cancel_signals.fetch_add(1) >= 1) ::_exit(kExitInterrupted);
   if (g_cancel != nullptr) g_cancel->cancel();
 }
 
@@ -348,7 +344,7 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
       });
   if (cancel.cancelled()) {
     spdlog::warn("cancelled: finished work was written as .partial outputs");
-    return kExitCancelled;
+    return kExitInterrupted;
   }
   return any_failed ? kExitFailed : kExitOk;
 }

@@ -69,7 +69,7 @@ std::string cues_text(const std::vector<Cue>& cues, bool vtt) {
       // A blank line would end the cue early; "-->" would start a new one in VTT.
       std::string safe = line;
       for (std::size_t p; (p = safe.find("-->")) != std::string::npos;)
-        safe.replace(p, 3, "->");
+        safe.erase(p, 1);
       out += safe + "\n";
     }
     out += "\n";

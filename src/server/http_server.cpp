@@ -20,6 +20,7 @@
 
 #include "formats/formats.hpp"
 #include "server/connection_watch.hpp"
+#include "server/http_replies.hpp"
 #include "server/job_manager.hpp"
 #include "server/jobs_api.hpp"
 #include "server/metrics.hpp"
@@ -35,14 +36,6 @@ struct HttpServer::Counters {
 };
 
 namespace {
-
-constexpr const char* kJson = "application/json";
-
-void send_error(httplib::Response& res, const ApiError& e) {
-  res.status = e.status();
-  if (e.status() == 429 || e.status() == 503) res.set_header("Retry-After", "5");
-  res.set_content(e.body(), kJson);
-}
 
 std::string route_of(const std::string& path) {
   static const char* const kRoutes[] = {"/v1/audio/transcriptions",
@@ -265,7 +258,7 @@ void HttpServer::add_routes() {
                           res.status >= 500 ? "server_error" : "invalid_request_error");
       }
     }();
-    res.set_content(e.body(), kJson);
+    res.set_content(e.body(), kJsonContentType);
     return httplib::Server::HandlerResponse::Handled;
   }));
 
@@ -369,7 +362,8 @@ void HttpServer::add_routes() {
     nlohmann::json data = nlohmann::json::array();
     for (const std::string& id : service_.model_ids())
       data.push_back(model_object(id));
-    res.set_content(nlohmann::json{{"object", "list"}, {"data", data}}.dump() + "\n", kJson);
+    res.set_content(nlohmann::json{{"object", "list"}, {"data", data}}.dump() + "\n",
+                    kJsonContentType);
   });
   s.Get(R"(/v1/models/(.+))",
         [this, model_object](const httplib::Request& req, httplib::Response& res) {
@@ -379,17 +373,17 @@ void HttpServer::add_routes() {
             send_error(res, ApiError::model_not_found(id));
             return;
           }
-          res.set_content(model_object(id).dump() + "\n", kJson);
+          res.set_content(model_object(id).dump() + "\n", kJsonContentType);
         });
 
   s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("{\"status\":\"ok\"}\n", kJson);
+    res.set_content("{\"status\":\"ok\"}\n", kJsonContentType);
   });
   s.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
     const bool ready = service_.ready();
     res.status = ready ? 200 : 503;
     const char* state = ready ? "ready" : service_.shutting_down() ? "shutting down" : "loading";
-    res.set_content(nlohmann::json{{"status", state}}.dump() + "\n", kJson);
+    res.set_content(nlohmann::json{{"status", state}}.dump() + "\n", kJsonContentType);
   });
 
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
@@ -448,14 +442,15 @@ void HttpServer::add_routes() {
                               {"load_seconds", st.load_seconds},
                               {"evictions", st.evictions},
                               {"releases", st.releases}};
-    res.set_content(j.dump(2) + "\n", kJson);
+    res.set_content(j.dump(2) + "\n", kJsonContentType);
   });
   s.Post("/admin/cache/clear", [this](const httplib::Request&, httplib::Response& res) {
     const ClearResult r = service_.cache().clear();
     spdlog::info("model cache cleared: {} released, {} when their requests end", r.released,
                  r.deferred);
     res.set_content(
-        nlohmann::json{{"released", r.released}, {"deferred", r.deferred}}.dump() + "\n", kJson);
+        nlohmann::json{{"released", r.released}, {"deferred", r.deferred}}.dump() + "\n",
+        kJsonContentType);
   });
 
   if (jobs_ != nullptr) {

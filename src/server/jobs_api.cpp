@@ -13,6 +13,7 @@
 #include <ifw/error.hpp>
 
 #include "formats/formats.hpp"
+#include "server/http_replies.hpp"
 #include "server/job_manager.hpp"
 #include "server/openai_api.hpp"
 #include "util/zip_writer.hpp"
@@ -20,15 +21,8 @@
 namespace ifw::server {
 namespace {
 
-constexpr const char* kJson = "application/json";
 constexpr auto kKeepAlive = std::chrono::seconds(15);
 constexpr std::string_view kId = "(job_[0-9a-f]{16})";
-
-void send_error(httplib::Response& res, const ApiError& e) {
-  res.status = e.status();
-  if (e.status() == 429 || e.status() == 503) res.set_header("Retry-After", "5");
-  res.set_content(e.body(), kJson);
-}
 
 std::string dump(const nlohmann::ordered_json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -175,10 +169,10 @@ void add_job_routes(httplib::Server& s, JobManager& jobs, int max_streams) {
            const auto [request, files] = parse_job_form(req);
            const std::vector<JobRecord> created = jobs.submit(request, files);
            res.status = 201;
-           res.set_content(dump(job_list(created)) + "\n", kJson);
+           res.set_content(dump(job_list(created)) + "\n", kJsonContentType);
          }));
   s.Get("/v1/jobs", handle([&jobs](const httplib::Request&, httplib::Response& res) {
-          res.set_content(dump(job_list(jobs.list())) + "\n", kJson);
+          res.set_content(dump(job_list(jobs.list())) + "\n", kJsonContentType);
         }));
 
   // Registered before /v1/jobs/{id}: "archive" is not an id.
@@ -216,23 +210,25 @@ void add_job_routes(httplib::Server& s, JobManager& jobs, int max_streams) {
         }));
 
   s.Get(one, handle([&jobs](const httplib::Request& req, httplib::Response& res) {
-          res.set_content(dump(JobManager::to_json(jobs.get(req.matches[1]))) + "\n", kJson);
+          res.set_content(dump(JobManager::to_json(jobs.get(req.matches[1]))) + "\n",
+                          kJsonContentType);
         }));
 
-  s.Delete(one, handle([&jobs](const httplib::Request& req, httplib::Response& res) {
-             const std::string job = req.matches[1];
-             if (!has_ended(jobs.get(job).status)) {
-               try {
-                 res.set_content(dump(JobManager::to_json(jobs.cancel(job))) + "\n", kJson);
-                 return;
-               } catch (const ApiError& e) {
-                 if (e.code() != "job_ended") throw;  // it ended meanwhile: removed below
-               }
-             }
-             jobs.remove(job);
-             res.set_content(
-                 dump({{"id", job}, {"object", "job.deleted"}, {"deleted", true}}) + "\n", kJson);
-           }));
+  s.Delete(
+      one, handle([&jobs](const httplib::Request& req, httplib::Response& res) {
+        const std::string job = req.matches[1];
+        if (!has_ended(jobs.get(job).status)) {
+          try {
+            res.set_content(dump(JobManager::to_json(jobs.cancel(job))) + "\n", kJsonContentType);
+            return;
+          } catch (const ApiError& e) {
+            if (e.code() != "job_ended") throw;  // it ended meanwhile: removed below
+          }
+        }
+        jobs.remove(job);
+        res.set_content(dump({{"id", job}, {"object", "job.deleted"}, {"deleted", true}}) + "\n",
+                        kJsonContentType);
+      }));
 
   s.Get(one + "/result", handle([&jobs](const httplib::Request& req, httplib::Response& res) {
           const std::string name = req.has_param("format") ? req.get_param_value("format") : "json";

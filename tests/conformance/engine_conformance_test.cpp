@@ -25,7 +25,6 @@
 namespace ifw::test {
 namespace {
 
-constexpr const char* kNoCorpus = "no_reference_corpus";
 constexpr int kFrames = 1500;
 
 struct Loaded {
@@ -73,20 +72,14 @@ Loaded& loaded(const std::string& name) {
   return *slot;
 }
 
-std::vector<std::string> model_params() {
+// The corpus's models that have reference outputs.
+std::vector<std::string> models_with_references() {
   std::vector<std::string> names;
   for (const auto& n : golden_model_names()) {
     if (std::filesystem::exists(*golden_dir() / "reference" / n / "golden.json"))
       names.push_back(n);
   }
-  if (names.empty()) names.push_back(kNoCorpus);
   return names;
-}
-
-std::vector<float> download(backend::Backend& be, const backend::Tensor& t) {
-  std::vector<float> host(static_cast<std::size_t>(t.numel()));
-  be.download(t, host);
-  return host;
 }
 
 // Every row of `actual` within `tolerance` of `expected` relative to the row's norm, with the
@@ -204,7 +197,7 @@ class EngineConformance : public ::testing::TestWithParam<std::string> {
 
 TEST_P(EngineConformance, EncoderOutput) {
   const auto expected = read_f32_file(m().reference / "encoder_out.f32");
-  expect_rows_close(download(*m().backend, m().encoded), expected,
+  expect_rows_close(to_host(*m().backend, m().encoded), expected,
                     static_cast<std::size_t>(m().model->config().d_model), reference_tolerance(),
                     "encoder");
 }
@@ -218,7 +211,7 @@ TEST_P(EngineConformance, HalfPrecisionWeightsOnTheCpu) {
     engine::CheckpointWeights weights(m().folder->checkpoint());
     RoundedWeights rounded(weights, type);
     const engine::WhisperModel model(m().folder->config(), rounded, *cpu);
-    const auto encoded = download(*cpu, model.encode(m().mel, 1));
+    const auto encoded = to_host(*cpu, model.encode(m().mel, 1));
     double worst = 0.0;
     const auto d = static_cast<std::size_t>(model.config().d_model);
     for (std::size_t r = 0; r * d < expected.size(); ++r) {
@@ -368,7 +361,7 @@ TEST_P(EngineConformance, BatchingIsExact) {
 
   backend::Backend& be = *m().backend;
   const backend::Tensor batched = m().model->encode(all, 3);
-  const auto batched_host = download(be, batched);
+  const auto batched_host = to_host(be, batched);
   const auto r = rules(true);
   auto o = options(true, r);
   o.alignment_heads = *m().folder->generation().alignment_heads;
@@ -377,7 +370,7 @@ TEST_P(EngineConformance, BatchingIsExact) {
   const bool half = test_precision() != backend::DType::kF32;
   for (std::size_t w = 0; w < 3; ++w) {
     const backend::Tensor alone = m().model->encode(windows[w], 1);
-    const auto alone_host = download(be, alone);
+    const auto alone_host = to_host(be, alone);
     double worst = 0.0;
     for (std::size_t i = 0; i < per_window; ++i) {
       worst = std::max(
@@ -400,7 +393,8 @@ TEST_P(EngineConformance, BatchingIsExact) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Corpus, EngineConformance, ::testing::ValuesIn(model_params()),
+INSTANTIATE_TEST_SUITE_P(Corpus, EngineConformance,
+                         ::testing::ValuesIn(corpus_params(models_with_references())),
                          [](const auto& param_info) { return test_name(param_info.param); });
 
 }  // namespace

@@ -14,14 +14,6 @@
 namespace ifw::test {
 namespace {
 
-constexpr const char* kNoCorpus = "no_reference_corpus";
-
-std::vector<std::string> model_params() {
-  auto names = golden_model_names();
-  if (names.empty()) names.push_back(kNoCorpus);
-  return names;
-}
-
 class GoldenModel : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -84,7 +76,8 @@ TEST_P(GoldenModel, InspectSummarisesTheFolder) {
   EXPECT_EQ(json.at("vocab_size").get<int>(), info.vocab_size);
 }
 
-INSTANTIATE_TEST_SUITE_P(Corpus, GoldenModel, ::testing::ValuesIn(model_params()),
+INSTANTIATE_TEST_SUITE_P(Corpus, GoldenModel,
+                         ::testing::ValuesIn(corpus_params(golden_model_names())),
                          [](const auto& param_info) { return test_name(param_info.param); });
 
 }  // namespace

@@ -33,7 +33,7 @@ class ModelRuntimeTest : public ::testing::Test {
   void SetUp() override {
     IFW_REQUIRE_GOLDEN();
     model_dir_ = *golden_dir() / "models" / "tiny-random-v3";
-    jfk_ = (*whisper_data_dir() / "jfk.flac").string();
+    jfk_ = jfk();
   }
   static pipeline::Job job(const std::string& path, const char* language) {
     return pipeline::Job(path, pipeline::JobOptions{"transcribe", language, "", 0.0, false});

@@ -38,7 +38,7 @@ class TranscriberJobs : public ::testing::Test {
     backend_ = backend::make_cpu_backend(2);
     engine::CheckpointWeights weights(folder_->checkpoint());
     model_ = std::make_unique<engine::WhisperModel>(folder_->config(), weights, *backend_);
-    jfk_ = (*whisper_data_dir() / "jfk.flac").string();
+    jfk_ = jfk();
   }
 
   std::map<int, Outcome> run(const std::vector<pipeline::Job>& jobs, int batch_size,

@@ -123,11 +123,10 @@ TEST_F(HubDownload, ModelsCommandsAndTranscribeByHubId) {
             0);
   EXPECT_TRUE(contains(read_file(out / "list"), kRepo));
   // Transcribe by Hub id with the network off.
-  const std::string jfk = (*whisper_data_dir() / "jfk.flac").string();
-  EXPECT_EQ(
-      run_shell(env + "HF_HUB_OFFLINE=1 " + ifw + " transcribe " + shell_quote(jfk) + " --model " +
-                kRepo + " -f txt --max-new-tokens 4 -q -o " + shell_quote(out.path().string())),
-      0);
+  EXPECT_EQ(run_shell(env + "HF_HUB_OFFLINE=1 " + ifw + " transcribe " + shell_quote(jfk()) +
+                      " --model " + kRepo + " -f txt --max-new-tokens 4 -q -o " +
+                      shell_quote(out.path().string())),
+            0);
   EXPECT_TRUE(std::filesystem::exists(out / "jfk.txt"));
   EXPECT_EQ(run_shell(env + ifw + " models rm " + kRepo + " >/dev/null"), 0);
   EXPECT_FALSE(std::filesystem::exists(repo()));

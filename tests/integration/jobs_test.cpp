@@ -44,7 +44,7 @@ struct Media {
   TempDir dir;
   std::string jfk, short_wav, long_wav;
   Media() {
-    jfk = (*whisper_data_dir() / "jfk.flac").string();
+    jfk = test::jfk();
     short_wav = (dir / "short.wav").string();
     long_wav = (dir / "long.wav").string();
     write_repeated_wav(jfk, 25, long_wav);  // 25 x 11 s = 275 s: 10 windows or more

@@ -29,13 +29,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-std::string jfk() {
-  return (*whisper_data_dir() / "jfk.flac").string();
-}
-std::string golden_model(const std::string& name) {
-  return (*golden_dir() / "models" / name).string();
-}
-
 // Test recordings, made once: 5 s and 10 min cut from the reference recording.
 struct Media {
   TempDir dir;

@@ -24,14 +24,6 @@ namespace {
 // LeakSanitizer's scan at exit (with another test beside it on two cores).
 constexpr double kStopSeconds = kSanitized ? 6.0 : 2.0;
 
-std::string jfk() {
-  return (*whisper_data_dir() / "jfk.flac").string();
-}
-
-std::string golden_model(const std::string& name) {
-  return (*golden_dir() / "models" / name).string();
-}
-
 // A media file made by the ffmpeg program; skips the test when there is no ffmpeg.
 #define REQUIRE_FFMPEG()                                                                \
   do {                                                                                  \

@@ -18,12 +18,6 @@
 namespace ifw::test {
 namespace {
 
-std::string jfk() {
-  return (*whisper_data_dir() / "jfk.flac").string();
-}
-std::string golden_model(const std::string& name) {
-  return (*golden_dir() / "models" / name).string();
-}
 std::string source_file(const std::string& relative) {
   return read_file(std::string(IFW_SOURCE_DIR) + "/" + relative);
 }

@@ -67,4 +67,17 @@ std::string test_name(std::string text) {
          << "\"" << text << "\"\n  does not contain \"" << part << "\"";
 }
 
+std::vector<std::string> corpus_params(std::vector<std::string> names) {
+  if (names.empty()) names.push_back(kNoCorpus);
+  return names;
+}
+
+std::string jfk() {
+  return (*whisper_data_dir() / "jfk.flac").string();
+}
+
+std::string golden_model(const std::string& name) {
+  return (*golden_dir() / "models" / name).string();
+}
+
 }  // namespace ifw::test

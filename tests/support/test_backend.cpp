@@ -48,4 +48,10 @@ std::string test_device_name() {
   return device + " " + std::string(backend::dtype_name(test_precision()));
 }
 
+std::vector<float> to_host(backend::Backend& backend, const backend::Tensor& tensor) {
+  std::vector<float> out(static_cast<std::size_t>(tensor.numel()));
+  backend.download(tensor, out);
+  return out;
+}
+
 }  // namespace ifw::test

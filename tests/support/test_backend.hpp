@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.hpp"
 
@@ -16,5 +17,7 @@ backend::DType test_precision();
 double reference_tolerance();
 // "cpu", or e.g. "cuda:0 float16", for messages.
 std::string test_device_name();
+// A tensor's values as floats on the host, whatever its backend and element type.
+std::vector<float> to_host(backend::Backend& backend, const backend::Tensor& tensor);
 
 }  // namespace ifw::test

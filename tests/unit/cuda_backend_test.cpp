@@ -19,6 +19,7 @@
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "support/expect_error.hpp"
+#include "support/test_backend.hpp"
 
 #ifdef IFW_HAVE_CUDA
 #include "backend/cuda/step_recording.hpp"
@@ -95,12 +96,6 @@ std::vector<float> random_values(std::size_t n, unsigned seed, DType type, float
   return v;
 }
 
-std::vector<float> host(backend::Backend& be, const Tensor& t) {
-  std::vector<float> out(static_cast<std::size_t>(t.numel()));
-  be.download(t, out);
-  return out;
-}
-
 double relative_error(const std::vector<float>& actual, const std::vector<float>& expected) {
   double diff = 0.0, norm = 0.0;
   for (std::size_t i = 0; i < expected.size(); ++i) {
@@ -129,7 +124,7 @@ class CudaOps : public ::testing::TestWithParam<DType> {
   }
   void expect_close(const Tensor& cpu, const Tensor& gpu, const std::string& what,
                     double scale = 1.0) {
-    const auto expected = host(*cpu_, cpu), actual = host(*gpu_, gpu);
+    const auto expected = to_host(*cpu_, cpu), actual = to_host(*gpu_, gpu);
     const double rel = relative_error(actual, expected);
     EXPECT_LE(rel, tolerance() * scale) << what;
     std::cout << "[ " << what << " ] relative error " << rel << "\n";
@@ -150,7 +145,7 @@ TEST_P(CudaOps, LinearWithBiasGeluAccumulateAndColumnViews) {
   Tensor yc = cpu_->empty({m, 3 * n}), yg = gpu_->empty({m, 3 * n}, type());
   cpu_->linear({xc, k, 2 * k}, wc, &bc, Activation::kGelu, {yc, n, 3 * n}, m, false);
   gpu_->linear({xg, k, 2 * k}, wg, &bg, Activation::kGelu, {yg, n, 3 * n}, m, false);
-  const auto yc_host = host(*cpu_, yc), yg_host = host(*gpu_, yg);
+  const auto yc_host = to_host(*cpu_, yc), yg_host = to_host(*gpu_, yg);
   std::vector<float> a, e;
   for (std::int64_t r = 0; r < m; ++r) {
     for (std::int64_t c = n; c < 2 * n; ++c) {
@@ -201,7 +196,7 @@ TEST_P(CudaOps, LayerNormAddRowsTransposeAndConvolution) {
   auto [wc, wg] = both(w, {c_out, c, 3}, type());
   auto [cbc, cbg] = both(cb, {c_out}, DType::kF32);
   // Inputs of the GPU's activation type hold exactly what the CPU's float32 copy holds.
-  const auto tc_host = host(*gpu_, tg);
+  const auto tc_host = to_host(*gpu_, tg);
   const Tensor tc_same = cpu_->upload(tc_host, {batch, t, c});
   for (const int stride : {1, 2}) {
     const std::int64_t t_out = stride == 1 ? t : t / 2;
@@ -234,13 +229,13 @@ TEST_P(CudaOps, EmbedWriteRowsAndGatherRows) {
   const std::vector<int> blocks = {2, 0}, starts = {1, 5};
   cpu_->write_rows({sc, d, 2 * d}, 2, 3, cc, 8, blocks, starts);
   gpu_->write_rows({sg, d, 2 * d}, 2, 3, cg, 8, blocks, starts);
-  EXPECT_EQ(host(*cpu_, cc), host(*gpu_, cg)) << "write rows";
+  EXPECT_EQ(to_host(*cpu_, cc), to_host(*gpu_, cg)) << "write rows";
 
   const std::vector<std::int64_t> index = {2, 0, 2, 5};
   Tensor gc = cpu_->empty({4, 2 * d}), gg = gpu_->empty({4, 2 * d}, type());
   cpu_->gather_rows(sc, index, gc);
   gpu_->gather_rows(sg, index, gg);
-  EXPECT_EQ(host(*cpu_, gc), host(*gpu_, gg)) << "gather rows";
+  EXPECT_EQ(to_host(*cpu_, gc), to_host(*gpu_, gg)) << "gather rows";
 }
 
 // Attention the three ways the model calls it: encoder self-attention (long queries), a prompt
@@ -578,7 +573,7 @@ TEST(CudaMemory, OutOfMemoryIsAnErrorAndTheBackendStaysUsable) {
   }
   const std::vector<float> values = {1.0f, 2.0f, 3.0f};
   const Tensor t = be->upload(values, {3}, DType::kF16);
-  EXPECT_EQ(host(*be, t), values);
+  EXPECT_EQ(to_host(*be, t), values);
 }
 
 }  // namespace
