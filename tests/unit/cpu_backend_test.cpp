@@ -8,6 +8,8 @@
 #include "backend/backend.hpp"
 #include "backend/cpu/kernels.hpp"
 #include "support/expect_error.hpp"
+#include "support/sanitizers.hpp"
+#include "support/test_backend.hpp"
 
 namespace ifw::test {
 namespace {
@@ -25,14 +27,24 @@ std::vector<float> random_values(std::size_t n, unsigned seed, float scale = 1.0
   return v;
 }
 
-std::vector<float> host(backend::Backend& be, const Tensor& t) {
-  std::vector<float> out(static_cast<std::size_t>(t.numel()));
-  be.download(t, out);
-  return out;
-}
-
 double gelu_reference(double x) {
   return 0.5 * x * (1.0 + std::erf(x / std::numbers::sqrt2));
+}
+
+// Under AddressSanitizer the product's dot products are checked a row at a time (kernels.cpp):
+// a read past a row must still end the process with ASan's description of the address.
+TEST(CpuKernels, ProductRowsAreStillCheckedUnderAddressSanitizer) {
+  if (!kSanitized) GTEST_SKIP() << "checks what AddressSanitizer reports";
+  const std::vector<float> x(8, 1.0f), w(3 * 8, 1.0f);
+  std::vector<float> y(3, 0.0f);
+  const auto multiply = [&](std::int64_t k) {
+    backend::cpu::small_rows_times_transposed(x.data(), 8, 1, w.data(), k, 0, 3, y.data(), 3,
+                                              false);
+  };
+  multiply(8);
+  EXPECT_EQ(y, std::vector<float>(3, 8.0f));
+  // k = 9 reads a float past x's only row (and past the end of w for its last row).
+  EXPECT_DEATH(multiply(9), "a CPU kernel would read 9 floats.*not addressable");
 }
 
 TEST(CpuKernels, GeluMatchesTheErfDefinition) {
@@ -126,7 +138,7 @@ TEST_P(CpuBackendTest, LinearAllShapes) {
                      b = be_->upload(bv, {n});
         Tensor y = be_->upload(yv, {rows, n});
         be_->linear({x, 0, k}, w, &b, act, {y, 0, n}, rows, accumulate);
-        const auto out = host(*be_, y);
+        const auto out = to_host(*be_, y);
         for (std::int64_t r = 0; r < rows; ++r) {
           for (std::int64_t c = 0; c < n; ++c) {
             double s = bv[static_cast<std::size_t>(c)];
@@ -174,7 +186,7 @@ TEST_P(CpuBackendTest, AttentionMatchesDirectComputation) {
   a.capture_heads = {1};
   a.capture = capture;
   be_->attention(a);
-  const auto o = host(*be_, out);
+  const auto o = to_host(*be_, out);
   for (int b = 0; b < 2; ++b) {
     for (int h = 0; h < heads; ++h) {
       for (int i = 0; i < tq; ++i) {
@@ -226,7 +238,7 @@ TEST_P(CpuBackendTest, ConvolutionMatchesDirectComputation) {
                  b = be_->upload(bv, {c_out});
     Tensor y = be_->empty({batch, t_out, c_out});
     be_->conv1d_gelu(x, w, b, stride, y);
-    const auto out = host(*be_, y);
+    const auto out = to_host(*be_, y);
     for (int n = 0; n < batch; ++n) {
       for (int t = 0; t < t_out; ++t) {
         for (int o = 0; o < c_out; ++o) {
@@ -252,7 +264,7 @@ TEST_P(CpuBackendTest, TransposeRowsAndEmbeddings) {
   const Tensor x = be_->upload(xv, {2, 3, 70});
   Tensor y = be_->empty({2, 70, 3});
   be_->transpose_last2(x, y);
-  const auto t = host(*be_, y);
+  const auto t = to_host(*be_, y);
   for (int b = 0; b < 2; ++b) {
     for (int c = 0; c < 3; ++c) {
       for (int i = 0; i < 70; ++i)
@@ -265,7 +277,7 @@ TEST_P(CpuBackendTest, TransposeRowsAndEmbeddings) {
   Tensor e = be_->empty({2, 4});
   const std::int32_t ids[] = {4, 1}, pos[] = {0, 2};
   be_->embed(ids, pos, tt, pt, e);
-  const auto ev = host(*be_, e);
+  const auto ev = to_host(*be_, e);
   EXPECT_FLOAT_EQ(ev[5], table[1 * 4 + 1] + positions[2 * 4 + 1]);
   const std::int32_t bad_id[] = {5}, bad_pos[] = {3}, zero[] = {0};
   Tensor one = be_->empty({1, 4});
