@@ -61,7 +61,8 @@ inline float erf_approx(float x) {
 #define IFW_ROW_CHECKED __attribute__((no_sanitize("address", "undefined"), noinline))
 void require_addressable(const float* p, std::int64_t n) {
   if (n <= 0) return;
-  void* bad = __asan_region_is_poisoned(const_cast<float*>(p), static_cast<std::size_t>(n) * 4);
+  void* bad =
+      __asan_region_is_poisoned(const_cast<float*>(p), static_cast<std::size_t>(n) * sizeof(float));
   if (bad != nullptr) {
     std::fprintf(stderr,
                  "ifw: a CPU kernel would read %lld floats from %p: %p is not addressable\n",
