@@ -1,16 +1,20 @@
-// Throughput of the parts of the front end that run once per window or per model load:
-// log-mel features, tokenizer encode/decode, reading a model folder.
+// Throughput of the parts of the front end that run once per window, file or model load:
+// log-mel features, decoding a file's audio, tokenizer encode/decode, reading a model folder.
 //   build/release/bench/ifw_front_end_bench [--benchmark_filter=...]
 // Model benchmarks use $IFW_GOLDEN_DIR (default ../shared/golden) and are skipped without it.
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <numbers>
+#include <string>
 
 #include <benchmark/benchmark.h>
 
 #include <ifw/audio.hpp>
 
+#include "audio/audio_decoder.hpp"
+#include "audio/read_ahead.hpp"
 #include "model/model_folder.hpp"
 #include "model/tokenizer/tokenizer.hpp"
 
@@ -34,6 +38,57 @@ void BM_LogMel(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_LogMel)->Arg(80)->Arg(128)->Unit(benchmark::kMillisecond);
+
+// A podcast-like file to decode: $IFW_BENCH_AUDIO, else ten minutes of MP3 (44.1 kHz stereo,
+// 128 kb/s: a tone under noise) made once by the ffmpeg program in the temporary folder.
+std::string bench_audio() {
+  if (const char* env = std::getenv("IFW_BENCH_AUDIO"); env != nullptr && *env != '\0') return env;
+  const auto path = std::filesystem::temp_directory_path() / "ifw_front_end_bench_600s.mp3";
+  if (!std::filesystem::exists(path)) {
+    const std::string command =
+        "ffmpeg -nostdin -loglevel error -y -f lavfi -i sine=frequency=330:duration=600 -f lavfi "
+        "-i anoisesrc=color=pink:amplitude=0.2:duration=600 -filter_complex amix=inputs=2 -ar "
+        "44100 -ac 2 -c:a libmp3lame -b:a 128k '" +
+        path.string() + ".tmp.mp3' && mv '" + path.string() + ".tmp.mp3' '" + path.string() + "'";
+    if (std::system(command.c_str()) != 0) return {};
+  }
+  return path.string();
+}
+
+// Decoding a whole file to 16 kHz mono: by one decoder in the calling thread (argument 0), or
+// read ahead by that many threads (segments of a minute decoded at once). Wall time.
+void BM_DecodeFile(benchmark::State& state) {
+  const std::string file = bench_audio();
+  if (file.empty()) {
+    state.SkipWithError("no audio file: set IFW_BENCH_AUDIO or install the ffmpeg program");
+    return;
+  }
+  const int threads = static_cast<int>(state.range(0));
+  std::vector<float> piece(ifw::kWindowSamples);
+  double seconds = 0.0;
+  for (auto _ : state) {
+    std::size_t samples = 0;
+    auto decoder = std::make_unique<ifw::audio::AudioDecoder>(file);
+    if (threads == 0) {
+      while (const std::size_t n = decoder->read(piece))
+        samples += n;
+    } else {
+      ifw::audio::ReadAhead reader(std::move(decoder), {.threads = threads});
+      while (const std::size_t n = reader.read(piece))
+        samples += n;
+    }
+    seconds = static_cast<double>(samples) / ifw::kSampleRate;
+  }
+  state.counters["audio_s/s"] = benchmark::Counter(
+      seconds * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DecodeFile)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 const ifw::model::Tokenizer* real_tokenizer() {
   static const auto tokenizer = []() -> std::unique_ptr<ifw::model::Tokenizer> {

@@ -11,6 +11,7 @@ extern "C" {
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
+#include <numeric>
 #include <vector>
 
 #include <fmt/format.h>
@@ -94,14 +95,19 @@ struct AudioDecoder::State {
   bool decoder_flushed = false;
   bool finished = false;  // resampler flushed too
   int damaged = 0;
+  std::int64_t position = 0;  // of the next sample read() hands out
+  // After a seek: the next decoded frame with a timestamp fixes the position (`aligned_at`).
+  bool aligning = false;
+  std::int64_t aligned_at = -1;
 
   [[noreturn]] void fail(const std::string& what, int code) const {
     throw Error(ErrorKind::kInvalidArgument, fmt::format("{}: {}: {}", path, what, av_error(code)));
   }
 
-  // Resamples `frame` (or flushes the resampler when null) and appends to `pending`.
-  void resample(const AVFrame* in) {
-    const int in_samples = in != nullptr ? in->nb_samples : 0;
+  // Resamples `frame` (or flushes the resampler when null) and appends to `pending`; `skip`
+  // input samples at the frame's start are left out.
+  void resample(const AVFrame* in, int skip = 0) {
+    const int in_samples = in != nullptr ? in->nb_samples - skip : 0;
     const int capacity = swr_get_out_samples(resampler.get(), in_samples);
     if (capacity < 0) fail("resampling failed", capacity);
     if (pending_begin > 0 && pending_begin == pending.size()) {
@@ -111,9 +117,19 @@ struct AudioDecoder::State {
     const std::size_t old = pending.size();
     pending.resize(old + static_cast<std::size_t>(capacity));
     auto* out = reinterpret_cast<std::uint8_t*>(pending.data() + old);
-    const int got = swr_convert(
-        resampler.get(), &out, capacity,
-        in != nullptr ? const_cast<const std::uint8_t**>(in->extended_data) : nullptr, in_samples);
+    std::vector<const std::uint8_t*> planes;
+    if (in != nullptr) {
+      // Packed formats keep every channel in plane 0; planar ones a plane per channel.
+      const bool planar = av_sample_fmt_is_planar(static_cast<AVSampleFormat>(in->format)) != 0;
+      const int channels = in->ch_layout.nb_channels;
+      const int bytes = av_get_bytes_per_sample(static_cast<AVSampleFormat>(in->format));
+      const std::size_t offset = static_cast<std::size_t>(skip) *
+                                 static_cast<std::size_t>(bytes * (planar ? 1 : channels));
+      for (int c = 0; c < (planar ? channels : 1); ++c)
+        planes.push_back(in->extended_data[c] + offset);
+    }
+    const int got = swr_convert(resampler.get(), &out, capacity,
+                                in != nullptr ? planes.data() : nullptr, in_samples);
     if (got < 0) fail("resampling failed", got);
     pending.resize(old + static_cast<std::size_t>(got));
   }
@@ -127,9 +143,36 @@ struct AudioDecoder::State {
         ++damaged;  // a damaged frame: skip it, keep the rest of the audio
         return;
       }
-      resample(frame.get());
+      if (aligning) {
+        align(*frame);
+      } else {
+        resample(frame.get());
+      }
       av_frame_unref(frame.get());
     }
+  }
+
+  // The first frame after a seek: its timestamp says where it lies. Input samples are skipped up
+  // to the next one that falls exactly on a 16 kHz sample (every 441st at 44.1 kHz, every 3rd
+  // at 48 kHz), so that what follows is on the same grid as a reading from the start.
+  void align(const AVFrame& in) {
+    // pts, not best_effort_timestamp: samples the codec skips at a frame's start (Opus's pre-skip,
+    // applied again after a seek) move the former only.
+    const std::int64_t pts = in.pts != AV_NOPTS_VALUE ? in.pts : in.best_effort_timestamp;
+    if (pts == AV_NOPTS_VALUE || in.sample_rate <= 0) return;  // no position known: drop it
+    const AVStream* st = format->streams[stream];
+    const std::int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+    const std::int64_t rate = in.sample_rate;
+    const std::int64_t at =
+        av_rescale_q(pts - start, st->time_base, AVRational{1, static_cast<int>(rate)});
+    const std::int64_t step = rate / std::gcd(rate, static_cast<std::int64_t>(kSampleRate));
+    const std::int64_t first = at >= 0 ? (at + step - 1) / step * step : 0;  // on the grid
+    const std::int64_t skip = first - at;
+    if (skip >= in.nb_samples) return;
+    resample(&in, static_cast<int>(skip));
+    aligned_at =
+        first / step * (kSampleRate / std::gcd(rate, static_cast<std::int64_t>(kSampleRate)));
+    aligning = false;
   }
 
   // Decodes more of the file into `pending`; false once everything has been produced.
@@ -222,6 +265,8 @@ AudioDecoder::AudioDecoder(const std::string& path) : state_(std::make_unique<St
   if (const int rc = avcodec_parameters_to_context(s.codec.get(), stream->codecpar); rc < 0) {
     s.fail("unusable audio stream parameters", rc);
   }
+  // Lets the codec move frame timestamps past the samples it skips (needed by seek()).
+  s.codec->pkt_timebase = stream->time_base;
   if (const int rc = avcodec_open2(s.codec.get(), decoder, nullptr); rc < 0) {
     s.fail("cannot open the audio decoder", rc);
   }
@@ -258,6 +303,7 @@ std::size_t AudioDecoder::read(std::span<float> out) {
                   out.begin() + static_cast<std::ptrdiff_t>(written));
       s.pending_begin += n;
       written += n;
+      s.position += static_cast<std::int64_t>(n);
       continue;
     }
     s.pending.clear();
@@ -265,6 +311,39 @@ std::size_t AudioDecoder::read(std::span<float> out) {
     if (!s.fill()) break;
   }
   return written;
+}
+
+std::int64_t AudioDecoder::position() const {
+  return state_->position;
+}
+
+bool AudioDecoder::seekable() const {
+  const AVIOContext* io = state_->format->pb;
+  return io != nullptr && (io->seekable & AVIO_SEEKABLE_NORMAL) != 0;
+}
+
+std::int64_t AudioDecoder::seek(std::int64_t sample) {
+  State& s = *state_;
+  if (!seekable()) return -1;
+  const AVStream* st = s.format->streams[s.stream];
+  const std::int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+  const std::int64_t target = start + av_rescale_q(std::max<std::int64_t>(sample, 0),
+                                                   AVRational{1, kSampleRate}, st->time_base);
+  if (avformat_seek_file(s.format.get(), s.stream, INT64_MIN, target, target, 0) < 0) return -1;
+  avcodec_flush_buffers(s.codec.get());
+  swr_close(s.resampler.get());
+  if (swr_init(s.resampler.get()) < 0) return -1;
+  s.pending.clear();
+  s.pending_begin = 0;
+  s.input_done = s.decoder_flushed = s.finished = false;
+  s.aligning = true;
+  s.aligned_at = -1;
+  while (s.aligning) {
+    if (!s.fill()) return -1;
+  }
+  if (s.aligned_at > sample) return -1;  // the container landed after the point asked for
+  s.position = s.aligned_at;
+  return s.position;
 }
 
 double AudioDecoder::duration_seconds() const {

@@ -173,6 +173,10 @@ void add_transcribe_options(CLI::App& c, TranscribeArgs& a) {
                "Windows decoded together (0: from the memory available)")
       ->check(CLI::Range(0, 256));
   c.add_option("--threads", a.threads, "CPU threads (0: one per core)")->check(CLI::Range(0, 1024));
+  c.add_option("--decode-threads", a.decode_threads,
+               "Threads decoding a file's audio ahead, segments at once (0: up to 8 beside a GPU, "
+               "1 on the CPU)")
+      ->check(CLI::Range(0, 64));
   c.add_option("--device", a.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   c.add_option("--precision", a.precision,
                "auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16, bf16")
@@ -283,6 +287,7 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
                                     : choose_batch_size(folder->config(), *backend,
                                                         device.automatic ? 0 : device.index);
     o.max_new_tokens = a.max_new_tokens;
+    o.decode_threads = a.decode_threads;
     o.prompt = a.prompt;
     o.temperature = a.temperature;
     o.strategy =

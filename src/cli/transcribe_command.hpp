@@ -18,6 +18,7 @@ struct TranscribeArgs {
   std::string output_dir = ".";
   int batch_size = 0;  // 0: chosen from the memory available
   int threads = 0;
+  int decode_threads = 0;  // 0: chosen from the device
   std::string device = "auto";
   std::string precision = "auto";
   std::string prompt;

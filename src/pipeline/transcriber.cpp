@@ -15,6 +15,7 @@
 #include <ifw/error.hpp>
 
 #include "audio/audio_decoder.hpp"
+#include "audio/read_ahead.hpp"
 #include "decode/greedy.hpp"
 #include "decode/language_detection.hpp"
 #include "decode/segments.hpp"
@@ -58,7 +59,8 @@ backend::Tensor select_windows(backend::Backend& be, const backend::Tensor& stat
 struct Transcriber::File {
   int index = 0;
   std::string path;
-  std::unique_ptr<audio::AudioDecoder> decoder;
+  std::unique_ptr<audio::ReadAhead> audio;  // the file's samples, decoded ahead on threads
+  bool duration_is_estimate = false;        // guessed from the bit rate
   std::unique_ptr<WindowSource> source;
   Transcript transcript;
   ResolvedJob job;
@@ -244,20 +246,20 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     if (r.transcript.language.empty() && f.job.language) r.transcript.language = *f.job.language;
     // Audio that stops well before the length the container states was cut short.
     const double decoded = r.transcript.duration;
-    const double tolerance = std::max(
-        1.0, f.duration_hint * (f.decoder && f.decoder->duration_is_estimate() ? 0.25 : 0.02));
-    if (f.decoder && !cancel.cancelled() && !f.cancelled() && f.error.empty() &&
+    const double tolerance =
+        std::max(1.0, f.duration_hint * (f.duration_is_estimate ? 0.25 : 0.02));
+    if (f.audio && !cancel.cancelled() && !f.cancelled() && f.error.empty() &&
         f.duration_hint > 0 && f.duration_hint - decoded > tolerance) {
       f.error = fmt::format(
           "{}: the audio ends at {:.1f} s but the file says it lasts {:.1f} s (truncated or "
           "damaged); the transcript covers what could be decoded",
           f.path, decoded, f.duration_hint);
     }
-    if (f.decoder && f.decoder->damaged_packets() > 0 && f.error.empty()) {
+    if (f.audio && f.audio->damaged_packets() > 0 && f.error.empty()) {
       f.error = fmt::format(
           "{}: {} damaged or truncated part(s) of the audio could not be decoded; the "
           "transcript covers what could",
-          f.path, f.decoder->damaged_packets());
+          f.path, f.audio->damaged_packets());
     }
     if (!f.error.empty()) {
       r.ok = false;
@@ -269,8 +271,8 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
                      [](const Segment& a, const Segment& b) { return a.start < b.start; });
     for (std::size_t i = 0; i < r.transcript.segments.size(); ++i)
       r.transcript.segments[i].id = static_cast<int>(i);
-    f.source.reset();  // reads through the decoder: goes first
-    f.decoder.reset();
+    f.source.reset();  // reads through the read-ahead: goes first
+    f.audio.reset();
     ProgressEvent e =
         event(r.ok ? ProgressEvent::Kind::kFileDone : ProgressEvent::Kind::kFileFailed, f);
     e.windows_total = f.windows_done;
@@ -300,7 +302,10 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       } else {
         try {
           f->job = job->options ? resolve(*job->options) : default_job_;
-          f->decoder = std::make_unique<audio::AudioDecoder>(f->path);
+          auto decoder = std::make_unique<audio::AudioDecoder>(f->path);
+          f->duration_hint = decoder->duration_seconds();
+          f->duration_is_estimate = decoder->duration_is_estimate();
+          f->audio = std::make_unique<audio::ReadAhead>(std::move(decoder), read_ahead_options());
         } catch (const std::exception& e) {  // one job's failure, whatever it is, is its own
           error = e.what();
         }
@@ -317,9 +322,8 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
         on_result(std::move(r));
         continue;
       }
-      f->duration_hint = f->decoder->duration_seconds();
-      f->source =
-          sequential ? seeking_windows(*f->decoder, vad) : chunked_windows(*f->decoder, vad);
+      auto read = [audio = f->audio.get()](std::span<float> out) { return audio->read(out); };
+      f->source = sequential ? seeking_windows(read, vad) : chunked_windows(read, vad);
       if (f->resume && f->resume->language && !f->job.language_token &&
           folder_.tokenizer().multilingual()) {
         // Detected by the earlier run: detecting again could only give the same answer.
@@ -647,6 +651,19 @@ std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
   }
   mel_pool_->run(static_cast<int>(batch.size()), one);
   return mels;
+}
+
+audio::ReadAheadOptions Transcriber::read_ahead_options() const {
+  audio::ReadAheadOptions o;
+  // Beside a GPU, decoding one file on one core is slower than the GPU (MP3: ~550x realtime);
+  // on the CPU the cores are the model's, and one thread only overlaps decoding with it.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  o.threads = options_.decode_threads > 0                           ? options_.decode_threads
+              : model_->backend().device() == backend::Device::kCpu ? 1
+                                                                    : std::min(cores, 8);
+  // The next batch's audio decoded while this one runs (memory: 64 KB per second ahead).
+  o.ahead_seconds = std::clamp(options_.batch_size * double{kWindowSeconds}, 120.0, 600.0);
+  return o;
 }
 
 void Transcriber::fall_back_to_cpu(const std::string& reason) {

@@ -12,6 +12,7 @@
 
 #include <ifw/transcript.hpp>
 
+#include "audio/read_ahead.hpp"
 #include "decode/logits_rules.hpp"
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
@@ -63,6 +64,9 @@ struct TranscribeOptions {
   // come, up to this many — a short request starts at once beside a long one (the server).
   // Either way batches take one window per open job in turn.
   int max_open_jobs = 0;
+  // Threads decoding one file's audio ahead of the model, segments at once (0: up to 8 beside a
+  // GPU, one on the CPU, whose cores are the model's).
+  int decode_threads = 0;
 };
 
 struct ProgressEvent {
@@ -155,6 +159,8 @@ class Transcriber {
 
   // The run goes on on the CPU (out of device memory for one window): logged with `reason`.
   void fall_back_to_cpu(const std::string& reason);
+  // How a file's audio is read ahead: threads and how far, from the device and the batch.
+  audio::ReadAheadOptions read_ahead_options() const;
 
   const model::ModelFolder& folder_;
   const engine::WhisperModel* model_;  // the caller's, or the CPU fallback's

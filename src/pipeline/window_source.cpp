@@ -1,6 +1,7 @@
 #include "pipeline/window_source.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <ifw/audio.hpp>
 
@@ -9,9 +10,9 @@ namespace {
 
 class ChunkedWindows final : public WindowSource {
  public:
-  ChunkedWindows(audio::AudioDecoder& decoder, const VoiceActivity* vad)
-      : chunker_([&decoder, this](std::span<float> out) {
-          const std::size_t n = decoder.read(out);
+  ChunkedWindows(Chunker::Reader read, const VoiceActivity* vad)
+      : chunker_([read = std::move(read), this](std::span<float> out) {
+          const std::size_t n = read(out);
           read_ += static_cast<std::int64_t>(n);
           return n;
         }),
@@ -48,8 +49,8 @@ class ChunkedWindows final : public WindowSource {
 
 class SeekingWindows final : public WindowSource {
  public:
-  SeekingWindows(audio::AudioDecoder& decoder, const VoiceActivity* vad)
-      : decoder_(decoder), vad_(vad) {}
+  SeekingWindows(Chunker::Reader read, const VoiceActivity* vad)
+      : read_(std::move(read)), vad_(vad) {}
 
   std::optional<AudioWindow> next() override {
     if (in_flight_ || exhausted_) return std::nullopt;
@@ -104,7 +105,7 @@ class SeekingWindows final : public WindowSource {
     while (!eof_ && buffer_.size() < needed) {
       const std::size_t old = buffer_.size();
       buffer_.resize(needed);
-      const std::size_t got = decoder_.read(std::span<float>(buffer_.data() + old, needed - old));
+      const std::size_t got = read_(std::span<float>(buffer_.data() + old, needed - old));
       buffer_.resize(old + got);
       if (got == 0) eof_ = true;
     }
@@ -116,7 +117,7 @@ class SeekingWindows final : public WindowSource {
     buffer_start_ += static_cast<std::int64_t>(n);
   }
 
-  audio::AudioDecoder& decoder_;
+  Chunker::Reader read_;
   const VoiceActivity* vad_;
   std::vector<float> buffer_;
   std::int64_t buffer_start_ = 0;
@@ -128,14 +129,12 @@ class SeekingWindows final : public WindowSource {
 
 }  // namespace
 
-std::unique_ptr<WindowSource> chunked_windows(audio::AudioDecoder& decoder,
-                                              const VoiceActivity* vad) {
-  return std::make_unique<ChunkedWindows>(decoder, vad);
+std::unique_ptr<WindowSource> chunked_windows(Chunker::Reader read, const VoiceActivity* vad) {
+  return std::make_unique<ChunkedWindows>(std::move(read), vad);
 }
 
-std::unique_ptr<WindowSource> seeking_windows(audio::AudioDecoder& decoder,
-                                              const VoiceActivity* vad) {
-  return std::make_unique<SeekingWindows>(decoder, vad);
+std::unique_ptr<WindowSource> seeking_windows(Chunker::Reader read, const VoiceActivity* vad) {
+  return std::make_unique<SeekingWindows>(std::move(read), vad);
 }
 
 }  // namespace ifw::pipeline

@@ -11,7 +11,6 @@
 #include <memory>
 #include <optional>
 
-#include "audio/audio_decoder.hpp"
 #include "pipeline/chunker.hpp"
 #include "pipeline/voice_activity.hpp"
 
@@ -31,10 +30,9 @@ class WindowSource {
   virtual std::int64_t samples_read() const = 0;
 };
 
+// `read`: the file's samples (a decoder's or a read-ahead's read); it must outlive the source.
 // `vad`: skip silence (nullptr: keep everything).
-std::unique_ptr<WindowSource> chunked_windows(audio::AudioDecoder& decoder,
-                                              const VoiceActivity* vad);
-std::unique_ptr<WindowSource> seeking_windows(audio::AudioDecoder& decoder,
-                                              const VoiceActivity* vad);
+std::unique_ptr<WindowSource> chunked_windows(Chunker::Reader read, const VoiceActivity* vad);
+std::unique_ptr<WindowSource> seeking_windows(Chunker::Reader read, const VoiceActivity* vad);
 
 }  // namespace ifw::pipeline

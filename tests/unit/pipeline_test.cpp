@@ -173,10 +173,11 @@ std::string wav_of(const std::vector<float>& samples) {
 
 class WindowSources : public ::testing::Test {
  protected:
-  audio::AudioDecoder& open(const std::vector<float>& samples) {
+  // The samples' reader, through a WAV file and the decoder.
+  pipeline::Chunker::Reader open(const std::vector<float>& samples) {
     write_file(dir_ / "a.wav", wav_of(samples));
     decoder_ = std::make_unique<audio::AudioDecoder>((dir_ / "a.wav").string());
-    return *decoder_;
+    return [d = decoder_.get()](std::span<float> out) { return d->read(out); };
   }
   TempDir dir_;
   std::unique_ptr<audio::AudioDecoder> decoder_;
