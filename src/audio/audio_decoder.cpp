@@ -322,6 +322,13 @@ bool AudioDecoder::seekable() const {
   return io != nullptr && (io->seekable & AVIO_SEEKABLE_NORMAL) != 0;
 }
 
+bool AudioDecoder::seeks_exactly() const {
+  const AVRational base = state_->format->streams[state_->stream]->time_base;
+  const std::int64_t rate = state_->codec->sample_rate;
+  return seekable() && base.num > 0 && rate > 0 &&
+         static_cast<std::int64_t>(base.num) * rate <= base.den;
+}
+
 std::int64_t AudioDecoder::seek(std::int64_t sample) {
   State& s = *state_;
   if (!seekable()) return -1;
@@ -338,8 +345,9 @@ std::int64_t AudioDecoder::seek(std::int64_t sample) {
   s.input_done = s.decoder_flushed = s.finished = false;
   s.aligning = true;
   s.aligned_at = -1;
-  while (s.aligning) {
-    if (!s.fill()) return -1;
+  // Frames without timestamps or without a grid point are dropped; not forever.
+  for (int packets = 0; s.aligning; ++packets) {
+    if (packets > 2000 || !s.fill()) return -1;
   }
   if (s.aligned_at > sample) return -1;  // the container landed after the point asked for
   s.position = s.aligned_at;

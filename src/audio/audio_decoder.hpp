@@ -28,15 +28,18 @@ class AudioDecoder {
   std::int64_t position() const;
 
   // Moves reading to at most `sample` (16 kHz samples from the start of the audio): to the
-  // first frame the container finds at or before it, trimmed by at most 10 ms so that the first
-  // sample lies exactly on the 16 kHz grid. Returns the new position(), or -1 when the file
-  // cannot be read from there (a stream, a refused seek, nothing decodable after it); the
-  // decoder must then not be read any more. Samples right after a seek may differ slightly from
+  // first frame the container finds at or before it, trimmed to its first input sample that lies
+  // exactly on the 16 kHz grid (at most 10 ms in at 44.1 kHz). Returns the new position(), or -1
+  // when the file cannot be read from there (a stream, a refused seek, nothing decodable after it);
+  // the decoder must then not be read any more. Samples right after a seek may differ slightly from
   // a reading from the start (codec and resampler state start empty), and the container's
   // timestamps decide where reading lands: callers check overlaps where exactness matters.
   std::int64_t seek(std::int64_t sample);
   // Whether seek() can work: a file, not standard input or a pipe.
   bool seekable() const;
+  // Whether seek() lands exactly: seekable, and the container's timestamps resolve a single
+  // input sample (Matroska's milliseconds do not).
+  bool seeks_exactly() const;
 
   // The container's duration in seconds, or a negative value when it does not say (a stream).
   double duration_seconds() const;

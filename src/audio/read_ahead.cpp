@@ -36,6 +36,8 @@ constexpr double kTolerance = 2e-3;
 constexpr double kSilence = 1e-10;
 // Checks failing in a row before seeking is given up for the file (its seeks are not exact).
 constexpr int kFailuresToGiveUp = 3;
+// Stated durations from here on (a year) are not believed: the file is read in one piece.
+constexpr double kLongestPlanned = 366.0 * 24 * 3600;
 
 struct Segment {
   std::int64_t first = 0;                 // stream position of samples[0]
@@ -53,20 +55,21 @@ struct Segment {
 struct ReadAhead::State {
   ReadAheadOptions options;
   std::string path;
-  bool parallel = false;
+  bool parallel = false;  // segments after seeks (false: one decoder, read by one thread)
+  bool was_parallel = false;
   std::int64_t segment = 0;  // samples per segment
   int planned = 0;           // parallel reading: segments (the last one reads on to the end)
   int max_ahead = 2;         // segments decoded and not yet taken, at most
 
-  // Shared with the workers, under `mutex`.
+  // Shared with the workers, under `mutex` (the flags are also read while decoding).
   std::mutex mutex;
   std::condition_variable changed;
   std::atomic<bool> stop{false};
-  bool seeking_off = false;
-  int next = 0;      // the next segment a worker takes
-  int consumed = 0;  // segments the reader has taken
+  std::atomic<bool> seeking_off{false};  // parallel workers end; their segments are dropped
+  int next = 0;                          // the next segment a parallel worker takes
+  int consumed = 0;                      // segments the reader has taken
   std::map<int, Segment> done;
-  std::unique_ptr<AudioDecoder> first_decoder;  // segment 0's (the only one when sequential)
+  std::unique_ptr<AudioDecoder> first_decoder;  // segment 0's, or the one-thread reading's
   std::vector<std::thread> workers;
 
   // The reader's own.
@@ -83,28 +86,50 @@ struct ReadAhead::State {
   int failures_in_row = 0;
   ReadAheadStats stats;
 
+  // Stops and joins the threads, also when the constructor failed halfway.
+  ~State() {
+    {
+      const std::lock_guard lock(mutex);
+      stop = true;
+    }
+    changed.notify_all();
+    for (std::thread& t : workers)
+      t.join();
+  }
+
   std::int64_t buffer_end() const {
     return buffer_first + static_cast<std::int64_t>(buffer.size());
   }
 
-  // Appends samples from `dec` to `to` until `dec` is at `target`; false at the end of the audio
-  // or on a stop.
-  bool read_until(AudioDecoder& dec, std::vector<float>& to, std::int64_t target) {
+  // Appends samples from `dec` to `to` until `dec` is at `target`; false at the end of the audio,
+  // on a stop, or (`parallel_part`) once seeking was given up. What was read before an exception
+  // stays in `to`.
+  bool read_until(AudioDecoder& dec, std::vector<float>& to, std::int64_t target,
+                  bool parallel_part) {
     while (dec.position() < target) {
-      if (stop) return false;
+      if (stop || (parallel_part && seeking_off)) return false;
       const auto n = static_cast<std::size_t>(std::min(target - dec.position(), kChunk));
       const std::size_t old = to.size();
+      const std::int64_t from = dec.position();
       to.resize(old + n);
-      const std::size_t got = dec.read(std::span<float>(to.data() + old, n));
+      std::size_t got = 0;
+      try {
+        got = dec.read(std::span<float>(to.data() + old, n));
+      } catch (...) {
+        to.resize(old + static_cast<std::size_t>(dec.position() - from));  // no zeros as audio
+        throw;
+      }
       to.resize(old + got);
       if (got < n) return false;
     }
     return true;
   }
 
-  void sequential_worker() {
+  // One decoder read from segment `first` on (the whole file, or the rest once seeking was given
+  // up), each segment continuing the one before.
+  void sequential_worker(int first) {
     AudioDecoder& dec = *first_decoder;
-    for (int k = 0;; ++k) {
+    for (int k = first;; ++k) {
       {
         std::unique_lock lock(mutex);
         changed.wait(lock, [&] { return stop || k < consumed + max_ahead; });
@@ -112,9 +137,10 @@ struct ReadAhead::State {
       }
       Segment s;
       s.first = dec.position();
+      s.samples.reserve(static_cast<std::size_t>(segment));
       const int before = dec.damaged_packets();
       try {
-        s.end = !read_until(dec, s.samples, s.first + segment);
+        s.end = !read_until(dec, s.samples, s.first + segment, false);
       } catch (...) {
         s.error = std::current_exception();
         s.end = true;
@@ -144,7 +170,7 @@ struct ReadAhead::State {
       Segment s = decode_segment(k);
       {
         const std::lock_guard lock(mutex);
-        done.emplace(k, std::move(s));
+        if (!seeking_off) done.emplace(k, std::move(s));
       }
       changed.notify_all();
     }
@@ -163,7 +189,7 @@ struct ReadAhead::State {
       } else {
         s.decoder = std::make_unique<AudioDecoder>(path);
         const std::int64_t at = s.decoder->seek(begin - kPreroll);
-        if (at < 0 || at > begin - kCheckBefore || at < begin - kPreroll - kMaxEarly) {
+        if (at < 0 || at < begin - kPreroll - kMaxEarly) {
           s.usable = false;
           s.decoder.reset();
           return s;
@@ -171,15 +197,16 @@ struct ReadAhead::State {
       }
       AudioDecoder& dec = *s.decoder;
       s.first = dec.position();
-      if (!read_until(dec, s.samples, begin)) {
+      s.samples.reserve(static_cast<std::size_t>(next_begin + kCheckAfter - s.first));
+      if (!read_until(dec, s.samples, begin, true)) {
         s.end = true;
         return s;
       }
       const int before = dec.damaged_packets();
-      s.end = !read_until(dec, s.samples, next_begin);
+      s.end = !read_until(dec, s.samples, next_begin, true);
       s.damaged = s.damaged_mark = dec.damaged_packets();
       s.damaged -= before;
-      if (!s.end && !last) s.end = !read_until(dec, s.samples, next_begin + kCheckAfter);
+      if (!s.end && !last) s.end = !read_until(dec, s.samples, next_begin + kCheckAfter, true);
     } catch (...) {
       s.error = std::current_exception();
       s.end = true;
@@ -191,9 +218,11 @@ struct ReadAhead::State {
   // the boundary agree.
   bool continues(const Segment& s) const {
     if (!s.usable || !s.decoder) return false;
+    const std::int64_t s_end = s.first + static_cast<std::int64_t>(s.samples.size());
+    // Ending earlier than what was already read (its decoder failed): the reading before goes on.
+    if (s.end && s_end < buffer_end()) return false;
     const std::int64_t lo = boundary - kCheckBefore;
-    const std::int64_t hi = std::min({boundary + kCheckAfter, buffer_end(),
-                                      s.first + static_cast<std::int64_t>(s.samples.size())});
+    const std::int64_t hi = std::min({boundary + kCheckAfter, buffer_end(), s_end});
     if (lo < buffer_first || lo < s.first || hi - lo < kCheckBefore) return false;
     double energy = 0.0;
     double difference = 0.0;
@@ -217,6 +246,28 @@ struct ReadAhead::State {
     damaged += s.damaged;
   }
 
+  // Parallel reading stops (seeks do not match, or the audio goes on past the stated duration):
+  // the current decoder is read on by one thread from the end of the buffer.
+  void read_rest_in_one_thread() {
+    {
+      const std::lock_guard lock(mutex);
+      seeking_off = true;
+      done.clear();
+      consumed = index + 1;
+    }
+    changed.notify_all();
+    parallel = false;
+    if (end || !decoder) {
+      boundary = kNone;
+      return;
+    }
+    damaged += decoder->damaged_packets() - decoder_mark;  // the stretch read for the check
+    boundary = buffer_end();
+    first_decoder = std::move(decoder);
+    const int first = index + 1;
+    workers.emplace_back([this, first] { sequential_worker(first); });
+  }
+
   // At `boundary`: the next segment takes over, or (parallel, its start did not match) the
   // decoder before it reads on.
   void cross() {
@@ -224,11 +275,10 @@ struct ReadAhead::State {
     std::optional<Segment> s;
     {
       std::unique_lock lock(mutex);
-      changed.wait(lock, [&] { return done.count(k) > 0 || (seeking_off && next <= k); });
-      if (auto it = done.find(k); it != done.end()) {
-        s = std::move(it->second);
-        done.erase(it);
-      }
+      changed.wait(lock, [&] { return done.count(k) > 0; });
+      auto it = done.find(k);
+      s = std::move(it->second);
+      done.erase(it);
       consumed = k + 1;
     }
     changed.notify_all();
@@ -241,7 +291,7 @@ struct ReadAhead::State {
     }
     if (k == 0) {
       adopt(*s);
-    } else if (s && continues(*s)) {
+    } else if (continues(*s)) {
       adopt(*s);
       ++stats.joined;
       failures_in_row = 0;
@@ -250,32 +300,38 @@ struct ReadAhead::State {
       if (++failures_in_row >= kFailuresToGiveUp) {
         spdlog::debug("{}: seeking gave no matching audio {} times; reading on in one piece", path,
                       failures_in_row);
-        {
-          const std::lock_guard lock(mutex);
-          seeking_off = true;
-        }
-        changed.notify_all();
+        read_rest_in_one_thread();
+        return;
       }
     }
-    boundary = (k + 1 < planned && !seeking_off) ? (k + 1) * segment : kNone;
+    if (k + 1 < planned) {
+      boundary = (k + 1) * segment;
+    } else {
+      read_rest_in_one_thread();  // past the last segment: whatever the audio still holds
+    }
   }
 
-  // Parallel reading: the current decoder goes on (up to the next boundary and the stretch
-  // compared after it).
+  // Parallel reading, a segment whose start did not match: the current decoder reads on to the
+  // next boundary (damage counted up to it), then the stretch compared after it.
   void read_on() {
     const std::int64_t keep = std::max(buffer_first, out - kCheckBefore);
     buffer.erase(buffer.begin(), buffer.begin() + (keep - buffer_first));
     buffer_first = keep;
-    const std::int64_t target = boundary == kNone ? buffer_end() + segment : boundary + kCheckAfter;
     try {
-      if (!decoder || !read_until(*decoder, buffer, target)) end = true;
+      if (!decoder || boundary == kNone || !read_until(*decoder, buffer, boundary, false))
+        end = true;
+      if (decoder) {
+        damaged += decoder->damaged_packets() - decoder_mark;
+        decoder_mark = decoder->damaged_packets();
+      }
+      if (!end && !read_until(*decoder, buffer, boundary + kCheckAfter, false)) end = true;
     } catch (...) {
       error = std::current_exception();
       end = true;
-    }
-    if (decoder) {
-      damaged += decoder->damaged_packets() - decoder_mark;
-      decoder_mark = decoder->damaged_packets();
+      if (decoder) {
+        damaged += decoder->damaged_packets() - decoder_mark;
+        decoder_mark = decoder->damaged_packets();
+      }
     }
   }
 };
@@ -285,35 +341,32 @@ ReadAhead::ReadAhead(std::unique_ptr<AudioDecoder> decoder, ReadAheadOptions opt
   State& s = *state_;
   s.options = options;
   s.path = decoder->path();
-  s.segment = std::max<std::int64_t>(
-      kCheckBefore + kCheckAfter + kPreroll,
-      static_cast<std::int64_t>(std::llround(options.segment_seconds * kSampleRate)));
-  s.max_ahead = std::max(2, static_cast<int>(options.ahead_seconds / options.segment_seconds));
+  const double segment_seconds = std::max(options.segment_seconds, 3.0);
+  s.segment = static_cast<std::int64_t>(std::llround(segment_seconds * kSampleRate));
+  s.max_ahead = std::max(2, static_cast<int>(options.ahead_seconds / segment_seconds));
   const double duration = decoder->duration_seconds();
-  const auto planned = static_cast<std::int64_t>(std::ceil(duration * kSampleRate / s.segment));
-  s.parallel = options.threads > 1 && duration > 0 && !decoder->duration_is_estimate() &&
-               planned >= 2 && decoder->seekable();
+  // A stated duration beyond any recording (a crafted header) is not planned for.
+  const bool plausible = duration > 0 && duration < kLongestPlanned;
+  const auto planned =
+      plausible
+          ? static_cast<int>(std::ceil(duration * kSampleRate / static_cast<double>(s.segment)))
+          : 0;
+  s.parallel = options.threads > 1 && plausible && planned >= 2 &&
+               !decoder->duration_is_estimate() && decoder->seeks_exactly();
+  s.was_parallel = s.parallel;
   s.first_decoder = std::move(decoder);
+  // A thread that cannot start throws; ~State joins those that did.
   if (s.parallel) {
-    s.planned = static_cast<int>(planned);
-    const int threads = std::min({options.threads, s.max_ahead, s.planned});
+    s.planned = planned;
+    const int threads = std::max(1, std::min({options.threads, s.max_ahead, s.planned}));
     for (int i = 0; i < threads; ++i)
       s.workers.emplace_back([&s] { s.parallel_worker(); });
   } else {
-    s.workers.emplace_back([&s] { s.sequential_worker(); });
+    s.workers.emplace_back([&s] { s.sequential_worker(0); });
   }
 }
 
-ReadAhead::~ReadAhead() {
-  State& s = *state_;
-  {
-    const std::lock_guard lock(s.mutex);
-    s.stop = true;
-  }
-  s.changed.notify_all();
-  for (std::thread& t : s.workers)
-    t.join();
-}
+ReadAhead::~ReadAhead() = default;
 
 std::size_t ReadAhead::read(std::span<float> out) {
   State& s = *state_;
@@ -333,7 +386,8 @@ std::size_t ReadAhead::read(std::span<float> out) {
       continue;
     }
     if (s.end) {
-      if (s.error) std::rethrow_exception(std::exchange(s.error, nullptr));
+      // The samples before a failure are handed out first; the error comes with the next call.
+      if (s.error && written == 0) std::rethrow_exception(std::exchange(s.error, nullptr));
       break;
     }
     s.read_on();
@@ -346,7 +400,7 @@ int ReadAhead::damaged_packets() const {
 }
 
 bool ReadAhead::parallel() const {
-  return state_->parallel;
+  return state_->was_parallel;
 }
 
 ReadAheadStats ReadAhead::stats() const {

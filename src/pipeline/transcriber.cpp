@@ -271,6 +271,12 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
                      [](const Segment& a, const Segment& b) { return a.start < b.start; });
     for (std::size_t i = 0; i < r.transcript.segments.size(); ++i)
       r.transcript.segments[i].id = static_cast<int>(i);
+    if (f.audio) {
+      const audio::ReadAheadStats read = f.audio->stats();
+      spdlog::debug("{}: audio read in {} segment(s) by {} ({} joined after a seek, {} read on)",
+                    f.path, read.segments, f.audio->parallel() ? "threads at once" : "one thread",
+                    read.joined, read.read_on);
+    }
     f.source.reset();  // reads through the read-ahead: goes first
     f.audio.reset();
     ProgressEvent e =

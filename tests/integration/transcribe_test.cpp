@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "integration/run_ifw.hpp"
+#include "support/audio_files.hpp"
 #include "support/golden.hpp"
 #include "support/sanitizers.hpp"
 #include "support/temp_dir.hpp"
@@ -226,6 +227,29 @@ TEST_F(Transcribe, FilesShareBatchesAndGetWhatTheyGetAlone) {
   }
   EXPECT_EQ(tokens_of(in_ / "alone" / "jfk.verbose.json"), jfk_together);
   EXPECT_EQ(tokens_of(in_ / "alone" / "second.verbose.json"), second_together);
+}
+
+// A long file decoded by several threads (segments read after seeks, checked where they meet) is
+// transcribed as when one thread reads it: the same samples, so the same windows and tokens.
+TEST_F(Transcribe, ParallelDecodingGivesWhatOneReaderGives) {
+  REQUIRE_FFMPEG();
+  const std::string wav = (in_ / "talk.wav").string();
+  write_repeated_wav(jfk(), 12, wav);  // 132 s: three segments of a minute
+  const std::string talk = (in_ / "talk.flac").string();
+  ffmpeg("-i " + shell_quote(wav) + " -ar 44100 -ac 2 -c:a flac " + shell_quote(talk));
+  std::vector<nlohmann::json> results;
+  for (const std::string threads : {"1", "3"}) {
+    auto a = args({talk}, "verbose_json");
+    a[std::find(a.begin(), a.end(), "-o") - a.begin() + 1] = (in_ / threads).string();
+    a.insert(a.end(), {"--decode-threads", threads});
+    const CliRun r = run_ifw(a);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    results.push_back(util::read_json_file(in_ / threads / "talk.verbose.json"));
+  }
+  EXPECT_DOUBLE_EQ(results[0].at("duration").get<double>(), 132.0);
+  EXPECT_EQ(results[1].at("duration"), results[0].at("duration"));
+  ASSERT_GE(results[0].at("segments").size(), 5u);
+  EXPECT_EQ(results[1].at("segments"), results[0].at("segments"));
 }
 
 // `ifw translate` asks the model for English (the <|translate|> task token): another task in the
