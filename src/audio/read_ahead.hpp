@@ -44,9 +44,10 @@ class ReadAhead {
   // ifw::Error is thrown once the samples before it were handed out.
   std::size_t read(std::span<float> out);
 
-  // Damaged packets in the audio handed out so far (each counted once).
+  // Damaged packets in the segments taken so far (each counted once; all of them once read()
+  // returned fewer samples than asked).
   int damaged_packets() const;
-  // Whether segments are decoded in parallel (false: one thread reads ahead).
+  // Whether segments were planned in parallel (false: one thread reads ahead).
   bool parallel() const;
   ReadAheadStats stats() const;
 

@@ -311,7 +311,8 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
           auto decoder = std::make_unique<audio::AudioDecoder>(f->path);
           f->duration_hint = decoder->duration_seconds();
           f->duration_is_estimate = decoder->duration_is_estimate();
-          f->audio = std::make_unique<audio::ReadAhead>(std::move(decoder), read_ahead_options());
+          f->audio = std::make_unique<audio::ReadAhead>(
+              std::move(decoder), read_ahead_options(static_cast<int>(open.size()) + 1));
         } catch (const std::exception& e) {  // one job's failure, whatever it is, is its own
           error = e.what();
         }
@@ -659,16 +660,22 @@ std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
   return mels;
 }
 
-audio::ReadAheadOptions Transcriber::read_ahead_options() const {
+audio::ReadAheadOptions Transcriber::read_ahead_options(int open_files) const {
   audio::ReadAheadOptions o;
   // Beside a GPU, decoding one file on one core is slower than the GPU (MP3: ~550x realtime);
-  // on the CPU the cores are the model's, and one thread only overlaps decoding with it.
+  // on the CPU the cores are the model's, and one thread only overlaps decoding with it. Files
+  // open together (a server's requests) share the cores and the batches.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  o.threads = options_.decode_threads > 0                           ? options_.decode_threads
-              : model_->backend().device() == backend::Device::kCpu ? 1
-                                                                    : std::min(cores, 8);
-  // The next batch's audio decoded while this one runs (memory: 64 KB per second ahead).
-  o.ahead_seconds = std::clamp(options_.batch_size * double{kWindowSeconds}, 120.0, 600.0);
+  const int files = std::max(open_files, 1);
+  if (options_.decode_threads > 0) {
+    o.threads = options_.decode_threads;
+  } else if (model_->backend().device() == backend::Device::kCpu) {
+    o.threads = 1;
+  } else {
+    o.threads = std::clamp(cores / files, 1, 8);
+  }
+  // This file's part of the next batch decoded while this one runs (64 KB per second ahead).
+  o.ahead_seconds = std::clamp(options_.batch_size * double{kWindowSeconds} / files, 120.0, 600.0);
   return o;
 }
 

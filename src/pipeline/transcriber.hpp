@@ -159,8 +159,9 @@ class Transcriber {
 
   // The run goes on on the CPU (out of device memory for one window): logged with `reason`.
   void fall_back_to_cpu(const std::string& reason);
-  // How a file's audio is read ahead: threads and how far, from the device and the batch.
-  audio::ReadAheadOptions read_ahead_options() const;
+  // How a file's audio is read ahead (threads, how far), from the device, the batch and the
+  // number of files open with it.
+  audio::ReadAheadOptions read_ahead_options(int open_files) const;
 
   const model::ModelFolder& folder_;
   const engine::WhisperModel* model_;  // the caller's, or the CPU fallback's
