@@ -39,6 +39,11 @@ constexpr int kFailuresToGiveUp = 3;
 // Stated durations from here on (a year) are not believed: the file is read in one piece.
 constexpr double kLongestPlanned = 366.0 * 24 * 3600;
 
+}  // namespace
+
+// Held by ReadAhead::State, which has external linkage (so not in the unnamed namespace).
+namespace read_ahead_parts {
+
 struct Segment {
   std::int64_t first = 0;                 // stream position of samples[0]
   std::vector<float> samples;             // up to the next segment's start and kCheckAfter beyond
@@ -50,7 +55,9 @@ struct Segment {
   std::exception_ptr error;               // reading failed after `samples`
 };
 
-}  // namespace
+}  // namespace read_ahead_parts
+
+using read_ahead_parts::Segment;
 
 struct ReadAhead::State {
   ReadAheadOptions options;
