@@ -117,7 +117,8 @@ struct ReadAhead::State {
   }
   void give_spare(std::vector<float>&& v) {
     const std::lock_guard lock(mutex);
-    if (static_cast<int>(spare.size()) < max_ahead + 2) spare.push_back(std::move(v));
+    // Workers take one as the reader frees one: two cover the lag without adding to the budget.
+    if (spare.size() < 2) spare.push_back(std::move(v));
   }
 
   std::int64_t buffer_end() const {
