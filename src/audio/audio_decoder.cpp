@@ -117,8 +117,10 @@ struct AudioDecoder::State {
     const std::size_t old = pending.size();
     pending.resize(old + static_cast<std::size_t>(capacity));
     auto* out = reinterpret_cast<std::uint8_t*>(pending.data() + old);
-    std::vector<const std::uint8_t*> planes;
-    if (in != nullptr) {
+    const std::uint8_t** input =
+        in != nullptr ? const_cast<const std::uint8_t**>(in->extended_data) : nullptr;
+    std::vector<const std::uint8_t*> planes;  // only after a seek: the planes `skip` samples in
+    if (skip > 0) {
       // Packed formats keep every channel in plane 0; planar ones a plane per channel.
       const bool planar = av_sample_fmt_is_planar(static_cast<AVSampleFormat>(in->format)) != 0;
       const int channels = in->ch_layout.nb_channels;
@@ -126,10 +128,10 @@ struct AudioDecoder::State {
       const std::size_t offset = static_cast<std::size_t>(skip) *
                                  static_cast<std::size_t>(bytes * (planar ? 1 : channels));
       for (int c = 0; c < (planar ? channels : 1); ++c)
-        planes.push_back(in->extended_data[c] + offset);
+        planes.push_back(input[c] + offset);
+      input = planes.data();
     }
-    const int got = swr_convert(resampler.get(), &out, capacity,
-                                in != nullptr ? planes.data() : nullptr, in_samples);
+    const int got = swr_convert(resampler.get(), &out, capacity, input, in_samples);
     if (got < 0) fail("resampling failed", got);
     pending.resize(old + static_cast<std::size_t>(got));
   }
@@ -165,13 +167,13 @@ struct AudioDecoder::State {
     const std::int64_t rate = in.sample_rate;
     const std::int64_t at =
         av_rescale_q(pts - start, st->time_base, AVRational{1, static_cast<int>(rate)});
-    const std::int64_t step = rate / std::gcd(rate, static_cast<std::int64_t>(kSampleRate));
+    const std::int64_t common = std::gcd(rate, static_cast<std::int64_t>(kSampleRate));
+    const std::int64_t step = rate / common;  // input samples per grid point
     const std::int64_t first = at >= 0 ? (at + step - 1) / step * step : 0;  // on the grid
     const std::int64_t skip = first - at;
     if (skip >= in.nb_samples) return;
     resample(&in, static_cast<int>(skip));
-    aligned_at =
-        first / step * (kSampleRate / std::gcd(rate, static_cast<std::int64_t>(kSampleRate)));
+    aligned_at = first / step * (kSampleRate / common);
     aligning = false;
   }
 

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -44,20 +45,26 @@ void make_file(const std::filesystem::path& path, int seconds, const std::string
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
 }
 
-std::vector<float> read_all(audio::AudioDecoder& d) {
+// Every sample of a decoder or a read-ahead, in pieces that never line up with segments.
+template <typename Reader>
+std::vector<float> read_all(Reader& reader) {
   std::vector<float> all;
-  std::vector<float> piece(12345);
-  while (const std::size_t n = d.read(piece))
+  std::vector<float> piece(7777);
+  while (const std::size_t n = reader.read(piece))
     all.insert(all.end(), piece.begin(), piece.begin() + static_cast<std::ptrdiff_t>(n));
   return all;
 }
 
-std::vector<float> read_all(audio::ReadAhead& r) {
-  std::vector<float> all;
-  std::vector<float> piece(7777);  // pieces that never line up with segments
-  while (const std::size_t n = r.read(piece))
-    all.insert(all.end(), piece.begin(), piece.begin() + static_cast<std::ptrdiff_t>(n));
-  return all;
+// Overwrites `bytes` bytes of `file` at each fraction of its size with junk (damaged packets).
+void damage(const std::filesystem::path& file, std::initializer_list<double> fractions,
+            std::size_t bytes) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  const auto size = static_cast<double>(std::filesystem::file_size(file));
+  const std::string junk(bytes, '\x5a');
+  for (const double at : fractions) {
+    f.seekp(static_cast<std::streamoff>(size * at));
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
 }
 
 // ‖a - b‖ / ‖a‖ over [from, to).
@@ -181,13 +188,7 @@ TEST(ReadAhead, DamageAfterAReadOnBoundaryIsCountedOnce) {
   // Noise, silent from 9 s to 11.5 s (the boundary at 10 s cannot be checked).
   make_file(file, 0, "-ar 44100 -ac 1 -c:a libmp3lame -b:a 64k",
             "-f lavfi -i \"aevalsrc=(random(0)-0.5)*0.4*not(between(t\\,9\\,11.5)):s=44100:d=40\"");
-  {
-    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-    const auto size = static_cast<double>(std::filesystem::file_size(file));
-    f.seekp(static_cast<std::streamoff>(size * 20.5 / 40.0));  // half a second after 20 s
-    const std::string junk(300, '\x5a');
-    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
-  }
+  damage(file, {20.5 / 40.0}, 300);  // half a second after 20 s
   audio::AudioDecoder whole(file.string());
   const std::vector<float> reference = read_all(whole);
   ASSERT_GT(whole.damaged_packets(), 0);
@@ -242,15 +243,7 @@ TEST(ReadAhead, DamagedPacketsAreCountedOnce) {
   const TempDir dir;
   const auto file = dir / "damaged.mp3";
   make_file(file, 60, "-ar 44100 -ac 1 -c:a libmp3lame -b:a 64k");
-  {
-    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-    const auto size = static_cast<std::streamoff>(std::filesystem::file_size(file));
-    for (const double at : {0.26, 0.55, 0.81}) {  // inside segments, not at their edges
-      f.seekp(static_cast<std::streamoff>(static_cast<double>(size) * at));
-      const std::string junk(700, '\x5a');
-      f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
-    }
-  }
+  damage(file, {0.26, 0.55, 0.81}, 700);  // inside segments, not at their edges
   audio::AudioDecoder whole(file.string());
   const std::vector<float> reference = read_all(whole);
   ASSERT_GT(whole.damaged_packets(), 0);
