@@ -22,6 +22,9 @@ if(NOT IFW_CUDA STREQUAL "OFF")
   endif()
   if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
     set(IFW_HAVE_CUDA ON)
+    # Programs export their symbols so that the CUDA backend module they load (libifw-cuda.so,
+    # src/backend/cuda_module.hpp) uses their engine, spdlog and fmt instead of copies of its own.
+    set(CMAKE_ENABLE_EXPORTS ON)
     message(STATUS "ifw: CUDA toolkit ${CUDAToolkit_VERSION} found: building the CUDA backend")
   elseif(IFW_CUDA STREQUAL "ON")
     message(FATAL_ERROR "ifw: IFW_CUDA=ON but no usable CUDA toolkit (nvcc and cudart) was found")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs what scripts/gpu-check.sh needs on a GPU host that has the CUDA toolkit and nothing else:
-# the release build's GPU programs (ifw_gpu_checks, ifw-bench), the shared libraries they load that
-# such a host lacks (fmt, spdlog, FFTW, PCRE2, OpenBLAS; cuBLAS comes with the toolkit), and the
-# reference corpus without its weights (make_models.py regenerates them bit for bit).
+# the release build's GPU programs (ifw_gpu_checks, ifw-bench) and their CUDA module, the shared
+# libraries they load that such a host lacks (fmt, spdlog, FFTW, PCRE2, OpenBLAS; cuBLAS comes with
+# the toolkit), and the reference corpus without its weights (make_models.py regenerates them bit for bit).
 # With --source it packs instead the committed source and the Debian packages the engine builds
 # with (headers, CMake files and libraries, unpacked into a folder; nothing is installed), so that
 # the host builds the engine, ifw-bench and the GPU checks itself with its CUDA toolkit, CMake,
@@ -60,7 +60,8 @@ out=$1
 build=build/release
 golden=${IFW_GOLDEN_DIR:-../shared/golden}
 rm -rf "$out" && mkdir -p "$out/stage/bin" "$out/stage/lib" "$out/stage/golden/models"
-cp "$build/tests/ifw_gpu_checks" "$build/ifw-bench" "$out/stage/bin/"
+# The CUDA backend is a module the programs load from beside themselves.
+cp "$build/tests/ifw_gpu_checks" "$build/ifw-bench" "$build/libifw-cuda.so" "$out/stage/bin/"
 strip "$out/stage/bin/"*
 for program in "$out/stage/bin/"*; do
   ldd "$program" | awk '/=> \// {print $3}' |

@@ -4,6 +4,7 @@
 #include <ifw/version.hpp>
 
 #include "backend/cpu/blas.hpp"
+#include "backend/cuda_module.hpp"
 #include "backend/devices.hpp"
 
 namespace ifw {
@@ -45,6 +46,10 @@ std::string build_info() {
     return info;
   }
   info += fmt::format("cuda: built ({})\n", devices.cuda_runtime);
+  // Loaded here even without a GPU, so that an incomplete installation shows.
+  const backend::CudaModuleStatus module = backend::load_cuda_module();
+  info += module.loaded ? fmt::format("cuda backend: {}\n", module.path)
+                        : fmt::format("cuda backend: not usable: {}\n", module.error);
   if (devices.gpus.empty()) info += fmt::format("gpus: {}\n", devices.cuda_status);
   for (const backend::GpuInfo& g : devices.gpus) {
     info +=

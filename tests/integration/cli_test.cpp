@@ -1,4 +1,8 @@
 // The real `ifw` binary, run as a user runs it: exit codes, stdout, stderr.
+#include <cstdlib>
+#include <utility>
+#include <vector>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +19,34 @@ TEST(Cli, Version) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("ifw 0."), std::string::npos);
   EXPECT_NE(r.out.find("cuda:"), std::string::npos);
+}
+
+// Where the CUDA backend module is, or why it cannot be used: a missing or broken module is
+// reported, not fatal (the CPU still runs).
+TEST(Cli, VersionSaysWhetherTheCudaBackendCanBeUsed) {
+#ifndef IFW_HAVE_CUDA
+  GTEST_SKIP() << "this build has no CUDA backend";
+#else
+  const CliRun found = run_ifw({"version"});
+  EXPECT_EQ(found.exit_code, 0) << found.err;
+  EXPECT_NE(found.out.find("cuda backend: /"), std::string::npos) << found.out;
+  EXPECT_NE(found.out.find("/libifw-cuda.so\n"), std::string::npos) << found.out;
+
+  const TempDir tmp;
+  const std::string not_a_module = (tmp / "libifw-cuda.so").string();
+  write_file(not_a_module, "not a shared library");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {(tmp / "missing.so").string(), "no such file"}, {not_a_module, "could not be loaded"}};
+  for (const auto& [path, expected] : cases) {
+    ::setenv("IFW_CUDA_MODULE", path.c_str(), 1);
+    const CliRun r = run_ifw({"version"});
+    ::unsetenv("IFW_CUDA_MODULE");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("cuda backend: not usable: "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(path), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(expected), std::string::npos) << r.out;
+  }
+#endif
 }
 
 TEST(Cli, UsageErrorsExitTwo) {

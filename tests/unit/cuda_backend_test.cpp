@@ -13,6 +13,7 @@
 #include <ifw/error.hpp>
 
 #include "backend/backend.hpp"
+#include "backend/cuda_module.hpp"
 #include "backend/device_selection.hpp"
 #include "backend/devices.hpp"
 #include "decode/greedy.hpp"
@@ -20,10 +21,6 @@
 #include "engine/whisper_model.hpp"
 #include "support/expect_error.hpp"
 #include "support/test_backend.hpp"
-
-#ifdef IFW_HAVE_CUDA
-#include "backend/cuda/step_recording.hpp"
-#endif
 
 namespace ifw::test {
 namespace {
@@ -81,6 +78,23 @@ TEST(DeviceSelection, AnExplicitGpuThatIsNotThereIsAnError) {
     EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
   }
   EXPECT_THROW(backend::make_backend(backend::parse_device("cpu"), DType::kF16, 1), Error);
+}
+
+// The backend is a module loaded when a GPU is used; a build with the toolkit finds it (in the
+// build tree here) and it loads, with or without a GPU: every symbol it takes from the program is
+// there, and the program exports it.
+TEST(CudaModule, LoadsWhereTheToolkitIsInstalled) {
+#ifdef IFW_HAVE_CUDA
+  const backend::CudaModuleStatus status = backend::load_cuda_module();
+  EXPECT_TRUE(status.loaded) << status.error;
+  EXPECT_TRUE(status.path.ends_with("/libifw-cuda.so")) << status.path;
+  EXPECT_EQ(status.error, "");
+  EXPECT_EQ(backend::cuda_step_graph_launches(), 0u);
+#else
+  const backend::CudaModuleStatus status = backend::load_cuda_module();
+  EXPECT_FALSE(status.loaded);
+  EXPECT_NE(status.error.find("no CUDA backend"), std::string::npos) << status.error;
+#endif
 }
 
 // Values that the element type holds exactly, so that both backends start from the same inputs.
@@ -416,7 +430,7 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
       return std::make_pair(logits, capture.weights);
     };
     const auto [direct_logits, direct_weights] = decode();
-    const std::uint64_t launched = backend::cuda::step_graph_launches();
+    const std::uint64_t launched = backend::cuda_step_graph_launches();
     std::vector<std::vector<float>> graph_logits;
     std::vector<std::vector<std::vector<float>>> graph_weights;
     {
@@ -427,7 +441,7 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
       EXPECT_LE(used_mib(), before + 64.0) << "a finished session's graphs kept their memory";
     }
     // 4 sizes of 4 steps each: 2 replays of each, or more.
-    EXPECT_GE(backend::cuda::step_graph_launches() - launched, 8u) << "no graph was launched";
+    EXPECT_GE(backend::cuda_step_graph_launches() - launched, 8u) << "no graph was launched";
     // Rounded steps multiply more rows, which may change cuBLAS's summation order.
     const double tolerance = type == DType::kF32 ? 1e-5 : 5e-3;
     ASSERT_EQ(direct_logits.size(), graph_logits.size());
@@ -469,13 +483,13 @@ TEST(CudaStepGraphs, GreedyDecodingChoosesTheSameTokens) {
   o.end_tokens = {50257};
   o.alignment_heads = {{2, 1}, {3, 4}};
   const auto direct = decode::greedy_decode(model, states, o);
-  const std::uint64_t launched = backend::cuda::step_graph_launches();
+  const std::uint64_t launched = backend::cuda_step_graph_launches();
   std::vector<decode::GreedyResult> graphs;
   {
     ScopedEnv on("IFW_CUDA_GRAPHS", "1");
     graphs = decode::greedy_decode(model, states, o);
   }
-  EXPECT_GT(backend::cuda::step_graph_launches(), launched) << "no graph was launched";
+  EXPECT_GT(backend::cuda_step_graph_launches(), launched) << "no graph was launched";
   ASSERT_EQ(direct.size(), graphs.size());
   for (std::size_t b = 0; b < direct.size(); ++b) {
     EXPECT_EQ(direct[b].tokens, graphs[b].tokens) << "item " << b;

@@ -2,6 +2,8 @@
 // products on cuBLAS (float32 accumulation; pure float32 in float32 mode, so that results stay
 // within the CPU's tolerances), everything else in kernels.cu. Every operation is issued on one
 // stream; the host waits only when it downloads.
+#include "backend/cuda/cuda_backend.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -584,7 +586,7 @@ void CudaBackend::attention(const AttentionArgs& a) {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int index, DType dtype) {
+std::unique_ptr<Backend> cuda::make_backend(int index, DType dtype) {
   return std::make_unique<CudaBackend>(index, dtype);
 }
 

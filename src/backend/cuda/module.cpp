@@ -1,12 +1,15 @@
-// Device report of a build with the CUDA toolkit: asks the runtime, which fails cleanly without a
-// driver or GPU.
+// The entry point of libifw-cuda.so (backend/cuda_module.hpp), and its report of the GPUs: asks
+// the runtime, which fails cleanly without a driver or GPU.
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include "backend/cuda/cuda_backend.hpp"
 #include "backend/cuda/device_context.hpp"
-#include "backend/devices.hpp"
+#include "backend/cuda/step_recording.hpp"
+#include "backend/cuda_module.hpp"
 
-namespace ifw::backend {
+namespace ifw::backend::cuda {
+namespace {
 
 DeviceReport describe_devices() {
   DeviceReport report;
@@ -33,8 +36,21 @@ DeviceReport describe_devices() {
 }
 
 DeviceMemory device_memory(int index) {
-  const cuda::MemoryInfo m = cuda::memory_info(index);
+  const MemoryInfo m = memory_info(index);
   return {m.free, m.total};
 }
 
-}  // namespace ifw::backend
+}  // namespace
+}  // namespace ifw::backend::cuda
+
+extern "C" __attribute__((visibility("default"))) const ifw::backend::cuda_module::Api*
+ifw_cuda_module() {
+  namespace cuda = ifw::backend::cuda;
+  static const ifw::backend::cuda_module::Api api{ifw::backend::cuda_module::kInterface,
+                                                  IFW_VERSION,
+                                                  &cuda::describe_devices,
+                                                  &cuda::device_memory,
+                                                  &cuda::make_backend,
+                                                  &cuda::step_graph_launches};
+  return &api;
+}
