@@ -63,7 +63,7 @@ rm -rf "$out" && mkdir -p "$out/stage/bin" "$out/stage/lib" "$out/stage/golden/m
 # The CUDA backend is a module the programs load from beside themselves.
 cp "$build/tests/ifw_gpu_checks" "$build/ifw-bench" "$build/libifw-cuda.so" "$out/stage/bin/"
 strip "$out/stage/bin/"*
-for program in "$out/stage/bin/"*; do
+for program in "$out/stage/bin/ifw_gpu_checks" "$out/stage/bin/ifw-bench"; do
   ldd "$program" | awk '/=> \// {print $3}' |
     grep -E 'libfmt|libspdlog|libfftw3f|libpcre2' | xargs -r -I{} cp -L {} "$out/stage/lib/"
 done
