@@ -6,6 +6,7 @@
 #include "backend/cpu/blas.hpp"
 #include "backend/cuda_module.hpp"
 #include "backend/devices.hpp"
+#include "util/cores.hpp"
 
 namespace ifw {
 
@@ -40,6 +41,11 @@ std::string build_info() {
   } catch (const Error& e) {
     info += fmt::format("cpu: {}\n", e.what());
   }
+  const util::CoreReport& cores = util::cores();
+  info += fmt::format("cores: {} usable ({} online, {} in this process's affinity, {})\n",
+                      cores.usable, cores.online, cores.affinity,
+                      cores.quota ? fmt::format("cgroup CPU quota {:.2f}", *cores.quota)
+                                  : std::string("no cgroup CPU quota"));
   const backend::DeviceReport devices = backend::describe_devices();
   if (!devices.cuda_built) {
     info += fmt::format("cuda: {}\n", devices.cuda_status);

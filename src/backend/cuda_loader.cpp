@@ -92,7 +92,8 @@ std::vector<fs::path> module_candidates() {
   const fs::path program = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return {};
   std::vector<fs::path> paths = {program.parent_path() / cuda_module::kFileName};
-  const fs::path build = fs::path(IFW_BUILD_DIR).lexically_normal();
+  // /proc/self/exe has no symbolic links; the build folder's name as CMake saw it may.
+  const fs::path build = fs::weakly_canonical(fs::path(IFW_BUILD_DIR), ec);
   const fs::path relative = program.lexically_normal().lexically_relative(build);
   if (!relative.empty() && *relative.begin() != ".." && program.parent_path() != build) {
     paths.push_back(build / cuda_module::kFileName);

@@ -15,7 +15,7 @@ void add_bench_options(CLI::App& c, BenchArgs& a) {
   c.add_option("--precision", o.precision, "auto (fp16 on a GPU), fp32, fp16 or bf16")
       ->check(CLI::IsMember({"auto", "fp32", "fp16", "bf16"}))
       ->capture_default_str();
-  c.add_option("--threads", o.threads, "CPU threads (0: one per core)")
+  c.add_option("--threads", o.threads, "CPU threads (0: one per usable core)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   c.add_option("--batch", o.batch, "Windows processed together")

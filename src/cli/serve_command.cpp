@@ -171,7 +171,7 @@ void add_serve_options(CLI::App& c, ServeArgs& a) {
                "demand")
       ->delimiter(',');
   c.add_option("--revision", a.revision, "Hub revision of the models")->capture_default_str();
-  c.add_option("--threads", a.threads, "CPU threads per model (0: one per core)")
+  c.add_option("--threads", a.threads, "CPU threads per model (0: one per usable core)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   c.add_option("--device", a.device, "auto, cpu, cuda or cuda:N")->capture_default_str();

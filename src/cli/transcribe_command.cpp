@@ -172,7 +172,8 @@ void add_transcribe_options(CLI::App& c, TranscribeArgs& a) {
   c.add_option("--batch-size", a.batch_size,
                "Windows decoded together (0: from the memory available)")
       ->check(CLI::Range(0, 256));
-  c.add_option("--threads", a.threads, "CPU threads (0: one per core)")->check(CLI::Range(0, 1024));
+  c.add_option("--threads", a.threads, "CPU threads (0: one per usable core)")
+      ->check(CLI::Range(0, 1024));
   c.add_option("--decode-threads", a.decode_threads,
                "Threads decoding a file's audio ahead, segments at once (0: up to 8 beside a GPU, "
                "1 on the CPU)")

@@ -6,7 +6,6 @@
 #include <iterator>
 #include <map>
 #include <memory>
-#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -25,6 +24,7 @@
 #include "model/languages.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
+#include "util/cores.hpp"
 #include "util/heap.hpp"
 
 namespace ifw::pipeline {
@@ -652,7 +652,7 @@ std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
   }
   if (!mel_pool_) {
     const backend::Backend& be = model_->backend();
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int cores = util::usable_cores();
     const int threads = be.device() == backend::Device::kCpu ? be.threads() : std::min(cores, 16);
     mel_pool_ = std::make_unique<util::ThreadPool>(std::max(1, threads));
   }
@@ -665,7 +665,7 @@ audio::ReadAheadOptions Transcriber::read_ahead_options(int open_files) const {
   // Beside a GPU, decoding one file on one core is slower than the GPU (MP3: ~550x realtime);
   // on the CPU the cores are the model's, and one thread only overlaps decoding with it. Files
   // open together (a server's requests) share the cores and the batches.
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = util::usable_cores();
   const int files = std::max(open_files, 1);
   if (options_.decode_threads > 0) {
     o.threads = options_.decode_threads;

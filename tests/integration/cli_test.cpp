@@ -49,6 +49,24 @@ TEST(Cli, VersionSaysWhetherTheCudaBackendCanBeUsed) {
 #endif
 }
 
+// Limited to one CPU (taskset here; a container's cpuset or CPU quota alike), ifw counts one
+// core, and the CPU backend runs one thread, not one per CPU of the machine.
+TEST(Cli, OneUsableCpuMeansOneThread) {
+  IFW_REQUIRE_GOLDEN();
+  if (!have_program("taskset")) GTEST_SKIP() << "the taskset program is not installed";
+  const TempDir tmp;
+  const std::string out = (tmp / "out").string(), err = (tmp / "err").string();
+  ASSERT_EQ(run_shell("taskset -c 0 " + shell_quote(IFW_BINARY) + " version >" + shell_quote(out)),
+            0);
+  EXPECT_NE(read_file(out).find("cores: 1 usable"), std::string::npos) << read_file(out);
+  const std::string transcribe =
+      "taskset -c 0 " + shell_quote(IFW_BINARY) + " -v transcribe " + shell_quote(jfk()) +
+      " --model " + shell_quote(golden_model("tiny-random-v3")) +
+      " --device cpu --max-new-tokens 4 -o " + shell_quote((tmp / "o").string());
+  ASSERT_EQ(run_shell(transcribe + " >/dev/null 2>" + shell_quote(err)), 0) << read_file(err);
+  EXPECT_NE(read_file(err).find("on cpu (1 threads"), std::string::npos) << read_file(err);
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(run_ifw({}).exit_code, 2);
   EXPECT_EQ(run_ifw({"inspect"}).exit_code, 2);

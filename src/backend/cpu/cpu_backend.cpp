@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <new>
-#include <thread>
 
 #include <fmt/format.h>
 
@@ -14,6 +13,7 @@
 #include "backend/cpu/attention.hpp"
 #include "backend/cpu/blas.hpp"
 #include "backend/cpu/kernels.hpp"
+#include "util/cores.hpp"
 #include "util/thread_pool.hpp"
 
 namespace ifw::backend {
@@ -55,9 +55,7 @@ constexpr std::int64_t kSmallRows = 8;
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads)
-      : blas_(cpu::blas()),
-        pool_(threads > 0 ? threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {}
+      : blas_(cpu::blas()), pool_(threads > 0 ? threads : util::usable_cores()) {}
 
   Device device() const override { return Device::kCpu; }
   std::string description() const override {

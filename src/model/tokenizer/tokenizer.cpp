@@ -8,15 +8,12 @@
 
 #include <ifw/error.hpp>
 
+#include "model/invalid_model.hpp"
 #include "model/languages.hpp"
 #include "util/utf8.hpp"
 
 namespace ifw::model {
 namespace {
-
-[[noreturn]] void fail(const std::string& source, const std::string& message) {
-  throw Error(ErrorKind::kInvalidModel, source + ": " + message);
-}
 
 // "<|1.24|>" -> 62 (hundredths / 2); nullopt for anything else.
 std::optional<int> parse_timestamp_index(std::string_view content) {
@@ -57,9 +54,9 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
     if (looks_like_control_token(it->second)) {
       const auto [s, inserted] = parts.special.emplace(it->first, it->second);
       if (!inserted && s->second != it->second) {
-        fail(src,
-             fmt::format("id {} is both {} and {}", it->first, util::quote_for_message(it->second),
-                         util::quote_for_message(s->second)));
+        invalid_model(src, fmt::format("id {} is both {} and {}", it->first,
+                                       util::quote_for_message(it->second),
+                                       util::quote_for_message(s->second)));
       }
       it = parts.regular.erase(it);
     } else {
@@ -68,17 +65,18 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
   }
   for (const auto& [id, content] : parts.special) {
     if (const auto r = parts.regular.find(id); r != parts.regular.end()) {
-      fail(src, fmt::format("id {} is both the token {} and the special token {}", id,
-                            util::quote_for_message(r->second), util::quote_for_message(content)));
+      invalid_model(
+          src, fmt::format("id {} is both the token {} and the special token {}", id,
+                           util::quote_for_message(r->second), util::quote_for_message(content)));
     }
-    if (id < 0) fail(src, fmt::format("special token {} has negative id {}", content, id));
+    if (id < 0) invalid_model(src, fmt::format("special token {} has negative id {}", content, id));
   }
 
   const TokenId max_regular = parts.regular.empty() ? -1 : parts.regular.rbegin()->first;
   const TokenId max_special = parts.special.empty() ? -1 : parts.special.rbegin()->first;
   const TokenId count = std::max(max_regular, max_special) + 1;
   if (parts.regular.empty() || parts.regular.begin()->first < 0) {
-    fail(src, "the vocabulary is empty or has negative ids");
+    invalid_model(src, "the vocabulary is empty or has negative ids");
   }
   // Ids must run 0..count-1 without gaps (the two maps hold distinct ids). Checked before
   // allocating, so that one absurd id cannot cost gigabytes.
@@ -96,8 +94,8 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
       }
       ++expected;
     }
-    fail(src, fmt::format("no token has id {}: ids must run from 0 to {} without gaps", expected,
-                          count - 1));
+    invalid_model(src, fmt::format("no token has id {}: ids must run from 0 to {} without gaps",
+                                   expected, count - 1));
   }
   std::vector<Token> tokens(static_cast<std::size_t>(count));
   BytesToId by_bytes;
@@ -105,8 +103,8 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
   for (auto& [id, bytes] : parts.regular) {
     const auto [it, inserted] = by_bytes.emplace(bytes, id);
     if (!inserted) {
-      fail(src, fmt::format("ids {} and {} spell the same bytes {}", it->second, id,
-                            util::quote_for_message(bytes)));
+      invalid_model(src, fmt::format("ids {} and {} spell the same bytes {}", it->second, id,
+                                     util::quote_for_message(bytes)));
     }
     tokens[static_cast<std::size_t>(id)] = {std::move(bytes), false};
   }
@@ -115,15 +113,16 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
   }
   for (int b = 0; b < 256; ++b) {
     if (!by_bytes.contains(std::string(1, static_cast<char>(b)))) {
-      fail(src, fmt::format("byte 0x{:02x} is not a token; a byte-level BPE vocabulary must hold "
-                            "all 256 bytes",
-                            b));
+      invalid_model(
+          src, fmt::format("byte 0x{:02x} is not a token; a byte-level BPE vocabulary must hold "
+                           "all 256 bytes",
+                           b));
     }
   }
 
   std::vector<Bpe::MergeRule> rules;
   if (parts.ranking == Bpe::Ranking::kMergeList) {
-    if (parts.merges.empty()) fail(src, "the merge list is empty");
+    if (parts.merges.empty()) invalid_model(src, "the merge list is empty");
     rules.reserve(parts.merges.size());
     std::set<std::pair<TokenId, TokenId>> seen;
     for (std::size_t rank = 0; rank < parts.merges.size(); ++rank) {
@@ -135,13 +134,15 @@ Tokenizer Tokenizer::from_parts(TokenizerParts parts) {
         const std::string& absent = l == by_bytes.end()   ? left
                                     : r == by_bytes.end() ? right
                                                           : left + right;
-        fail(src, fmt::format("merge {} ({} + {}) uses {}, which is not in the vocabulary", rank,
-                              util::quote_for_message(left), util::quote_for_message(right),
-                              util::quote_for_message(absent)));
+        invalid_model(
+            src, fmt::format("merge {} ({} + {}) uses {}, which is not in the vocabulary", rank,
+                             util::quote_for_message(left), util::quote_for_message(right),
+                             util::quote_for_message(absent)));
       }
       if (!seen.emplace(l->second, r->second).second) {
-        fail(src, fmt::format("merge {} ({} + {}) appears twice", rank,
-                              util::quote_for_message(left), util::quote_for_message(right)));
+        invalid_model(src,
+                      fmt::format("merge {} ({} + {}) appears twice", rank,
+                                  util::quote_for_message(left), util::quote_for_message(right)));
       }
       rules.push_back({l->second, r->second, m->second});
     }
@@ -175,7 +176,7 @@ void Tokenizer::find_special_tokens() {
   };
   const auto require = [&](std::string_view content) {
     const auto id = find(content);
-    if (!id) fail(source_, fmt::format("Whisper's special token {} is missing", content));
+    if (!id) invalid_model(source_, fmt::format("Whisper's special token {} is missing", content));
     return *id;
   };
   WhisperSpecialTokens& s = specials_;
@@ -198,9 +199,9 @@ void Tokenizer::find_special_tokens() {
   if (timestamps.empty()) {
     // Older tokenizer files stop at <|notimestamps|>; the model's timestamp ids follow it.
     if (s.no_timestamps != size() - 1) {
-      fail(source_,
-           "has no timestamp tokens and <|notimestamps|> is not its last token, so "
-           "where they belong is unknown");
+      invalid_model(source_,
+                    "has no timestamp tokens and <|notimestamps|> is not its last token, so "
+                    "where they belong is unknown");
     }
     constexpr int kTimestampCount = 1501;  // 0.00 ... 30.00 s
     for (int k = 0; k < kTimestampCount; ++k) {
@@ -215,15 +216,16 @@ void Tokenizer::find_special_tokens() {
   s.timestamp_begin = timestamps.begin()->second;
   s.timestamp_count = static_cast<int>(timestamps.size());
   if (timestamps.begin()->first != 0) {
-    fail(source_, fmt::format("the first timestamp token is {}, expected <|0.00|>",
-                              tokens_[static_cast<std::size_t>(s.timestamp_begin)].bytes));
+    invalid_model(source_, fmt::format("the first timestamp token is {}, expected <|0.00|>",
+                                       tokens_[static_cast<std::size_t>(s.timestamp_begin)].bytes));
   }
   for (const auto& [index, id] : timestamps) {
     if (id != s.timestamp_begin + index) {
-      fail(source_,
-           fmt::format("timestamp token {} has id {}, expected {} (consecutive from "
-                       "<|0.00|> = {})",
-                       timestamp_content(index), id, s.timestamp_begin + index, s.timestamp_begin));
+      invalid_model(
+          source_,
+          fmt::format("timestamp token {} has id {}, expected {} (consecutive from "
+                      "<|0.00|> = {})",
+                      timestamp_content(index), id, s.timestamp_begin + index, s.timestamp_begin));
     }
   }
 }

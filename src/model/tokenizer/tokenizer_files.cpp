@@ -6,6 +6,7 @@
 
 #include <ifw/error.hpp>
 
+#include "model/invalid_model.hpp"
 #include "model/languages.hpp"
 #include "model/tokenizer/byte_level.hpp"
 #include "model/tokenizer/tokenizer.hpp"
@@ -15,15 +16,11 @@
 namespace ifw::model {
 namespace {
 
-[[noreturn]] void fail(const std::string& source, const std::string& message) {
-  throw Error(ErrorKind::kInvalidModel, source + ": " + message);
-}
-
 std::string from_byte_level(const std::string& source, const std::string& text, const char* what) {
   auto bytes = byte_level_decode(text);
   if (!bytes) {
-    fail(source, fmt::format("{} {} is not spelled in the byte-level alphabet", what,
-                             util::quote_for_message(text)));
+    invalid_model(source, fmt::format("{} {} is not spelled in the byte-level alphabet", what,
+                                      util::quote_for_message(text)));
   }
   return std::move(*bytes);
 }
@@ -52,8 +49,8 @@ void for_each_pair_line(
     if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
     const auto pair = split_pair(line);
     if (!pair) {
-      fail(source, fmt::format("line {}: expected {}, got {}", line_no, expected,
-                               util::quote_for_message(line)));
+      invalid_model(source, fmt::format("line {}: expected {}, got {}", line_no, expected,
+                                        util::quote_for_message(line)));
     }
     f(line_no, pair->first, pair->second);
   }
@@ -61,15 +58,15 @@ void for_each_pair_line(
 
 void add_regular(TokenizerParts& parts, const std::string& source, TokenId id, std::string bytes) {
   const auto [it, inserted] = parts.regular.emplace(id, std::move(bytes));
-  if (!inserted) fail(source, fmt::format("id {} is used by more than one token", id));
+  if (!inserted) invalid_model(source, fmt::format("id {} is used by more than one token", id));
 }
 
 TokenId token_id_value(const std::string& source, const std::string& token,
                        const nlohmann::json& v) {
   const auto id = util::as_integer(v);
   if (!id || *id < 0 || *id >= (1 << 24)) {
-    fail(source, fmt::format("token {} has id {}, expected a non-negative integer",
-                             util::quote_for_message(token), util::json_excerpt(v)));
+    invalid_model(source, fmt::format("token {} has id {}, expected a non-negative integer",
+                                      util::quote_for_message(token), util::json_excerpt(v)));
   }
   return static_cast<TokenId>(*id);
 }
@@ -77,7 +74,7 @@ TokenId token_id_value(const std::string& source, const std::string& token,
 void read_vocab_object(TokenizerParts& parts, const std::string& source,
                        const nlohmann::json& vocab) {
   if (!vocab.is_object() || vocab.empty())
-    fail(source, "the vocabulary must be a non-empty object");
+    invalid_model(source, "the vocabulary must be a non-empty object");
   for (const auto& [token, value] : vocab.items()) {
     add_regular(parts, source, token_id_value(source, token, value),
                 from_byte_level(source, token, "token"));
@@ -89,17 +86,18 @@ void add_special(TokenizerParts& parts, const std::string& source, TokenId id,
   // An added token may repeat a vocabulary entry with the same id (GPT-2's <|endoftext|>).
   if (const auto r = parts.regular.find(id); r != parts.regular.end()) {
     if (r->second != content) {
-      fail(source,
-           fmt::format("added token {} has id {}, which the vocabulary gives to {}",
-                       util::quote_for_message(content), id, util::quote_for_message(r->second)));
+      invalid_model(
+          source,
+          fmt::format("added token {} has id {}, which the vocabulary gives to {}",
+                      util::quote_for_message(content), id, util::quote_for_message(r->second)));
     }
     parts.regular.erase(r);
   }
   const auto [it, inserted] = parts.special.emplace(id, content);
   if (!inserted && it->second != content) {
-    fail(source,
-         fmt::format("id {} is given to both {} and {}", id, util::quote_for_message(it->second),
-                     util::quote_for_message(content)));
+    invalid_model(
+        source, fmt::format("id {} is given to both {} and {}", id,
+                            util::quote_for_message(it->second), util::quote_for_message(content)));
   }
 }
 
@@ -107,7 +105,7 @@ void read_pre_tokenizer(TokenizerParts& parts, const util::JsonObject& root) {
   const std::string& src = root.source();
   const nlohmann::json* pre = root.find("pre_tokenizer");
   if (pre == nullptr)
-    fail(src, "pre_tokenizer is missing; Whisper's tokenizer splits with a regex");
+    invalid_model(src, "pre_tokenizer is missing; Whisper's tokenizer splits with a regex");
   const auto byte_level = [&](const nlohmann::json& p, bool regex_expected) {
     const util::JsonObject o(p, src + ": pre_tokenizer");
     parts.add_prefix_space = o.get_bool("add_prefix_space").value_or(false);
@@ -159,8 +157,8 @@ std::string read_base64(const std::string& source, std::size_t line, std::string
   while (!body.empty() && body.back() == '=')
     body.remove_suffix(1);
   if (text.size() - body.size() > 2 || body.size() % 4 == 1) {
-    fail(source,
-         fmt::format("line {}: {} is not base64 (length)", line, util::quote_for_message(text)));
+    invalid_model(source, fmt::format("line {}: {} is not base64 (length)", line,
+                                      util::quote_for_message(text)));
   }
   std::string out;
   std::uint32_t buffer = 0;
@@ -178,7 +176,8 @@ std::string read_base64(const std::string& source, std::size_t line, std::string
     else if (c == '/')
       v = 63;
     else
-      fail(source, fmt::format("line {}: {} is not base64", line, util::quote_for_message(text)));
+      invalid_model(source,
+                    fmt::format("line {}: {} is not base64", line, util::quote_for_message(text)));
     buffer = (buffer << 6) | static_cast<std::uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -194,30 +193,31 @@ std::map<TokenId, std::string> read_tiktoken_ranks(const std::filesystem::path& 
   const std::string source = file.string();
   const std::string text = util::read_text_file(file);
   std::map<TokenId, std::string> ranks;
-  for_each_pair_line(source, text, "\"<base64 token> <rank>\"",
-                     [&](std::size_t line_no, std::string_view token, std::string_view rank_text) {
-                       if (rank_text.empty() || rank_text.size() > 8 ||
-                           !std::all_of(rank_text.begin(), rank_text.end(),
-                                        [](char c) { return c >= '0' && c <= '9'; })) {
-                         fail(source, fmt::format("line {}: rank {} is not a non-negative integer",
-                                                  line_no, util::quote_for_message(rank_text)));
-                       }
-                       TokenId rank = 0;
-                       for (const char c : rank_text)
-                         rank = rank * 10 + (c - '0');
-                       if (!ranks.emplace(rank, read_base64(source, line_no, token)).second) {
-                         fail(source, fmt::format("line {}: rank {} appears twice", line_no, rank));
-                       }
-                     });
-  if (ranks.empty()) fail(source, "holds no tokens");
+  for_each_pair_line(
+      source, text, "\"<base64 token> <rank>\"",
+      [&](std::size_t line_no, std::string_view token, std::string_view rank_text) {
+        if (rank_text.empty() || rank_text.size() > 8 ||
+            !std::all_of(rank_text.begin(), rank_text.end(),
+                         [](char c) { return c >= '0' && c <= '9'; })) {
+          invalid_model(source, fmt::format("line {}: rank {} is not a non-negative integer",
+                                            line_no, util::quote_for_message(rank_text)));
+        }
+        TokenId rank = 0;
+        for (const char c : rank_text)
+          rank = rank * 10 + (c - '0');
+        if (!ranks.emplace(rank, read_base64(source, line_no, token)).second) {
+          invalid_model(source, fmt::format("line {}: rank {} appears twice", line_no, rank));
+        }
+      });
+  if (ranks.empty()) invalid_model(source, "holds no tokens");
   if (ranks.rbegin()->first != static_cast<TokenId>(ranks.size()) - 1) {
     TokenId expected = 0;
     for (const auto& [rank, bytes] : ranks) {
       if (rank != expected) break;
       ++expected;
     }
-    fail(source, fmt::format("rank {} is missing: ranks must run from 0 to {}", expected,
-                             ranks.size() - 1));
+    invalid_model(source, fmt::format("rank {} is missing: ranks must run from 0 to {}", expected,
+                                      ranks.size() - 1));
   }
   return ranks;
 }
@@ -376,7 +376,7 @@ Tokenizer Tokenizer::from_vocab_and_merges(
   if (added_tokens_json) {
     const std::string added_src = added_tokens_json->string();
     const nlohmann::json added = util::read_json_file(*added_tokens_json);
-    if (!added.is_object()) fail(added_src, "must be an object of token -> id");
+    if (!added.is_object()) invalid_model(added_src, "must be an object of token -> id");
     for (const auto& [content, value] : added.items()) {
       const TokenId id = token_id_value(added_src, content, value);
       if (!looks_like_control_token(content)) {

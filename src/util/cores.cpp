@@ -1,0 +1,146 @@
+#include "util/cores.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sched.h>
+
+namespace ifw::util {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::optional<std::string> read_small_file(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// "150000 100000" -> 1.5; "max 100000" or anything else -> none.
+std::optional<double> v2_quota(const std::string& cpu_max) {
+  std::istringstream in(cpu_max);
+  std::string quota;
+  double period = 0;
+  if (!(in >> quota >> period) || quota == "max" || period <= 0) return std::nullopt;
+  try {
+    std::size_t used = 0;
+    const double q = std::stod(quota, &used);
+    if (used != quota.size() || q <= 0) return std::nullopt;
+    return q / period;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::optional<double> v1_quota(const fs::path& dir) {
+  const auto quota_text = read_small_file(dir / "cpu.cfs_quota_us");
+  const auto period_text = read_small_file(dir / "cpu.cfs_period_us");
+  if (!quota_text || !period_text) return std::nullopt;
+  double quota = 0, period = 0;
+  std::istringstream q(*quota_text), p(*period_text);
+  if (!(q >> quota) || !(p >> period) || quota <= 0 || period <= 0) return std::nullopt;
+  return quota / period;
+}
+
+// The smallest quota `read` finds in `base / path` and each of its ancestors up to `base`.
+template <typename Read>
+std::optional<double> smallest_along(const fs::path& base, std::string_view path, Read read) {
+  std::optional<double> smallest;
+  fs::path relative = fs::path(std::string(path)).relative_path();
+  while (true) {
+    if (const std::optional<double> q = read(base / relative)) {
+      smallest = smallest ? std::min(*smallest, *q) : *q;
+    }
+    if (relative.empty()) break;
+    relative = relative.parent_path();
+  }
+  return smallest;
+}
+
+int affinity_cpus() {
+  // Sized for machines of up to 4096 CPUs; cpu_set_t alone holds 1024.
+  constexpr int kMaxCpus = 4096;
+  const std::unique_ptr<cpu_set_t, void (*)(cpu_set_t*)> set(CPU_ALLOC(kMaxCpus),
+                                                             [](cpu_set_t* s) { CPU_FREE(s); });
+  const std::size_t size = CPU_ALLOC_SIZE(kMaxCpus);
+  if (!set || sched_getaffinity(0, size, set.get()) != 0) return 0;
+  return CPU_COUNT_S(size, set.get());
+}
+
+CoreReport measure() {
+  CoreReport r;
+  r.online = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int affinity = affinity_cpus();
+  r.affinity = affinity > 0 ? affinity : r.online;
+  if (const auto cgroup = read_small_file("/proc/self/cgroup")) {
+    r.quota = cgroup_cpu_quota(*cgroup, "/sys/fs/cgroup");
+  }
+  r.usable = usable_cores_of(r.affinity, r.quota);
+  return r;
+}
+
+}  // namespace
+
+std::optional<double> cgroup_cpu_quota(std::string_view proc_self_cgroup,
+                                       const fs::path& cgroup_root) {
+  std::optional<double> smallest;
+  const auto keep = [&](std::optional<double> q) {
+    if (q) smallest = smallest ? std::min(*smallest, *q) : *q;
+  };
+  std::istringstream lines{std::string(proc_self_cgroup)};
+  std::string line;
+  while (std::getline(lines, line)) {
+    // hierarchy-ID:controllers:path
+    const std::size_t first = line.find(':');
+    const std::size_t second = first == std::string::npos ? first : line.find(':', first + 1);
+    if (second == std::string::npos) continue;
+    const std::string id = line.substr(0, first);
+    const std::string controllers = line.substr(first + 1, second - first - 1);
+    const std::string_view path = std::string_view(line).substr(second + 1);
+    if (id == "0" && controllers.empty()) {
+      // cgroup v2: one hierarchy, mounted at the root (or at "unified" beside v1's).
+      for (const fs::path& base : {cgroup_root, cgroup_root / "unified"}) {
+        keep(smallest_along(base, path, [](const fs::path& dir) -> std::optional<double> {
+          const auto text = read_small_file(dir / "cpu.max");
+          return text ? v2_quota(*text) : std::nullopt;
+        }));
+      }
+      continue;
+    }
+    std::istringstream names(controllers);
+    std::string name;
+    bool cpu = false;
+    while (std::getline(names, name, ','))
+      cpu = cpu || name == "cpu";
+    if (!cpu) continue;
+    // cgroup v1: the cpu controller's own mount ("cpu", or "cpu,cpuacct" as listed).
+    for (const fs::path& base : {cgroup_root / "cpu", cgroup_root / controllers}) {
+      keep(smallest_along(base, path, v1_quota));
+    }
+  }
+  return smallest;
+}
+
+int usable_cores_of(int affinity, std::optional<double> quota) {
+  int cores = std::max(1, affinity);
+  if (quota && *quota > 0) {
+    // A quota of 1.5 cores still keeps two threads busy half the time each: round up.
+    cores = std::min(cores, static_cast<int>(std::ceil(*quota - 1e-9)));
+  }
+  return std::max(1, cores);
+}
+
+const CoreReport& cores() {
+  static const CoreReport report = measure();
+  return report;
+}
+
+}  // namespace ifw::util
