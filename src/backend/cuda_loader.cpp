@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
+#include <typeinfo>
 #include <vector>
 
 #include <cuda.h>
@@ -16,6 +18,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cuda_module.hpp"
+#include "backend/cuda_module_token.hpp"
 #include "backend/devices.hpp"
 
 namespace ifw::backend {
@@ -87,8 +90,9 @@ const char* overriding_path() {
 // Where the module may be: IFW_CUDA_MODULE when set; else beside the program; and, for programs
 // in the build tree (the tests, in build/<preset>/tests), where the build put it.
 std::vector<fs::path> module_candidates() {
-  if (const char* path = overriding_path(); path != nullptr) return {path};
   std::error_code ec;
+  // Absolute, so that dlopen opens this file rather than searching the library path for a name.
+  if (const char* path = overriding_path(); path != nullptr) return {fs::absolute(path, ec)};
   const fs::path program = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return {};
   std::vector<fs::path> paths = {program.parent_path() / cuda_module::kFileName};
@@ -137,12 +141,15 @@ LoadedModule load_module() {
           fmt::format("{} is not ifw's CUDA module (no {})", loaded.path, cuda_module::kEntryPoint);
       return loaded;
     }
+    const auto text = [](const char* s) { return s != nullptr ? s : "?"; };
     if (api->interface != cuda_module::kInterface || api->ifw_version == nullptr ||
-        std::strcmp(api->ifw_version, IFW_VERSION) != 0) {
+        std::strcmp(api->ifw_version, IFW_VERSION) != 0 || api->build_token == nullptr ||
+        std::strcmp(api->build_token, IFW_CUDA_MODULE_TOKEN) != 0) {
       loaded.error = fmt::format(
-          "{} was built for another ifw (version {}, interface {}; this is {}, interface {})",
-          loaded.path, api->ifw_version != nullptr ? api->ifw_version : "?", api->interface,
-          IFW_VERSION, cuda_module::kInterface);
+          "{} was built for another ifw (version {}, interface {}, headers {:.12}; this program: "
+          "{}, interface {}, headers {:.12}); use the module built with this program",
+          loaded.path, text(api->ifw_version), api->interface, text(api->build_token), IFW_VERSION,
+          cuda_module::kInterface, IFW_CUDA_MODULE_TOKEN);
       return loaded;
     }
     loaded.api = api;
@@ -181,6 +188,18 @@ const cuda_module::Api& require_module() {
   }
   return *m.api;
 }
+
+// What the module takes from the engine lives in dtype.cpp, tensor.cpp and token_choice.cpp (the
+// Backend type). A static library gives a program only the objects it uses: referring to one
+// symbol of each here puts them in every program that can load the module (all link this file),
+// so that loading cannot fail on a symbol the program happened not to need.
+struct EnginePartsTheModuleUses {
+  std::string_view (*dtype_name)(DType) noexcept;
+  std::int64_t (*element_count)(const Shape&);
+  const std::type_info* backend_type;
+};
+[[gnu::used]] const EnginePartsTheModuleUses kEnginePartsTheModuleUses{
+    &backend::dtype_name, &backend::element_count, &typeid(Backend)};
 
 std::string version_text(int version) {
   return fmt::format("{}.{}", version / 1000, version % 1000 / 10);

@@ -15,15 +15,18 @@ namespace ifw::backend {
 
 namespace cuda_module {
 
-// Raised whenever the table below or a type it passes changes; a module built for another
-// interface or another ifw version is refused (a stale file beside the program, say).
-inline constexpr int kInterface = 1;
+// Raised whenever the table below changes. A module built for another interface, another ifw
+// version or from other headers (IFW_CUDA_MODULE_TOKEN, a hash of backend/*.hpp and
+// include/ifw/*.hpp made at build time) is refused: a stale file beside the program, say.
+inline constexpr int kInterface = 2;
 inline constexpr const char* kFileName = "libifw-cuda.so";
 inline constexpr const char* kEntryPoint = "ifw_cuda_module";
 
+// The first three members keep their places in every interface: the loader reads them first.
 struct Api {
   int interface = 0;
   const char* ifw_version = nullptr;
+  const char* build_token = nullptr;
   DeviceReport (*describe_devices)() = nullptr;
   DeviceMemory (*device_memory)(int index) = nullptr;
   std::unique_ptr<Backend> (*make_backend)(int index, DType dtype) = nullptr;

@@ -1,6 +1,7 @@
 #include "util/cores.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <memory>
@@ -24,30 +25,43 @@ std::optional<std::string> read_small_file(const fs::path& path) {
   return text.str();
 }
 
-// "150000 100000" -> 1.5; "max 100000" or anything else -> none.
-std::optional<double> v2_quota(const std::string& cpu_max) {
-  std::istringstream in(cpu_max);
-  std::string quota;
-  double period = 0;
-  if (!(in >> quota >> period) || quota == "max" || period <= 0) return std::nullopt;
-  try {
-    std::size_t used = 0;
-    const double q = std::stod(quota, &used);
-    if (used != quota.size() || q <= 0) return std::nullopt;
-    return q / period;
-  } catch (const std::exception&) {
+// A whole number written alone on its line (cgroup files hold integers).
+std::optional<long long> whole_number(std::string_view text) {
+  long long value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end == text.data() || end != text.data() + text.size()) {
     return std::nullopt;
   }
+  return value;
 }
 
+// The quota in cores: `quota` microseconds of CPU time per `period`; none unless both are
+// positive.
+std::optional<double> cores_of(std::optional<long long> quota, std::optional<long long> period) {
+  if (!quota || !period || *quota <= 0 || *period <= 0) return std::nullopt;
+  return static_cast<double>(*quota) / static_cast<double>(*period);
+}
+
+// cgroup v2's cpu.max: "150000 100000" is 1.5 cores; "max 100000" (or anything else) none.
+std::optional<double> v2_quota(const fs::path& dir) {
+  const auto text = read_small_file(dir / "cpu.max");
+  if (!text) return std::nullopt;
+  std::istringstream in(*text);
+  std::string quota, period, rest;
+  if (!(in >> quota >> period) || in >> rest) return std::nullopt;
+  return cores_of(whole_number(quota), whole_number(period));
+}
+
+// cgroup v1's cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us.
 std::optional<double> v1_quota(const fs::path& dir) {
-  const auto quota_text = read_small_file(dir / "cpu.cfs_quota_us");
-  const auto period_text = read_small_file(dir / "cpu.cfs_period_us");
-  if (!quota_text || !period_text) return std::nullopt;
-  double quota = 0, period = 0;
-  std::istringstream q(*quota_text), p(*period_text);
-  if (!(q >> quota) || !(p >> period) || quota <= 0 || period <= 0) return std::nullopt;
-  return quota / period;
+  const auto quota = read_small_file(dir / "cpu.cfs_quota_us");
+  const auto period = read_small_file(dir / "cpu.cfs_period_us");
+  if (!quota || !period) return std::nullopt;
+  const auto trimmed = [](const std::string& text) {
+    const std::size_t end = text.find_last_not_of(" \n");
+    return std::string_view(text).substr(0, end == std::string::npos ? 0 : end + 1);
+  };
+  return cores_of(whole_number(trimmed(*quota)), whole_number(trimmed(*period)));
 }
 
 // The smallest quota `read` finds in `base / path` and each of its ancestors up to `base`.
@@ -55,6 +69,10 @@ template <typename Read>
 std::optional<double> smallest_along(const fs::path& base, std::string_view path, Read read) {
   std::optional<double> smallest;
   fs::path relative = fs::path(std::string(path)).relative_path();
+  // "/../.." names a cgroup outside this process's cgroup namespace: nothing under `base`.
+  for (const fs::path& part : relative) {
+    if (part == "..") return std::nullopt;
+  }
   while (true) {
     if (const std::optional<double> q = read(base / relative)) {
       smallest = smallest ? std::min(*smallest, *q) : *q;
@@ -80,6 +98,8 @@ CoreReport measure() {
   r.online = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   const int affinity = affinity_cpus();
   r.affinity = affinity > 0 ? affinity : r.online;
+  // (Under lxcfs the online count reflects the container's cpuset and can be the smaller.)
+  r.affinity = std::min(r.affinity, r.online);
   if (const auto cgroup = read_small_file("/proc/self/cgroup")) {
     r.quota = cgroup_cpu_quota(*cgroup, "/sys/fs/cgroup");
   }
@@ -108,10 +128,7 @@ std::optional<double> cgroup_cpu_quota(std::string_view proc_self_cgroup,
     if (id == "0" && controllers.empty()) {
       // cgroup v2: one hierarchy, mounted at the root (or at "unified" beside v1's).
       for (const fs::path& base : {cgroup_root, cgroup_root / "unified"}) {
-        keep(smallest_along(base, path, [](const fs::path& dir) -> std::optional<double> {
-          const auto text = read_small_file(dir / "cpu.max");
-          return text ? v2_quota(*text) : std::nullopt;
-        }));
+        keep(smallest_along(base, path, v2_quota));
       }
       continue;
     }
@@ -130,12 +147,10 @@ std::optional<double> cgroup_cpu_quota(std::string_view proc_self_cgroup,
 }
 
 int usable_cores_of(int affinity, std::optional<double> quota) {
-  int cores = std::max(1, affinity);
-  if (quota && *quota > 0) {
-    // A quota of 1.5 cores still keeps two threads busy half the time each: round up.
-    cores = std::min(cores, static_cast<int>(std::ceil(*quota - 1e-9)));
-  }
-  return std::max(1, cores);
+  const int cores = std::max(1, affinity);
+  if (!quota || !(*quota > 0) || *quota >= cores) return cores;  // no quota, or a larger one
+  // A quota of 1.5 cores still keeps two threads busy half the time each: round up.
+  return std::max(1, static_cast<int>(std::ceil(*quota - 1e-9)));
 }
 
 const CoreReport& cores() {

@@ -16,7 +16,8 @@ struct CoreReport {
   int usable = 1;               // the smaller, the quota rounded up; at least 1
 };
 
-// Measured once, at the first call.
+// Measured once, at the first call (the affinity of the thread that asks: threads inherit the
+// process's mask).
 const CoreReport& cores();
 inline int usable_cores() {
   return cores().usable;

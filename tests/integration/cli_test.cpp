@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sched.h>
 
 #include "integration/run_ifw.hpp"
 #include "support/golden.hpp"
@@ -54,15 +55,23 @@ TEST(Cli, VersionSaysWhetherTheCudaBackendCanBeUsed) {
 TEST(Cli, OneUsableCpuMeansOneThread) {
   IFW_REQUIRE_GOLDEN();
   if (!have_program("taskset")) GTEST_SKIP() << "the taskset program is not installed";
+  // The first CPU this process may use (CPU 0 may be outside a container's cpuset).
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  int cpu = 0;
+  while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &allowed))
+    ++cpu;
+  ASSERT_LT(cpu, CPU_SETSIZE);
+  const std::string pin = "taskset -c " + std::to_string(cpu) + " ";
   const TempDir tmp;
   const std::string out = (tmp / "out").string(), err = (tmp / "err").string();
-  ASSERT_EQ(run_shell("taskset -c 0 " + shell_quote(IFW_BINARY) + " version >" + shell_quote(out)),
-            0);
+  ASSERT_EQ(run_shell(pin + shell_quote(IFW_BINARY) + " version >" + shell_quote(out)), 0);
   EXPECT_NE(read_file(out).find("cores: 1 usable"), std::string::npos) << read_file(out);
   const std::string transcribe =
-      "taskset -c 0 " + shell_quote(IFW_BINARY) + " -v transcribe " + shell_quote(jfk()) +
-      " --model " + shell_quote(golden_model("tiny-random-v3")) +
-      " --device cpu --max-new-tokens 4 -o " + shell_quote((tmp / "o").string());
+      pin + shell_quote(IFW_BINARY) + " -v transcribe " + shell_quote(jfk()) + " --model " +
+      shell_quote(golden_model("tiny-random-v3")) + " --device cpu --max-new-tokens 4 -o " +
+      shell_quote((tmp / "o").string());
   ASSERT_EQ(run_shell(transcribe + " >/dev/null 2>" + shell_quote(err)), 0) << read_file(err);
   EXPECT_NE(read_file(err).find("on cpu (1 threads"), std::string::npos) << read_file(err);
 }

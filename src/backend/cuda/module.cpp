@@ -7,6 +7,7 @@
 #include "backend/cuda/device_context.hpp"
 #include "backend/cuda/step_recording.hpp"
 #include "backend/cuda_module.hpp"
+#include "backend/cuda_module_token.hpp"
 
 namespace ifw::backend::cuda {
 namespace {
@@ -48,6 +49,7 @@ ifw_cuda_module() {
   namespace cuda = ifw::backend::cuda;
   static const ifw::backend::cuda_module::Api api{ifw::backend::cuda_module::kInterface,
                                                   IFW_VERSION,
+                                                  IFW_CUDA_MODULE_TOKEN,
                                                   &cuda::describe_devices,
                                                   &cuda::device_memory,
                                                   &cuda::make_backend,
