@@ -87,15 +87,19 @@ const char* overriding_path() {
   return path != nullptr && *path != '\0' ? path : nullptr;
 }
 
-// Where the module may be: IFW_CUDA_MODULE when set; else beside the program; and, for programs
-// in the build tree (the tests, in build/<preset>/tests), where the build put it.
+// Where the module may be: IFW_CUDA_MODULE when set; else beside the program (a build folder, a
+// copied bundle), where `cmake --install` puts it relative to the program (<libdir>/ifw), and,
+// for programs in the build tree (the tests, in build/<preset>/tests), where the build put it.
 std::vector<fs::path> module_candidates() {
   std::error_code ec;
   // Absolute, so that dlopen opens this file rather than searching the library path for a name.
   if (const char* path = overriding_path(); path != nullptr) return {fs::absolute(path, ec)};
   const fs::path program = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return {};
-  std::vector<fs::path> paths = {program.parent_path() / cuda_module::kFileName};
+  std::vector<fs::path> paths = {
+      program.parent_path() / cuda_module::kFileName,
+      (program.parent_path() / IFW_INSTALLED_MODULE_DIR / cuda_module::kFileName)
+          .lexically_normal()};
   // /proc/self/exe has no symbolic links; the build folder's name as CMake saw it may.
   const fs::path build = fs::weakly_canonical(fs::path(IFW_BUILD_DIR), ec);
   const fs::path relative = program.lexically_normal().lexically_relative(build);

@@ -1,5 +1,6 @@
 // The real `ifw` binary, run as a user runs it: exit codes, stdout, stderr.
 #include <cstdlib>
+#include <filesystem>
 #include <utility>
 #include <vector>
 
@@ -47,6 +48,29 @@ TEST(Cli, VersionSaysWhetherTheCudaBackendCanBeUsed) {
     EXPECT_NE(r.out.find(path), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(expected), std::string::npos) << r.out;
   }
+#endif
+}
+
+// `cmake --install` puts ifw in <prefix>/bin and the CUDA module in <prefix>/<libdir>/ifw, where
+// the installed program finds it (and the module still finds the toolkit's cuBLAS).
+TEST(Cli, AnInstalledIfwFindsItsCudaModule) {
+  const TempDir prefix;
+  const TempDir tmp;
+  const std::string log = (tmp / "log").string();
+  ASSERT_EQ(run_shell(shell_quote(IFW_CMAKE_COMMAND) + " --install " + shell_quote(IFW_BUILD_DIR) +
+                      " --prefix " + shell_quote(prefix.path().string()) + " >" + shell_quote(log) +
+                      " 2>&1"),
+            0)
+      << read_file(log);
+  const std::string installed = (prefix / "bin" / "ifw").string();
+  ASSERT_TRUE(std::filesystem::exists(installed)) << read_file(log);
+  ASSERT_EQ(run_shell(shell_quote(installed) + " version >" + shell_quote(log) + " 2>&1"), 0)
+      << read_file(log);
+#ifdef IFW_HAVE_CUDA
+  const std::string version = read_file(log);
+  const std::string expected = "cuda backend: " + prefix.path().string() + "/";
+  EXPECT_NE(version.find(expected), std::string::npos) << version;
+  EXPECT_NE(version.find("/ifw/libifw-cuda.so\n"), std::string::npos) << version;
 #endif
 }
 
