@@ -114,7 +114,7 @@ ProgressEvent Transcriber::event(ProgressEvent::Kind kind, const File& f) {
 
 Transcriber::Transcriber(const model::ModelFolder& folder, const engine::WhisperModel& model,
                          TranscribeOptions options)
-    : folder_(folder), model_(&model), options_(std::move(options)) {
+    : folder_(folder), device_model_(&model), model_(&model), options_(std::move(options)) {
   const auto check = [](bool ok, const std::string& message) {
     if (!ok) throw Error(ErrorKind::kInvalidArgument, message);
   };
@@ -293,7 +293,10 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
   const auto open_next = [&](bool wait) -> bool {
     // Nothing open: before waiting for work (a server between requests), device memory the last
     // batches used goes back to the GPU, so that other models on it can have it.
-    if (wait) model_->backend().release_cached_memory();
+    if (wait) {
+      if (!jobs.finished()) return_to_the_device();  // more may come
+      model_->backend().release_cached_memory();
+    }
     while (std::optional<Job> job = jobs.next(wait)) {
       auto f = std::make_unique<File>();
       f->index = job->id;
@@ -691,6 +694,20 @@ void Transcriber::fall_back_to_cpu(const std::string& reason) {
       std::make_unique<engine::WhisperModel>(folder_.config(), weights, *fallback_backend_);
   model_ = fallback_model_.get();
   batch_limit_ = options_.batch_size;  // host memory holds what the device could not
+}
+
+void Transcriber::return_to_the_device() {
+  if (fallback_model_) {
+    spdlog::info("the next jobs try {} again (the last ones ran on the CPU)",
+                 device_model_->backend().description());
+    model_ = device_model_;
+    fallback_model_.reset();
+    fallback_backend_.reset();
+  } else if (batch_limit_ < options_.batch_size) {
+    spdlog::info("the next jobs try batches of {} again (the last ones were limited to {})",
+                 options_.batch_size, batch_limit_);
+  }
+  batch_limit_ = options_.batch_size;
 }
 
 void Transcriber::process_batch(std::vector<Item>& batch,

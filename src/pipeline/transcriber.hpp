@@ -159,12 +159,17 @@ class Transcriber {
 
   // The run goes on on the CPU (out of device memory for one window): logged with `reason`.
   void fall_back_to_cpu(const std::string& reason);
+  // With nothing open (a server between requests): back to the caller's model and the full batch
+  // after a fallback or a halving, since what did not fit then (another model's memory, a long
+  // request's) may fit now; the CPU copy of the model is let go.
+  void return_to_the_device();
   // How a file's audio is read ahead (threads, how far), from the device, the batch and the
   // number of files open with it.
   audio::ReadAheadOptions read_ahead_options(int open_files) const;
 
   const model::ModelFolder& folder_;
-  const engine::WhisperModel* model_;  // the caller's, or the CPU fallback's
+  const engine::WhisperModel* device_model_;  // the caller's
+  const engine::WhisperModel* model_;         // the caller's, or the CPU fallback's
   TranscribeOptions options_;
   std::unique_ptr<backend::Backend> fallback_backend_;
   std::unique_ptr<engine::WhisperModel> fallback_model_;

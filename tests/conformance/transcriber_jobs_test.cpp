@@ -1,7 +1,9 @@
 // Jobs with options of their own (the server's requests) decoded in shared batches: each gets
 // what it gets alone, and a job whose options do not suit the model fails without the others.
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -98,6 +100,12 @@ class MemoryLimitedBackend final : public backend::Backend {
   MemoryLimitedBackend(std::unique_ptr<backend::Backend> inner, std::size_t limit)
       : inner_(std::move(inner)), limit_(limit) {}
   int refusals() const { return refusals_; }
+  // Activation tensors made so far, and the largest (in bytes) since forget_largest().
+  int allocations() const { return allocations_; }
+  std::size_t largest() const { return largest_; }
+  void forget_largest() { largest_ = 0; }
+  // Memory frees up or fills (another model's, another process's).
+  void set_limit(std::size_t limit) { limit_ = limit; }
 
   backend::Device device() const override { return inner_->device(); }
   std::string description() const override { return "memory-limited " + inner_->description(); }
@@ -109,6 +117,8 @@ class MemoryLimitedBackend final : public backend::Backend {
       ++refusals_;
       throw Error(ErrorKind::kOutOfMemory, "test device: " + std::to_string(bytes) + " bytes");
     }
+    ++allocations_;
+    largest_ = std::max(largest_, bytes);
     return inner_->empty(shape, dtype);
   }
   backend::Tensor upload(std::span<const float> values, const backend::Shape& shape,
@@ -157,6 +167,8 @@ class MemoryLimitedBackend final : public backend::Backend {
   std::unique_ptr<backend::Backend> inner_;
   std::size_t limit_;
   int refusals_ = 0;
+  int allocations_ = 0;
+  std::size_t largest_ = 0;
 };
 
 // A batch that does not fit in device memory is decoded again in halves, and later batches stay
@@ -198,6 +210,63 @@ TEST_F(TranscriberJobs, AWindowThatDoesNotFitOnTheDeviceRunsOnTheCpu) {
   // The run stops (what was finished was handed over), as for any device failure.
   EXPECT_IFW_ERROR(transcribe_file(model, file.string(), 2, false),
                    "one window does not fit on the device");
+}
+
+// A server's model that ran out of device memory goes back to the device, with its whole batch,
+// once nothing is open: what did not fit during one request (another model's memory, say) is
+// tried again for the next, instead of staying on the CPU or in halves until a reload.
+TEST_F(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDeviceAgain) {
+  const TempDir dir;
+  const auto file = dir / "long.wav";
+  write_repeated_wav(jfk_, 6, file);  // 66 s: three windows
+  constexpr std::size_t kNoLimit = std::numeric_limits<std::size_t>::max();
+  MemoryLimitedBackend limited(backend::make_cpu_backend(2), 1u << 20);  // not one window
+  engine::CheckpointWeights weights(folder_->checkpoint());
+  const engine::WhisperModel model(folder_->config(), weights, limited);
+  pipeline::TranscribeOptions o;
+  o.batch_size = 4;
+  o.max_new_tokens = 8;
+  o.temperature_increment = 0.0;
+  o.language = "en";
+  pipeline::Transcriber t(*folder_, model, o);
+  pipeline::JobQueue queue(4);
+  ASSERT_TRUE(queue.submit({file.string(), std::nullopt, 1, nullptr}));
+
+  std::map<int, Outcome> results;
+  int refusals_before_3 = 0, allocations_before_2 = 0;
+  pipeline::CancellationToken cancel;
+  t.run(
+      queue, cancel, [](const pipeline::ProgressEvent&) {},
+      [&](pipeline::FileResult&& r) {
+        results[r.file] = {r.ok, r.error, std::move(r.transcript)};
+        // Each request after the one before has finished, with the device's memory changed.
+        if (r.file == 1) {
+          limited.set_limit(kNoLimit);  // freed
+          allocations_before_2 = limited.allocations();
+        } else if (r.file == 2) {
+          limited.set_limit(5u << 20);  // three windows do not fit, smaller batches do
+          refusals_before_3 = limited.refusals();
+        } else if (r.file == 3) {
+          limited.set_limit(kNoLimit);
+          limited.forget_largest();
+        }
+        if (r.file < 4) {
+          EXPECT_TRUE(queue.submit({file.string(), std::nullopt, r.file + 1, nullptr}));
+        } else {
+          queue.close();
+        }
+      });
+  ASSERT_EQ(results.size(), 4u);
+  for (const auto& [id, outcome] : results)
+    ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
+  EXPECT_GE(refusals_before_3, 2) << "the first request did not run out of memory";
+  EXPECT_GT(limited.allocations(), allocations_before_2)
+      << "the second request stayed on the CPU copy";
+  EXPECT_GT(limited.refusals(), refusals_before_3) << "the third request's batch fitted";
+  EXPECT_GT(limited.largest(), std::size_t{5} << 20)
+      << "the fourth request ran in the third one's halved batches";
+  for (const int id : {2, 3, 4})
+    EXPECT_EQ(tokens(results.at(id).transcript), tokens(results.at(1).transcript)) << id;
 }
 
 TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
