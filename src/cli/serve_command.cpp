@@ -178,8 +178,9 @@ void add_serve_options(CLI::App& c, ServeArgs& a) {
   c.add_option("--precision", a.precision,
                "auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16, bf16")
       ->capture_default_str();
-  c.add_option("--batch-size", a.batch_size, "Windows decoded together")
-      ->check(CLI::Range(1, 256))
+  c.add_option("--batch-size", a.batch_size,
+               "Windows decoded together (0: 8 on the CPU, from the free memory on a GPU)")
+      ->check(CLI::Range(0, 256))
       ->capture_default_str();
   c.add_option("--max-concurrent", a.max_concurrent,
                "Requests decoded side by side per model (their windows share batches)")

@@ -17,7 +17,7 @@ struct ServeArgs {
   int threads = 0;
   std::string device = "auto";
   std::string precision = "auto";
-  int batch_size = 8;
+  int batch_size = 0;       // 0: 8 on the CPU, planned from free device memory on a GPU
   int max_concurrent = 16;  // requests decoded side by side, per model
   int queue_size = 64;      // requests waiting beyond those, per model
   int max_new_tokens = 224;

@@ -26,6 +26,7 @@
 #include "engine/whisper_model.hpp"
 #include "formats/formats.hpp"
 #include "model/model_folder.hpp"
+#include "pipeline/batch_size.hpp"
 #include "pipeline/transcriber.hpp"
 #include "util/atomic_file.hpp"
 
@@ -64,31 +65,6 @@ class SignalScope {
   struct sigaction old_int_ {};
   struct sigaction old_term_ {};
 };
-
-// How many windows to decode together: as many as fit comfortably in the free memory (the
-// encoder's activations and the decoder's caches grow with the batch), at most 16.
-// Windows per batch from the memory a batch needs (activations, decoder caches, attention
-// scores) and what is free: host memory for the CPU, device memory for a GPU.
-int choose_batch_size(const model::WhisperConfig& c, const backend::Backend& be, int gpu_index) {
-  const bool gpu = be.device() == backend::Device::kCuda;
-  const double element = static_cast<double>(backend::dtype_size(be.activation_dtype()));
-  const double bytes_per_window =
-      element * (1500.0 * (c.encoder_ffn_dim + 6.0 * c.d_model) +          // encoder activations
-                 2.0 * c.decoder_layers * (1500.0 + 448.0) * c.d_model) +  // decoder caches
-      4.0 * 1500.0 * (gpu ? 8.0 * c.d_model : 1500.0 * 2.0);  // residual; CPU attention scores
-  double free_bytes = 4e9;
-  if (gpu) {
-    try {
-      free_bytes = static_cast<double>(backend::device_memory(gpu_index).free);
-    } catch (const Error& e) {
-      spdlog::debug("device memory unknown: {}", e.what());
-    }
-    return std::clamp(static_cast<int>(free_bytes / 2.0 / bytes_per_window), 1, 64);
-  }
-  long pages = ::sysconf(_SC_AVPHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && page > 0) free_bytes = static_cast<double>(pages) * static_cast<double>(page);
-  return std::clamp(static_cast<int>(free_bytes / 4.0 / bytes_per_window), 1, 16);
-}
 
 std::string output_stem(const std::string& path, const std::map<std::string, int>& stem_counts) {
   if (path == "-") return "stdin";
@@ -284,9 +260,10 @@ int run_transcribe(const TranscribeArgs& a, const std::string& task) {
     o.word_timings =
         o.timestamps == pipeline::TimestampMode::kWord ||
         (subtitles && a.subtitles == "readable" && o.timestamps != pipeline::TimestampMode::kNone);
-    o.batch_size = a.batch_size > 0 ? a.batch_size
-                                    : choose_batch_size(folder->config(), *backend,
-                                                        device.automatic ? 0 : device.index);
+    o.batch_size = a.batch_size > 0
+                       ? a.batch_size
+                       : pipeline::planned_batch_size(folder->config(), *backend,
+                                                      device.automatic ? 0 : device.index, 16);
     o.max_new_tokens = a.max_new_tokens;
     o.decode_threads = a.decode_threads;
     o.prompt = a.prompt;

@@ -8,7 +8,7 @@
 namespace ifw::pipeline {
 namespace {
 
-constexpr std::size_t kFrame = kSampleRate / 50;  // 20 ms
+constexpr std::size_t kQuietFrame = kSampleRate / 50;  // 20 ms
 
 }  // namespace
 
@@ -17,17 +17,17 @@ Chunker::Chunker(Reader read, ChunkerOptions options) : read_(std::move(read)), 
 std::size_t Chunker::quietest_point(const std::vector<float>& samples, std::size_t begin,
                                     std::size_t end) {
   end = std::min(end, samples.size());
-  if (end <= begin + kFrame) return end;
+  if (end <= begin + kQuietFrame) return end;
   std::size_t best = end;
   double best_energy = std::numeric_limits<double>::infinity();
   // Energy of 20 ms frames; the cut goes in the middle of the quietest (latest on ties).
-  for (std::size_t f = begin; f + kFrame <= end; f += kFrame / 2) {
+  for (std::size_t f = begin; f + kQuietFrame <= end; f += kQuietFrame / 2) {
     double energy = 0.0;
-    for (std::size_t i = f; i < f + kFrame; ++i)
+    for (std::size_t i = f; i < f + kQuietFrame; ++i)
       energy += static_cast<double>(samples[i]) * samples[i];
     if (energy <= best_energy) {
       best_energy = energy;
-      best = f + kFrame / 2;
+      best = f + kQuietFrame / 2;
     }
   }
   return best;
@@ -37,9 +37,9 @@ std::optional<AudioWindow> Chunker::next() {
   const auto window = static_cast<std::size_t>(options_.window_seconds * kSampleRate);
   const auto search = static_cast<std::size_t>(options_.search_seconds * kSampleRate);
   // Fill up to one window plus a frame of lookahead (to know whether audio follows).
-  while (!eof_ && buffer_.size() < window + kFrame) {
+  while (!eof_ && buffer_.size() < window + kQuietFrame) {
     const std::size_t old = buffer_.size();
-    buffer_.resize(window + kFrame);
+    buffer_.resize(window + kQuietFrame);
     const std::size_t got = read_(std::span<float>(buffer_.data() + old, buffer_.size() - old));
     buffer_.resize(old + got);
     if (got == 0) eof_ = true;

@@ -5,6 +5,7 @@
 
 #include "backend/device_selection.hpp"
 #include "engine/weight_source.hpp"
+#include "pipeline/batch_size.hpp"
 
 namespace ifw::server {
 
@@ -20,7 +21,19 @@ ModelRuntime::ModelRuntime(const std::filesystem::path& folder, const RuntimeOpt
   resident_bytes_ = static_cast<std::size_t>(folder_->checkpoint().parameter_count()) *
                     backend::dtype_size(backend_->weight_dtype());
   pipeline::TranscribeOptions o;
-  o.batch_size = options.batch_size;
+  if (options.batch_size > 0) {
+    o.batch_size = options.batch_size;
+  } else if (backend_->device() == backend::Device::kCuda) {
+    // From the device memory free once the model is loaded (other models on the GPU included);
+    // running out later still halves it until the runtime is idle again.
+    const backend::DeviceSpec device = backend::parse_device(options.device);
+    o.batch_size = pipeline::planned_batch_size(folder_->config(), *backend_,
+                                                device.automatic ? 0 : device.index, kCpuBatch);
+    spdlog::info("{}: batches of {} windows (from the free device memory)", folder_->dir().string(),
+                 o.batch_size);
+  } else {
+    o.batch_size = kCpuBatch;
+  }
   o.max_open_jobs = options.max_open_jobs;
   o.max_new_tokens = options.max_new_tokens;
   o.temperature_increment = 0.0;  // a re-decoded window would stall every request's batch

@@ -22,11 +22,15 @@
 
 namespace ifw::server {
 
+// Requests' windows decoded together on the CPU unless told: each request gets a window in
+// turn, and a larger batch mostly lengthens every request's wait for its next window.
+inline constexpr int kCpuBatch = 8;
+
 struct RuntimeOptions {
   int threads = 0;                 // CPU threads (0: one per core)
   std::string device = "auto";     // as --device: auto, cpu, cuda, cuda:N
   std::string precision = "auto";  // as --precision
-  int batch_size = 8;              // windows decoded together
+  int batch_size = 0;              // windows decoded together (0: kCpuBatch, or planned on a GPU)
   int max_open_jobs = 16;          // requests decoded side by side
   int queue_capacity = 64;         // requests waiting beyond those; more are refused (429)
   int max_new_tokens = 224;        // per window

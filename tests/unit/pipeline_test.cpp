@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -12,7 +13,9 @@
 #include <ifw/audio.hpp>
 
 #include "audio/audio_decoder.hpp"
+#include "engine/weight_source.hpp"
 #include "model/tokenizer/tokenizer.hpp"
+#include "pipeline/batch_size.hpp"
 #include "pipeline/chunker.hpp"
 #include "pipeline/job_source.hpp"
 #include "pipeline/voice_activity.hpp"
@@ -392,6 +395,24 @@ TEST(JobSources, QueueIsBoundedAndCloseWakesAWaitingRun) {
   EXPECT_FALSE(got);
   EXPECT_TRUE(queue.finished());
   EXPECT_FALSE(queue.submit({"e.wav", std::nullopt, 5, nullptr})) << "closed";
+}
+
+// Batches planned from free memory (transcribe without --batch-size; a server's model on a GPU):
+// large-v3 in float16 needs ~0.42 GB a window on a GPU, so half of an 80 GB card's memory is
+// capped at 64 windows and half of 8 GB holds 9; never fewer than one window.
+TEST(BatchSize, PlannedFromTheFreeMemory) {
+  const model::WhisperConfig large = engine::published_architecture("large-v3");
+  const double gpu = pipeline::bytes_per_window(large, 2.0, backend::Device::kCuda);
+  EXPECT_NEAR(gpu, 0.419e9, 0.01e9);
+  EXPECT_EQ(pipeline::windows_that_fit(80e9, 0.5, gpu, 64), 64);
+  EXPECT_EQ(pipeline::windows_that_fit(8e9, 0.5, gpu, 64), 9);
+  EXPECT_EQ(pipeline::windows_that_fit(0.1e9, 0.5, gpu, 64), 1);
+  EXPECT_EQ(pipeline::windows_that_fit(std::numeric_limits<double>::quiet_NaN(), 0.5, gpu, 64), 1);
+  EXPECT_EQ(pipeline::windows_that_fit(1e12, 0.25, gpu, 0), 1);
+  // The CPU keeps float32 activations and every attention score of a window.
+  EXPECT_NEAR(pipeline::bytes_per_window(large, 4.0, backend::Device::kCpu), 0.733e9, 0.01e9);
+  const model::WhisperConfig tiny = engine::published_architecture("tiny");
+  EXPECT_NEAR(pipeline::bytes_per_window(tiny, 2.0, backend::Device::kCuda), 41.9e6, 0.1e6);
 }
 
 }  // namespace
