@@ -22,6 +22,7 @@
 #include "decode/window_stats.hpp"
 #include "engine/weight_source.hpp"
 #include "model/languages.hpp"
+#include "pipeline/batch_size.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
 #include "util/cores.hpp"
@@ -290,14 +291,19 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
   };
 
   // Opens the next job that can be opened; with `wait`, waits for one to come.
+  // The next job: one that is waiting, else, with `wait`, the next to come.
+  const auto take = [&](bool wait) -> std::optional<Job> {
+    if (std::optional<Job> ready = jobs.next(false)) return ready;
+    if (!wait) return std::nullopt;
+    // Nothing open and nothing waiting (a server between requests): the device's full batch is
+    // tried again for what comes next, and device memory the last batches used goes back to the
+    // GPU, so that other models on it can have it.
+    if (!jobs.finished()) return_to_the_device();
+    model_->backend().release_cached_memory();
+    return jobs.next(true);
+  };
   const auto open_next = [&](bool wait) -> bool {
-    // Nothing open: before waiting for work (a server between requests), device memory the last
-    // batches used goes back to the GPU, so that other models on it can have it.
-    if (wait) {
-      if (!jobs.finished()) return_to_the_device();  // more may come
-      model_->backend().release_cached_memory();
-    }
-    while (std::optional<Job> job = jobs.next(wait)) {
+    while (std::optional<Job> job = take(wait)) {
       auto f = std::make_unique<File>();
       f->index = job->id;
       f->path = job->path;
@@ -611,7 +617,7 @@ void Transcriber::process_batch_fitting(
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kOutOfMemory) throw;
     if (batch.size() == 1) {
-      if (!options_.cpu_fallback || fallback_model_) {
+      if (!options_.cpu_fallback || model_ == fallback_model_.get()) {
         throw Error(ErrorKind::kOutOfMemory,
                     fmt::format("one window does not fit on the device: {}", e.what()));
       }
@@ -684,25 +690,29 @@ audio::ReadAheadOptions Transcriber::read_ahead_options(int open_files) const {
 
 void Transcriber::fall_back_to_cpu(const std::string& reason) {
   spdlog::warn(
-      "out of device memory for a single window ({}); loading the model on the CPU and "
-      "going on there",
-      reason);
+      "out of device memory for a single window ({}); {} the model on the CPU and going "
+      "on there",
+      reason, fallback_model_ ? "using" : "loading");
   model_->backend().release_cached_memory();
-  fallback_backend_ = backend::make_cpu_backend(0);
-  engine::CheckpointWeights weights(folder_.checkpoint());
-  fallback_model_ =
-      std::make_unique<engine::WhisperModel>(folder_.config(), weights, *fallback_backend_);
+  if (!fallback_model_) {
+    // Kept once loaded: a later fallback (a device that fills up again) does not load it again.
+    fallback_backend_ = backend::make_cpu_backend(0);
+    engine::CheckpointWeights weights(folder_.checkpoint());
+    fallback_model_ =
+        std::make_unique<engine::WhisperModel>(folder_.config(), weights, *fallback_backend_);
+  }
   model_ = fallback_model_.get();
-  batch_limit_ = options_.batch_size;  // host memory holds what the device could not
+  // A batch the host memory holds: one planned for the GPU (up to 64 windows) may not fit.
+  batch_limit_ = planned_batch_size(folder_.config(), *fallback_backend_, 0, 16);
+  mel_pool_.reset();  // sized for the CPU backend's threads at the next batch
 }
 
 void Transcriber::return_to_the_device() {
-  if (fallback_model_) {
+  if (model_ != device_model_) {
     spdlog::info("the next jobs try {} again (the last ones ran on the CPU)",
                  device_model_->backend().description());
     model_ = device_model_;
-    fallback_model_.reset();
-    fallback_backend_.reset();
+    mel_pool_.reset();  // sized for the device at the next batch
   } else if (batch_limit_ < options_.batch_size) {
     spdlog::info("the next jobs try batches of {} again (the last ones were limited to {})",
                  options_.batch_size, batch_limit_);

@@ -159,9 +159,9 @@ class Transcriber {
 
   // The run goes on on the CPU (out of device memory for one window): logged with `reason`.
   void fall_back_to_cpu(const std::string& reason);
-  // With nothing open (a server between requests): back to the caller's model and the full batch
-  // after a fallback or a halving, since what did not fit then (another model's memory, a long
-  // request's) may fit now; the CPU copy of the model is let go.
+  // With nothing open and nothing waiting (a server between requests): back to the caller's model
+  // and the full batch after a fallback or a halving, since what did not fit then (another model's
+  // memory, a long request's) may fit now. The CPU copy stays loaded for a later fallback.
   void return_to_the_device();
   // How a file's audio is read ahead (threads, how far), from the device, the batch and the
   // number of files open with it.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -212,15 +213,36 @@ TEST_F(TranscriberJobs, AWindowThatDoesNotFitOnTheDeviceRunsOnTheCpu) {
                    "one window does not fit on the device");
 }
 
+// A server whose requests come one at a time, each once the run has nothing open and waits
+// (next(true)); `arrives(id)` runs just before request `id` is handed over.
+class RequestsOneAtATime final : public pipeline::JobSource {
+ public:
+  RequestsOneAtATime(std::string path, int count, std::function<void(int)> arrives)
+      : path_(std::move(path)), count_(count), arrives_(std::move(arrives)) {}
+  std::optional<pipeline::Job> next(bool wait) override {
+    if (!wait || finished()) return std::nullopt;  // none is waiting while the run is busy
+    ++handed_;
+    arrives_(handed_);
+    return pipeline::Job(path_, std::nullopt, handed_);
+  }
+  bool finished() const override { return handed_ >= count_; }
+
+ private:
+  std::string path_;
+  int count_;
+  std::function<void(int)> arrives_;
+  int handed_ = 0;
+};
+
 // A server's model that ran out of device memory goes back to the device, with its whole batch,
-// once nothing is open: what did not fit during one request (another model's memory, say) is
-// tried again for the next, instead of staying on the CPU or in halves until a reload.
+// once it has nothing to do: what did not fit during one request (another model's memory, say)
+// is tried again for the next, instead of staying on the CPU or in halves until a reload.
 TEST_F(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDeviceAgain) {
   const TempDir dir;
   const auto file = dir / "long.wav";
   write_repeated_wav(jfk_, 6, file);  // 66 s: three windows
   constexpr std::size_t kNoLimit = std::numeric_limits<std::size_t>::max();
-  MemoryLimitedBackend limited(backend::make_cpu_backend(2), 1u << 20);  // not one window
+  MemoryLimitedBackend limited(backend::make_cpu_backend(2), kNoLimit);
   engine::CheckpointWeights weights(folder_->checkpoint());
   const engine::WhisperModel model(folder_->config(), weights, limited);
   pipeline::TranscribeOptions o;
@@ -229,32 +251,29 @@ TEST_F(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDevic
   o.temperature_increment = 0.0;
   o.language = "en";
   pipeline::Transcriber t(*folder_, model, o);
-  pipeline::JobQueue queue(4);
-  ASSERT_TRUE(queue.submit({file.string(), std::nullopt, 1, nullptr}));
 
-  std::map<int, Outcome> results;
   int refusals_before_3 = 0, allocations_before_2 = 0;
+  // The device's memory changes between requests (other models, other processes).
+  RequestsOneAtATime requests(file.string(), 4, [&](int id) {
+    if (id == 1) {
+      limited.set_limit(1u << 20);  // not one window: the CPU
+    } else if (id == 2) {
+      limited.set_limit(kNoLimit);  // freed
+      allocations_before_2 = limited.allocations();
+    } else if (id == 3) {
+      limited.set_limit(5u << 20);  // three windows do not fit, smaller batches do
+      refusals_before_3 = limited.refusals();
+    } else {
+      limited.set_limit(kNoLimit);
+      limited.forget_largest();
+    }
+  });
+  std::map<int, Outcome> results;
   pipeline::CancellationToken cancel;
   t.run(
-      queue, cancel, [](const pipeline::ProgressEvent&) {},
+      requests, cancel, [](const pipeline::ProgressEvent&) {},
       [&](pipeline::FileResult&& r) {
         results[r.file] = {r.ok, r.error, std::move(r.transcript)};
-        // Each request after the one before has finished, with the device's memory changed.
-        if (r.file == 1) {
-          limited.set_limit(kNoLimit);  // freed
-          allocations_before_2 = limited.allocations();
-        } else if (r.file == 2) {
-          limited.set_limit(5u << 20);  // three windows do not fit, smaller batches do
-          refusals_before_3 = limited.refusals();
-        } else if (r.file == 3) {
-          limited.set_limit(kNoLimit);
-          limited.forget_largest();
-        }
-        if (r.file < 4) {
-          EXPECT_TRUE(queue.submit({file.string(), std::nullopt, r.file + 1, nullptr}));
-        } else {
-          queue.close();
-        }
       });
   ASSERT_EQ(results.size(), 4u);
   for (const auto& [id, outcome] : results)
