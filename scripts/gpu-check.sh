@@ -15,6 +15,9 @@ bench=$(find "$bin" -name ifw-bench -type f | head -1)
 status=0
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$out/gpu.txt"
+# The build, the cores it counts and where its CUDA module is (or why it cannot be used).
+"$bench" --version 2>&1 | tee "$out/version.txt"
+grep -q "^cuda backend: /" "$out/version.txt" || status=1
 "$checks" --gtest_filter='DeviceSelection*:*Cuda*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[ (  FAILED|  PASSED|  SKIPPED) |relative error|Failure|error" || true
 grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
 # The conformance suite with decoder steps issued one by one, then replayed from CUDA graphs

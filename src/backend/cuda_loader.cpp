@@ -229,6 +229,10 @@ DeviceMemory device_memory(int index) {
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int index, DType dtype) {
+  // The driver's own words first: without one, the CUDA runtime reports an "insufficient driver".
+  if (const DriverProbe& probe = driver(); !probe.error.empty()) {
+    throw Error(ErrorKind::kUnsupported, fmt::format("cuda:{}: {}", index, probe.error));
+  }
   return require_module().make_backend(index, dtype);
 }
 

@@ -52,11 +52,13 @@ class ReleaseLoadedModels : public ::testing::Environment {
 [[maybe_unused]] const ::testing::Environment* const kReleaseLoadedModels =
     ::testing::AddGlobalTestEnvironment(new ReleaseLoadedModels);
 
-// Models are loaded once per test program: every test of a model shares them.
+// Models are loaded once per test program: every test of a model shares them. Kept only once
+// whole: a load that failed (a GPU that cannot be used) fails each test that asks again, instead
+// of leaving half a model for the next test to crash on.
 Loaded& loaded(const std::string& name) {
-  auto& slot = loaded_models()[name];
-  if (!slot) {
-    slot = std::make_unique<Loaded>();
+  auto& kept = loaded_models()[name];
+  if (!kept) {
+    auto slot = std::make_unique<Loaded>();
     slot->folder = std::make_unique<model::ModelFolder>(*golden_dir() / "models" / name);
     slot->backend = make_test_backend(2);
     std::cout << "[ engine on " << test_device_name() << " ]\n";
@@ -68,8 +70,9 @@ Loaded& loaded(const std::string& name) {
     slot->mel =
         read_f32_file(*golden_dir() / "reference" / slot->golden.at("mel").get<std::string>());
     slot->encoded = slot->model->encode(slot->mel, 1);
+    kept = std::move(slot);
   }
-  return *slot;
+  return *kept;
 }
 
 // The corpus's models that have reference outputs.

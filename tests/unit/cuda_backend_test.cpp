@@ -97,6 +97,15 @@ TEST(CudaModule, LoadsWhereTheToolkitIsInstalled) {
 #endif
 }
 
+// Asked for directly (the tests' IFW_TEST_DEVICE=cuda, a caller that skips --device's checks),
+// a GPU that is not there is an error that says why, in the driver's words.
+TEST(CudaModule, ABackendWithoutAGpuSaysWhy) {
+  if (have_gpu()) GTEST_SKIP() << "this machine has a GPU";
+  const std::string why = backend::describe_devices().cuda_status;
+  ASSERT_FALSE(why.empty());
+  EXPECT_IFW_ERROR(backend::make_cuda_backend(0, DType::kF16), why);
+}
+
 // Values that the element type holds exactly, so that both backends start from the same inputs.
 std::vector<float> random_values(std::size_t n, unsigned seed, DType type, float scale = 1.0f) {
   std::mt19937 rng(seed);
