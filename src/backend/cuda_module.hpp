@@ -47,8 +47,8 @@ struct CudaModuleStatus {
 };
 CudaModuleStatus load_cuda_module();
 
-// Decoder steps replayed from CUDA graphs so far in this process (0 while the module is not
-// loaded): lets the tests see that graphs really ran.
+// Decoder steps replayed from CUDA graphs so far in this process (loads the module; 0 where it
+// cannot be loaded): lets the tests see that graphs really ran.
 std::uint64_t cuda_step_graph_launches();
 
 }  // namespace ifw::backend

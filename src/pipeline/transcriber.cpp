@@ -290,7 +290,6 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     on_result(std::move(r));
   };
 
-  // Opens the next job that can be opened; with `wait`, waits for one to come.
   // The next job: one that is waiting, else, with `wait`, the next to come.
   const auto take = [&](bool wait) -> std::optional<Job> {
     if (std::optional<Job> ready = jobs.next(false)) return ready;
@@ -302,6 +301,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     model_->backend().release_cached_memory();
     return jobs.next(true);
   };
+  // Opens the next job that can be opened; with `wait`, waits for one to come.
   const auto open_next = [&](bool wait) -> bool {
     while (std::optional<Job> job = take(wait)) {
       auto f = std::make_unique<File>();

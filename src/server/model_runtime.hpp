@@ -27,7 +27,7 @@ namespace ifw::server {
 inline constexpr int kCpuBatch = 8;
 
 struct RuntimeOptions {
-  int threads = 0;                 // CPU threads (0: one per core)
+  int threads = 0;                 // CPU threads (0: one per usable core)
   std::string device = "auto";     // as --device: auto, cpu, cuda, cuda:N
   std::string precision = "auto";  // as --precision
   int batch_size = 0;              // windows decoded together (0: kCpuBatch, or planned on a GPU)

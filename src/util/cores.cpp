@@ -64,6 +64,11 @@ std::optional<double> v1_quota(const fs::path& dir) {
   return cores_of(whole_number(trimmed(*quota)), whole_number(trimmed(*period)));
 }
 
+// `smallest` becomes `q` where `q` is smaller (or `smallest` is empty).
+void keep_smallest(std::optional<double>& smallest, std::optional<double> q) {
+  if (q) smallest = smallest ? std::min(*smallest, *q) : *q;
+}
+
 // The smallest quota `read` finds in `base / path` and each of its ancestors up to `base`.
 template <typename Read>
 std::optional<double> smallest_along(const fs::path& base, std::string_view path, Read read) {
@@ -74,9 +79,7 @@ std::optional<double> smallest_along(const fs::path& base, std::string_view path
     if (part == "..") return std::nullopt;
   }
   while (true) {
-    if (const std::optional<double> q = read(base / relative)) {
-      smallest = smallest ? std::min(*smallest, *q) : *q;
-    }
+    keep_smallest(smallest, read(base / relative));
     if (relative.empty()) break;
     relative = relative.parent_path();
   }
@@ -112,9 +115,6 @@ CoreReport measure() {
 std::optional<double> cgroup_cpu_quota(std::string_view proc_self_cgroup,
                                        const fs::path& cgroup_root) {
   std::optional<double> smallest;
-  const auto keep = [&](std::optional<double> q) {
-    if (q) smallest = smallest ? std::min(*smallest, *q) : *q;
-  };
   std::istringstream lines{std::string(proc_self_cgroup)};
   std::string line;
   while (std::getline(lines, line)) {
@@ -128,7 +128,7 @@ std::optional<double> cgroup_cpu_quota(std::string_view proc_self_cgroup,
     if (id == "0" && controllers.empty()) {
       // cgroup v2: one hierarchy, mounted at the root (or at "unified" beside v1's).
       for (const fs::path& base : {cgroup_root, cgroup_root / "unified"}) {
-        keep(smallest_along(base, path, v2_quota));
+        keep_smallest(smallest, smallest_along(base, path, v2_quota));
       }
       continue;
     }
@@ -140,7 +140,7 @@ std::optional<double> cgroup_cpu_quota(std::string_view proc_self_cgroup,
     if (!cpu) continue;
     // cgroup v1: the cpu controller's own mount ("cpu", or "cpu,cpuacct" as listed).
     for (const fs::path& base : {cgroup_root / "cpu", cgroup_root / controllers}) {
-      keep(smallest_along(base, path, v1_quota));
+      keep_smallest(smallest, smallest_along(base, path, v1_quota));
     }
   }
   return smallest;
