@@ -9,6 +9,7 @@ extern "C" {
 }
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <mutex>
 #include <numeric>
@@ -134,6 +135,21 @@ struct AudioDecoder::State {
     const int got = swr_convert(resampler.get(), &out, capacity, input, in_samples);
     if (got < 0) fail("resampling failed", got);
     pending.resize(old + static_cast<std::size_t>(got));
+    silence_non_finite(old);
+  }
+
+  // Floating-point audio can hold NaN or infinite samples (damaged or badly written files), which
+  // would make every feature of their window NaN: they become silence, and the frame counts as
+  // damaged, so that the file's transcript says it is incomplete.
+  void silence_non_finite(std::size_t from) {
+    bool found = false;
+    for (std::size_t i = from; i < pending.size(); ++i) {
+      if (!std::isfinite(pending[i])) {
+        pending[i] = 0.0f;
+        found = true;
+      }
+    }
+    if (found) ++damaged;
   }
 
   // Receives every frame the decoder has ready.

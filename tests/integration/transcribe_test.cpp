@@ -1,6 +1,8 @@
 // `ifw transcribe` end to end: the reference's tokens from a real recording, any container, bad
 // inputs among good ones, outputs that FFmpeg reads back, standard input, cancellation.
 #include <chrono>
+#include <cstring>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -124,11 +126,20 @@ TEST_F(Transcribe, BadInputsFailClearlyAndTheOthersAreStillDone) {
   write_file(in_ / "cut.mp3", full.substr(0, full.size() / 4));
   ffmpeg("-f lavfi -i testsrc=size=32x32:rate=5 -t 1 -c:v mpeg4 " +
          shell_quote((in_ / "silent_film.mp4").string()));
+  // Float samples, the last 1000 of them NaN (the data chunk ends the file).
+  ffmpeg("-i " + shell_quote(jfk()) + " -t 3 -c:a pcm_f32le " +
+         shell_quote((in_ / "nan.wav").string()));
+  std::string nan_wav = read_file(in_ / "nan.wav");
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (std::size_t i = 1; i <= 1000; ++i)
+    std::memcpy(nan_wav.data() + nan_wav.size() - 4 * i, &nan, 4);
+  write_file(in_ / "nan.wav", nan_wav);
 
   const CliRun r =
       run_ifw(args({(in_ / "missing.wav").string(), (in_ / "folder").string(),
                     (in_ / "empty.wav").string(), (in_ / "notes.wav").string(),
-                    (in_ / "cut.mp3").string(), (in_ / "silent_film.mp4").string(), jfk()}));
+                    (in_ / "cut.mp3").string(), (in_ / "silent_film.mp4").string(),
+                    (in_ / "nan.wav").string(), jfk()}));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "missing.wav: no such file"));
   EXPECT_TRUE(contains(r.err, "folder: is a directory"));
@@ -136,6 +147,13 @@ TEST_F(Transcribe, BadInputsFailClearlyAndTheOthersAreStillDone) {
   EXPECT_TRUE(contains(r.err, "notes.wav: not a readable audio or video file"));
   EXPECT_TRUE(contains(r.err, "cut.mp3: the audio ends at"));
   EXPECT_TRUE(contains(r.err, "silent_film.mp4: has no audio stream"));
+  // NaN samples were read as silence: the file says so, and the run went on (it used to end
+  // every file of the run, this one's batch included).
+  const std::size_t nan_error = r.err.find("nan.wav: ");
+  ASSERT_NE(nan_error, std::string::npos) << r.err;
+  EXPECT_TRUE(contains(r.err.substr(nan_error, r.err.find('\n', nan_error) - nan_error),
+                       "damaged or truncated part(s) of the audio could not be decoded"));
+  EXPECT_TRUE(std::filesystem::exists(out_ / "nan.partial.txt"));
   EXPECT_TRUE(std::filesystem::exists(out_ / "jfk.txt"));          // the good file is done
   EXPECT_TRUE(std::filesystem::exists(out_ / "cut.partial.txt"));  // what could be decoded is kept
   EXPECT_FALSE(std::filesystem::exists(out_ / "cut.txt"));

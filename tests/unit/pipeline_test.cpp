@@ -322,6 +322,48 @@ TEST(AudioDecoder, ResamplesToSixteenKilohertzMono) {
   EXPECT_EQ(decoder.damaged_packets(), 0);
 }
 
+// A mono 32-bit float WAV file (format 3) of `samples`, written as they are (NaN included).
+std::string float_wav_of(const std::vector<float>& samples, std::uint32_t rate) {
+  std::string data(reinterpret_cast<const char*>(samples.data()), samples.size() * sizeof(float));
+  std::string out = wav_file(data, rate, 1);
+  const auto put16 = [&](std::size_t at, std::uint16_t v) { std::memcpy(out.data() + at, &v, 2); };
+  const auto put32 = [&](std::size_t at, std::uint32_t v) { std::memcpy(out.data() + at, &v, 4); };
+  put16(20, 3);  // IEEE float
+  put32(28, rate * 4u);
+  put16(32, 4);
+  put16(34, 32);
+  return out;
+}
+
+// NaN or infinite samples (a damaged float file) would make their window's features NaN: they
+// are read as silence, and the frame counts as damaged, so the transcript says it is incomplete.
+TEST(AudioDecoder, NonFiniteSamplesBecomeSilenceAndCountAsDamaged) {
+  for (const std::uint32_t rate : {16000u, 44100u}) {
+    SCOPED_TRACE(rate);
+    std::vector<float> samples(rate * 2);
+    for (std::size_t i = 0; i < samples.size(); ++i)
+      samples[i] = 0.25f * static_cast<float>(std::sin(2 * 3.14159265 * 300 * i / rate));
+    for (std::size_t i = rate; i < rate + 100; ++i)
+      samples[i] = i % 2 == 0 ? std::numeric_limits<float>::quiet_NaN()
+                              : -std::numeric_limits<float>::infinity();
+    TempDir dir;
+    write_file(dir / "nan.wav", float_wav_of(samples, rate));
+    audio::AudioDecoder decoder((dir / "nan.wav").string());
+    std::vector<float> all, chunk(4096);
+    for (std::size_t n; (n = decoder.read(chunk)) > 0;)
+      all.insert(all.end(), chunk.begin(), chunk.begin() + n);
+    ASSERT_NEAR(static_cast<double>(all.size()), 32000.0, 32.0);
+    EXPECT_TRUE(std::all_of(all.begin(), all.end(), [](float v) { return std::isfinite(v); }));
+    EXPECT_GE(decoder.damaged_packets(), 1);
+    // The tone around the damage is kept.
+    EXPECT_NEAR(*std::max_element(all.begin(), all.begin() + 8000), 0.25f, 0.02f);
+    EXPECT_NEAR(*std::max_element(all.end() - 8000, all.end()), 0.25f, 0.02f);
+    // Transcribing it goes on: its features are finite.
+    const auto mel = log_mel_spectrogram(all, 80);
+    EXPECT_TRUE(std::all_of(mel.begin(), mel.end(), [](float v) { return std::isfinite(v); }));
+  }
+}
+
 TEST(AudioDecoder, ClearErrors) {
   TempDir dir;
   EXPECT_IFW_ERROR(audio::AudioDecoder((dir / "none.wav").string()), "none.wav: no such file");
