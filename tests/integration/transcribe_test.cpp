@@ -135,11 +135,10 @@ TEST_F(Transcribe, BadInputsFailClearlyAndTheOthersAreStillDone) {
     std::memcpy(nan_wav.data() + nan_wav.size() - 4 * i, &nan, 4);
   write_file(in_ / "nan.wav", nan_wav);
 
-  const CliRun r =
-      run_ifw(args({(in_ / "missing.wav").string(), (in_ / "folder").string(),
-                    (in_ / "empty.wav").string(), (in_ / "notes.wav").string(),
-                    (in_ / "cut.mp3").string(), (in_ / "silent_film.mp4").string(),
-                    (in_ / "nan.wav").string(), jfk()}));
+  const CliRun r = run_ifw(
+      args({(in_ / "missing.wav").string(), (in_ / "folder").string(), (in_ / "empty.wav").string(),
+            (in_ / "notes.wav").string(), (in_ / "cut.mp3").string(),
+            (in_ / "silent_film.mp4").string(), (in_ / "nan.wav").string(), jfk()}));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "missing.wav: no such file"));
   EXPECT_TRUE(contains(r.err, "folder: is a directory"));
