@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
+#include <deque>
+#include <future>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -23,6 +26,7 @@
 #include "engine/weight_source.hpp"
 #include "model/languages.hpp"
 #include "pipeline/batch_size.hpp"
+#include "pipeline/window_features.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
 #include "util/cores.hpp"
@@ -57,6 +61,14 @@ backend::Tensor select_windows(backend::Backend& be, const backend::Tensor& stat
 
 }  // namespace
 
+struct Transcriber::Item {
+  File* file = nullptr;
+  AudioWindow window;      // its samples are dropped once its features are computed
+  std::size_t length = 0;  // samples in the window
+  std::vector<model::TokenId> prompt;
+  FeatureRef features;  // empty until computed (on the run's thread, or ahead of its batch)
+};
+
 struct Transcriber::File {
   int index = 0;
   std::string path;
@@ -76,19 +88,58 @@ struct Transcriber::File {
   std::shared_ptr<const CancellationToken> cancel;  // the job's own, if any
   std::shared_ptr<const ResumeState> resume;        // windows decoded by an earlier run
 
+  // Windows read ahead of their batch (batched strategy), their features computed, in order.
+  std::deque<Item> ahead;
+  // The task reading the next batch's windows uses `source` now: nothing else touches it. (It
+  // was not exhausted when the task began, and what the task reads will be in `ahead`.)
+  bool reading_ahead = false;
+
   bool cancelled() const { return cancel && cancel->cancelled(); }
-  bool drained() const { return (broken || source->exhausted()) && in_flight == 0; }
+  bool source_exhausted() const { return !reading_ahead && source->exhausted(); }
+  bool drained() const { return (broken || source_exhausted()) && ahead.empty() && in_flight == 0; }
   int windows_estimate() const {
     const int by_duration =
         duration_hint > 0 ? static_cast<int>(std::ceil(duration_hint / kWindowSeconds)) : 0;
-    return std::max({windows_done + in_flight + (drained() ? 0 : 1), by_duration, windows_done});
+    const int known = windows_done + in_flight + static_cast<int>(ahead.size());
+    return std::max({known + (drained() ? 0 : 1), by_duration, windows_done});
+  }
+  // The next window: the first read ahead, else the source's (none once reading failed).
+  std::optional<Item> next_window() {
+    if (!ahead.empty()) {
+      Item item = std::move(ahead.front());
+      ahead.pop_front();
+      return item;
+    }
+    if (broken) return std::nullopt;
+    std::optional<AudioWindow> w = source->next();
+    if (!w) return std::nullopt;
+    Item item;
+    item.file = this;
+    item.length = w->samples.size();
+    item.window = std::move(*w);
+    return item;
+  }
+  // An earlier run of the job decoded this window already.
+  bool resumable(const AudioWindow& w) const {
+    return resume && resume->windows.contains(w.start_sample);
   }
 };
 
-struct Transcriber::Item {
-  File* file = nullptr;
-  AudioWindow window;
-  std::vector<model::TokenId> prompt;
+// The next batch's windows, read from their files with their features computed on other threads
+// while a batch runs. Until taken, the task uses the sources of `files` and nothing else of them.
+struct Transcriber::Ahead {
+  struct Reading {
+    File* file = nullptr;
+    int leftover = 0;  // windows it read ahead before (a batch takes those first)
+    bool done = false;
+    std::string error;  // reading failed
+  };
+  std::vector<Reading> files;
+  std::vector<Item> items;  // in the order the next batch would take them
+  std::future<void> task;
+  ~Ahead() {
+    if (task.valid()) task.wait();  // it reads the files' sources
+  }
 };
 
 struct Transcriber::Decoded {
@@ -115,7 +166,11 @@ ProgressEvent Transcriber::event(ProgressEvent::Kind kind, const File& f) {
 
 Transcriber::Transcriber(const model::ModelFolder& folder, const engine::WhisperModel& model,
                          TranscribeOptions options)
-    : folder_(folder), device_model_(&model), model_(&model), options_(std::move(options)) {
+    : folder_(folder),
+      device_model_(&model),
+      model_(&model),
+      options_(std::move(options)),
+      extractor_(std::make_shared<audio::LogMelSpectrogram>(model.config().num_mel_bins)) {
   const auto check = [](bool ok, const std::string& message) {
     if (!ok) throw Error(ErrorKind::kInvalidArgument, message);
   };
@@ -231,6 +286,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
                       const std::function<void(FileResult&&)>& on_result) {
   cancel_ = &cancel;
   std::vector<std::unique_ptr<File>> open;  // started and not yet handed over
+  Ahead ahead;  // after `open`: it reads their sources, so it ends first
   const bool sequential = options_.strategy == Strategy::kSequential;
   const VoiceActivity* vad = options_.voice_activity ? &voice_activity_ : nullptr;
 
@@ -368,6 +424,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     std::erase_if(open, [](const auto& f) { return f->finished; });
   };
   while (!cancel.cancelled()) {
+    take_ahead(ahead);
     // Jobs whose requester gave up end here with what they have (nothing of theirs is in flight
     // between batches).
     for (auto& f : open) {
@@ -396,16 +453,16 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
         for (std::size_t k = 0; k < open.size() && !full(batch); ++k) {
           const std::size_t at = (first + k) % open.size();
           File* f = open[at].get();
-          if (f->finished || f->broken || f->cancelled()) continue;
+          if (f->finished || f->cancelled() || (f->broken && f->ahead.empty())) continue;
           try {
-            std::optional<AudioWindow> w = f->source->next();
-            if (!w) continue;
-            if (restore(*f, *w, on_progress)) {
+            std::optional<Item> item = f->next_window();
+            if (!item) continue;
+            if (restore(*f, *item, on_progress)) {
               added = any = true;
               continue;
             }
             ++f->in_flight;
-            batch.push_back({f, std::move(*w), {}});
+            batch.push_back(std::move(*item));
             added = any = true;
             turn = at + 1;
           } catch (const std::exception& e) {
@@ -416,7 +473,8 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       }
       if (full(batch)) break;
       const bool all_drained_or_waiting = std::all_of(open.begin(), open.end(), [&](const auto& f) {
-        return f->finished || f->broken || f->source->exhausted() || sequential;
+        return f->finished || f->broken || (f->source_exhausted() && f->ahead.empty()) ||
+               sequential;
       });
       const bool room = options_.max_open_jobs > 0
                             ? static_cast<int>(open.size()) < options_.max_open_jobs
@@ -427,7 +485,14 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       if (room && open_next(idle)) continue;
       if (!added) break;
     }
+    compute_features(batch);
     if (!batch.empty()) {
+      // Beside a GPU, the next batch's windows are read and their features computed while this
+      // one runs there.
+      if (!sequential &&
+          options_.prepare_ahead.value_or(model_->backend().device() != backend::Device::kCpu)) {
+        start_ahead(ahead, open, turn);
+      }
       process_batch_fitting(batch, on_progress);
       util::release_free_heap_memory();
     }
@@ -436,6 +501,13 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     }
     drop_finished();
     if (batch.empty() && open.empty() && jobs.finished()) break;
+  }
+  take_ahead(ahead);
+  if (windows_read_ahead_ > 0) {
+    spdlog::debug(
+        "{} windows read ahead of their batches (at most {} at once); batches waited "
+        "{:.0f} ms for them",
+        windows_read_ahead_, most_windows_ahead_, waited_ahead_ms_);
   }
   if (cancel.cancelled()) {
     // Stopped: what each started file has finished is kept, marked partial.
@@ -584,9 +656,10 @@ bool Transcriber::decode_group(const backend::Tensor& states, const std::vector<
   return true;
 }
 
-bool Transcriber::restore(File& f, const AudioWindow& window,
+bool Transcriber::restore(File& f, const Item& item,
                           const std::function<void(const ProgressEvent&)>& on_progress) {
   if (!f.resume) return false;
+  const AudioWindow& window = item.window;
   const auto it = f.resume->windows.find(window.start_sample);
   if (it == f.resume->windows.end()) return false;
   const FinishedWindow& done = it->second;
@@ -595,12 +668,11 @@ bool Transcriber::restore(File& f, const AudioWindow& window,
     text += s.text;
     f.transcript.segments.push_back(s);
   }
-  f.source->done(window, done.frames_consumed);
+  f.source->done(window.start_sample, item.length, done.frames_consumed);
   ++f.windows_done;
   ProgressEvent e = event(ProgressEvent::Kind::kWindowDone, f);
-  e.audio_done =
-      static_cast<double>(window.start_sample + static_cast<std::int64_t>(window.samples.size())) /
-      kSampleRate;
+  e.audio_done = static_cast<double>(window.start_sample + static_cast<std::int64_t>(item.length)) /
+                 kSampleRate;
   e.text = std::move(text);
   e.window_start = window.start_sample;
   e.frames_consumed = done.frames_consumed;
@@ -645,28 +717,150 @@ void Transcriber::process_batch_fitting(
   }
 }
 
-std::vector<float> Transcriber::batch_features(const std::vector<Item>& batch) {
-  const int n_mels = model_->config().num_mel_bins;
-  const std::size_t per_window = static_cast<std::size_t>(n_mels) * kFramesPerWindow;
-  std::vector<float> mels(per_window * batch.size());
-  const auto one = [&](int i) {
-    const auto mel = log_mel_spectrogram(batch[static_cast<std::size_t>(i)].window.samples, n_mels);
-    std::copy(mel.begin(), mel.end(),
-              mels.begin() + static_cast<std::ptrdiff_t>(per_window * static_cast<std::size_t>(i)));
-  };
-  if (batch.size() < 2) {
-    for (int i = 0; i < static_cast<int>(batch.size()); ++i)
-      one(i);
-    return mels;
+void Transcriber::compute_features(std::vector<Item>& batch) {
+  std::vector<Item*> missing;
+  for (Item& item : batch) {
+    if (!item.features.buffer) missing.push_back(&item);
   }
-  if (!mel_pool_) {
-    const backend::Backend& be = model_->backend();
-    const int cores = util::usable_cores();
-    const int threads = be.device() == backend::Device::kCpu ? be.threads() : std::min(cores, 16);
-    mel_pool_ = std::make_unique<util::ThreadPool>(std::max(1, threads));
+  if (!missing.empty()) {
+    auto buffer = std::make_shared<FeatureBuffer>(extractor_, missing.size());
+    const auto one = [&](int i) {
+      buffer->compute(static_cast<std::size_t>(i),
+                      missing[static_cast<std::size_t>(i)]->window.samples);
+    };
+    if (missing.size() < 2) {
+      one(0);
+    } else {
+      if (!mel_pool_) {
+        const backend::Backend& be = model_->backend();
+        const int threads = be.device() == backend::Device::kCpu
+                                ? be.threads()
+                                : std::min(util::usable_cores(), 16);
+        mel_pool_ = std::make_unique<util::ThreadPool>(std::max(1, threads));
+      }
+      mel_pool_->run(static_cast<int>(missing.size()), one);
+    }
+    for (std::size_t i = 0; i < missing.size(); ++i) {
+      missing[i]->features = {buffer, i};
+      std::vector<float>().swap(missing[i]->window.samples);  // the features are what is read
+    }
   }
-  mel_pool_->run(static_cast<int>(batch.size()), one);
-  return mels;
+  // A window whose samples were refused fails its file, which keeps what it finished.
+  std::erase_if(batch, [](Item& item) {
+    const std::string& error = item.features.buffer->error(item.features.index);
+    if (error.empty()) return false;
+    File& f = *item.file;
+    if (f.error.empty()) f.error = fmt::format("{}: {}", f.path, error);
+    f.broken = true;
+    --f.in_flight;
+    return true;
+  });
+}
+
+void Transcriber::start_ahead(Ahead& ahead, const std::vector<std::unique_ptr<File>>& open,
+                              std::size_t turn) {
+  ahead.files.clear();
+  ahead.items.clear();
+  // The files the next batch would take windows from, in the order it would.
+  for (std::size_t k = 0; k < open.size(); ++k) {
+    File* f = open[(turn + k) % open.size()].get();
+    if (f->finished || f->cancelled()) continue;
+    const bool readable = !f->broken && !f->source->exhausted();
+    if (!readable && f->ahead.empty()) continue;
+    ahead.files.push_back({f, static_cast<int>(f->ahead.size()), !readable, {}});
+  }
+  if (ahead.files.empty()) return;
+  for (Ahead::Reading& r : ahead.files)
+    r.file->reading_ahead = !r.done;
+  if (!ahead_pool_)
+    ahead_pool_ = std::make_unique<util::ThreadPool>(std::min(util::usable_cores(), 16));
+  const int wanted = std::min(options_.batch_size, batch_limit_);
+  ahead.task =
+      std::async(std::launch::async, [this, &ahead, wanted] { read_ahead(ahead, wanted); });
+}
+
+// On the ahead task's thread: takes windows as the next batch's fill would (one per file in turn,
+// windows read ahead before first, those an earlier run decoded not counted), then computes their
+// features.
+void Transcriber::read_ahead(Ahead& ahead, int wanted) const {
+  int counted = 0;
+  for (bool any = true; any && counted < wanted;) {
+    any = false;
+    for (Ahead::Reading& r : ahead.files) {
+      if (counted >= wanted || cancel_->cancelled()) break;
+      if (r.done || r.file->cancelled()) continue;
+      if (r.leftover > 0) {
+        --r.leftover;
+        ++counted;
+        any = true;
+        continue;
+      }
+      try {
+        std::optional<AudioWindow> w = r.file->source->next();
+        if (!w) {
+          r.done = true;
+          continue;
+        }
+        Item item;
+        item.file = r.file;
+        item.length = w->samples.size();
+        item.window = std::move(*w);
+        if (!r.file->resumable(item.window)) ++counted;
+        ahead.items.push_back(std::move(item));
+        any = true;
+      } catch (const std::exception& e) {  // as when the batch reads it: the file fails alone
+        r.error = e.what();
+        r.done = true;
+      }
+    }
+  }
+  std::vector<Item*> computed;
+  for (Item& item : ahead.items) {
+    if (!item.file->resumable(item.window)) computed.push_back(&item);
+  }
+  if (computed.empty()) return;
+  auto buffer = std::make_shared<FeatureBuffer>(extractor_, computed.size());
+  ahead_pool_->run(static_cast<int>(computed.size()), [&](int i) {
+    Item& item = *computed[static_cast<std::size_t>(i)];
+    buffer->compute(static_cast<std::size_t>(i), item.window.samples);
+    std::vector<float>().swap(item.window.samples);
+  });
+  for (std::size_t i = 0; i < computed.size(); ++i)
+    computed[i]->features = {buffer, i};
+}
+
+void Transcriber::take_ahead(Ahead& ahead) {
+  if (!ahead.task.valid()) return;
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    ahead.task.get();
+  } catch (...) {
+    for (Ahead::Reading& r : ahead.files)
+      r.file->reading_ahead = false;
+    throw;
+  }
+  const double waited =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  if (waited >= 1.0) {
+    spdlog::debug("waited {:.0f} ms for the next batch's {} windows read ahead", waited,
+                  ahead.items.size());
+  }
+  waited_ahead_ms_ += waited;
+  windows_read_ahead_ += static_cast<std::int64_t>(ahead.items.size());
+  for (Item& item : ahead.items)
+    item.file->ahead.push_back(std::move(item));
+  std::int64_t waiting = 0;
+  for (Ahead::Reading& r : ahead.files) {
+    waiting += static_cast<std::int64_t>(r.file->ahead.size());
+    r.file->reading_ahead = false;
+    if (!r.error.empty()) {
+      r.file->error = r.error;  // keep what was decoded so far
+      r.file->broken = true;
+    }
+  }
+  most_windows_ahead_ = std::max(most_windows_ahead_, waiting);
+  ahead.items.clear();
+  ahead.files.clear();
 }
 
 audio::ReadAheadOptions Transcriber::read_ahead_options(int open_files) const {
@@ -725,7 +919,11 @@ void Transcriber::process_batch(std::vector<Item>& batch,
   const model::Tokenizer& tok = folder_.tokenizer();
   const auto& sp = tok.specials();
   const int n = static_cast<int>(batch.size());
-  const backend::Tensor states = model_->encode(batch_features(batch), n);
+  std::vector<FeatureRef> features;
+  for (const Item& item : batch)
+    features.push_back(item.features);
+  std::vector<float> gathered;  // only when the batch's features are not one after another
+  const backend::Tensor states = model_->encode(gather_features(features, gathered), n);
 
   // A file's language, when not given, is detected on its first window (as openai/whisper).
   for (int i = 0; i < n; ++i) {
@@ -751,11 +949,9 @@ void Transcriber::process_batch(std::vector<Item>& batch,
     const Decoded& d = decoded[static_cast<std::size_t>(i)];
     const decode::GreedyResult& r = d.result;
     const int start_frame = static_cast<int>(item.window.start_sample / kSamplesPerFrame);
-    const int frames =
-        static_cast<int>((item.window.samples.size() + kSamplesPerFrame - 1) / kSamplesPerFrame);
+    const int frames = static_cast<int>((item.length + kSamplesPerFrame - 1) / kSamplesPerFrame);
     const double window_start = static_cast<double>(item.window.start_sample) / kSampleRate;
-    const double window_end =
-        window_start + static_cast<double>(item.window.samples.size()) / kSampleRate;
+    const double window_end = window_start + static_cast<double>(item.length) / kSampleRate;
     const bool silent = r.no_speech_prob > options_.no_speech_threshold &&
                         d.avg_logprob < options_.logprob_threshold;
 
@@ -817,7 +1013,10 @@ void Transcriber::process_batch(std::vector<Item>& batch,
       // Text sampled hot is no good prompt (openai/whisper resets the prompt above 0.5).
       if (!options_.condition_on_previous_text || d.temperature > 0.5) f.history.clear();
     }
-    f.source->done(item.window, frames_consumed);
+    // Batched windows do not depend on each other (ChunkedWindows ignores done()), and the task
+    // reading the next batch's windows may be using their source right now.
+    if (options_.strategy == Strategy::kSequential)
+      f.source->done(item.window.start_sample, item.length, frames_consumed);
     --f.in_flight;
     ++f.windows_done;
     ProgressEvent e = event(ProgressEvent::Kind::kWindowDone, f);

@@ -12,6 +12,7 @@
 
 #include <ifw/transcript.hpp>
 
+#include "audio/log_mel.hpp"
 #include "audio/read_ahead.hpp"
 #include "decode/logits_rules.hpp"
 #include "engine/whisper_model.hpp"
@@ -67,6 +68,10 @@ struct TranscribeOptions {
   // Threads decoding one file's audio ahead of the model, segments at once (0: up to 8 beside a
   // GPU, one on the CPU, whose cores are the model's).
   int decode_threads = 0;
+  // Whether the next batch's windows are read and their log-mel features computed on other
+  // threads while a batch runs (batched strategy). Unset: beside a GPU, which would otherwise
+  // wait for them; not on the CPU, whose cores are the model's.
+  std::optional<bool> prepare_ahead;
 };
 
 struct ProgressEvent {
@@ -121,10 +126,18 @@ class Transcriber {
            const std::function<void(const ProgressEvent&)>& on_progress,
            const std::function<void(FileResult&&)>& on_result);
 
+  // Windows read, and their features computed, ahead of their batch (prepare_ahead) so far; the
+  // most that waited at once (at most a batch: what bounds their memory); how long batches
+  // waited for them in all (ms).
+  std::int64_t windows_read_ahead() const { return windows_read_ahead_; }
+  std::int64_t most_windows_ahead() const { return most_windows_ahead_; }
+  double waited_for_windows_ahead_ms() const { return waited_ahead_ms_; }
+
  private:
   struct File;
   struct Item;
   struct Decoded;
+  struct Ahead;
   // A job's options checked against the model, with their tokens.
   struct ResolvedJob {
     std::string task;
@@ -137,7 +150,7 @@ class Transcriber {
   ResolvedJob resolve(const JobOptions& job) const;  // throws ifw::Error (kInvalidArgument)
   static ProgressEvent event(ProgressEvent::Kind kind, const File& f);
   // A window the job's ResumeState has: its segments taken as they are. False when it has not.
-  bool restore(File& f, const AudioWindow& window,
+  bool restore(File& f, const Item& item,
                const std::function<void(const ProgressEvent&)>& on_progress);
   void process_batch(std::vector<Item>& batch,
                      const std::function<void(const ProgressEvent&)>& on_progress);
@@ -154,8 +167,15 @@ class Transcriber {
                     std::vector<std::int64_t>& still);
   std::vector<model::TokenId> prompt_for(const File& file) const;
 
-  // Log-mel features of a batch, window by window on mel_pool_'s threads.
-  std::vector<float> batch_features(const std::vector<Item>& batch);
+  // Log-mel features of the batch's windows that have none yet, window by window on mel_pool_'s
+  // threads. A window whose samples are refused leaves the batch and fails its file.
+  void compute_features(std::vector<Item>& batch);
+  // Starts reading the next batch's windows from `open` (in the order a batch takes them, from
+  // `turn`) and computing their features, on other threads; take_ahead() waits for that and
+  // hands the windows to their files.
+  void start_ahead(Ahead& ahead, const std::vector<std::unique_ptr<File>>& open, std::size_t turn);
+  void read_ahead(Ahead& ahead, int wanted) const;
+  void take_ahead(Ahead& ahead);
 
   // The run goes on on the CPU (out of device memory for one window): logged with `reason`.
   void fall_back_to_cpu(const std::string& reason);
@@ -177,6 +197,11 @@ class Transcriber {
   // cores beside a GPU (a batch of 64 windows is ~0.5 s of features on one core, as long as a
   // GPU takes to decode it).
   std::unique_ptr<util::ThreadPool> mel_pool_;
+  std::unique_ptr<util::ThreadPool> ahead_pool_;               // the ahead task's (up to 16 cores)
+  std::shared_ptr<const audio::LogMelSpectrogram> extractor_;  // the model's mel bins
+  std::int64_t windows_read_ahead_ = 0;
+  std::int64_t most_windows_ahead_ = 0;
+  double waited_ahead_ms_ = 0.0;
   int batch_limit_ = 256;    // lowered when a batch did not fit in device memory
   ResolvedJob default_job_;  // the run's options, for jobs without their own
   VoiceActivity voice_activity_;

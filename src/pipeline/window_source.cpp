@@ -36,7 +36,7 @@ class ChunkedWindows final : public WindowSource {
     }
     return std::nullopt;
   }
-  void done(const AudioWindow&, int) override {}
+  void done(std::int64_t, std::size_t, int) override {}
   bool exhausted() const override { return exhausted_; }
   std::int64_t samples_read() const override { return read_; }
 
@@ -84,12 +84,12 @@ class SeekingWindows final : public WindowSource {
     return w;
   }
 
-  void done(const AudioWindow& w, int frames_consumed) override {
+  void done(std::int64_t start_sample, std::size_t length, int frames_consumed) override {
     in_flight_ = false;
     const std::int64_t consumed = std::max<std::int64_t>(frames_consumed, 1) * kHopLength;
-    seek_ = std::min(w.start_sample + std::min<std::int64_t>(
-                                          consumed, static_cast<std::int64_t>(w.samples.size())),
-                     buffer_start_ + static_cast<std::int64_t>(buffer_.size()));
+    seek_ =
+        std::min(start_sample + std::min<std::int64_t>(consumed, static_cast<std::int64_t>(length)),
+                 buffer_start_ + static_cast<std::int64_t>(buffer_.size()));
     if (eof_ && seek_ >= buffer_start_ + static_cast<std::int64_t>(buffer_.size()))
       exhausted_ = true;
   }

@@ -7,6 +7,7 @@
 // detection they skip silent stretches.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -22,8 +23,10 @@ class WindowSource {
   // The next window to decode; nullopt when none is available now (all were handed out, or the
   // next depends on a window still being decoded). Throws ifw::Error when reading fails.
   virtual std::optional<AudioWindow> next() = 0;
-  // A window was decoded; its text reached `frames_consumed` mel frames (10 ms) into it.
-  virtual void done(const AudioWindow& window, int frames_consumed) = 0;
+  // The window that starts at `start_sample` and holds `length` samples was decoded; its text
+  // reached `frames_consumed` mel frames (10 ms) into it. (By position: a window's samples may be
+  // gone by then, once its features were computed.)
+  virtual void done(std::int64_t start_sample, std::size_t length, int frames_consumed) = 0;
   // No window will come any more.
   virtual bool exhausted() const = 0;
   // Samples of the file read so far (its duration once exhausted).

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -33,8 +34,14 @@ struct Outcome {
   Transcript transcript;
 };
 
-class TranscriberJobs : public ::testing::Test {
+class TranscriberRuns : public ::testing::Test {
  protected:
+  pipeline::TranscribeOptions options() const {
+    pipeline::TranscribeOptions with;
+    with.prepare_ahead = prepare_ahead_;
+    return with;
+  }
+
   void SetUp() override {
     IFW_REQUIRE_GOLDEN();
     folder_ = std::make_unique<model::ModelFolder>(*golden_dir() / "models" / "tiny-random-v3");
@@ -46,7 +53,7 @@ class TranscriberJobs : public ::testing::Test {
 
   std::map<int, Outcome> run(const std::vector<pipeline::Job>& jobs, int batch_size,
                              int max_new_tokens = 24) {
-    pipeline::TranscribeOptions o;
+    pipeline::TranscribeOptions o = options();
     o.batch_size = batch_size;
     o.max_new_tokens = max_new_tokens;
     o.temperature_increment = 0.0;
@@ -64,7 +71,7 @@ class TranscriberJobs : public ::testing::Test {
   // One file through `model` (the fixture's or a constrained one) with short windows in English.
   Outcome transcribe_file(const engine::WhisperModel& model, const std::string& file,
                           int batch_size, bool cpu_fallback = true) {
-    pipeline::TranscribeOptions o;
+    pipeline::TranscribeOptions o = options();
     o.batch_size = batch_size;
     o.max_new_tokens = 8;
     o.temperature_increment = 0.0;
@@ -92,6 +99,17 @@ class TranscriberJobs : public ::testing::Test {
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<engine::WhisperModel> model_;
   std::string jfk_;
+  std::optional<bool> prepare_ahead_;
+};
+
+// Every test runs twice: each batch's windows read and their features computed when the batch is
+// formed, and ahead of it on other threads while the batch before runs (what a GPU gets).
+class TranscriberJobs : public TranscriberRuns, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    prepare_ahead_ = GetParam();
+    TranscriberRuns::SetUp();
+  }
 };
 
 // The CPU backend, except that a new activation tensor above `limit` bytes fails the way device
@@ -174,7 +192,7 @@ class MemoryLimitedBackend final : public backend::Backend {
 
 // A batch that does not fit in device memory is decoded again in halves, and later batches stay
 // small: every window is transcribed, with the tokens of an unconstrained run.
-TEST_F(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
+TEST_P(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
   const TempDir dir;
   const auto file = dir / "long.wav";
   write_repeated_wav(jfk_, 12, file);  // 132 s: five windows
@@ -194,7 +212,7 @@ TEST_F(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
 
 // When not even one window fits in device memory, the run goes on with the model loaded on the
 // CPU (the tokens of an unconstrained run); told not to, it fails naming the reason.
-TEST_F(TranscriberJobs, AWindowThatDoesNotFitOnTheDeviceRunsOnTheCpu) {
+TEST_P(TranscriberJobs, AWindowThatDoesNotFitOnTheDeviceRunsOnTheCpu) {
   const TempDir dir;
   const auto file = dir / "long.wav";
   write_repeated_wav(jfk_, 6, file);                                     // 66 s: three windows
@@ -237,7 +255,7 @@ class RequestsOneAtATime final : public pipeline::JobSource {
 // A server's model that ran out of device memory goes back to the device, with its whole batch,
 // once it has nothing to do: what did not fit during one request (another model's memory, say)
 // is tried again for the next, instead of staying on the CPU or in halves until a reload.
-TEST_F(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDeviceAgain) {
+TEST_P(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDeviceAgain) {
   const TempDir dir;
   const auto file = dir / "long.wav";
   write_repeated_wav(jfk_, 6, file);  // 66 s: three windows
@@ -245,7 +263,7 @@ TEST_F(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDevic
   MemoryLimitedBackend limited(backend::make_cpu_backend(2), kNoLimit);
   engine::CheckpointWeights weights(folder_->checkpoint());
   const engine::WhisperModel model(folder_->config(), weights, limited);
-  pipeline::TranscribeOptions o;
+  pipeline::TranscribeOptions o = options();
   o.batch_size = 4;
   o.max_new_tokens = 8;
   o.temperature_increment = 0.0;
@@ -288,7 +306,7 @@ TEST_F(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDevic
     EXPECT_EQ(tokens(results.at(id).transcript), tokens(results.at(1).transcript)) << id;
 }
 
-TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
+TEST_P(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
   const std::vector<pipeline::Job> jobs = {
       {jfk_, pipeline::JobOptions{"transcribe", "en", "", 0.0, false}},
       {jfk_, pipeline::JobOptions{"translate", "fr", "Names: Ada, Grace.", 0.0, true}},
@@ -331,11 +349,11 @@ TEST_F(TranscriberJobs, EachJobGetsWhatItGetsAlone) {
 // Jobs that keep coming: a short one submitted after a long one finishes first (batches take a
 // window of each open job in turn), a job that arrives during the run is done in it, a job whose
 // requester gives up ends with what it has, and the run ends when the queue is closed.
-TEST_F(TranscriberJobs, JobsThatKeepComingAreServedInTurn) {
+TEST_P(TranscriberJobs, JobsThatKeepComingAreServedInTurn) {
   const TempDir dir;
   const auto long_file = dir / "long.wav";
   write_repeated_wav(jfk_, 8, long_file);  // 88 s: 3 windows or more
-  pipeline::TranscribeOptions o;
+  pipeline::TranscribeOptions o = options();
   o.batch_size = 2;
   o.max_new_tokens = 8;
   o.temperature_increment = 0.0;
@@ -366,6 +384,12 @@ TEST_F(TranscriberJobs, JobsThatKeepComingAreServedInTurn) {
         if (results.size() == 4) queue.close();
       });
   ASSERT_EQ(order.size(), 4u);
+  // The job that came during the run took a place the windows read ahead were meant for: they
+  // waited for the next batch, which read fewer.
+  EXPECT_LE(t.most_windows_ahead(), 2);
+  if (GetParam()) {
+    EXPECT_GE(t.windows_read_ahead(), 2);
+  }
   EXPECT_EQ(order.front(), 2) << "the short job first, although the long one came before it";
   EXPECT_TRUE(results.at(1).ok) << results.at(1).error;
   EXPECT_TRUE(results.at(2).ok);
@@ -385,11 +409,11 @@ TEST_F(TranscriberJobs, JobsThatKeepComingAreServedInTurn) {
 // A job started again after a stop (a server killed mid-job) takes the windows it had finished
 // from its ResumeState and decodes only the others; the transcript is the one an uninterrupted
 // run gives, and the language detected before is not detected again.
-TEST_F(TranscriberJobs, AResumedJobDecodesOnlyItsUnfinishedWindows) {
+TEST_P(TranscriberJobs, AResumedJobDecodesOnlyItsUnfinishedWindows) {
   const TempDir dir;
   const auto long_file = dir / "long.wav";
   write_repeated_wav(jfk_, 8, long_file);  // 88 s: 3 windows or more
-  pipeline::TranscribeOptions o;
+  pipeline::TranscribeOptions o = options();
   o.batch_size = 2;
   o.max_new_tokens = 8;
   o.temperature_increment = 0.0;
@@ -454,6 +478,66 @@ TEST_F(TranscriberJobs, AResumedJobDecodesOnlyItsUnfinishedWindows) {
               whole.transcript.segments[i].words.size());
   }
 }
+
+// Several files, long and short, in batches that do not divide them: windows read ahead of their
+// batch are the ones the batch would have read (every window's event in the same order, the same
+// tokens), whether the files are opened one after another (the command line) or together (a
+// server).
+TEST_F(TranscriberRuns, WindowsReadAheadAreTheOnesTheBatchTakes) {
+  const TempDir dir;
+  write_repeated_wav(jfk_, 8, dir / "a.wav");   // 88 s
+  write_repeated_wav(jfk_, 12, dir / "b.wav");  // 132 s
+  const std::vector<pipeline::Job> jobs = {
+      pipeline::Job((dir / "a.wav").string(), std::nullopt, 0),
+      pipeline::Job(jfk_, std::nullopt, 1),
+      pipeline::Job((dir / "b.wav").string(), std::nullopt, 2)};
+  struct Run {
+    std::vector<std::tuple<int, int, std::int64_t, std::string>> events;
+    std::map<int, Outcome> results;
+    std::int64_t read_ahead = 0;
+  };
+  const auto run_with = [&](bool ahead, int open_jobs) {
+    pipeline::TranscribeOptions o;
+    o.prepare_ahead = ahead;
+    o.batch_size = 3;
+    o.max_new_tokens = 8;
+    o.temperature_increment = 0.0;
+    o.language = "en";
+    o.max_open_jobs = open_jobs;
+    pipeline::Transcriber t(*folder_, *model_, o);
+    pipeline::CancellationToken cancel;
+    Run r;
+    t.run(
+        jobs, cancel,
+        [&](const pipeline::ProgressEvent& e) {
+          r.events.emplace_back(static_cast<int>(e.kind), e.file, e.window_start, e.text);
+        },
+        [&](pipeline::FileResult&& f) {
+          r.results[f.file] = {f.ok, f.error, std::move(f.transcript)};
+        });
+    r.read_ahead = t.windows_read_ahead();
+    return r;
+  };
+  for (const int open_jobs : {0, 8}) {
+    SCOPED_TRACE(open_jobs);
+    const Run inline_run = run_with(false, open_jobs);
+    const Run ahead_run = run_with(true, open_jobs);
+    EXPECT_EQ(inline_run.read_ahead, 0);
+    EXPECT_GE(ahead_run.read_ahead, 4)
+        << "the windows were not read ahead: the test proves nothing";
+    EXPECT_EQ(ahead_run.events, inline_run.events);
+    ASSERT_EQ(ahead_run.results.size(), 3u);
+    for (const auto& [id, outcome] : ahead_run.results) {
+      ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
+      EXPECT_EQ(tokens(outcome.transcript), tokens(inline_run.results.at(id).transcript)) << id;
+      EXPECT_EQ(outcome.transcript.duration, inline_run.results.at(id).transcript.duration) << id;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Features, TranscriberJobs, ::testing::Bool(), [](const auto& param_info) {
+  return param_info.param ? "Ahead" : "Inline";
+});
 
 }  // namespace
 }  // namespace ifw::test

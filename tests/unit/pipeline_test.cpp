@@ -226,18 +226,18 @@ TEST_F(WindowSources, SeekingStartsWhereTheLastWindowsTextEnded) {
   EXPECT_EQ(w->samples.size(), kWindowSamples);
   EXPECT_FALSE(source->next()) << "the next window waits for this one's text";
   EXPECT_FALSE(source->exhausted());
-  source->done(*w, 2000);  // its text reached 20 s
+  source->done(w->start_sample, w->samples.size(), 2000);  // its text reached 20 s
   w = source->next();
   ASSERT_TRUE(w);
   EXPECT_EQ(w->start_sample, 20 * kSampleRate);
   EXPECT_NEAR(w->samples[100], samples[20 * kSampleRate + 100], 1.0f / 16384);
-  source->done(*w, 3000);  // all of it
+  source->done(w->start_sample, w->samples.size(), 3000);  // all of it
   w = source->next();
   ASSERT_TRUE(w);
   EXPECT_EQ(w->start_sample, 50 * kSampleRate);
   EXPECT_EQ(w->samples.size(), 25u * kSampleRate);  // the rest of the file
   EXPECT_TRUE(w->last);
-  source->done(*w, 2500);
+  source->done(w->start_sample, w->samples.size(), 2500);
   EXPECT_FALSE(source->next());
   EXPECT_TRUE(source->exhausted());
   EXPECT_EQ(source->samples_read(), static_cast<std::int64_t>(samples.size()));
@@ -250,13 +250,13 @@ TEST_F(WindowSources, SeekingSkipsSilenceWithVoiceActivity) {
   auto w = source->next();
   ASSERT_TRUE(w);
   EXPECT_EQ(w->start_sample, static_cast<std::int64_t>(64.7 * kSampleRate));
-  source->done(*w, 600);  // the text ended after the tone
+  source->done(w->start_sample, w->samples.size(), 600);  // the text ended after the tone
   EXPECT_FALSE(source->next()) << "only silence is left";
   EXPECT_TRUE(source->exhausted());
   // A window that consumed nothing still moves on (no endless loop on one spot).
   auto again = pipeline::seeking_windows(open(samples), nullptr);
   w = again->next();
-  again->done(*w, 0);
+  again->done(w->start_sample, w->samples.size(), 0);
   w = again->next();
   ASSERT_TRUE(w);
   EXPECT_GT(w->start_sample, 0);

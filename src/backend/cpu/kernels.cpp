@@ -10,8 +10,10 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-// Compiled once per listed instruction set; the loader picks the best the CPU supports.
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+// Compiled once per listed instruction set; the loader picks the best the CPU supports. Not
+// under AddressSanitizer or ThreadSanitizer: the loader runs the picking functions before the
+// sanitizer's runtime is ready (a ThreadSanitizer build crashed at start).
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define IFW_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define IFW_VECTOR_CLONES

@@ -1,0 +1,65 @@
+#include "pipeline/window_features.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include <ifw/audio.hpp>
+#include <ifw/error.hpp>
+
+namespace ifw::pipeline {
+
+FeatureBuffer::FeatureBuffer(std::shared_ptr<const audio::LogMelSpectrogram> extractor,
+                             std::size_t windows)
+    : extractor_(std::move(extractor)),
+      per_window_(static_cast<std::size_t>(extractor_->n_mels()) * kFramesPerWindow),
+      values_(per_window_ * windows),
+      errors_(windows) {}
+
+void FeatureBuffer::compute(std::size_t i, std::span<const float> samples) {
+  if (i >= size()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("features of window {} in a buffer of {}", i, size()));
+  }
+  try {
+    extractor_->compute(samples, std::span<float>(values_).subspan(i * per_window_, per_window_));
+  } catch (const Error& e) {
+    errors_[i] = e.what();
+  }
+}
+
+std::span<const float> FeatureBuffer::windows(std::size_t first, std::size_t count) const {
+  if (first > size() || count > size() - first) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("windows {} to {} of a buffer of {}", first, first + count, size()));
+  }
+  return std::span<const float>(values_).subspan(first * per_window_, count * per_window_);
+}
+
+std::span<const float> gather_features(std::span<const FeatureRef> windows,
+                                       std::vector<float>& scratch) {
+  if (windows.empty()) return {};
+  const FeatureRef& first = windows.front();
+  for (const FeatureRef& w : windows) {
+    if (!w.buffer) throw Error(ErrorKind::kInvalidArgument, "a window without features");
+    if (w.buffer->per_window() != first.buffer->per_window()) {
+      throw Error(ErrorKind::kInvalidArgument, "windows with features of different sizes");
+    }
+  }
+  bool in_place = true;
+  for (std::size_t i = 0; i < windows.size() && in_place; ++i) {
+    in_place = windows[i].buffer == first.buffer && windows[i].index == first.index + i;
+  }
+  if (in_place) return first.buffer->windows(first.index, windows.size());
+  const std::size_t per_window = first.buffer->per_window();
+  scratch.resize(per_window * windows.size());
+  for (std::size_t i = 0; i < windows.size(); ++i) {
+    const auto from = windows[i].buffer->windows(windows[i].index, 1);
+    std::copy(from.begin(), from.end(),
+              scratch.begin() + static_cast<std::ptrdiff_t>(i * per_window));
+  }
+  return scratch;
+}
+
+}  // namespace ifw::pipeline
