@@ -13,12 +13,14 @@
 #include <ifw/audio.hpp>
 
 #include "audio/audio_decoder.hpp"
+#include "audio/log_mel.hpp"
 #include "engine/weight_source.hpp"
 #include "model/tokenizer/tokenizer.hpp"
 #include "pipeline/batch_size.hpp"
 #include "pipeline/chunker.hpp"
 #include "pipeline/job_source.hpp"
 #include "pipeline/voice_activity.hpp"
+#include "pipeline/window_features.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
 #include "support/expect_error.hpp"
@@ -362,6 +364,54 @@ TEST(AudioDecoder, NonFiniteSamplesBecomeSilenceAndCountAsDamaged) {
     const auto mel = log_mel_spectrogram(all, 80);
     EXPECT_TRUE(std::all_of(mel.begin(), mel.end(), [](float v) { return std::isfinite(v); }));
   }
+}
+
+// A batch's features are one buffer the encoder reads as it is; windows from elsewhere or out
+// of order are gathered; a window whose samples are refused keeps its error, the others are
+// computed.
+TEST(WindowFeatures, ReadInPlaceGatheredOrRefused) {
+  auto extractor = std::make_shared<audio::LogMelSpectrogram>(80);
+  std::vector<std::vector<float>> windows(3);
+  for (std::size_t w = 0; w < windows.size(); ++w) {
+    windows[w].resize(16000 * (w + 2));
+    for (std::size_t i = 0; i < windows[w].size(); ++i)
+      windows[w][i] = 0.1f * static_cast<float>(std::sin(0.01 * static_cast<double>(i * (w + 1))));
+  }
+  auto buffer = std::make_shared<pipeline::FeatureBuffer>(extractor, windows.size());
+  for (std::size_t w = 0; w < windows.size(); ++w)
+    buffer->compute(w, windows[w]);
+  for (std::size_t w = 0; w < windows.size(); ++w) {
+    EXPECT_TRUE(buffer->error(w).empty());
+    const auto one = buffer->windows(w, 1);
+    EXPECT_EQ(std::vector<float>(one.begin(), one.end()), log_mel_spectrogram(windows[w], 80));
+  }
+
+  std::vector<float> scratch;
+  const std::vector<pipeline::FeatureRef> all = {{buffer, 0}, {buffer, 1}, {buffer, 2}};
+  EXPECT_EQ(pipeline::gather_features(all, scratch).data(), buffer->windows(0, 3).data());
+  const std::vector<pipeline::FeatureRef> tail = {{buffer, 1}, {buffer, 2}};
+  EXPECT_EQ(pipeline::gather_features(tail, scratch).data(), buffer->windows(1, 2).data());
+  EXPECT_TRUE(scratch.empty()) << "nothing was copied";
+
+  const std::vector<pipeline::FeatureRef> reordered = {{buffer, 2}, {buffer, 0}};
+  const auto gathered = pipeline::gather_features(reordered, scratch);
+  ASSERT_EQ(gathered.size(), 2 * buffer->per_window());
+  EXPECT_EQ(gathered.data(), scratch.data());
+  const auto w2 = buffer->windows(2, 1), w0 = buffer->windows(0, 1);
+  EXPECT_TRUE(std::equal(w2.begin(), w2.end(), gathered.begin()));
+  EXPECT_TRUE(
+      std::equal(w0.begin(), w0.end(), gathered.begin() + static_cast<std::ptrdiff_t>(w2.size())));
+
+  auto refused = std::make_shared<pipeline::FeatureBuffer>(extractor, 2);
+  std::vector<float> bad = windows[0];
+  bad[100] = std::numeric_limits<float>::quiet_NaN();
+  refused->compute(0, bad);
+  refused->compute(1, windows[1]);
+  EXPECT_NE(refused->error(0).find("not a finite number"), std::string::npos) << refused->error(0);
+  EXPECT_TRUE(refused->error(1).empty());
+  EXPECT_IFW_ERROR(refused->compute(2, windows[0]), "window 2 in a buffer of 2");
+  EXPECT_IFW_ERROR(pipeline::gather_features(std::vector<pipeline::FeatureRef>{{}}, scratch),
+                   "a window without features");
 }
 
 TEST(AudioDecoder, ClearErrors) {
