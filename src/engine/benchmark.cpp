@@ -11,6 +11,7 @@
 #include <ifw/audio.hpp>
 #include <ifw/error.hpp>
 
+#include "backend/cuda_module.hpp"
 #include "backend/device_selection.hpp"
 #include "backend/devices.hpp"
 #include "engine/weight_source.hpp"
@@ -167,8 +168,10 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.decode_ms_per_token = decode_step_ms(*model, states, 1, steps, options.repetitions, false);
   result.decode_ms_per_token_batch5 =
       decode_step_ms(*model, states, 5, steps, options.repetitions, false) / 5.0;
+  const std::uint64_t launched = backend::cuda_step_graph_launches();
   result.decode_ms_per_step =
       decode_step_ms(*model, states, options.batch, steps, options.repetitions, true);
+  result.graph_launches = backend::cuda_step_graph_launches() - launched;
   if (gpu) {
     result.device_mib_peak = used_mib();
     states = {};
@@ -194,8 +197,11 @@ std::string benchmark_text(const BenchmarkResult& r) {
       "throughput  {:.1f}x realtime ({} windows of {} tokens)\n{}",
       r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
       r.decode_ms_per_token, r.decode_ms_per_token_batch5, r.decode_ms_per_step, r.options.batch,
-      r.step_graphs ? " (steps replayed from CUDA graphs)" : "", r.rtfx, r.options.batch,
-      r.options.tokens,
+      !r.step_graphs ? std::string()
+      : r.graph_launches > 0
+          ? fmt::format(" (steps replayed from CUDA graphs: {} launches)", r.graph_launches)
+          : std::string(" (CUDA graphs asked for, none launched: steps issued one by one)"),
+      r.rtfx, r.options.batch, r.options.tokens,
       r.device_mib_loaded > 0.0
           ? fmt::format("gpu memory  {:.0f} MiB in use before, {:.0f} loaded, {:.0f} at the peak, "
                         "{:.0f} after release\n",
@@ -219,6 +225,7 @@ std::string benchmark_json(const BenchmarkResult& r) {
       {"decode_ms_per_step", r.decode_ms_per_step},
       {"rtfx", r.rtfx},
       {"step_graphs", r.step_graphs},
+      {"graph_launches", r.graph_launches},
       {"precision", r.options.precision},
       {"device_mib_before", r.device_mib_before},
       {"device_mib_loaded", r.device_mib_loaded},

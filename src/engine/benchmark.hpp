@@ -2,6 +2,7 @@
 // weights (nothing to download), measured the way whisper.cpp's bench measures.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace ifw::engine {
@@ -29,6 +30,9 @@ struct BenchmarkResult {
   double decode_ms_per_step = 0.0;
   double rtfx = 0.0;         // audio seconds per wall second: batch windows, `tokens` tokens each
   bool step_graphs = false;  // decoder steps replayed from recorded graphs (IFW_CUDA_GRAPHS=1)
+  // Graphs launched during the batched steps: none although asked for means every recording was
+  // dropped (logged) and the steps were issued one by one.
+  std::uint64_t graph_launches = 0;
   // GPU only: device memory in use (MiB) before the model loaded, with it loaded, at the peak
   // of the run (what the pool holds), and after the model and its buffers were released.
   double device_mib_before = 0.0, device_mib_loaded = 0.0, device_mib_peak = 0.0,

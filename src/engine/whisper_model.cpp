@@ -362,7 +362,8 @@ std::vector<float> DecoderSession::run(std::span<const TokenId> tokens, int toke
   backend::StepGraph* graph = nullptr;
   if (recorded) {
     // Everything that shapes the step's operations; the captured heads are launch parameters.
-    StepKey key{step.rows, tq, {logit_rows.begin(), logit_rows.end()}, {}, choosing != nullptr};
+    const int returned = choosing == nullptr ? 0 : choosing->flags.empty() ? 1 : 2;
+    StepKey key{step.rows, tq, {logit_rows.begin(), logit_rows.end()}, {}, returned};
     if (capture != nullptr) {
       for (const auto& head : capture->heads)
         std::get<3>(key).insert(std::get<3>(key).end(), {head.layer, head.head});

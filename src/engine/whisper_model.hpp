@@ -145,9 +145,10 @@ class DecoderSession {
   // Issues one step's operations; fills `logits` and, per layer with alignment heads, `captured`.
   void issue(const Step& step, std::span<float> logits, std::vector<std::vector<float>>& captured);
 
-  // Rows, tokens per row, logit rows, captured (layer, head) pairs, choosing: what a step
-  // graph is recorded for.
-  using StepKey = std::tuple<int, int, std::vector<int>, std::vector<int>, bool>;
+  // Rows, tokens per row, logit rows, captured (layer, head) pairs, and what comes back (0:
+  // logits, 1: chosen tokens, 2: chosen tokens under token flags): what a step graph is
+  // recorded for. (Flags or none is a launch parameter: a null pointer or the staged flags.)
+  using StepKey = std::tuple<int, int, std::vector<int>, std::vector<int>, int>;
 
   const WhisperModel& model_;
   int batch_;

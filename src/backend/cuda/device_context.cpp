@@ -140,6 +140,10 @@ void* DeviceContext::allocate(std::size_t bytes) {
 
 void DeviceContext::free(void* p) noexcept {
   if (p == nullptr) return;
+  // Tensors and step graphs can go on a thread whose current GPU is another one (cuda:1's model
+  // dropped after cuda:0 was used there).
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current != index_) cudaSetDevice(index_);
   const cudaError_t err = cudaFreeAsync(p, stream_);
   if (err != cudaSuccess && err != cudaErrorCudartUnloading)  // at exit: reclaimed with the process
     spdlog::warn("cuda:{}: freeing device memory: {}", index_, cudaGetErrorString(err));
@@ -183,23 +187,23 @@ const void* DeviceContext::stage(const void* values, std::size_t bytes) {
   return device;
 }
 
-void* DeviceContext::take_pinned(std::size_t bytes) {
+PinnedBlock DeviceContext::take_pinned(std::size_t bytes) {
   if (const auto it = pinned_blocks_.lower_bound(bytes); it != pinned_blocks_.end()) {
-    void* p = it->second;
+    const PinnedBlock block{it->second, it->first};
     pinned_blocks_.erase(it);
-    return p;
+    return block;
   }
   void* p = nullptr;
   check(cudaMallocHost(&p, bytes), "allocating pinned host memory");
-  return p;
+  return {p, bytes};
 }
 
-void DeviceContext::give_pinned(void* p, std::size_t bytes) noexcept {
-  if (p == nullptr) return;
+void DeviceContext::give_pinned(const PinnedBlock& block) noexcept {
+  if (block.data == nullptr) return;
   try {
-    pinned_blocks_.emplace(bytes, p);
+    pinned_blocks_.emplace(block.bytes, block.data);
   } catch (const std::bad_alloc&) {
-    if (const cudaError_t err = cudaFreeHost(p); err != cudaSuccess)
+    if (const cudaError_t err = cudaFreeHost(block.data); err != cudaSuccess)
       spdlog::warn("cuda:{}: freeing pinned host memory: {}", index_, cudaGetErrorString(err));
   }
 }

@@ -69,9 +69,10 @@ class DeviceContext {
 
   // Pinned host memory of at least `bytes`; given back, it is kept for reuse until the context
   // goes (at most what one decoding's step graphs held at once; cudaFreeHost would wait for the
-  // whole device, other models' work included).
-  void* take_pinned(std::size_t bytes);
-  void give_pinned(void* p, std::size_t bytes) noexcept;
+  // whole device, other models' work included). A block reused for a smaller request keeps its
+  // own size, so that it serves as large a request again.
+  PinnedBlock take_pinned(std::size_t bytes);
+  void give_pinned(const PinnedBlock& block) noexcept;
 
   // cuBLAS workspace (kept for the context's life).
   void* workspace() const { return workspace_; }

@@ -19,15 +19,15 @@ StepRecording::~StepRecording() {
   context_.free(tensors_);
   context_.free(staged_device_);
   // Back to the context's pinned blocks once the copies issued so far are done.
-  if (staged_host_ == nullptr && downloads_host_ == nullptr) return;
+  if (staged_host_.data == nullptr && downloads_host_.data == nullptr) return;
   if (const cudaError_t err = cudaStreamSynchronize(context_.stream()); err != cudaSuccess) {
     if (err != cudaErrorCudartUnloading)
       spdlog::warn("cuda:{}: waiting for a step graph's copies: {}; its pinned memory is left",
                    context_.index(), cudaGetErrorString(err));
     return;
   }
-  context_.give_pinned(staged_host_, pinned_bytes(staged_capacity_));
-  context_.give_pinned(downloads_host_, pinned_bytes(download_capacity_));
+  context_.give_pinned(staged_host_);
+  context_.give_pinned(downloads_host_);
 }
 
 void StepRecording::begin(RecordingMode mode) {
@@ -84,7 +84,7 @@ void* StepRecording::tensor(std::size_t bytes) {
 
 const void* StepRecording::stage(const void* values, std::size_t bytes) {
   const Slot& slot = next(Use::kStaged, bytes);
-  std::memcpy(static_cast<std::byte*>(staged_host_) + slot.offset, values, bytes);
+  std::memcpy(static_cast<std::byte*>(staged_host_.data) + slot.offset, values, bytes);
   return static_cast<std::byte*>(staged_device_) + slot.offset;
 }
 
@@ -92,8 +92,8 @@ void StepRecording::copy_to_host(const void* device, void* host, std::size_t byt
                                  cudaStream_t stream) {
   const Slot& slot = next(Use::kDownload, bytes);
   if (mode_ == RecordingMode::kCapture) {
-    check(cudaMemcpyAsync(static_cast<std::byte*>(downloads_host_) + slot.offset, device, bytes,
-                          cudaMemcpyDeviceToHost, stream),
+    check(cudaMemcpyAsync(static_cast<std::byte*>(downloads_host_.data) + slot.offset, device,
+                          bytes, cudaMemcpyDeviceToHost, stream),
           "copying from the GPU");
   }
   deliveries_.push_back({host, slot.offset, bytes});
@@ -102,13 +102,13 @@ void StepRecording::copy_to_host(const void* device, void* host, std::size_t byt
 void StepRecording::upload_staged(cudaStream_t stream) const {
   const std::size_t bytes = used_[static_cast<std::size_t>(Use::kStaged)];
   if (bytes == 0) return;
-  check(cudaMemcpyAsync(staged_device_, staged_host_, bytes, cudaMemcpyHostToDevice, stream),
+  check(cudaMemcpyAsync(staged_device_, staged_host_.data, bytes, cudaMemcpyHostToDevice, stream),
         "copying a step's indices to the GPU");
 }
 
 void StepRecording::deliver_downloads() {
   for (const Delivery& d : deliveries_)
-    std::memcpy(d.host, static_cast<const std::byte*>(downloads_host_) + d.offset, d.bytes);
+    std::memcpy(d.host, static_cast<const std::byte*>(downloads_host_.data) + d.offset, d.bytes);
   deliveries_.clear();
 }
 

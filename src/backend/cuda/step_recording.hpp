@@ -23,6 +23,12 @@ namespace ifw::backend::cuda {
 
 class DeviceContext;
 
+// Pinned host memory from DeviceContext::take_pinned, with its real size.
+struct PinnedBlock {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
 enum class RecordingMode {
   kMeasure,  // operations issued directly; the memory they use is counted
   kCapture,  // operations captured into a graph, their memory from the recording's slots
@@ -96,10 +102,10 @@ class StepRecording {
   std::vector<Slot> slots_;
   std::size_t cursor_ = 0;  // next slot, during a replay
   std::vector<Delivery> deliveries_;
-  void* tensors_ = nullptr;         // device
-  void* staged_device_ = nullptr;   // device
-  void* staged_host_ = nullptr;     // pinned
-  void* downloads_host_ = nullptr;  // pinned
+  void* tensors_ = nullptr;        // device
+  void* staged_device_ = nullptr;  // device
+  PinnedBlock staged_host_;        // pinned
+  PinnedBlock downloads_host_;     // pinned
 };
 
 // A StepGraph for the CUDA backend (see above).
