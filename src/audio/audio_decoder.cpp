@@ -135,16 +135,19 @@ struct AudioDecoder::State {
     const int got = swr_convert(resampler.get(), &out, capacity, input, in_samples);
     if (got < 0) fail("resampling failed", got);
     pending.resize(old + static_cast<std::size_t>(got));
-    silence_non_finite(old);
+    silence_damaged_samples(old);
   }
 
-  // Floating-point audio can hold NaN or infinite samples (damaged or badly written files), which
-  // would make every feature of their window NaN: they become silence, and the frame counts as
-  // damaged, so that the file's transcript says it is incomplete.
-  void silence_non_finite(std::size_t from) {
+  // Floating-point audio can hold NaN, infinite or absurdly large samples (damaged or badly
+  // written files), which would make every feature of their window NaN (a power spectrum past
+  // float's range): they become silence, and the frame counts as damaged, so that the file's
+  // transcript says it is incomplete. 10^6 is 120 dB above full scale; files that store floats
+  // on the 16-bit scale (up to 32768) stay as they are.
+  void silence_damaged_samples(std::size_t from) {
+    constexpr float kLargest = 1e6f;
     bool found = false;
     for (std::size_t i = from; i < pending.size(); ++i) {
-      if (!std::isfinite(pending[i])) {
+      if (!(std::fabs(pending[i]) <= kLargest)) {  // NaN compares false
         pending[i] = 0.0f;
         found = true;
       }

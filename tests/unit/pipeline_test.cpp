@@ -337,17 +337,19 @@ std::string float_wav_of(const std::vector<float>& samples, std::uint32_t rate) 
   return out;
 }
 
-// NaN or infinite samples (a damaged float file) would make their window's features NaN: they
-// are read as silence, and the frame counts as damaged, so the transcript says it is incomplete.
-TEST(AudioDecoder, NonFiniteSamplesBecomeSilenceAndCountAsDamaged) {
+// NaN, infinite or absurdly large samples (a damaged float file) would make their window's
+// features NaN: they are read as silence, and the frame counts as damaged, so the transcript
+// says it is incomplete.
+TEST(AudioDecoder, DamagedFloatSamplesBecomeSilence) {
   for (const std::uint32_t rate : {16000u, 44100u}) {
     SCOPED_TRACE(rate);
     std::vector<float> samples(rate * 2);
     for (std::size_t i = 0; i < samples.size(); ++i)
       samples[i] = 0.25f * static_cast<float>(std::sin(2 * 3.14159265 * 300 * i / rate));
     for (std::size_t i = rate; i < rate + 100; ++i)
-      samples[i] = i % 2 == 0 ? std::numeric_limits<float>::quiet_NaN()
-                              : -std::numeric_limits<float>::infinity();
+      samples[i] = i % 3 == 0   ? std::numeric_limits<float>::quiet_NaN()
+                   : i % 3 == 1 ? -std::numeric_limits<float>::infinity()
+                                : 1e30f;  // finite, but its power is not
     TempDir dir;
     write_file(dir / "nan.wav", float_wav_of(samples, rate));
     audio::AudioDecoder decoder((dir / "nan.wav").string());
