@@ -105,6 +105,44 @@ double decode_step_ms(const WhisperModel& model, const backend::Tensor& states, 
   return best;
 }
 
+// ms per decoded token for `batch` windows that end one by one, as a transcription's do: window b
+// takes `tokens` x (b + 1) / batch tokens (at least one), the steps shrink with the windows still
+// going, and each step's tokens are chosen under a transcription's rules. What a fixed batch
+// (decode_step_ms) leaves out: steps of every row count from `batch` down to 1 (with CUDA graphs,
+// a recording per count).
+double shrinking_decode_ms_per_token(const WhisperModel& model, const backend::Tensor& states,
+                                     int batch, int tokens, int repetitions) {
+  const StepRules rules = transcription_rules(model.config());
+  const int prompt_len = 4;
+  tokens = std::min(tokens, model.config().max_target_positions - prompt_len);
+  std::vector<int> length(static_cast<std::size_t>(batch));
+  std::int64_t decoded = 0;
+  for (int b = 0; b < batch; ++b) {
+    length[static_cast<std::size_t>(b)] = std::max(1, tokens * (b + 1) / batch);
+    decoded += length[static_cast<std::size_t>(b)];
+  }
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < repetitions + 1; ++r) {
+    DecoderSession session(model, states.rows(0, batch));
+    std::vector<int> active(static_cast<std::size_t>(batch));
+    std::vector<TokenId> prompt;
+    for (int b = 0; b < batch; ++b) {
+      active[static_cast<std::size_t>(b)] = b;
+      prompt.insert(prompt.end(), {50258, 50259, 50359, 50363});
+    }
+    session.forward(prompt, prompt_len, active, LogitRows::kLast);
+    const auto start = Clock::now();
+    for (int s = 0; !active.empty(); ++s) {
+      const std::vector<TokenId> step(active.size(), 440);
+      const std::vector<backend::RowRules> row_rules(active.size(), rules.row);
+      session.choose(step, active, rules.flags, row_rules);
+      std::erase_if(active, [&](int b) { return length[static_cast<std::size_t>(b)] <= s + 1; });
+    }
+    if (r > 0) best = std::min(best, ms_since(start) / static_cast<double>(decoded));
+  }
+  return best;
+}
+
 }  // namespace
 
 BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
@@ -172,6 +210,8 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.decode_ms_per_step =
       decode_step_ms(*model, states, options.batch, steps, options.repetitions, true);
   result.graph_launches = backend::cuda_step_graph_launches() - launched;
+  result.decode_ms_per_token_shrinking =
+      shrinking_decode_ms_per_token(*model, states, options.batch, steps, options.repetitions);
   if (gpu) {
     result.device_mib_peak = used_mib();
     states = {};
@@ -194,6 +234,7 @@ std::string benchmark_text(const BenchmarkResult& r) {
       "encoder     {:.1f} ms per 30 s window (batch {})\n"
       "decoder     {:.2f} ms per token at batch 1, {:.2f} ms per token at batch 5\n"
       "            {:.2f} ms per step of {} sequences, tokens chosen{}\n"
+      "            {:.3f} ms per token when they end one by one ({:.3f} at the full batch)\n"
       "throughput  {:.1f}x realtime ({} windows of {} tokens)\n{}",
       r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
       r.decode_ms_per_token, r.decode_ms_per_token_batch5, r.decode_ms_per_step, r.options.batch,
@@ -201,7 +242,8 @@ std::string benchmark_text(const BenchmarkResult& r) {
       : r.graph_launches > 0
           ? fmt::format(" (steps replayed from CUDA graphs: {} launches)", r.graph_launches)
           : std::string(" (CUDA graphs asked for, none launched: steps issued one by one)"),
-      r.rtfx, r.options.batch, r.options.tokens,
+      r.decode_ms_per_token_shrinking, r.decode_ms_per_step / r.options.batch, r.rtfx,
+      r.options.batch, r.options.tokens,
       r.device_mib_loaded > 0.0
           ? fmt::format("gpu memory  {:.0f} MiB in use before, {:.0f} loaded, {:.0f} at the peak, "
                         "{:.0f} after release\n",
@@ -223,6 +265,7 @@ std::string benchmark_json(const BenchmarkResult& r) {
       {"decode_ms_per_token", r.decode_ms_per_token},
       {"decode_ms_per_token_batch5", r.decode_ms_per_token_batch5},
       {"decode_ms_per_step", r.decode_ms_per_step},
+      {"decode_ms_per_token_shrinking", r.decode_ms_per_token_shrinking},
       {"rtfx", r.rtfx},
       {"step_graphs", r.step_graphs},
       {"graph_launches", r.graph_launches},

@@ -28,6 +28,9 @@ struct BenchmarkResult {
   // A greedy step of options.batch sequences, tokens chosen under a transcription's rules
   // (suppressed tokens, timestamp rules) where the logits are:
   double decode_ms_per_step = 0.0;
+  // Per decoded token, when the batch's windows end one by one (between 1/batch and all of
+  // `tokens` tokens), as a transcription's do: steps of every row count.
+  double decode_ms_per_token_shrinking = 0.0;
   double rtfx = 0.0;         // audio seconds per wall second: batch windows, `tokens` tokens each
   bool step_graphs = false;  // decoder steps replayed from recorded graphs (IFW_CUDA_GRAPHS=1)
   // Graphs launched during the batched steps: none although asked for means every recording was

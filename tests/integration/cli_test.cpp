@@ -157,7 +157,7 @@ TEST(Cli, BenchReportsEveryFigure) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   for (const char* key : {"encoder_ms", "decode_ms_per_token", "decode_ms_per_token_batch5",
-                          "decode_ms_per_step", "rtfx"}) {
+                          "decode_ms_per_step", "decode_ms_per_token_shrinking", "rtfx"}) {
     EXPECT_GT(j.at(key).get<double>(), 0.0) << key;
   }
   EXPECT_EQ(j["arch"], "tiny");
