@@ -130,7 +130,9 @@ struct Transcriber::File {
 struct Transcriber::Ahead {
   struct Reading {
     File* file = nullptr;
-    int leftover = 0;  // windows it read ahead before (a batch takes those first)
+    // Windows it read ahead before, which a batch takes first: whether each is restored from the
+    // job's ResumeState (it then takes no place in the batch).
+    std::deque<bool> leftover;
     bool done = false;
     std::string error;  // reading failed
   };
@@ -752,6 +754,7 @@ void Transcriber::compute_features(std::vector<Item>& batch) {
     File& f = *item.file;
     if (f.error.empty()) f.error = fmt::format("{}: {}", f.path, error);
     f.broken = true;
+    f.ahead.clear();  // as when nothing is read ahead: the file ends at the window it failed on
     --f.in_flight;
     return true;
   });
@@ -767,34 +770,50 @@ void Transcriber::start_ahead(Ahead& ahead, const std::vector<std::unique_ptr<Fi
     if (f->finished || f->cancelled()) continue;
     const bool readable = !f->broken && !f->source->exhausted();
     if (!readable && f->ahead.empty()) continue;
-    ahead.files.push_back({f, static_cast<int>(f->ahead.size()), !readable, {}});
+    Ahead::Reading r;
+    r.file = f;
+    for (const Item& item : f->ahead)
+      r.leftover.push_back(f->resumable(item.window));
+    r.done = !readable;
+    ahead.files.push_back(std::move(r));
   }
   if (ahead.files.empty()) return;
   for (Ahead::Reading& r : ahead.files)
     r.file->reading_ahead = !r.done;
-  if (!ahead_pool_)
-    ahead_pool_ = std::make_unique<util::ThreadPool>(std::min(util::usable_cores(), 16));
+  if (!ahead_pool_) {
+    ahead_pool_ = std::make_unique<util::ThreadPool>(std::clamp(util::usable_cores(), 1, 16));
+  }
   const int wanted = std::min(options_.batch_size, batch_limit_);
   ahead.task =
       std::async(std::launch::async, [this, &ahead, wanted] { read_ahead(ahead, wanted); });
 }
 
 // On the ahead task's thread: takes windows as the next batch's fill would (one per file in turn,
-// windows read ahead before first, those an earlier run decoded not counted), then computes their
-// features.
+// each round from the file after the last one that gave the batch a window; windows read ahead
+// before first; windows an earlier run decoded, which the fill restores, taking no place), then
+// computes their features.
 void Transcriber::read_ahead(Ahead& ahead, int wanted) const {
+  const std::size_t files = ahead.files.size();
   int counted = 0;
-  for (bool any = true; any && counted < wanted;) {
+  std::size_t turn = 0;
+  for (bool any = true; any && counted < wanted && !cancel_->cancelled();) {
     any = false;
-    for (Ahead::Reading& r : ahead.files) {
-      if (counted >= wanted || cancel_->cancelled()) break;
-      if (r.done || r.file->cancelled()) continue;
-      if (r.leftover > 0) {
-        --r.leftover;
-        ++counted;
+    const std::size_t first = turn;
+    for (std::size_t k = 0; k < files && counted < wanted; ++k) {
+      const std::size_t at = (first + k) % files;
+      Ahead::Reading& r = ahead.files[at];
+      if (r.file->cancelled()) continue;
+      if (!r.leftover.empty()) {
+        const bool restored = r.leftover.front();
+        r.leftover.pop_front();
         any = true;
+        if (!restored) {
+          ++counted;
+          turn = at + 1;
+        }
         continue;
       }
+      if (r.done) continue;
       try {
         std::optional<AudioWindow> w = r.file->source->next();
         if (!w) {
@@ -805,7 +824,12 @@ void Transcriber::read_ahead(Ahead& ahead, int wanted) const {
         item.file = r.file;
         item.length = w->samples.size();
         item.window = std::move(*w);
-        if (!r.file->resumable(item.window)) ++counted;
+        if (r.file->resumable(item.window)) {
+          std::vector<float>().swap(item.window.samples);  // restored by position
+        } else {
+          ++counted;
+          turn = at + 1;
+        }
         ahead.items.push_back(std::move(item));
         any = true;
       } catch (const std::exception& e) {  // as when the batch reads it: the file fails alone
@@ -849,9 +873,10 @@ void Transcriber::take_ahead(Ahead& ahead) {
   windows_read_ahead_ += static_cast<std::int64_t>(ahead.items.size());
   for (Item& item : ahead.items)
     item.file->ahead.push_back(std::move(item));
-  std::int64_t waiting = 0;
+  std::int64_t waiting = 0;  // with features: what their memory is
   for (Ahead::Reading& r : ahead.files) {
-    waiting += static_cast<std::int64_t>(r.file->ahead.size());
+    waiting += std::count_if(r.file->ahead.begin(), r.file->ahead.end(),
+                             [](const Item& item) { return item.features.buffer != nullptr; });
     r.file->reading_ahead = false;
     if (!r.error.empty()) {
       r.file->error = r.error;  // keep what was decoded so far

@@ -535,6 +535,50 @@ TEST_F(TranscriberRuns, WindowsReadAheadAreTheOnesTheBatchTakes) {
   }
 }
 
+// A resumed job most of whose windows an earlier run finished: the task reading ahead passes
+// over those (restored by position, their samples dropped at once) and still holds at most a
+// batch of windows with features; what the job gets is what it gets without reading ahead.
+TEST_F(TranscriberRuns, ResumedWindowsReadAheadStayWithinABatch) {
+  const TempDir dir;
+  const auto long_file = dir / "long.wav";
+  write_repeated_wav(jfk_, 24, long_file);  // 264 s
+  const auto run_with = [&](bool ahead, std::shared_ptr<const pipeline::ResumeState> resume,
+                            std::vector<pipeline::ProgressEvent>& windows) {
+    pipeline::TranscribeOptions o;
+    o.prepare_ahead = ahead;
+    o.batch_size = 1;
+    o.max_new_tokens = 4;
+    o.temperature_increment = 0.0;
+    o.language = "en";
+    pipeline::Transcriber t(*folder_, *model_, o);
+    pipeline::Job job(long_file.string());
+    job.resume = std::move(resume);
+    pipeline::CancellationToken cancel;
+    t.run(
+        std::vector<pipeline::Job>{job}, cancel,
+        [&](const pipeline::ProgressEvent& e) {
+          if (e.kind == pipeline::ProgressEvent::Kind::kWindowDone) windows.push_back(e);
+        },
+        [&](pipeline::FileResult&&) {});
+    return t.most_windows_ahead();
+  };
+  std::vector<pipeline::ProgressEvent> first;
+  run_with(false, nullptr, first);
+  ASSERT_GE(first.size(), 8u);
+  auto resume = std::make_shared<pipeline::ResumeState>();
+  for (std::size_t i = 1; i + 1 < first.size(); ++i)
+    resume->windows[first[i].window_start] = {first[i].frames_consumed, first[i].segments};
+  std::vector<pipeline::ProgressEvent> inline_windows, ahead_windows;
+  run_with(false, resume, inline_windows);
+  EXPECT_LE(run_with(true, resume, ahead_windows), 1) << "more than a batch waited";
+  ASSERT_EQ(ahead_windows.size(), inline_windows.size());
+  for (std::size_t i = 0; i < ahead_windows.size(); ++i) {
+    EXPECT_EQ(ahead_windows[i].window_start, inline_windows[i].window_start) << i;
+    EXPECT_EQ(ahead_windows[i].restored, inline_windows[i].restored) << i;
+    EXPECT_EQ(ahead_windows[i].text, inline_windows[i].text) << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Features, TranscriberJobs, ::testing::Bool(), [](const auto& param_info) {
   return param_info.param ? "Ahead" : "Inline";
 });
