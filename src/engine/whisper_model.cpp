@@ -198,14 +198,57 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
   const Tensor states = encoder_states.reshape({batch_ * positions, d});
   // A spare slot for the rows that round a step up (below 3 items a step is never rounded).
   const std::int64_t slots = batch_ + (bucket_steps_ && batch_ >= 3 ? 1 : 0);
-  for (const DecoderLayer& layer : model.decoder_layers()) {
-    self_k_.push_back(be.empty({slots, max_length_, d}, act));
-    self_v_.push_back(be.empty({slots, max_length_, d}, act));
-    Tensor kv = be.empty({batch_ * positions, 2 * d}, act);
-    be.linear(whole(states), layer.cross.kv.w, &layer.cross.kv.b, Activation::kNone, whole(kv),
-              batch_ * positions, false);
-    cross_kv_.push_back(kv.reshape({batch_, positions, 2 * d}));
+  if (step_graphs_) buffers_ = model.take_decoder_buffers(batch_, slots, positions);
+  // Kept buffers hold an earlier session's keys and values: the encoder's are computed again
+  // below, and each item's cache is read only up to its own length.
+  const bool kept = buffers_ != nullptr;
+  if (!kept) {
+    buffers_ = std::make_unique<DecoderBuffers>();
+    buffers_->batch = batch_;
+    buffers_->slots = slots;
+    buffers_->positions = positions;
   }
+  const auto& layers = model.decoder_layers();
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    if (!kept) {
+      buffers_->self_k.push_back(be.empty({slots, max_length_, d}, act));
+      buffers_->self_v.push_back(be.empty({slots, max_length_, d}, act));
+      buffers_->cross_kv.push_back(be.empty({batch_, positions, 2 * d}, act));
+    }
+    Tensor kv = buffers_->cross_kv[l].reshape({batch_ * positions, 2 * d});
+    be.linear(whole(states), layers[l].cross.kv.w, &layers[l].cross.kv.b, Activation::kNone,
+              whole(kv), batch_ * positions, false);
+  }
+}
+
+DecoderSession::~DecoderSession() {
+  if (step_graphs_ && buffers_) model_.keep_decoder_buffers(std::move(buffers_));
+}
+
+std::unique_ptr<DecoderBuffers> WhisperModel::take_decoder_buffers(int batch, std::int64_t slots,
+                                                                   std::int64_t positions) const {
+  std::unique_ptr<DecoderBuffers> kept;
+  {
+    const std::lock_guard lock(decoder_buffers_mutex_);
+    kept = std::move(decoder_buffers_);
+  }
+  if (kept && kept->batch == batch && kept->slots == slots && kept->positions == positions)
+    return kept;
+  return nullptr;  // those of another size go here, before the new ones are made
+}
+
+void WhisperModel::keep_decoder_buffers(std::unique_ptr<DecoderBuffers> buffers) const {
+  {
+    const std::lock_guard lock(decoder_buffers_mutex_);
+    std::swap(buffers, decoder_buffers_);
+  }
+  // What was kept before (another session's, ended meanwhile) goes here, outside the lock.
+}
+
+void WhisperModel::release_decoder_buffers() const {
+  std::unique_ptr<DecoderBuffers> kept;  // declared first: dropped after the lock is let go
+  const std::lock_guard lock(decoder_buffers_mutex_);
+  kept = std::move(decoder_buffers_);
 }
 
 int DecoderSession::step_rows(int items, int batch) {
@@ -302,7 +345,7 @@ std::vector<float> DecoderSession::run(std::span<const TokenId> tokens, int toke
   step.rows = tq == 1 && bucket_steps_ ? step_rows(n_items, batch_) : n_items;
   step.tokens_per_row = tq;
   step.tokens.assign(tokens.begin(), tokens.end());
-  step.encoder_positions = cross_kv_.empty() ? 0 : cross_kv_[0].dim(1);
+  step.encoder_positions = buffers_->positions;
   for (const int item : items) {
     if (item < 0 || item >= batch_) {
       throw Error(ErrorKind::kInvalidArgument, fmt::format("decoder: no batch item {}", item));
@@ -369,7 +412,7 @@ std::vector<float> DecoderSession::run(std::span<const TokenId> tokens, int toke
         std::get<3>(key).insert(std::get<3>(key).end(), {head.layer, head.head});
       std::get<3>(key).push_back(-1);  // capturing without heads differs from not capturing
     }
-    auto& slot = graphs_[std::move(key)];
+    auto& slot = buffers_->graphs[std::move(key)];
     if (!slot) slot = model_.backend().make_step_graph();
     graph = slot.get();
   }
@@ -437,14 +480,14 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     be.linear(whole(normed), layer.self.qkv.w, &layer.self.qkv.b, Activation::kNone, whole(qkv),
               rows, false);
     // Into each item's own cache slot (attention reads them by slot too).
-    be.write_rows({qkv, d, 3 * d}, step.rows, tq, self_k_[l], max_length_, step.self_slots,
+    be.write_rows({qkv, d, 3 * d}, step.rows, tq, buffers_->self_k[l], max_length_, step.self_slots,
                   step.starts);
-    be.write_rows({qkv, 2 * d, 3 * d}, step.rows, tq, self_v_[l], max_length_, step.self_slots,
-                  step.starts);
+    be.write_rows({qkv, 2 * d, 3 * d}, step.rows, tq, buffers_->self_v[l], max_length_,
+                  step.self_slots, step.starts);
     backend::AttentionArgs self;
     self.q = {qkv, 0, 3 * d};
-    self.k = whole(self_k_[l]);
-    self.v = whole(self_v_[l]);
+    self.k = whole(buffers_->self_k[l]);
+    self.v = whole(buffers_->self_v[l]);
     self.out = whole(attended);
     self.batch = step.rows;
     self.heads = heads;
@@ -466,8 +509,8 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
               false);
     backend::AttentionArgs cross;
     cross.q = whole(q);
-    cross.k = {cross_kv_[l], 0, 2 * d};
-    cross.v = {cross_kv_[l], d, 2 * d};
+    cross.k = {buffers_->cross_kv[l], 0, 2 * d};
+    cross.v = {buffers_->cross_kv[l], d, 2 * d};
     cross.out = whole(attended);
     cross.batch = step.rows;
     cross.heads = heads;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <tuple>
@@ -49,6 +50,23 @@ struct DecoderLayer {
   Linear fc1, fc2;
 };
 
+// What a step graph is recorded for: rows, tokens per row, logit rows, captured (layer, head)
+// pairs, and what comes back (0: logits, 1: chosen tokens, 2: chosen tokens under token flags;
+// flags or none is a launch parameter: a null pointer or the staged flags).
+using StepKey = std::tuple<int, int, std::vector<int>, std::vector<int>, int>;
+
+// A decoder session's tensors (self-attention caches, the encoder's keys and values) and the step
+// graphs recorded over them, which bake in their addresses.
+struct DecoderBuffers {
+  int batch = 0;
+  std::int64_t slots = 0;      // cache slots: the batch, and a spare one for rounded steps
+  std::int64_t positions = 0;  // encoder positions
+  std::vector<backend::Tensor> self_k, self_v;  // per layer [slots, max_length, d]
+  std::vector<backend::Tensor> cross_kv;        // per layer [batch, positions, 2d]
+  // After the tensors, so that the graphs go first.
+  std::map<StepKey, std::unique_ptr<backend::StepGraph>> graphs;
+};
+
 class WhisperModel {
  public:
   // Reads every weight from `source` (converted to float32) onto `backend`.
@@ -69,6 +87,17 @@ class WhisperModel {
 
   static constexpr float kLayerNormEps = 1e-5f;
 
+  // Where the backend records decoder steps (step graphs), a decoder session leaves its buffers
+  // and graphs here when it ends, so that the next session of the same size replays the graphs
+  // instead of recording every step shape again (a long transcription's batches then record
+  // each shape once, not once per batch). take: the kept buffers if they fit, else nullptr
+  // (buffers of another size are dropped first, so that their memory is free for the new ones).
+  // release: drops them (an idle model, memory running out).
+  std::unique_ptr<DecoderBuffers> take_decoder_buffers(int batch, std::int64_t slots,
+                                                       std::int64_t positions) const;
+  void keep_decoder_buffers(std::unique_ptr<DecoderBuffers> buffers) const;
+  void release_decoder_buffers() const;
+
  private:
   model::WhisperConfig config_;
   backend::Backend& backend_;
@@ -78,6 +107,8 @@ class WhisperModel {
   backend::Tensor embed_tokens_, decoder_positions_, proj_out_;
   std::vector<DecoderLayer> decoder_;
   Norm decoder_norm_;
+  mutable std::mutex decoder_buffers_mutex_;
+  mutable std::unique_ptr<DecoderBuffers> decoder_buffers_;  // before the weights go
 };
 
 // Which rows of a forward pass to turn into logits.
@@ -104,6 +135,9 @@ class DecoderSession {
   // the CPU); by default they are rounded where the backend records step graphs.
   DecoderSession(const WhisperModel& model, const backend::Tensor& encoder_states,
                  std::optional<bool> bucket_steps = std::nullopt);
+  ~DecoderSession();  // its buffers and graphs to the model, where steps are recorded
+  DecoderSession(const DecoderSession&) = delete;
+  DecoderSession& operator=(const DecoderSession&) = delete;
 
   int batch() const { return batch_; }
   int length(int item) const { return lengths_.at(static_cast<std::size_t>(item)); }
@@ -145,20 +179,13 @@ class DecoderSession {
   // Issues one step's operations; fills `logits` and, per layer with alignment heads, `captured`.
   void issue(const Step& step, std::span<float> logits, std::vector<std::vector<float>>& captured);
 
-  // Rows, tokens per row, logit rows, captured (layer, head) pairs, and what comes back (0:
-  // logits, 1: chosen tokens, 2: chosen tokens under token flags): what a step graph is
-  // recorded for. (Flags or none is a launch parameter: a null pointer or the staged flags.)
-  using StepKey = std::tuple<int, int, std::vector<int>, std::vector<int>, int>;
-
   const WhisperModel& model_;
   int batch_;
   int max_length_;
   bool bucket_steps_;
-  bool step_graphs_;                              // the backend records steps
-  std::vector<backend::Tensor> self_k_, self_v_;  // per layer [slots, max_length, d]
-  std::vector<backend::Tensor> cross_kv_;         // per layer [batch, 1500, 2d]
+  bool step_graphs_;  // the backend records steps
+  std::unique_ptr<DecoderBuffers> buffers_;
   std::vector<int> lengths_;
-  std::map<StepKey, std::unique_ptr<backend::StepGraph>> graphs_;
 };
 
 }  // namespace ifw::engine

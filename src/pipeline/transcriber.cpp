@@ -356,6 +356,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     // tried again for what comes next, and device memory the last batches used goes back to the
     // GPU, so that other models on it can have it.
     if (!jobs.finished()) return_to_the_device();
+    model_->release_decoder_buffers();
     model_->backend().release_cached_memory();
     return jobs.next(true);
   };
@@ -704,6 +705,7 @@ void Transcriber::process_batch_fitting(
     batch_limit_ = static_cast<int>(half);
     spdlog::warn("out of device memory with {} windows ({}); going on with batches of {}",
                  batch.size(), e.what(), half);
+    model_->release_decoder_buffers();
     model_->backend().release_cached_memory();
     std::vector<Item> first(
         std::make_move_iterator(batch.begin()),
@@ -912,6 +914,7 @@ void Transcriber::fall_back_to_cpu(const std::string& reason) {
       "out of device memory for a single window ({}); {} the model on the CPU and going "
       "on there",
       reason, fallback_model_ ? "using" : "loading");
+  model_->release_decoder_buffers();
   model_->backend().release_cached_memory();
   if (!fallback_model_) {
     // Kept once loaded: a later fallback (a device that fills up again) does not load it again.

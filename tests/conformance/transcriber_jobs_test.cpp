@@ -21,6 +21,7 @@
 #include "model/model_folder.hpp"
 #include "pipeline/transcriber.hpp"
 #include "support/audio_files.hpp"
+#include "support/delegating_backend.hpp"
 #include "support/expect_error.hpp"
 #include "support/golden.hpp"
 #include "support/temp_dir.hpp"
@@ -40,6 +41,16 @@ class TranscriberRuns : public ::testing::Test {
     pipeline::TranscribeOptions with;
     with.prepare_ahead = prepare_ahead_;
     return with;
+  }
+  // English, greedy, short windows' worth of tokens; windows read ahead or not.
+  static pipeline::TranscribeOptions english(bool ahead, int batch_size, int max_new_tokens) {
+    pipeline::TranscribeOptions o;
+    o.prepare_ahead = ahead;
+    o.batch_size = batch_size;
+    o.max_new_tokens = max_new_tokens;
+    o.temperature_increment = 0.0;
+    o.language = "en";
+    return o;
   }
 
   void SetUp() override {
@@ -114,10 +125,10 @@ class TranscriberJobs : public TranscriberRuns, public ::testing::WithParamInter
 
 // The CPU backend, except that a new activation tensor above `limit` bytes fails the way device
 // memory runs out on a GPU (ErrorKind::kOutOfMemory); weights load as usual.
-class MemoryLimitedBackend final : public backend::Backend {
+class MemoryLimitedBackend final : public DelegatingBackend {
  public:
   MemoryLimitedBackend(std::unique_ptr<backend::Backend> inner, std::size_t limit)
-      : inner_(std::move(inner)), limit_(limit) {}
+      : DelegatingBackend(std::move(inner)), limit_(limit) {}
   int refusals() const { return refusals_; }
   // Activation tensors made so far, and the largest (in bytes) since forget_largest().
   int allocations() const { return allocations_; }
@@ -126,9 +137,9 @@ class MemoryLimitedBackend final : public backend::Backend {
   // Memory frees up or fills (another model's, another process's).
   void set_limit(std::size_t limit) { limit_ = limit; }
 
-  backend::Device device() const override { return inner_->device(); }
-  std::string description() const override { return "memory-limited " + inner_->description(); }
-  int threads() const override { return inner_->threads(); }
+  std::string description() const override {
+    return "memory-limited " + DelegatingBackend::description();
+  }
   backend::Tensor empty(const backend::Shape& shape,
                         backend::DType dtype = backend::DType::kF32) override {
     const auto bytes = static_cast<std::size_t>(backend::element_count(shape)) * 4;
@@ -138,52 +149,10 @@ class MemoryLimitedBackend final : public backend::Backend {
     }
     ++allocations_;
     largest_ = std::max(largest_, bytes);
-    return inner_->empty(shape, dtype);
-  }
-  backend::Tensor upload(std::span<const float> values, const backend::Shape& shape,
-                         backend::DType dtype = backend::DType::kF32) override {
-    return inner_->upload(values, shape, dtype);
-  }
-  void download(const backend::Tensor& t, std::span<float> out) override {
-    inner_->download(t, out);
-  }
-  void linear(const backend::MatrixRef& x, const backend::Tensor& w, const backend::Tensor* bias,
-              backend::Activation act, const backend::MatrixRef& y, std::int64_t rows,
-              bool accumulate) override {
-    inner_->linear(x, w, bias, act, y, rows, accumulate);
-  }
-  void layer_norm(const backend::Tensor& x, const backend::Tensor& gamma,
-                  const backend::Tensor& beta, float eps, backend::Tensor& y) override {
-    inner_->layer_norm(x, gamma, beta, eps, y);
-  }
-  void add_rows(backend::Tensor& x, const backend::Tensor& rows, std::int64_t block) override {
-    inner_->add_rows(x, rows, block);
-  }
-  void transpose_last2(const backend::Tensor& x, backend::Tensor& y) override {
-    inner_->transpose_last2(x, y);
-  }
-  void conv1d_gelu(const backend::Tensor& x, const backend::Tensor& w, const backend::Tensor& bias,
-                   int stride, backend::Tensor& y) override {
-    inner_->conv1d_gelu(x, w, bias, stride, y);
-  }
-  void attention(const backend::AttentionArgs& args) override { inner_->attention(args); }
-  void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
-             const backend::Tensor& table, const backend::Tensor& positions,
-             backend::Tensor& y) override {
-    inner_->embed(ids, pos, table, positions, y);
-  }
-  void write_rows(const backend::MatrixRef& src, int batch, int rows_per_item, backend::Tensor& dst,
-                  std::int64_t dst_block, std::span<const int> blocks,
-                  std::span<const int> starts) override {
-    inner_->write_rows(src, batch, rows_per_item, dst, dst_block, blocks, starts);
-  }
-  void gather_rows(const backend::Tensor& x, std::span<const std::int64_t> index,
-                   backend::Tensor& y) override {
-    inner_->gather_rows(x, index, y);
+    return DelegatingBackend::empty(shape, dtype);
   }
 
  private:
-  std::unique_ptr<backend::Backend> inner_;
   std::size_t limit_;
   int refusals_ = 0;
   int allocations_ = 0;
@@ -497,12 +466,7 @@ TEST_F(TranscriberRuns, WindowsReadAheadAreTheOnesTheBatchTakes) {
     std::int64_t read_ahead = 0;
   };
   const auto run_with = [&](bool ahead, int open_jobs) {
-    pipeline::TranscribeOptions o;
-    o.prepare_ahead = ahead;
-    o.batch_size = 3;
-    o.max_new_tokens = 8;
-    o.temperature_increment = 0.0;
-    o.language = "en";
+    pipeline::TranscribeOptions o = english(ahead, 3, 8);
     o.max_open_jobs = open_jobs;
     pipeline::Transcriber t(*folder_, *model_, o);
     pipeline::CancellationToken cancel;
@@ -544,13 +508,7 @@ TEST_F(TranscriberRuns, ResumedWindowsReadAheadStayWithinABatch) {
   write_repeated_wav(jfk_, 24, long_file);  // 264 s
   const auto run_with = [&](bool ahead, std::shared_ptr<const pipeline::ResumeState> resume,
                             std::vector<pipeline::ProgressEvent>& windows) {
-    pipeline::TranscribeOptions o;
-    o.prepare_ahead = ahead;
-    o.batch_size = 1;
-    o.max_new_tokens = 4;
-    o.temperature_increment = 0.0;
-    o.language = "en";
-    pipeline::Transcriber t(*folder_, *model_, o);
+    pipeline::Transcriber t(*folder_, *model_, english(ahead, 1, 4));
     pipeline::Job job(long_file.string());
     job.resume = std::move(resume);
     pipeline::CancellationToken cancel;

@@ -1,5 +1,8 @@
 // The Whisper model on synthetic weights: shapes, the decoder session's bookkeeping and errors,
 // random weights for benchmarks.
+#include <cmath>
+#include <functional>
+
 #include <gtest/gtest.h>
 
 #include <ifw/audio.hpp>
@@ -10,6 +13,7 @@
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
+#include "support/delegating_backend.hpp"
 #include "support/expect_error.hpp"
 #include "support/model_builder.hpp"
 #include "support/temp_dir.hpp"
@@ -127,6 +131,99 @@ TEST(DecoderSteps, RowsAreRoundedToAFewSizes) {
   EXPECT_EQ(DecoderSession::step_rows(5, 6), 6);  // never beyond the batch...
   EXPECT_EQ(DecoderSession::step_rows(7, 6), 7);  // ...unless asked for more
   EXPECT_EQ(DecoderSession::step_rows(20, 20), 20);
+}
+
+// A CPU backend that "records" decoder steps the simplest way the StepGraph contract allows: it
+// runs them directly each time. Counts the graphs used, so that a test sees which step shapes a
+// session recorded anew.
+class StepsRecordedOnTheCpu final : public DelegatingBackend {
+ public:
+  StepsRecordedOnTheCpu() : DelegatingBackend(backend::make_cpu_backend(2)) {}
+  int graphs_made() const { return graphs_made_; }
+  std::unique_ptr<backend::StepGraph> make_step_graph() override {
+    return std::make_unique<DirectSteps>(graphs_made_);
+  }
+
+ private:
+  class DirectSteps final : public backend::StepGraph {
+   public:
+    explicit DirectSteps(int& used) : used_(used) {}
+    void run(const std::function<void()>& ops) override {
+      if (!ran_) ++used_;  // a graph counts once it records a step
+      ran_ = true;
+      ops();
+    }
+
+   private:
+    int& used_;
+    bool ran_ = false;
+  };
+  int graphs_made_ = 0;
+};
+
+// Where steps are recorded, the next decoder session of the same size takes the last one's
+// buffers and graphs (a GPU then replays them instead of recording each step shape once per
+// batch): it gives what a session of its own gives, although the caches hold the earlier
+// session's keys and values; another size, or a model that let them go, starts anew.
+TEST_F(EngineTest, ASessionOfTheSameSizeTakesTheLastOnesBuffersAndGraphs) {
+  StepsRecordedOnTheCpu recording;
+  engine::CheckpointWeights weights(folder_->checkpoint());
+  const engine::WhisperModel model(folder_->config(), weights, recording);
+  const engine::TokenId sot = kSyntheticStartOfTranscript;
+  // A batch decoded as a transcription's: prompts, then items ending one by one (rounded steps).
+  const auto decode = [&](const engine::WhisperModel& m, int batch, float first_window) {
+    const auto states = m.encode(distinct_windows(batch, first_window), batch);
+    engine::DecoderSession session(m, states, true);
+    std::vector<int> active(static_cast<std::size_t>(batch));
+    std::vector<engine::TokenId> prompt;
+    for (int b = 0; b < batch; ++b) {
+      active[static_cast<std::size_t>(b)] = b;
+      prompt.insert(prompt.end(), {sot, sot + 1});
+    }
+    std::vector<std::vector<float>> logits = {
+        session.forward(prompt, 2, active, engine::LogitRows::kLast)};
+    for (int step = 0; !active.empty(); ++step) {
+      std::vector<engine::TokenId> tokens;
+      for (const int b : active)
+        tokens.push_back(40 + b + step);
+      logits.push_back(session.forward(tokens, 1, active, engine::LogitRows::kLast));
+      active.erase(active.begin());  // the first still going ends
+    }
+    return logits;
+  };
+  const auto near = [](const std::vector<std::vector<float>>& a,
+                       const std::vector<std::vector<float>>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t s = 0; s < a.size(); ++s) {
+      if (a[s].size() != b[s].size()) return false;
+      for (std::size_t k = 0; k < a[s].size(); ++k) {
+        if (std::abs(a[s][k] - b[s][k]) > 1e-5f) return false;
+      }
+    }
+    return true;
+  };
+
+  decode(model, 5, -0.6f);
+  const int recorded = recording.graphs_made();
+  EXPECT_GE(recorded, 3) << "steps of 5, 4, 2 and 1 rows";
+  // The next batch of 5, other windows: nothing recorded anew, the tokens of a fresh session.
+  const auto again = decode(model, 5, 0.3f);
+  EXPECT_EQ(recording.graphs_made(), recorded);
+  EXPECT_TRUE(near(again, decode(*model_, 5, 0.3f))) << "the earlier session's caches leaked in";
+  // Another size starts anew; so does the first size after it (one size is kept).
+  decode(model, 3, 0.1f);
+  const int after_three = recording.graphs_made();
+  EXPECT_GT(after_three, recorded);
+  EXPECT_TRUE(near(decode(model, 5, -0.2f), decode(*model_, 5, -0.2f)));
+  EXPECT_GT(recording.graphs_made(), after_three);
+  // Let go (an idle model): recorded anew.
+  const int before_release = recording.graphs_made();
+  model.release_decoder_buffers();
+  decode(model, 5, -0.2f);
+  EXPECT_GT(recording.graphs_made(), before_release);
+  // Without step graphs (the CPU), nothing is kept: every session makes its own buffers.
+  decode(*model_, 5, 0.3f);
+  EXPECT_EQ(model_->take_decoder_buffers(5, 6, 1500), nullptr);
 }
 
 // Steps rounded up (as for step graphs on a GPU) give every item what an unrounded session
