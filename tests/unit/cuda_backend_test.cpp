@@ -397,7 +397,7 @@ class ScopedEnv {
 
 // Decoder steps replayed from CUDA graphs (rounded up to a few sizes while items end, alignment
 // heads captured) give what steps issued one by one give, in every precision; the graphs are
-// really launched, and the memory of a session's graphs goes with the session.
+// really launched, and their memory goes when the model lets them go.
 TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
   IFW_REQUIRE_GPU();
   for (const DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
@@ -445,12 +445,14 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
     {
       ScopedEnv graphs("IFW_CUDA_GRAPHS", "1");
       // Memory the pool keeps for reuse is given back first, on both sides: what is left is
-      // memory in use.
+      // memory in use. The model keeps the last session's caches and graphs for the next
+      // session of its size until it lets them go (an idle transcriber does).
       be->release_cached_memory();
       const double before = used_mib();
       std::tie(graph_logits, graph_weights) = decode();
+      model.release_decoder_buffers();
       be->release_cached_memory();
-      EXPECT_LE(used_mib(), before + 32.0) << "a finished session's graphs kept their memory";
+      EXPECT_LE(used_mib(), before + 32.0) << "graphs let go kept their memory";
     }
     // Three shapes (6 rows: 8 steps, 4 rows and 1 row: 4 steps each), each measured, captured,
     // then replayed: 10 launches.
@@ -497,15 +499,21 @@ TEST(CudaStepGraphs, GreedyDecodingChoosesTheSameTokens) {
   o.alignment_heads = {{2, 1}, {3, 4}};
   const auto direct = decode::greedy_decode(model, states, o);
   const std::uint64_t launched = backend::cuda_step_graph_launches();
-  std::vector<decode::GreedyResult> graphs;
+  std::vector<decode::GreedyResult> graphs, again;
   {
     ScopedEnv on("IFW_CUDA_GRAPHS", "1");
     graphs = decode::greedy_decode(model, states, o);
+    // The next decoding of the same size replays what the first recorded (the model kept its
+    // caches and graphs).
+    again = decode::greedy_decode(model, states, o);
+    model.release_decoder_buffers();
   }
   EXPECT_GT(backend::cuda_step_graph_launches(), launched) << "no graph was launched";
   ASSERT_EQ(direct.size(), graphs.size());
+  ASSERT_EQ(direct.size(), again.size());
   for (std::size_t b = 0; b < direct.size(); ++b) {
     EXPECT_EQ(direct[b].tokens, graphs[b].tokens) << "item " << b;
+    EXPECT_EQ(direct[b].tokens, again[b].tokens) << "item " << b << ", graphs kept";
     EXPECT_NEAR(direct[b].sum_logprob, graphs[b].sum_logprob, 1e-3) << "item " << b;
     ASSERT_EQ(direct[b].alignment.size(), graphs[b].alignment.size());
     for (std::size_t h = 0; h < direct[b].alignment.size(); ++h) {
