@@ -60,6 +60,9 @@ class StepGraph {
  public:
   virtual ~StepGraph() = default;
   virtual void run(const std::function<void()>& ops) = 0;
+  // False once the recording was dropped for good (operations issued one by one from then on):
+  // not worth keeping for later sessions, which may record it anew.
+  virtual bool usable() const { return true; }
 };
 
 class Backend {

@@ -108,8 +108,9 @@ double decode_step_ms(const WhisperModel& model, const backend::Tensor& states, 
 // ms per decoded token for `batch` windows that end one by one, as a transcription's do: window b
 // takes `tokens` x (b + 1) / batch tokens (at least one), the steps shrink with the windows still
 // going, and each step's tokens are chosen under a transcription's rules. What a fixed batch
-// (decode_step_ms) leaves out: steps of every row count from `batch` down to 1 (with CUDA graphs,
-// a recording per count).
+// (decode_step_ms) leaves out: steps of every row count from `batch` down to 1. With CUDA graphs
+// the untimed first run records each count and the timed runs replay them (the model keeps them
+// from session to session): a long transcription's steady state.
 double shrinking_decode_ms_per_token(const WhisperModel& model, const backend::Tensor& states,
                                      int batch, int tokens, int repetitions) {
   const StepRules rules = transcription_rules(model.config());

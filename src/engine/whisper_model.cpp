@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <string>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <ifw/audio.hpp>
 #include <ifw/error.hpp>
@@ -189,6 +191,7 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
       batch_(static_cast<int>(encoder_states.dim(0))),
       max_length_(model.config().max_target_positions),
       step_graphs_(model.backend().make_step_graph() != nullptr),
+      uncaught_exceptions_(std::uncaught_exceptions()),
       lengths_(static_cast<std::size_t>(batch_), 0) {
   bucket_steps_ = bucket_steps.value_or(step_graphs_);
   const auto& c = model.config();
@@ -222,33 +225,60 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
 }
 
 DecoderSession::~DecoderSession() {
-  if (step_graphs_ && buffers_) model_.keep_decoder_buffers(std::move(buffers_));
+  // Not when it ends by an exception (out of memory, a device error): what it leaves behind is
+  // not worth keeping, and the caller may be freeing memory to try again.
+  if (step_graphs_ && buffers_ && std::uncaught_exceptions() == uncaught_exceptions_) {
+    try {
+      model_.keep_decoder_buffers(std::move(buffers_));
+    } catch (const std::exception& e) {  // a destructor: the buffers simply go
+      spdlog::warn("decoder buffers not kept for the next batch: {}", e.what());
+    }
+  }
 }
 
 std::unique_ptr<DecoderBuffers> WhisperModel::take_decoder_buffers(int batch, std::int64_t slots,
                                                                    std::int64_t positions) const {
-  std::unique_ptr<DecoderBuffers> kept;
-  {
-    const std::lock_guard lock(decoder_buffers_mutex_);
-    kept = std::move(decoder_buffers_);
-  }
-  if (kept && kept->batch == batch && kept->slots == slots && kept->positions == positions)
-    return kept;
-  return nullptr;  // those of another size go here, before the new ones are made
+  const std::lock_guard lock(decoder_buffers_mutex_);
+  const auto it =
+      std::find_if(decoder_buffers_.begin(), decoder_buffers_.end(), [&](const auto& b) {
+        return b->batch == batch && b->slots == slots && b->positions == positions;
+      });
+  if (it == decoder_buffers_.end()) return nullptr;
+  std::unique_ptr<DecoderBuffers> kept = std::move(*it);
+  decoder_buffers_.erase(it);
+  return kept;
 }
 
 void WhisperModel::keep_decoder_buffers(std::unique_ptr<DecoderBuffers> buffers) const {
-  {
-    const std::lock_guard lock(decoder_buffers_mutex_);
-    std::swap(buffers, decoder_buffers_);
+  // A recording dropped for good (a capture refused, out of memory for its buffers) is not kept:
+  // the next session records that step anew.
+  std::erase_if(buffers->graphs, [](const auto& entry) {
+    return entry.second == nullptr || !entry.second->usable();
+  });
+  std::vector<std::unique_ptr<DecoderBuffers>> dropped;  // after the lock is let go
+  const std::lock_guard lock(decoder_buffers_mutex_);
+  // One set per size (two sessions of a size at once each made one): the newer stays.
+  for (auto it = decoder_buffers_.begin(); it != decoder_buffers_.end();) {
+    if ((*it)->batch == buffers->batch && (*it)->slots == buffers->slots &&
+        (*it)->positions == buffers->positions) {
+      dropped.push_back(std::move(*it));
+      it = decoder_buffers_.erase(it);
+    } else {
+      ++it;
+    }
   }
-  // What was kept before (another session's, ended meanwhile) goes here, outside the lock.
+  decoder_buffers_.push_back(std::move(buffers));
+  if (decoder_buffers_.size() > kKeptDecoderSizes) {
+    dropped.push_back(std::move(decoder_buffers_.front()));
+    decoder_buffers_.erase(decoder_buffers_.begin());
+  }
 }
 
-void WhisperModel::release_decoder_buffers() const {
-  std::unique_ptr<DecoderBuffers> kept;  // declared first: dropped after the lock is let go
+bool WhisperModel::release_decoder_buffers() const {
+  std::vector<std::unique_ptr<DecoderBuffers>> kept;  // dropped after the lock is let go
   const std::lock_guard lock(decoder_buffers_mutex_);
-  kept = std::move(decoder_buffers_);
+  kept.swap(decoder_buffers_);
+  return !kept.empty();
 }
 
 int DecoderSession::step_rows(int items, int batch) {

@@ -90,13 +90,15 @@ class WhisperModel {
   // Where the backend records decoder steps (step graphs), a decoder session leaves its buffers
   // and graphs here when it ends, so that the next session of the same size replays the graphs
   // instead of recording every step shape again (a long transcription's batches then record
-  // each shape once, not once per batch). take: the kept buffers if they fit, else nullptr
-  // (buffers of another size are dropped first, so that their memory is free for the new ones).
-  // release: drops them (an idle model, memory running out).
+  // each shape once, not once per batch). The last kKeptDecoderSizes sizes are kept: a batch's
+  // size, a language detection's single window, a temperature fallback's group. take: the kept
+  // buffers of that size, or nullptr. release: drops them all (an idle model, memory running
+  // out); true when there were any.
+  static constexpr std::size_t kKeptDecoderSizes = 3;
   std::unique_ptr<DecoderBuffers> take_decoder_buffers(int batch, std::int64_t slots,
                                                        std::int64_t positions) const;
   void keep_decoder_buffers(std::unique_ptr<DecoderBuffers> buffers) const;
-  void release_decoder_buffers() const;
+  bool release_decoder_buffers() const;
 
  private:
   model::WhisperConfig config_;
@@ -108,7 +110,8 @@ class WhisperModel {
   std::vector<DecoderLayer> decoder_;
   Norm decoder_norm_;
   mutable std::mutex decoder_buffers_mutex_;
-  mutable std::unique_ptr<DecoderBuffers> decoder_buffers_;  // before the weights go
+  // Least recently kept first; they go before the weights.
+  mutable std::vector<std::unique_ptr<DecoderBuffers>> decoder_buffers_;
 };
 
 // Which rows of a forward pass to turn into logits.
@@ -183,7 +186,8 @@ class DecoderSession {
   int batch_;
   int max_length_;
   bool bucket_steps_;
-  bool step_graphs_;  // the backend records steps
+  bool step_graphs_;         // the backend records steps
+  int uncaught_exceptions_;  // when it began: a session that ends by an exception keeps nothing
   std::unique_ptr<DecoderBuffers> buffers_;
   std::vector<int> lengths_;
 };

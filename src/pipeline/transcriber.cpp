@@ -506,6 +506,9 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     if (batch.empty() && open.empty() && jobs.finished()) break;
   }
   take_ahead(ahead);
+  // What the models kept for later batches goes with the run (a caller may keep the model).
+  device_model_->release_decoder_buffers();
+  if (fallback_model_) fallback_model_->release_decoder_buffers();
   if (windows_read_ahead_ > 0) {
     spdlog::debug(
         "{} windows read ahead of their batches (at most {} at once); batches waited "
@@ -686,11 +689,21 @@ bool Transcriber::restore(File& f, const Item& item,
 }
 
 void Transcriber::process_batch_fitting(
-    std::vector<Item>& batch, const std::function<void(const ProgressEvent&)>& on_progress) {
+    std::vector<Item>& batch, const std::function<void(const ProgressEvent&)>& on_progress,
+    bool retry) {
   try {
     process_batch(batch, on_progress);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kOutOfMemory) throw;
+    if (retry && model_->release_decoder_buffers()) {
+      spdlog::info(
+          "out of device memory with {} windows ({}); trying again without the decoder "
+          "buffers kept from earlier batches",
+          batch.size(), e.what());
+      model_->backend().release_cached_memory();
+      process_batch_fitting(batch, on_progress, false);
+      return;
+    }
     if (batch.size() == 1) {
       if (!options_.cpu_fallback || model_ == fallback_model_.get()) {
         throw Error(ErrorKind::kOutOfMemory,

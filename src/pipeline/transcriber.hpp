@@ -155,9 +155,11 @@ class Transcriber {
   void process_batch(std::vector<Item>& batch,
                      const std::function<void(const ProgressEvent&)>& on_progress);
   // process_batch, in halves (and smaller batches from then on) when the device runs out of
-  // memory.
+  // memory. Decoder buffers the model kept from earlier batches (step graphs) may be what filled
+  // the device: without them the same batch is tried once more (`retry`) before it is halved.
   void process_batch_fitting(std::vector<Item>& batch,
-                             const std::function<void(const ProgressEvent&)>& on_progress);
+                             const std::function<void(const ProgressEvent&)>& on_progress,
+                             bool retry = true);
   // Decodes every window at the lowest temperature that gives acceptable text.
   std::vector<Decoded> decode_with_fallback(const backend::Tensor& states,
                                             const std::vector<Item>& batch);

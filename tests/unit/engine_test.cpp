@@ -2,6 +2,7 @@
 // random weights for benchmarks.
 #include <cmath>
 #include <functional>
+#include <stdexcept>
 
 #include <gtest/gtest.h>
 
@@ -210,17 +211,36 @@ TEST_F(EngineTest, ASessionOfTheSameSizeTakesTheLastOnesBuffersAndGraphs) {
   const auto again = decode(model, 5, 0.3f);
   EXPECT_EQ(recording.graphs_made(), recorded);
   EXPECT_TRUE(near(again, decode(*model_, 5, 0.3f))) << "the earlier session's caches leaked in";
-  // Another size starts anew; so does the first size after it (one size is kept).
-  decode(model, 3, 0.1f);
-  const int after_three = recording.graphs_made();
-  EXPECT_GT(after_three, recorded);
+  // A single window between batches (a new file's language detection) records its own steps
+  // and leaves the batch's alone.
+  decode(model, 1, 0.1f);
+  const int after_one = recording.graphs_made();
+  EXPECT_GT(after_one, recorded);
   EXPECT_TRUE(near(decode(model, 5, -0.2f), decode(*model_, 5, -0.2f)));
-  EXPECT_GT(recording.graphs_made(), after_three);
-  // Let go (an idle model): recorded anew.
-  const int before_release = recording.graphs_made();
-  model.release_decoder_buffers();
+  EXPECT_EQ(recording.graphs_made(), after_one);
+  // Three more sizes push the batch's out (kKeptDecoderSizes): recorded anew.
+  for (const int other : {2, 3, 4})
+    decode(model, other, 0.2f);
+  int before = recording.graphs_made();
   decode(model, 5, -0.2f);
-  EXPECT_GT(recording.graphs_made(), before_release);
+  EXPECT_GT(recording.graphs_made(), before);
+  // Let go (an idle model): recorded anew.
+  before = recording.graphs_made();
+  EXPECT_TRUE(model.release_decoder_buffers());
+  EXPECT_FALSE(model.release_decoder_buffers());
+  decode(model, 5, -0.2f);
+  EXPECT_GT(recording.graphs_made(), before);
+  // A session that ends by an exception (a device error mid-decoding) takes the kept buffers
+  // and gives nothing back.
+  try {
+    const auto states = model.encode(distinct_windows(5, 0.0f), 5);
+    engine::DecoderSession session(model, states, true);
+    const int all[] = {0, 1, 2, 3, 4};
+    session.forward(std::vector<engine::TokenId>(5, sot), 1, all, engine::LogitRows::kLast);
+    throw std::runtime_error("a device error");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_FALSE(model.release_decoder_buffers()) << "a failed session's buffers were kept";
   // Without step graphs (the CPU), nothing is kept: every session makes its own buffers.
   decode(*model_, 5, 0.3f);
   EXPECT_EQ(model_->take_decoder_buffers(5, 6, 1500), nullptr);

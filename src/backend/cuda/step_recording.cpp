@@ -139,6 +139,7 @@ class CudaStepGraph final : public StepGraph {
   ~CudaStepGraph() override { drop(); }
   CudaStepGraph(const CudaStepGraph&) = delete;
   CudaStepGraph& operator=(const CudaStepGraph&) = delete;
+  bool usable() const override { return state_ != State::kBroken; }
 
   void run(const std::function<void()>& ops) override {
     context_->activate();
