@@ -127,8 +127,11 @@ class TranscriberJobs : public TranscriberRuns, public ::testing::WithParamInter
 // memory runs out on a GPU (ErrorKind::kOutOfMemory); weights load as usual.
 class MemoryLimitedBackend final : public DelegatingBackend {
  public:
-  MemoryLimitedBackend(std::unique_ptr<backend::Backend> inner, std::size_t limit)
-      : DelegatingBackend(std::move(inner)), limit_(limit) {}
+  // `record_steps`: decoder steps "recorded" (run directly), so that the model keeps decoder
+  // buffers from batch to batch as it does where a GPU records steps.
+  MemoryLimitedBackend(std::unique_ptr<backend::Backend> inner, std::size_t limit,
+                       bool record_steps = false)
+      : DelegatingBackend(std::move(inner)), limit_(limit), record_steps_(record_steps) {}
   int refusals() const { return refusals_; }
   // Activation tensors made so far, and the largest (in bytes) since forget_largest().
   int allocations() const { return allocations_; }
@@ -151,9 +154,13 @@ class MemoryLimitedBackend final : public DelegatingBackend {
     largest_ = std::max(largest_, bytes);
     return DelegatingBackend::empty(shape, dtype);
   }
+  std::unique_ptr<backend::StepGraph> make_step_graph() override {
+    return record_steps_ ? std::make_unique<DirectStepGraph>() : nullptr;
+  }
 
  private:
   std::size_t limit_;
+  bool record_steps_;
   int refusals_ = 0;
   int allocations_ = 0;
   std::size_t largest_ = 0;
@@ -177,6 +184,45 @@ TEST_P(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
   ASSERT_TRUE(free.ok) << free.error;
   EXPECT_EQ(tokens(constrained.transcript), tokens(free.transcript));
   EXPECT_EQ(constrained.transcript.segments.back().end, free.transcript.segments.back().end);
+}
+
+// A batch that runs out of device memory while the model keeps decoder buffers from earlier
+// batches (where steps are recorded) is tried once more without them before it is halved: the
+// same tokens, and exactly one refusal more than where nothing is kept.
+TEST_P(TranscriberJobs, WithDecoderBuffersKeptTheBatchIsTriedAgainBeforeItIsHalved) {
+  const TempDir dir;
+  const auto file = dir / "long.wav";
+  write_repeated_wav(jfk_, 12, file);  // 132 s: five windows
+  const auto run = [&](bool record_steps) {
+    MemoryLimitedBackend limited(backend::make_cpu_backend(2), 64u << 20, record_steps);
+    engine::CheckpointWeights weights(folder_->checkpoint());
+    const engine::WhisperModel model(folder_->config(), weights, limited);
+    pipeline::TranscribeOptions o = options();
+    o.batch_size = 2;
+    o.max_new_tokens = 8;
+    o.temperature_increment = 0.0;
+    o.language = "en";
+    pipeline::Transcriber t(*folder_, model, o);
+    pipeline::CancellationToken cancel;
+    Outcome out;
+    t.run(
+        {pipeline::Job(file.string())}, cancel,
+        [&](const pipeline::ProgressEvent& e) {
+          // After the first batch: two windows' q|k|v (4.6 MB) no longer fit, one does.
+          if (e.kind == pipeline::ProgressEvent::Kind::kWindowDone) limited.set_limit(3u << 20);
+        },
+        [&](pipeline::FileResult&& r) {
+          out = {r.ok, r.error, std::move(r.transcript)};
+        });
+    return std::make_pair(out, limited.refusals());
+  };
+  const auto [kept, kept_refusals] = run(true);
+  const auto [plain, plain_refusals] = run(false);
+  ASSERT_TRUE(kept.ok) << kept.error;
+  ASSERT_TRUE(plain.ok) << plain.error;
+  EXPECT_GE(plain_refusals, 1) << "the limit was never reached: the test proves nothing";
+  EXPECT_EQ(kept_refusals, plain_refusals + 1);
+  EXPECT_EQ(tokens(kept.transcript), tokens(plain.transcript));
 }
 
 // When not even one window fits in device memory, the run goes on with the model loaded on the

@@ -2,6 +2,7 @@
 // (memory that runs out, step graphs) and keep the rest real.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -9,6 +10,23 @@
 #include "backend/backend.hpp"
 
 namespace ifw::test {
+
+// A step "recording" the simplest way the StepGraph contract allows: the steps run directly each
+// time. With it a CPU backend takes the paths of a backend that records steps (rounded steps,
+// decoder buffers kept from session to session). Counts in `used` the graphs that ran a step.
+class DirectStepGraph final : public backend::StepGraph {
+ public:
+  explicit DirectStepGraph(int* used = nullptr) : used_(used) {}
+  void run(const std::function<void()>& ops) override {
+    if (!ran_ && used_ != nullptr) ++*used_;
+    ran_ = true;
+    ops();
+  }
+
+ private:
+  int* used_;
+  bool ran_ = false;
+};
 
 class DelegatingBackend : public backend::Backend {
  public:
