@@ -43,7 +43,8 @@ class TranscriberRuns : public ::testing::Test {
     return with;
   }
   // English, greedy, short windows' worth of tokens; windows read ahead or not.
-  static pipeline::TranscribeOptions english(bool ahead, int batch_size, int max_new_tokens) {
+  static pipeline::TranscribeOptions english(std::optional<bool> ahead, int batch_size,
+                                             int max_new_tokens) {
     pipeline::TranscribeOptions o;
     o.prepare_ahead = ahead;
     o.batch_size = batch_size;
@@ -197,12 +198,7 @@ TEST_P(TranscriberJobs, WithDecoderBuffersKeptTheBatchIsTriedAgainBeforeItIsHalv
     MemoryLimitedBackend limited(backend::make_cpu_backend(2), 64u << 20, record_steps);
     engine::CheckpointWeights weights(folder_->checkpoint());
     const engine::WhisperModel model(folder_->config(), weights, limited);
-    pipeline::TranscribeOptions o = options();
-    o.batch_size = 2;
-    o.max_new_tokens = 8;
-    o.temperature_increment = 0.0;
-    o.language = "en";
-    pipeline::Transcriber t(*folder_, model, o);
+    pipeline::Transcriber t(*folder_, model, english(prepare_ahead_, 2, 8));
     pipeline::CancellationToken cancel;
     Outcome out;
     t.run(
@@ -278,12 +274,7 @@ TEST_P(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDevic
   MemoryLimitedBackend limited(backend::make_cpu_backend(2), kNoLimit);
   engine::CheckpointWeights weights(folder_->checkpoint());
   const engine::WhisperModel model(folder_->config(), weights, limited);
-  pipeline::TranscribeOptions o = options();
-  o.batch_size = 4;
-  o.max_new_tokens = 8;
-  o.temperature_increment = 0.0;
-  o.language = "en";
-  pipeline::Transcriber t(*folder_, model, o);
+  pipeline::Transcriber t(*folder_, model, english(prepare_ahead_, 4, 8));
 
   int refusals_before_3 = 0, allocations_before_2 = 0;
   // The device's memory changes between requests (other models, other processes).
