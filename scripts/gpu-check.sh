@@ -20,28 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 grep -q "^cuda backend: /" "$out/version.txt" || status=1
 "$checks" --gtest_filter='DeviceSelection*:*Cuda*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[ (  FAILED|  PASSED|  SKIPPED) |relative error|Failure|error" || true
 grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
-# The conformance suite with decoder steps issued one by one, then replayed from CUDA graphs
-# (IFW_CUDA_GRAPHS=1: greedy decoding with and without timestamps and alignment heads).
-for graphs in 0 1; do
-  for precision in fp32 fp16 bf16; do
-    log="$out/conformance_${precision}$([ $graphs = 1 ] && echo _graphs).log"
-    IFW_CUDA_GRAPHS=$graphs IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
-      --gtest_filter='Corpus/EngineConformance*' >"$log" 2>&1 || status=1
-    echo "conformance $precision (graphs $graphs): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
-    grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
-  done
-done
-
-# The second flash-attention kernel (IFW_CUDA_FLASH=2): its operations against the CPU's and the
-# conformance in half precision.
-IFW_CUDA_FLASH=2 "$checks" --gtest_filter='*CudaOps*Attention*' >"$out/cuda_ops_flash2.log" 2>&1 || status=1
-echo "flash v2 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash2.log" | tr '\n' ' ')"
-for precision in fp16 bf16; do
-  IFW_CUDA_FLASH=2 IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
-    --gtest_filter='Corpus/EngineConformance*' >"$out/conformance_${precision}_flash2.log" 2>&1 || status=1
-  echo "conformance $precision (flash v2): $(grep -E '^\[  (PASSED|FAILED) ' "$out/conformance_${precision}_flash2.log" | tr '\n' ' ')"
-done
-
+# The benchmarks first: a device session cut short by its time limit still has the figures.
 archs="large-v3-turbo large-v3"
 batches="24 64"
 [ "$mode" = quick ] && archs="large-v3-turbo" && batches="24"
@@ -67,6 +46,28 @@ for arch in $archs; do
       status=1
   done
 done
+# The conformance suite with decoder steps issued one by one, then replayed from CUDA graphs
+# (IFW_CUDA_GRAPHS=1: greedy decoding with and without timestamps and alignment heads).
+for graphs in 0 1; do
+  for precision in fp32 fp16 bf16; do
+    log="$out/conformance_${precision}$([ $graphs = 1 ] && echo _graphs).log"
+    IFW_CUDA_GRAPHS=$graphs IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
+      --gtest_filter='Corpus/EngineConformance*' >"$log" 2>&1 || status=1
+    echo "conformance $precision (graphs $graphs): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
+    grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
+  done
+done
+
+# The second flash-attention kernel (IFW_CUDA_FLASH=2): its operations against the CPU's and the
+# conformance in half precision.
+IFW_CUDA_FLASH=2 "$checks" --gtest_filter='*CudaOps*Attention*' >"$out/cuda_ops_flash2.log" 2>&1 || status=1
+echo "flash v2 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash2.log" | tr '\n' ' ')"
+for precision in fp16 bf16; do
+  IFW_CUDA_FLASH=2 IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
+    --gtest_filter='Corpus/EngineConformance*' >"$out/conformance_${precision}_flash2.log" 2>&1 || status=1
+  echo "conformance $precision (flash v2): $(grep -E '^\[  (PASSED|FAILED) ' "$out/conformance_${precision}_flash2.log" | tr '\n' ' ')"
+done
+
 if [ "$mode" = full ]; then
   IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3 --batch 24 --tokens 20 \
     --repetitions 1 2>&1 | grep -A14 "cuda profile" | tee "$out/profile_large_b24.txt"
