@@ -93,6 +93,9 @@ struct Transcriber::File {
   // The task reading the next batch's windows uses `source` now: nothing else touches it. (It
   // was not exhausted when the task began, and what the task reads will be in `ahead`.)
   bool reading_ahead = false;
+  // Opened before its turn (the command line, beside a GPU: so that its windows can be read
+  // ahead): batches take none of its windows until the fill would have opened it.
+  bool held = false;
 
   bool cancelled() const { return cancel && cancel->cancelled(); }
   bool source_exhausted() const { return !reading_ahead && source->exhausted(); }
@@ -130,6 +133,7 @@ struct Transcriber::File {
 struct Transcriber::Ahead {
   struct Reading {
     File* file = nullptr;
+    bool held = false;  // joins once the others run out, as the fill opens a file
     // Windows it read ahead before, which a batch takes first: whether each is restored from the
     // job's ResumeState (it then takes no place in the batch).
     std::deque<bool> leftover;
@@ -414,6 +418,33 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     return false;
   };
 
+  // The command line opens its next file only once the open ones run out: with windows read
+  // ahead, the files the next batch will need (by their durations) are opened now and held back
+  // until then, so that their windows can be read ahead too (a folder of short clips would
+  // otherwise prepare every batch while the GPU waits).
+  const auto open_ahead = [&] {
+    const int wanted = std::min(options_.batch_size, batch_limit_);
+    double supply = 0.0;  // windows the open files can still give, by their durations
+    for (const auto& f : open) {
+      if (f->finished || f->broken || f->cancelled()) continue;
+      supply += static_cast<double>(f->ahead.size());
+      if (f->source->exhausted()) continue;
+      if (f->duration_hint <= 0) return;  // length unknown: it may well fill the batch itself
+      const double left =
+          f->duration_hint - static_cast<double>(f->source->samples_read()) / kSampleRate;
+      supply += std::max(1.0, std::ceil(left / kWindowSeconds));
+    }
+    int held = static_cast<int>(
+        std::count_if(open.begin(), open.end(), [](const auto& f) { return f->held; }));
+    while (supply < wanted && held < wanted && open_next(false)) {
+      File& f = *open.back();
+      f.held = true;
+      ++held;
+      supply += f.duration_hint > 0 ? std::max(1.0, std::ceil(f.duration_hint / kWindowSeconds))
+                                    : static_cast<double>(wanted);
+    }
+  };
+
   const auto full = [&](const std::vector<Item>& batch) {
     return static_cast<int>(batch.size()) >= std::min(options_.batch_size, batch_limit_);
   };
@@ -456,7 +487,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
         for (std::size_t k = 0; k < open.size() && !full(batch); ++k) {
           const std::size_t at = (first + k) % open.size();
           File* f = open[at].get();
-          if (f->finished || f->cancelled() || (f->broken && f->ahead.empty())) continue;
+          if (f->finished || f->held || f->cancelled() || (f->broken && f->ahead.empty())) continue;
           try {
             std::optional<Item> item = f->next_window();
             if (!item) continue;
@@ -476,7 +507,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       }
       if (full(batch)) break;
       const bool all_drained_or_waiting = std::all_of(open.begin(), open.end(), [&](const auto& f) {
-        return f->finished || f->broken || (f->source_exhausted() && f->ahead.empty()) ||
+        return f->finished || f->held || f->broken || (f->source_exhausted() && f->ahead.empty()) ||
                sequential;
       });
       const bool room = options_.max_open_jobs > 0
@@ -485,6 +516,15 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
                                           : all_drained_or_waiting);
       // Nothing to do at all: wait for a job (the server between requests).
       const bool idle = batch.empty() && open.empty();
+      if (room) {
+        // A file opened ahead joins where the fill would have opened one.
+        const auto held = std::find_if(open.begin(), open.end(),
+                                       [](const auto& f) { return f->held && !f->finished; });
+        if (held != open.end()) {
+          (*held)->held = false;
+          continue;
+        }
+      }
       if (room && open_next(idle)) continue;
       if (!added) break;
     }
@@ -494,6 +534,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
       // one runs there.
       if (!sequential &&
           options_.prepare_ahead.value_or(model_->backend().device() != backend::Device::kCpu)) {
+        if (options_.max_open_jobs == 0) open_ahead();
         start_ahead(ahead, open, turn);
       }
       process_batch_fitting(batch, on_progress);
@@ -779,18 +820,26 @@ void Transcriber::start_ahead(Ahead& ahead, const std::vector<std::unique_ptr<Fi
                               std::size_t turn) {
   ahead.files.clear();
   ahead.items.clear();
-  // The files the next batch would take windows from, in the order it would.
-  for (std::size_t k = 0; k < open.size(); ++k) {
-    File* f = open[(turn + k) % open.size()].get();
-    if (f->finished || f->cancelled()) continue;
+  // The files the next batch would take windows from, in the order it would; then those opened
+  // ahead, in the order the fill lets them join.
+  const auto plan = [&](File* f) {
+    if (f->finished || f->cancelled()) return;
     const bool readable = !f->broken && !f->source->exhausted();
-    if (!readable && f->ahead.empty()) continue;
+    if (!readable && f->ahead.empty()) return;
     Ahead::Reading r;
     r.file = f;
+    r.held = f->held;
     for (const Item& item : f->ahead)
       r.leftover.push_back(f->resumable(item.window));
     r.done = !readable;
     ahead.files.push_back(std::move(r));
+  };
+  for (std::size_t k = 0; k < open.size(); ++k) {
+    File* f = open[(turn + k) % open.size()].get();
+    if (!f->held) plan(f);
+  }
+  for (const auto& f : open) {
+    if (f->held) plan(f.get());
   }
   if (ahead.files.empty()) return;
   for (Ahead::Reading& r : ahead.files)
@@ -808,10 +857,16 @@ void Transcriber::start_ahead(Ahead& ahead, const std::vector<std::unique_ptr<Fi
 // before first; windows an earlier run decoded, which the fill restores, taking no place), then
 // computes their features.
 void Transcriber::read_ahead(Ahead& ahead, int wanted) const {
-  const std::size_t files = ahead.files.size();
+  // Files held back join one at a time once a round gives nothing, as the fill opens one.
+  std::size_t files = static_cast<std::size_t>(
+      std::count_if(ahead.files.begin(), ahead.files.end(), [](const auto& r) { return !r.held; }));
   int counted = 0;
   std::size_t turn = 0;
-  for (bool any = true; any && counted < wanted && !cancel_->cancelled();) {
+  for (bool any = true; counted < wanted && !cancel_->cancelled();) {
+    if (!any) {
+      if (files == ahead.files.size()) break;
+      ++files;
+    }
     any = false;
     const std::size_t first = turn;
     for (std::size_t k = 0; k < files && counted < wanted; ++k) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -493,16 +494,15 @@ TEST_F(TranscriberRuns, WindowsReadAheadAreTheOnesTheBatchTakes) {
   const TempDir dir;
   write_repeated_wav(jfk_, 8, dir / "a.wav");   // 88 s
   write_repeated_wav(jfk_, 12, dir / "b.wav");  // 132 s
-  const std::vector<pipeline::Job> jobs = {
-      pipeline::Job((dir / "a.wav").string(), std::nullopt, 0),
-      pipeline::Job(jfk_, std::nullopt, 1),
-      pipeline::Job((dir / "b.wav").string(), std::nullopt, 2)};
   struct Run {
+    // Every event but "started", in order; the files started (the command line opens files
+    // ahead, so their "started" comes earlier).
     std::vector<std::tuple<int, int, std::int64_t, std::string>> events;
+    std::set<int> started;
     std::map<int, Outcome> results;
-    std::int64_t read_ahead = 0;
+    std::int64_t read_ahead = 0, most_ahead = 0;
   };
-  const auto run_with = [&](bool ahead, int open_jobs) {
+  const auto run_with = [&](const std::vector<pipeline::Job>& jobs, bool ahead, int open_jobs) {
     pipeline::TranscribeOptions o = english(ahead, 3, 8);
     o.max_open_jobs = open_jobs;
     pipeline::Transcriber t(*folder_, *model_, o);
@@ -511,23 +511,40 @@ TEST_F(TranscriberRuns, WindowsReadAheadAreTheOnesTheBatchTakes) {
     t.run(
         jobs, cancel,
         [&](const pipeline::ProgressEvent& e) {
-          r.events.emplace_back(static_cast<int>(e.kind), e.file, e.window_start, e.text);
+          if (e.kind == pipeline::ProgressEvent::Kind::kFileStarted) {
+            r.started.insert(e.file);
+          } else {
+            r.events.emplace_back(static_cast<int>(e.kind), e.file, e.window_start, e.text);
+          }
         },
         [&](pipeline::FileResult&& f) {
           r.results[f.file] = {f.ok, f.error, std::move(f.transcript)};
         });
     r.read_ahead = t.windows_read_ahead();
+    r.most_ahead = t.most_windows_ahead();
     return r;
   };
-  for (const int open_jobs : {0, 8}) {
-    SCOPED_TRACE(open_jobs);
-    const Run inline_run = run_with(false, open_jobs);
-    const Run ahead_run = run_with(true, open_jobs);
+  const std::vector<pipeline::Job> long_and_short = {
+      pipeline::Job((dir / "a.wav").string(), std::nullopt, 0),
+      pipeline::Job(jfk_, std::nullopt, 1),
+      pipeline::Job((dir / "b.wav").string(), std::nullopt, 2)};
+  // Clips shorter than a window: the command line opens them ahead so that their windows can be
+  // read ahead (none would be otherwise).
+  std::vector<pipeline::Job> clips;
+  for (int i = 0; i < 7; ++i)
+    clips.emplace_back(jfk_, std::nullopt, i);
+  for (const auto& [jobs, open_jobs] :
+       {std::pair{long_and_short, 0}, std::pair{long_and_short, 8}, std::pair{clips, 0}}) {
+    SCOPED_TRACE(testing::Message() << jobs.size() << " files, open jobs " << open_jobs);
+    const Run inline_run = run_with(jobs, false, open_jobs);
+    const Run ahead_run = run_with(jobs, true, open_jobs);
     EXPECT_EQ(inline_run.read_ahead, 0);
-    EXPECT_GE(ahead_run.read_ahead, 4)
+    EXPECT_GE(ahead_run.read_ahead, 3)
         << "the windows were not read ahead: the test proves nothing";
+    EXPECT_LE(ahead_run.most_ahead, 3) << "more than a batch waited";
     EXPECT_EQ(ahead_run.events, inline_run.events);
-    ASSERT_EQ(ahead_run.results.size(), 3u);
+    EXPECT_EQ(ahead_run.started, inline_run.started);
+    ASSERT_EQ(ahead_run.results.size(), jobs.size());
     for (const auto& [id, outcome] : ahead_run.results) {
       ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
       EXPECT_EQ(tokens(outcome.transcript), tokens(inline_run.results.at(id).transcript)) << id;
