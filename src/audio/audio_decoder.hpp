@@ -45,8 +45,8 @@ class AudioDecoder {
   double duration_seconds() const;
   const std::string& path() const;
   std::string description() const;  // "mp3, 44100 Hz, 2 channels"
-  // Packets the decoder could not decode (damaged or truncated data), and decoded frames with NaN
-  // or infinite samples (read as silence); decoding went on.
+  // Packets the decoder could not decode (damaged or truncated data), and decoded frames with NaN,
+  // infinite or absurd (beyond 10^6) samples (read as silence); decoding went on.
   int damaged_packets() const;
   // Whether the duration was guessed from the bit rate (variable-rate files without an index),
   // rather than read from the container.

@@ -239,10 +239,8 @@ DecoderSession::~DecoderSession() {
 std::unique_ptr<DecoderBuffers> WhisperModel::take_decoder_buffers(int batch, std::int64_t slots,
                                                                    std::int64_t positions) const {
   const std::lock_guard lock(decoder_buffers_mutex_);
-  const auto it =
-      std::find_if(decoder_buffers_.begin(), decoder_buffers_.end(), [&](const auto& b) {
-        return b->batch == batch && b->slots == slots && b->positions == positions;
-      });
+  const auto it = std::find_if(decoder_buffers_.begin(), decoder_buffers_.end(),
+                               [&](const auto& b) { return b->fits(batch, slots, positions); });
   if (it == decoder_buffers_.end()) return nullptr;
   std::unique_ptr<DecoderBuffers> kept = std::move(*it);
   decoder_buffers_.erase(it);
@@ -259,8 +257,7 @@ void WhisperModel::keep_decoder_buffers(std::unique_ptr<DecoderBuffers> buffers)
   const std::lock_guard lock(decoder_buffers_mutex_);
   // One set per size (two sessions of a size at once each made one): the newer stays.
   for (auto it = decoder_buffers_.begin(); it != decoder_buffers_.end();) {
-    if ((*it)->batch == buffers->batch && (*it)->slots == buffers->slots &&
-        (*it)->positions == buffers->positions) {
+    if ((*it)->fits(buffers->batch, buffers->slots, buffers->positions)) {
       dropped.push_back(std::move(*it));
       it = decoder_buffers_.erase(it);
     } else {

@@ -61,6 +61,9 @@ struct DecoderBuffers {
   int batch = 0;
   std::int64_t slots = 0;      // cache slots: the batch, and a spare one for rounded steps
   std::int64_t positions = 0;  // encoder positions
+  bool fits(int b, std::int64_t s, std::int64_t p) const {
+    return batch == b && slots == s && positions == p;
+  }
   std::vector<backend::Tensor> self_k, self_v;  // per layer [slots, max_length, d]
   std::vector<backend::Tensor> cross_kv;        // per layer [batch, positions, 2d]
   // After the tensors, so that the graphs go first.

@@ -67,6 +67,9 @@ struct Transcriber::Item {
   std::size_t length = 0;  // samples in the window
   std::vector<model::TokenId> prompt;
   FeatureRef features;  // empty until computed (on the run's thread, or ahead of its batch)
+
+  Item() = default;
+  Item(File* f, AudioWindow w) : file(f), window(std::move(w)), length(window.samples.size()) {}
 };
 
 struct Transcriber::File {
@@ -116,11 +119,7 @@ struct Transcriber::File {
     if (broken) return std::nullopt;
     std::optional<AudioWindow> w = source->next();
     if (!w) return std::nullopt;
-    Item item;
-    item.file = this;
-    item.length = w->samples.size();
-    item.window = std::move(*w);
-    return item;
+    return Item(this, std::move(*w));
   }
   // An earlier run of the job decoded this window already.
   bool resumable(const AudioWindow& w) const {
@@ -775,34 +774,36 @@ void Transcriber::process_batch_fitting(
   }
 }
 
+void Transcriber::features_for(std::span<Item* const> items, util::ThreadPool* pool) const {
+  if (items.empty()) return;
+  auto buffer = std::make_shared<FeatureBuffer>(extractor_, items.size());
+  const auto one = [&](int i) {
+    Item& item = *items[static_cast<std::size_t>(i)];
+    buffer->compute(static_cast<std::size_t>(i), item.window.samples);
+    std::vector<float>().swap(item.window.samples);  // the features are what is read
+  };
+  if (items.size() < 2 || pool == nullptr) {
+    for (int i = 0; i < static_cast<int>(items.size()); ++i)
+      one(i);
+  } else {
+    pool->run(static_cast<int>(items.size()), one);
+  }
+  for (std::size_t i = 0; i < items.size(); ++i)
+    items[i]->features = {buffer, i};
+}
+
 void Transcriber::compute_features(std::vector<Item>& batch) {
   std::vector<Item*> missing;
   for (Item& item : batch) {
     if (!item.features.buffer) missing.push_back(&item);
   }
-  if (!missing.empty()) {
-    auto buffer = std::make_shared<FeatureBuffer>(extractor_, missing.size());
-    const auto one = [&](int i) {
-      buffer->compute(static_cast<std::size_t>(i),
-                      missing[static_cast<std::size_t>(i)]->window.samples);
-    };
-    if (missing.size() < 2) {
-      one(0);
-    } else {
-      if (!mel_pool_) {
-        const backend::Backend& be = model_->backend();
-        const int threads = be.device() == backend::Device::kCpu
-                                ? be.threads()
-                                : std::min(util::usable_cores(), 16);
-        mel_pool_ = std::make_unique<util::ThreadPool>(std::max(1, threads));
-      }
-      mel_pool_->run(static_cast<int>(missing.size()), one);
-    }
-    for (std::size_t i = 0; i < missing.size(); ++i) {
-      missing[i]->features = {buffer, i};
-      std::vector<float>().swap(missing[i]->window.samples);  // the features are what is read
-    }
+  if (missing.size() >= 2 && !mel_pool_) {
+    const backend::Backend& be = model_->backend();
+    const int threads =
+        be.device() == backend::Device::kCpu ? be.threads() : std::min(util::usable_cores(), 16);
+    mel_pool_ = std::make_unique<util::ThreadPool>(std::max(1, threads));
   }
+  features_for(missing, mel_pool_.get());
   // A window whose samples were refused fails its file, which keeps what it finished.
   std::erase_if(batch, [](Item& item) {
     const std::string& error = item.features.buffer->error(item.features.index);
@@ -890,10 +891,7 @@ void Transcriber::read_ahead(Ahead& ahead, int wanted) const {
           r.done = true;
           continue;
         }
-        Item item;
-        item.file = r.file;
-        item.length = w->samples.size();
-        item.window = std::move(*w);
+        Item item(r.file, std::move(*w));
         if (r.file->resumable(item.window)) {
           std::vector<float>().swap(item.window.samples);  // restored by position
         } else {
@@ -912,15 +910,7 @@ void Transcriber::read_ahead(Ahead& ahead, int wanted) const {
   for (Item& item : ahead.items) {
     if (!item.file->resumable(item.window)) computed.push_back(&item);
   }
-  if (computed.empty()) return;
-  auto buffer = std::make_shared<FeatureBuffer>(extractor_, computed.size());
-  ahead_pool_->run(static_cast<int>(computed.size()), [&](int i) {
-    Item& item = *computed[static_cast<std::size_t>(i)];
-    buffer->compute(static_cast<std::size_t>(i), item.window.samples);
-    std::vector<float>().swap(item.window.samples);
-  });
-  for (std::size_t i = 0; i < computed.size(); ++i)
-    computed[i]->features = {buffer, i};
+  features_for(computed, ahead_pool_.get());
 }
 
 void Transcriber::take_ahead(Ahead& ahead) {

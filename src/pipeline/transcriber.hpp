@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,9 @@ class Transcriber {
   // Log-mel features of the batch's windows that have none yet, window by window on mel_pool_'s
   // threads. A window whose samples are refused leaves the batch and fails its file.
   void compute_features(std::vector<Item>& batch);
+  // The features of `items`, into one buffer in their order, on `pool` (null or a single item:
+  // on this thread); their samples are dropped then.
+  void features_for(std::span<Item* const> items, util::ThreadPool* pool) const;
   // Starts reading the next batch's windows from `open` (in the order a batch takes them, from
   // `turn`) and computing their features, on other threads; take_ahead() waits for that and
   // hands the windows to their files.
