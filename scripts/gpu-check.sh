@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 # The build, the cores it counts and where its CUDA module is (or why it cannot be used).
 "$bench" --version 2>&1 | tee "$out/version.txt"
 grep -q "^cuda backend: /" "$out/version.txt" || status=1
-"$checks" --gtest_filter='DeviceSelection*:*Cuda*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[ (  FAILED|  PASSED|  SKIPPED) |relative error|Failure|error" || true
+"$checks" --gtest_filter='DeviceSelection*:*Cuda*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |relative error|Failure|error" || true
 grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
 # The benchmarks first: a device session cut short by its time limit still has the figures.
 archs="large-v3-turbo large-v3"
@@ -34,39 +34,46 @@ if [ "$mode" = profile ]; then
   archs="large-v3-turbo large-v3"
   batches="64"
 fi
-# Each configuration with steps issued one by one, then from CUDA graphs, side by side.
+# The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
+# keys) side by side with the first configuration (steps issued one by one, flash v1, a row per
+# block) and with cuBLASLt's bias epilogues (IFW_CUDA_LT=1, opt-in).
+first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 for arch in $archs; do
   for batch in $batches; do
-    "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 --repetitions 2 \
-      2>&1 | tee "$out/bench_${arch}_b${batch}.txt" || status=1
-    IFW_CUDA_GRAPHS=1 "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
-      --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}_graphs.txt" || status=1
-    IFW_CUDA_GRAPHS=1 IFW_CUDA_FLASH=2 "$bench" --device cuda --arch "$arch" --batch "$batch" \
-      --tokens 100 --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}_graphs_flash2.txt" ||
-      status=1
+    for variant in default first lt; do
+      case $variant in
+        default) vars="" suffix="" ;;
+        first) vars=$first suffix="_first" ;;
+        lt) vars="IFW_CUDA_LT=1" suffix="_lt" ;;
+      esac
+      env $vars "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
+        --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}${suffix}.txt" || status=1
+    done
   done
 done
-# The conformance suite with decoder steps issued one by one, then replayed from CUDA graphs
-# (IFW_CUDA_GRAPHS=1: greedy decoding with and without timestamps and alignment heads).
-for graphs in 0 1; do
-  for precision in fp32 fp16 bf16; do
-    log="$out/conformance_${precision}$([ $graphs = 1 ] && echo _graphs).log"
-    IFW_CUDA_GRAPHS=$graphs IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
-      --gtest_filter='Corpus/EngineConformance*' >"$log" 2>&1 || status=1
-    echo "conformance $precision (graphs $graphs): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
-    grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
-  done
+# The conformance suite with the defaults in each precision, then in half precision with each
+# choice switched back: steps issued one by one, flash v1, decoding attention by rows, and
+# with cuBLASLt.
+conformance() {  # log name, environment...
+  local log="$out/conformance_$1.log"
+  shift
+  env "$@" IFW_TEST_DEVICE=cuda "$checks" --gtest_filter='Corpus/EngineConformance*' >"$log" 2>&1 ||
+    status=1
+  echo "conformance $(basename "$log" .log): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
+  grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
+}
+for precision in fp32 fp16 bf16; do
+  conformance "$precision" IFW_TEST_PRECISION=$precision
 done
-
-# The second flash-attention kernel (IFW_CUDA_FLASH=2): its operations against the CPU's and the
-# conformance in half precision.
-IFW_CUDA_FLASH=2 "$checks" --gtest_filter='*CudaOps*Attention*' >"$out/cuda_ops_flash2.log" 2>&1 || status=1
-echo "flash v2 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash2.log" | tr '\n' ' ')"
-for precision in fp16 bf16; do
-  IFW_CUDA_FLASH=2 IFW_TEST_DEVICE=cuda IFW_TEST_PRECISION=$precision "$checks" \
-    --gtest_filter='Corpus/EngineConformance*' >"$out/conformance_${precision}_flash2.log" 2>&1 || status=1
-  echo "conformance $precision (flash v2): $(grep -E '^\[  (PASSED|FAILED) ' "$out/conformance_${precision}_flash2.log" | tr '\n' ' ')"
-done
+conformance fp16_no_graphs IFW_TEST_PRECISION=fp16 IFW_CUDA_GRAPHS=0
+conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
+conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows
+conformance bf16_rows IFW_TEST_PRECISION=bf16 IFW_CUDA_DECODE_ATTENTION=rows
+conformance fp16_lt IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=1
+# The first flash-attention kernel's operations against the CPU's (the decoding kernels are
+# both checked by the default run).
+IFW_CUDA_FLASH=1 "$checks" --gtest_filter='*CudaOps*Attention*' >"$out/cuda_ops_flash1.log" 2>&1 || status=1
+echo "flash v1 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash1.log" | tr '\n' ' ')"
 
 if [ "$mode" = full ]; then
   IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3 --batch 24 --tokens 20 \

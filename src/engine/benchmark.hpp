@@ -32,7 +32,7 @@ struct BenchmarkResult {
   // `tokens` tokens), as a transcription's do: steps of every row count.
   double decode_ms_per_token_shrinking = 0.0;
   double rtfx = 0.0;         // audio seconds per wall second: batch windows, `tokens` tokens each
-  bool step_graphs = false;  // decoder steps replayed from recorded graphs (IFW_CUDA_GRAPHS=1)
+  bool step_graphs = false;  // decoder steps replayed from recorded graphs (off: IFW_CUDA_GRAPHS=0)
   // Graphs launched during the batched steps: none although asked for means every recording was
   // dropped (logged) and the steps were issued one by one.
   std::uint64_t graph_launches = 0;

@@ -4,8 +4,11 @@
 // is at hand. Device selection (--device, --precision) is checked everywhere.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <optional>
 #include <random>
+#include <string>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -261,8 +264,31 @@ TEST_P(CudaOps, EmbedWriteRowsAndGatherRows) {
   EXPECT_EQ(to_host(*cpu_, gc), to_host(*gpu_, gg)) << "gather rows";
 }
 
+// Sets an environment variable for a scope, then puts back what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name); old != nullptr) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
 // Attention the three ways the model calls it: encoder self-attention (long queries), a prompt
-// with causal masking and captured heads, and single decoding steps over cache blocks.
+// with causal masking and captured heads, and single decoding steps over cache blocks (by both
+// decoding kernels: keys split into parts, and a row per block).
 TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
   const int heads = 3, hd = 64;
   const std::int64_t d = heads * hd;
@@ -278,6 +304,9 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       {"prompt", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}},
       {"step", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}},
       {"cross step", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}},
+      // Keys over several parts of the split kernel, some parts past a length.
+      {"long cross step", 3, 1, 1500, {1500, 1500, 1500}, {}, false, {1}},
+      {"steps past parts", 2, 3, 300, {130, 290}, {1, 0}, true, {2}},
   };
   for (const Case& c : cases) {
     const std::int64_t q_rows = static_cast<std::int64_t>(c.batch) * c.query_len;
@@ -311,10 +340,15 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       be.attention(a);
     };
     run(*cpu_, qc, kc, oc, cap_c);
-    run(*gpu_, qg, kg, og, cap_g);
-    expect_close(oc, og, "attention " + c.name);
-    if (!c.capture_heads.empty()) {
-      EXPECT_LE(relative_error(cap_g, cap_c), tolerance()) << "captured weights " << c.name;
+    for (const char* kernel : {"split", "rows"}) {
+      const ScopedEnv choice("IFW_CUDA_DECODE_ATTENTION", kernel);
+      std::fill(cap_g.begin(), cap_g.end(), -1.0f);
+      run(*gpu_, qg, kg, og, cap_g);
+      const std::string name = fmt::format("attention {} ({})", c.name, kernel);
+      expect_close(oc, og, name);
+      if (!c.capture_heads.empty()) {
+        EXPECT_LE(relative_error(cap_g, cap_c), tolerance()) << "captured weights of " << name;
+      }
     }
   }
 }
@@ -383,18 +417,6 @@ std::vector<float> random_mel(int batch, unsigned seed) {
   return mel;
 }
 
-// Sets an environment variable for one test.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-};
-
 // Decoder steps replayed from CUDA graphs (rounded up to a few sizes while items end, alignment
 // heads captured) give what steps issued one by one give, in every precision; the graphs are
 // really launched, and their memory goes when the model lets them go.
@@ -438,7 +460,10 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
       }
       return std::make_pair(logits, capture.weights);
     };
-    const auto [direct_logits, direct_weights] = decode();
+    const auto [direct_logits, direct_weights] = [&] {
+      ScopedEnv off("IFW_CUDA_GRAPHS", "0");
+      return decode();
+    }();
     const std::uint64_t launched = backend::cuda_step_graph_launches();
     std::vector<std::vector<float>> graph_logits;
     std::vector<std::vector<std::vector<float>>> graph_weights;
@@ -497,11 +522,15 @@ TEST(CudaStepGraphs, GreedyDecodingChoosesTheSameTokens) {
   o.rules = &rules;
   o.end_tokens = {50257};
   o.alignment_heads = {{2, 1}, {3, 4}};
-  const auto direct = decode::greedy_decode(model, states, o);
   // Other windows, decoded next: with graphs, the session replays what the first recorded (the
   // model kept its caches and graphs) over these windows' keys and values.
   const Tensor next_states = model.encode(random_mel(batch, 10), batch);
-  const auto next_direct = decode::greedy_decode(model, next_states, o);
+  std::vector<decode::GreedyResult> direct, next_direct;
+  {
+    ScopedEnv off("IFW_CUDA_GRAPHS", "0");
+    direct = decode::greedy_decode(model, states, o);
+    next_direct = decode::greedy_decode(model, next_states, o);
+  }
   const std::uint64_t launched = backend::cuda_step_graph_launches();
   std::vector<decode::GreedyResult> graphs, next;
   {

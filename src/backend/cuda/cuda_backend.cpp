@@ -540,7 +540,16 @@ void CudaBackend::attention(const AttentionArgs& a) {
     r.slots = slots;
     r.n_capture = n_capture;
     r.capture = capture_data;
-    issue("attention rows", [&] { cuda::row_attention(r, stream()); });
+    if (cuda::split_attention_enabled() && cuda::split_attention_supported(r)) {
+      const int parts = cuda::split_attention_parts(r);
+      const Tensor partial = parts > 1 ? empty({static_cast<i64>(r.batch) * r.query_len * r.heads *
+                                                parts * cuda::kSplitPartial})
+                                       : Tensor();
+      float* partial_data = parts > 1 ? static_cast<float*>(partial.raw()) : nullptr;
+      issue("attention split", [&] { cuda::split_attention(r, partial_data, stream()); });
+    } else {
+      issue("attention rows", [&] { cuda::row_attention(r, stream()); });
+    }
   } else {
     // Per item: scores = scale * Q K^T for every head in one batched product, a masked softmax,
     // then P V into the output's columns.

@@ -2,7 +2,9 @@
 // Every kernel computes in float32 whatever it reads and writes.
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -428,6 +430,185 @@ __global__ void row_attention_kernel(RowAttention a) {
   }
 }
 
+// --- Decoding attention split over the keys ---
+// One block per (keys [s * kSplitKeys, ...), query row, head, item): a batch's cross-attention
+// reads every window's encoder keys and values each step (large-v3, batch 64: 15.7 GB), so the
+// kernel must stream them at the memory's pace. Rows are read by groups of lanes 16 bytes each
+// (every warp load is whole 128-byte lines), all of a block's loads issued before they are used,
+// and there are enough blocks to fill the GPU at any batch. A block leaves its part's maximum,
+// sum of exponentials and unnormalised output in `partial` for the combining kernel; with one
+// part it writes the output itself.
+constexpr int kSplitWarps = 4;
+
+template <typename T>
+__global__ void __launch_bounds__(kSplitWarps * 32)
+    split_attention_kernel(RowAttention a, int splits, float* partial) {
+  constexpr int kWidth = 16 / static_cast<int>(sizeof(T));  // elements in a 16-byte load
+  constexpr int kLanes = kSplitHead / kWidth;               // lanes reading one key row
+  constexpr int kRowsPerWarp = 32 / kLanes;
+  constexpr int kRowsPerPass = kRowsPerWarp * kSplitWarps;
+  constexpr int kPasses = kSplitKeys / kRowsPerPass;
+  __shared__ float scores[kSplitKeys];
+  __shared__ float sums[kSplitWarps][kSplitHead];
+  const int s = blockIdx.x, i = blockIdx.y / a.heads, h = blockIdx.y % a.heads, b = blockIdx.z;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int c = (lane % kLanes) * kWidth;               // the lane's first dimension
+  const int row = warp * kRowsPerWarp + lane / kLanes;  // its key row in each pass
+  const i64 kb = a.item_index != nullptr ? a.item_index[b] : b;
+  const int key_len = a.key_lengths[b];
+  const int visible = a.causal ? key_len - a.query_len + i + 1 : key_len;
+  const int first = s * kSplitKeys;
+  const int count = min(kSplitKeys, visible - first);  // keys of this part this query sees
+  const i64 query_row = static_cast<i64>(b) * a.query_len + i;
+  float* part = partial + ((query_row * a.heads + h) * splits + s) * kSplitPartial;
+  float* cap =
+      a.capture != nullptr && a.slots.slot[h] >= 0
+          ? a.capture + ((static_cast<i64>(b) * a.n_capture + a.slots.slot[h]) * a.query_len + i) *
+                            a.key_block
+          : nullptr;
+  T* out = static_cast<T*>(a.out) + query_row * a.ld_out + static_cast<i64>(h) * kSplitHead;
+  if (count <= 0) {  // nothing visible here
+    if (cap != nullptr) {
+      for (int j = threadIdx.x; j < kSplitKeys && first + j < a.key_block; j += blockDim.x)
+        cap[first + j] = 0.0f;
+    }
+    if (threadIdx.x < kSplitHead) {
+      if (splits == 1) {
+        out[threadIdx.x] = from_float<T>(0.0f);
+      } else {
+        part[threadIdx.x] = 0.0f;
+        if (threadIdx.x == 0) {
+          part[kSplitHead] = -INFINITY;
+          part[kSplitHead + 1] = 0.0f;
+        }
+      }
+    }
+    return;
+  }
+  float q[kWidth];
+  {
+    const uint4 raw = *reinterpret_cast<const uint4*>(
+        static_cast<const T*>(a.q) + query_row * a.ld_q + static_cast<i64>(h) * kSplitHead + c);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int w = 0; w < kWidth; ++w)
+      q[w] = to_float(e[w]) * a.scale;
+  }
+  const i64 key0 = kb * a.key_block + first;
+  const T* k = static_cast<const T*>(a.k) + key0 * a.ld_k + static_cast<i64>(h) * kSplitHead + c;
+  const T* v = static_cast<const T*>(a.v) + key0 * a.ld_v + static_cast<i64>(h) * kSplitHead + c;
+  uint4 raw[kPasses];
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) {
+    const int j = p * kRowsPerPass + row;
+    raw[p] = j < count ? *reinterpret_cast<const uint4*>(k + j * a.ld_k) : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) {
+    const T* e = reinterpret_cast<const T*>(&raw[p]);
+    float d = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWidth; ++w)
+      d += q[w] * to_float(e[w]);
+#pragma unroll
+    for (int o = kLanes / 2; o > 0; o >>= 1)  // within the row's lanes
+      d += __shfl_xor_sync(0xffffffffu, d, o);
+    const int j = p * kRowsPerPass + row;
+    if (lane % kLanes == 0) scores[j] = j < count ? d : -INFINITY;
+  }
+  // The values' loads go out before the scores are reduced.
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) {
+    const int j = p * kRowsPerPass + row;
+    raw[p] = j < count ? *reinterpret_cast<const uint4*>(v + j * a.ld_v) : make_uint4(0, 0, 0, 0);
+  }
+  __syncthreads();
+  // Every warp finds the part's maximum and sum itself (128 scores: four per lane).
+  float m = -INFINITY;
+  for (int j = lane; j < kSplitKeys; j += 32)
+    m = fmaxf(m, scores[j]);
+  m = warp_max(m);
+  float l = 0.0f;
+  for (int j = lane; j < kSplitKeys; j += 32)
+    l += j < count ? __expf(scores[j] - m) : 0.0f;
+  l = warp_sum(l);
+  float acc[kWidth] = {};
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) {
+    const int j = p * kRowsPerPass + row;
+    const float weight = j < count ? __expf(scores[j] - m) : 0.0f;
+    const T* e = reinterpret_cast<const T*>(&raw[p]);
+#pragma unroll
+    for (int w = 0; w < kWidth; ++w)
+      acc[w] += weight * to_float(e[w]);
+  }
+#pragma unroll
+  for (int o = kLanes; o < 32; o <<= 1)  // over the warp's rows
+#pragma unroll
+    for (int w = 0; w < kWidth; ++w)
+      acc[w] += __shfl_xor_sync(0xffffffffu, acc[w], o);
+  if (lane < kLanes) {
+#pragma unroll
+    for (int w = 0; w < kWidth; ++w)
+      sums[warp][c + w] = acc[w];
+  }
+  if (cap != nullptr) {
+    const float scale = splits == 1 ? 1.0f / l : 1.0f;  // the combining kernel rescales
+    for (int j = threadIdx.x; j < kSplitKeys && first + j < a.key_block; j += blockDim.x)
+      cap[first + j] = j < count ? __expf(scores[j] - m) * scale : 0.0f;
+  }
+  __syncthreads();
+  if (threadIdx.x < kSplitHead) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kSplitWarps; ++w)
+      o += sums[w][threadIdx.x];
+    if (splits == 1) {
+      out[threadIdx.x] = from_float<T>(o / l);
+    } else {
+      part[threadIdx.x] = o;
+      if (threadIdx.x == 0) {
+        part[kSplitHead] = m;
+        part[kSplitHead + 1] = l;
+      }
+    }
+  }
+}
+
+// One block per (query row, head, item): the parts' outputs weighed by their maxima and sums;
+// captured probabilities rescaled to the whole row's.
+template <typename T>
+__global__ void split_attention_combine_kernel(RowAttention a, int splits, const float* partial) {
+  const int i = blockIdx.x / a.heads, h = blockIdx.x % a.heads, b = blockIdx.y;
+  const i64 query_row = static_cast<i64>(b) * a.query_len + i;
+  const float* parts = partial + (query_row * a.heads + h) * splits * kSplitPartial;
+  const auto weight = [&](int s, float top) {
+    const float m = parts[s * kSplitPartial + kSplitHead];
+    return m == -INFINITY ? 0.0f : __expf(m - top);
+  };
+  float top = -INFINITY;
+  for (int s = 0; s < splits; ++s)
+    top = fmaxf(top, parts[s * kSplitPartial + kSplitHead]);
+  float total = 0.0f;
+  for (int s = 0; s < splits; ++s)
+    total += parts[s * kSplitPartial + kSplitHead + 1] * weight(s, top);
+  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+  if (threadIdx.x < kSplitHead) {
+    float o = 0.0f;
+    for (int s = 0; s < splits; ++s)
+      o += parts[s * kSplitPartial + threadIdx.x] * weight(s, top);
+    static_cast<T*>(a.out)[query_row * a.ld_out + static_cast<i64>(h) * kSplitHead + threadIdx.x] =
+        from_float<T>(o * inv);
+  }
+  if (a.capture != nullptr && a.slots.slot[h] >= 0) {
+    float* cap =
+        a.capture +
+        ((static_cast<i64>(b) * a.n_capture + a.slots.slot[h]) * a.query_len + i) * a.key_block;
+    for (i64 j = threadIdx.x; j < a.key_block; j += blockDim.x)
+      cap[j] *= weight(static_cast<int>(j / kSplitKeys), top) * inv;
+  }
+}
+
 template <typename P>
 __global__ void masked_softmax_kernel(const float* scores, P* probs, int query_len, int key_len,
                                       bool causal, HeadSlots slots, float* capture, i64 key_block) {
@@ -601,6 +782,41 @@ void row_attention(const RowAttention& a, cudaStream_t stream) {
       launch(row_attention_kernel<T, true>);
     } else {
       launch(row_attention_kernel<T, false>);
+    }
+  });
+  check_launch();
+}
+
+bool split_attention_enabled() {
+  const char* v = std::getenv("IFW_CUDA_DECODE_ATTENTION");
+  return v == nullptr || std::string(v) != "rows";
+}
+
+bool split_attention_supported(const RowAttention& a) {
+  const i64 width = 16 / static_cast<i64>(dtype_bytes(a.type));
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  return a.head_dim == kSplitHead && a.ld_q % width == 0 && a.ld_k % width == 0 &&
+         a.ld_v % width == 0 && aligned(a.q) && aligned(a.k) && aligned(a.v) &&
+         a.query_len * a.heads <= 65535 && a.batch <= 65535 && a.key_block >= 1;
+}
+
+int split_attention_parts(const RowAttention& a) {
+  return static_cast<int>((a.key_block + kSplitKeys - 1) / kSplitKeys);
+}
+
+void split_attention(const RowAttention& a, float* partial, cudaStream_t stream) {
+  if (!split_attention_supported(a)) throw std::invalid_argument("split attention: unsupported");
+  if (a.batch == 0) return;
+  const int splits = split_attention_parts(a);
+  if (splits > 1 && partial == nullptr) throw std::invalid_argument("split attention: no partials");
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.query_len * a.heads),
+                  static_cast<unsigned>(a.batch));
+  dispatch(a.type, [&](auto tag) {
+    using T = decltype(tag);
+    split_attention_kernel<T><<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial);
+    if (splits > 1) {
+      const dim3 rows(static_cast<unsigned>(a.query_len * a.heads), static_cast<unsigned>(a.batch));
+      split_attention_combine_kernel<T><<<rows, 128, 0, stream>>>(a, splits, partial);
     }
   });
   check_launch();

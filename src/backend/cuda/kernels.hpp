@@ -105,6 +105,21 @@ struct RowAttention {
 };
 void row_attention(const RowAttention& a, cudaStream_t stream);
 
+// The same attention for head size 64 with each item's keys split into parts of kSplitKeys,
+// one thread block each, and the parts combined by a second kernel (flash decoding): many more
+// blocks than (query, head, item), each streaming its keys and values in whole lines. The parts
+// are fixed by key_block (not the lengths), so the launch can be recorded in a step graph.
+// `partial` (device memory) holds kSplitPartial floats per (query row, head, part); unused with
+// one part. The default (on an H100, large-v3's step at batch 64: 9.00 against 9.86 ms);
+// IFW_CUDA_DECODE_ATTENTION=rows selects row_attention.
+constexpr int kSplitKeys = 128;
+constexpr int kSplitHead = 64;
+constexpr int kSplitPartial = kSplitHead + 2;  // unnormalised output, maximum, sum
+bool split_attention_enabled();
+bool split_attention_supported(const RowAttention& a);
+int split_attention_parts(const RowAttention& a);
+void split_attention(const RowAttention& a, float* partial, cudaStream_t stream);
+
 // Softmax of one item's attention scores [heads][query_len][key_len] (scaled already) into
 // probabilities of `type` with the same layout; with causal, query i sees keys
 // [0, key_len - query_len + i]. Captured heads' probabilities go to capture
@@ -132,8 +147,8 @@ struct FlashAttention {
 };
 bool flash_attention_supported(const FlashAttention& a);
 void flash_attention(const FlashAttention& a, cudaStream_t stream);
-// 1, or 2 with IFW_CUDA_FLASH=2: a version sharing key tiles among 8 warps, double-buffered
-// with cp.async, B fragments by ldmatrix (opt-in until measured on a GPU).
+// 2 (a version sharing key tiles among 8 warps, double-buffered with cp.async, B fragments by
+// ldmatrix: 6.4 against 7.7 ms per large-v3 window on an H100), or 1 with IFW_CUDA_FLASH=1.
 int flash_attention_version();
 
 }  // namespace ifw::backend::cuda

@@ -243,7 +243,7 @@ class CudaStepGraph final : public StepGraph {
 
 bool step_graphs_enabled() {
   const char* v = std::getenv("IFW_CUDA_GRAPHS");
-  return v != nullptr && std::string(v) == "1";
+  return v == nullptr || std::string(v) != "0";
 }
 
 std::uint64_t step_graph_launches() {

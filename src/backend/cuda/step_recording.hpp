@@ -110,7 +110,8 @@ class StepRecording {
 
 // A StepGraph for the CUDA backend (see above).
 std::unique_ptr<StepGraph> make_step_graph(std::shared_ptr<DeviceContext> context);
-// IFW_CUDA_GRAPHS=1 turns step graphs on (read when a decoder session starts).
+// Step graphs are on unless IFW_CUDA_GRAPHS=0 (read when a decoder session starts; measured on
+// an H100, docs/PERFORMANCE.md).
 bool step_graphs_enabled();
 // Step graphs launched in this process (tests, benchmarks).
 std::uint64_t step_graph_launches();
