@@ -36,15 +36,21 @@ if [ "$mode" = profile ]; then
 fi
 # The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
 # keys) side by side with the first configuration (steps issued one by one, flash v1, a row per
-# block) and with cuBLASLt's bias epilogues (IFW_CUDA_LT=1, opt-in).
+# block) and, at batch 64 (where the targets are not met yet), with each opt-in: cuBLASLt's bias
+# epilogues (IFW_CUDA_LT=1), decoding attention in parts of 256 keys instead of 128, and the
+# second version of the bias/GELU and layer-norm kernels (IFW_CUDA_ELEMENTWISE=2).
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 for arch in $archs; do
   for batch in $batches; do
-    for variant in default first lt; do
+    variants="default first"
+    [ "$batch" = 64 ] && variants="default first lt split256 elementwise2"
+    for variant in $variants; do
       case $variant in
         default) vars="" suffix="" ;;
         first) vars=$first suffix="_first" ;;
         lt) vars="IFW_CUDA_LT=1" suffix="_lt" ;;
+        split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
+        elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
       esac
       env $vars "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
         --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}${suffix}.txt" || status=1
@@ -52,8 +58,8 @@ for arch in $archs; do
   done
 done
 # The conformance suite with the defaults in each precision, then in half precision with each
-# choice switched back: steps issued one by one, flash v1, decoding attention by rows, and
-# with cuBLASLt.
+# choice switched back (steps issued one by one, flash v1, decoding attention by rows) and with
+# each opt-in.
 conformance() {  # log name, environment...
   local log="$out/conformance_$1.log"
   shift
@@ -70,14 +76,26 @@ conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
 conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows
 conformance bf16_rows IFW_TEST_PRECISION=bf16 IFW_CUDA_DECODE_ATTENTION=rows
 conformance fp16_lt IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=1
+conformance fp16_split256 IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=split256
+for precision in fp32 fp16 bf16; do
+  conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2
+done
 # The first flash-attention kernel's operations against the CPU's (the decoding kernels are
 # both checked by the default run).
 IFW_CUDA_FLASH=1 "$checks" --gtest_filter='*CudaOps*Attention*' >"$out/cuda_ops_flash1.log" 2>&1 || status=1
 echo "flash v1 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash1.log" | tr '\n' ' ')"
 
 if [ "$mode" = full ]; then
-  IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch large-v3 --batch 24 --tokens 20 \
-    --repetitions 1 2>&1 | grep -A14 "cuda profile" | tee "$out/profile_large_b24.txt"
+  # Where the time goes at batch 64, by section (the encoder, then the steps of the full batch):
+  # every operation waits for the GPU, so the steps run without graphs.
+  for arch in large-v3 large-v3-turbo; do
+    IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch $arch --batch 64 --tokens 20 \
+      --repetitions 1 >"$out/profile_${arch}_b64.txt" 2>&1
+    grep -A14 -E "cuda profile, (the encoder|[0-9]+ runs of)" "$out/profile_${arch}_b64.txt"
+  done
+  IFW_CUDA_PROFILE=1 IFW_CUDA_ELEMENTWISE=2 "$bench" --device cuda --arch large-v3-turbo \
+    --batch 64 --tokens 20 --repetitions 1 >"$out/profile_large-v3-turbo_b64_elementwise2.txt" 2>&1
+  grep -A14 "cuda profile, the encoder" "$out/profile_large-v3-turbo_b64_elementwise2.txt"
 fi
 echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED)"
 exit $status

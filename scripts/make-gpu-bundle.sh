@@ -81,16 +81,30 @@ tar -C "$out/stage" -cf - . | xz -T0 -6 >"$out/bundle.tar.xz"
 rm -rf "$out/stage"
 cat >"$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Unpacks the bundle, regenerates the golden weights and runs gpu-check.sh; logs to $1.
+# Unpacks the bundle, regenerates the golden weights and runs gpu-check.sh; its logs go to
+# $1/logs.tgz, packed again every 15 s (a run cut short by a time limit still leaves them, and
+# some device hosts return only a few files).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-.}
+mkdir -p "$out"
 work=$(mktemp -d)
+logs="$work/logs"
+mkdir -p "$logs"
 tar -C "$work" -xJf "$here/bundle.tar.xz"
 python3 "$work/golden/make_models.py" "$work/golden/models" >/dev/null || echo "make_models.py failed"
 cublas=$(dirname "$(find / -name 'libcublas.so.13*' -not -path '*/proc/*' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH="$work/lib:$cublas:${LD_LIBRARY_PATH:-}"
-
-"$work/gpu-check.sh" "$work/bin" "${1:-.}" "${2:-full}"
+export IFW_GOLDEN_DIR="$work/golden"
+pack() { tar -C "$logs" -czf "$out/logs.tgz.part" . && mv "$out/logs.tgz.part" "$out/logs.tgz"; }
+(while sleep 15; do pack; done) &
+packer=$!
+"$work/gpu-check.sh" "$work/bin" "$logs" "${2:-full}"
+status=$?
+kill "$packer" 2>/dev/null
+wait "$packer" 2>/dev/null
+pack
+exit $status
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"/*

@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "backend/tensor.hpp"
@@ -90,6 +91,9 @@ class Backend {
   // A new recording for a repeated sequence of operations, or nullptr where the backend issues
   // operations directly anyway (the CPU).
   virtual std::unique_ptr<StepGraph> make_step_graph() { return nullptr; }
+  // Ends a section of an operation profile (IFW_CUDA_PROFILE=1 on the GPU): what was counted since
+  // the last section is reported under `name` and counting starts anew. A no-op elsewhere.
+  virtual void profile_section(std::string_view name) { (void)name; }
 
   // y[M, N] (=|+=) act(x[M, K] . w[N, K]^T + bias[N]); with accumulate, y += x . w^T + bias
   // (activation must then be none).

@@ -173,6 +173,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   backend->synchronize();
   result.load_ms = ms_since(start);
   if (gpu) result.device_mib_loaded = used_mib();
+  backend->profile_section("loading the model");
 
   // A plausible log-mel window: values in Whisper's normalised range.
   std::vector<float> mel(static_cast<std::size_t>(options.batch) *
@@ -189,6 +190,8 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
                                 backend->synchronize();
                               }) /
                       options.batch;
+  backend->profile_section(
+      fmt::format("the encoder ({} runs of {} windows)", options.repetitions + 1, options.batch));
   // The decoder's cost does not depend on what the states hold: repeat the first window's.
   const int decode_batch = std::max(options.batch, 5);
   if (states.dim(0) < decode_batch) {
@@ -207,12 +210,16 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.decode_ms_per_token = decode_step_ms(*model, states, 1, steps, options.repetitions, false);
   result.decode_ms_per_token_batch5 =
       decode_step_ms(*model, states, 5, steps, options.repetitions, false) / 5.0;
+  backend->profile_section("decoding at batch 1 and 5");
   const std::uint64_t launched = backend::cuda_step_graph_launches();
   result.decode_ms_per_step =
       decode_step_ms(*model, states, options.batch, steps, options.repetitions, true);
   result.graph_launches = backend::cuda_step_graph_launches() - launched;
+  backend->profile_section(fmt::format("{} runs of {} steps of {} sequences, tokens chosen",
+                                       options.repetitions + 1, steps, options.batch));
   result.decode_ms_per_token_shrinking =
       shrinking_decode_ms_per_token(*model, states, options.batch, steps, options.repetitions);
+  backend->profile_section("the batch's windows ending one by one");
   if (gpu) {
     result.device_mib_peak = used_mib();
     states = {};

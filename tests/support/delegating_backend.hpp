@@ -50,6 +50,7 @@ class DelegatingBackend : public backend::Backend {
   }
   void synchronize() override { inner_->synchronize(); }
   void release_cached_memory() override { inner_->release_cached_memory(); }
+  void profile_section(std::string_view name) override { inner_->profile_section(name); }
   std::unique_ptr<backend::StepGraph> make_step_graph() override {
     return inner_->make_step_graph();
   }

@@ -288,7 +288,7 @@ class ScopedEnv {
 
 // Attention the three ways the model calls it: encoder self-attention (long queries), a prompt
 // with causal masking and captured heads, and single decoding steps over cache blocks (by both
-// decoding kernels: keys split into parts, and a row per block).
+// decoding kernels: keys split into parts of 128 or 256, and a row per block).
 TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
   const int heads = 3, hd = 64;
   const std::int64_t d = heads * hd;
@@ -340,7 +340,7 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       be.attention(a);
     };
     run(*cpu_, qc, kc, oc, cap_c);
-    for (const char* kernel : {"split", "rows"}) {
+    for (const char* kernel : {"split", "split256", "rows"}) {
       const ScopedEnv choice("IFW_CUDA_DECODE_ATTENTION", kernel);
       std::fill(cap_g.begin(), cap_g.end(), -1.0f);
       run(*gpu_, qg, kg, og, cap_g);
@@ -349,6 +349,50 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       if (!c.capture_heads.empty()) {
         EXPECT_LE(relative_error(cap_g, cap_c), tolerance()) << "captured weights of " << name;
       }
+    }
+  }
+}
+
+// Both versions of the row kernels (bias/GELU after a product, layer norm; IFW_CUDA_ELEMENTWISE)
+// at the model's widths: several loads per thread, column views, rows the second version
+// refuses (a width not a multiple of 4) and falls back on.
+TEST_P(CudaOps, RowKernelsOfBothVersions) {
+  for (const char* version : {"1", "2"}) {
+    const ScopedEnv choice("IFW_CUDA_ELEMENTWISE", version);
+    const std::string v = fmt::format(" (version {})", version);
+    for (const std::int64_t n : {80, 1280, 3840, 5120}) {
+      const std::int64_t m = 5, k = 64;
+      const auto x = random_values(m * k, 31, type());
+      const auto w = random_values(n * k, 32, type(), 0.2f);
+      const auto b = random_values(n, 33, DType::kF32);
+      auto [xc, xg] = both(x, {m, k}, type());
+      auto [wc, wg] = both(w, {n, k}, type());
+      auto [bc, bg] = both(b, {n}, DType::kF32);
+      for (const Activation act : {Activation::kNone, Activation::kGelu}) {
+        Tensor yc = cpu_->empty({m, n}), yg = gpu_->empty({m, n}, type());
+        cpu_->linear({xc, 0, k}, wc, &bc, act, {yc, 0, n}, m, false);
+        gpu_->linear({xg, 0, k}, wg, &bg, act, {yg, 0, n}, m, false);
+        expect_close(yc, yg,
+                     fmt::format("linear {}{}{}", n, act == Activation::kGelu ? " + gelu" : "", v));
+      }
+      const auto residual = random_values(m * n, 34, DType::kF32);
+      auto [rc, rg] = both(residual, {m, n}, DType::kF32);
+      cpu_->linear({xc, 0, k}, wc, &bc, Activation::kNone, {rc, 0, n}, m, true);
+      gpu_->linear({xg, 0, k}, wg, &bg, Activation::kNone, {rg, 0, n}, m, true);
+      expect_close(rc, rg, fmt::format("linear {} accumulate{}", n, v));
+    }
+    for (const std::int64_t d : {160, 384, 1280, 1284, 2048}) {
+      const std::int64_t rows = 7;
+      const auto x = random_values(rows * d, 35, DType::kF32, 3.0f);
+      const auto g = random_values(d, 36, DType::kF32);
+      const auto b = random_values(d, 37, DType::kF32);
+      auto [xc, xg] = both(x, {rows, d}, DType::kF32);
+      auto [gc, gg] = both(g, {d}, DType::kF32);
+      auto [bc, bg] = both(b, {d}, DType::kF32);
+      Tensor yc = cpu_->empty({rows, d}), yg = gpu_->empty({rows, d}, type());
+      cpu_->layer_norm(xc, gc, bc, 1e-5f, yc);
+      gpu_->layer_norm(xg, gg, bg, 1e-5f, yg);
+      expect_close(yc, yg, fmt::format("layer norm {}{}", d, v));
     }
   }
 }

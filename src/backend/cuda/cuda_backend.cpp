@@ -77,32 +77,43 @@ bool use_flash_attention() {
 constexpr i64 kConvolutionChunkBytes = i64{256} << 20;
 
 // IFW_CUDA_PROFILE=1: every operation waits for the GPU before and after, so that the time to
-// issue it (host) and to run it (device) are told apart; totals per operation are printed when
-// the backend goes. Slows everything down: for finding where the time goes, never for figures.
+// issue it (host) and to run it (device) are told apart; totals per operation are printed at the
+// end of each section (Backend::profile_section) and when the backend goes. Slows everything
+// down (a tiny kernel's device time includes a launch and a wait): for finding where the time
+// goes, never for figures.
 class OpProfile {
  public:
   explicit OpProfile(cudaStream_t stream) : stream_(stream) {
     const char* v = std::getenv("IFW_CUDA_PROFILE");
     enabled_ = v != nullptr && std::string(v) == "1";
   }
-  ~OpProfile() {
+  ~OpProfile() { section("the rest"); }
+  OpProfile(const OpProfile&) = delete;
+  OpProfile& operator=(const OpProfile&) = delete;
+  bool enabled() const { return enabled_; }
+
+  // Prints the totals since the last section (to standard error) and starts anew.
+  void section(std::string_view title) {
     if (!enabled_ || totals_.empty()) return;
     std::vector<std::pair<std::string, Total>> rows(totals_.begin(), totals_.end());
+    totals_.clear();
     std::sort(rows.begin(), rows.end(),
               [](const auto& a, const auto& b) { return a.second.device > b.second.device; });
     double all = 0.0;
     for (const auto& r : rows)
       all += r.second.device + r.second.host;
-    std::string table = "cuda profile (ms: issuing on the host, running on the GPU):\n";
+    std::string table = fmt::format(
+        "cuda profile, {} (ms: issuing on the host, running on the GPU; us per call on the "
+        "GPU):\n",
+        title);
     for (const auto& [name, t] : rows) {
-      table += fmt::format("  {:<18} {:>9} calls {:>10.1f} host {:>10.1f} device {:>5.1f}%\n", name,
-                           t.calls, t.host, t.device, 100.0 * (t.host + t.device) / all);
+      table += fmt::format(
+          "  {:<18} {:>9} calls {:>10.1f} host {:>10.1f} device {:>8.1f} us {:>5.1f}%\n", name,
+          t.calls, t.host, t.device, 1000.0 * t.device / static_cast<double>(t.calls),
+          100.0 * (t.host + t.device) / all);
     }
     std::fputs(table.c_str(), stderr);
   }
-  OpProfile(const OpProfile&) = delete;
-  OpProfile& operator=(const OpProfile&) = delete;
-  bool enabled() const { return enabled_; }
 
   template <typename F>
   void run(const char* name, F&& f) {
@@ -231,6 +242,7 @@ class CudaBackend final : public Backend {
     check(cudaStreamSynchronize(stream()), "waiting for the GPU");
   }
   void release_cached_memory() override { context_->release_cached(); }
+  void profile_section(std::string_view name) override { profile_.section(name); }
   std::unique_ptr<StepGraph> make_step_graph() override {
     // Profiling waits for the GPU around every operation, which a capture cannot.
     if (!cuda::step_graphs_enabled() || profile_.enabled()) return nullptr;
@@ -540,13 +552,14 @@ void CudaBackend::attention(const AttentionArgs& a) {
     r.slots = slots;
     r.n_capture = n_capture;
     r.capture = capture_data;
-    if (cuda::split_attention_enabled() && cuda::split_attention_supported(r)) {
-      const int parts = cuda::split_attention_parts(r);
+    if (const int keys = cuda::split_attention_keys();
+        keys > 0 && cuda::split_attention_supported(r)) {
+      const int parts = cuda::split_attention_parts(r, keys);
       const Tensor partial = parts > 1 ? empty({static_cast<i64>(r.batch) * r.query_len * r.heads *
                                                 parts * cuda::kSplitPartial})
                                        : Tensor();
       float* partial_data = parts > 1 ? static_cast<float*>(partial.raw()) : nullptr;
-      issue("attention split", [&] { cuda::split_attention(r, partial_data, stream()); });
+      issue("attention split", [&] { cuda::split_attention(r, keys, partial_data, stream()); });
     } else {
       issue("attention rows", [&] { cuda::row_attention(r, stream()); });
     }

@@ -105,20 +105,21 @@ struct RowAttention {
 };
 void row_attention(const RowAttention& a, cudaStream_t stream);
 
-// The same attention for head size 64 with each item's keys split into parts of kSplitKeys,
-// one thread block each, and the parts combined by a second kernel (flash decoding): many more
-// blocks than (query, head, item), each streaming its keys and values in whole lines. The parts
-// are fixed by key_block (not the lengths), so the launch can be recorded in a step graph.
+// The same attention for head size 64 with each item's keys split into parts of `keys` (128 or
+// 256), one thread block each, and the parts combined by a second kernel (flash decoding): many
+// more blocks than (query, head, item), each streaming its keys and values in whole lines. The
+// parts are fixed by key_block (not the lengths), so the launch can be recorded in a step graph.
 // `partial` (device memory) holds kSplitPartial floats per (query row, head, part); unused with
-// one part. The default (on an H100, large-v3's step at batch 64: 9.00 against 9.86 ms);
-// IFW_CUDA_DECODE_ATTENTION=rows selects row_attention.
-constexpr int kSplitKeys = 128;
+// one part.
 constexpr int kSplitHead = 64;
 constexpr int kSplitPartial = kSplitHead + 2;  // unnormalised output, maximum, sum
-bool split_attention_enabled();
+// Keys per part, from IFW_CUDA_DECODE_ATTENTION: 128 by default (on an H100, large-v3's step at
+// batch 64: 9.00 against 9.86 ms by rows), 256 with "split256" (for comparisons), 0 with "rows"
+// (row_attention).
+int split_attention_keys();
 bool split_attention_supported(const RowAttention& a);
-int split_attention_parts(const RowAttention& a);
-void split_attention(const RowAttention& a, float* partial, cudaStream_t stream);
+int split_attention_parts(const RowAttention& a, int keys);
+void split_attention(const RowAttention& a, int keys, float* partial, cudaStream_t stream);
 
 // Softmax of one item's attention scores [heads][query_len][key_len] (scaled already) into
 // probabilities of `type` with the same layout; with causal, query i sees keys
