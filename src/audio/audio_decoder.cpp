@@ -21,6 +21,8 @@ extern "C" {
 #include <ifw/audio.hpp>
 #include <ifw/error.hpp>
 
+#include "audio/damaged_samples.hpp"
+
 namespace ifw::audio {
 
 // Held by AudioDecoder::State, which has external linkage (so not in the unnamed namespace).
@@ -138,21 +140,10 @@ struct AudioDecoder::State {
     silence_damaged_samples(old);
   }
 
-  // Floating-point audio can hold NaN, infinite or absurdly large samples (damaged or badly
-  // written files), which would make every feature of their window NaN (a power spectrum past
-  // float's range): they become silence, and the frame counts as damaged, so that the file's
-  // transcript says it is incomplete. 10^6 is 120 dB above full scale; files that store floats
-  // on the 16-bit scale (up to 32768) stay as they are.
+  // A frame with NaN, infinite or absurd samples: silenced, counted as damaged
+  // (damaged_samples.hpp).
   void silence_damaged_samples(std::size_t from) {
-    constexpr float kLargest = 1e6f;
-    bool found = false;
-    for (std::size_t i = from; i < pending.size(); ++i) {
-      if (!(std::fabs(pending[i]) <= kLargest)) {  // NaN compares false
-        pending[i] = 0.0f;
-        found = true;
-      }
-    }
-    if (found) ++damaged;
+    if (audio::silence_damaged_samples(std::span<float>(pending).subspan(from))) ++damaged;
   }
 
   // Receives every frame the decoder has ready.

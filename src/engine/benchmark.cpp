@@ -204,6 +204,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
         backend->upload(repeated, {decode_batch, states.dim(1), states.dim(2)}, states.dtype());
   }
 
+  backend->profile_section("the encoder's states repeated for the decoder's batches");
   // On the CPU the per-token cost barely depends on the position, so 64 steps stand for all; a
   // GPU step is short enough to run every one.
   const int steps = gpu ? options.tokens : std::min(options.tokens, 64);
@@ -215,8 +216,8 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.decode_ms_per_step =
       decode_step_ms(*model, states, options.batch, steps, options.repetitions, true);
   result.graph_launches = backend::cuda_step_graph_launches() - launched;
-  backend->profile_section(fmt::format("{} runs of {} steps of {} sequences, tokens chosen",
-                                       options.repetitions + 1, steps, options.batch));
+  backend->profile_section(fmt::format("{} runs of the steps of {} sequences, tokens chosen",
+                                       options.repetitions + 1, options.batch));
   result.decode_ms_per_token_shrinking =
       shrinking_decode_ms_per_token(*model, states, options.batch, steps, options.repetitions);
   backend->profile_section("the batch's windows ending one by one");

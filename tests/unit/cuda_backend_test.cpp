@@ -33,6 +33,8 @@ using backend::DType;
 using backend::MatrixRef;
 using backend::Tensor;
 
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
 bool have_gpu() {
   return !backend::describe_devices().gpus.empty();
 }
@@ -342,7 +344,10 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
     run(*cpu_, qc, kc, oc, cap_c);
     for (const char* kernel : {"split", "split256", "rows"}) {
       const ScopedEnv choice("IFW_CUDA_DECODE_ATTENTION", kernel);
+      // Outputs start as NaN, so that a kernel that leaves any unwritten fails.
       std::fill(cap_g.begin(), cap_g.end(), -1.0f);
+      og = gpu_->upload(std::vector<float>(static_cast<std::size_t>(q_rows * d), kNaN), {q_rows, d},
+                        type());
       run(*gpu_, qg, kg, og, cap_g);
       const std::string name = fmt::format("attention {} ({})", c.name, kernel);
       expect_close(oc, og, name);
@@ -354,13 +359,13 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
 }
 
 // Both versions of the row kernels (bias/GELU after a product, layer norm; IFW_CUDA_ELEMENTWISE)
-// at the model's widths: several loads per thread, column views, rows the second version
-// refuses (a width not a multiple of 4) and falls back on.
+// at the model's widths: several loads per thread, and widths the second version refuses and
+// falls back on (a bias row not a multiple of 16 bytes, a norm not a multiple of 4 or over 2048).
 TEST_P(CudaOps, RowKernelsOfBothVersions) {
   for (const char* version : {"1", "2"}) {
     const ScopedEnv choice("IFW_CUDA_ELEMENTWISE", version);
     const std::string v = fmt::format(" (version {})", version);
-    for (const std::int64_t n : {80, 1280, 3840, 5120}) {
+    for (const std::int64_t n : {80, 84, 1280, 3840, 5120}) {
       const std::int64_t m = 5, k = 64;
       const auto x = random_values(m * k, 31, type());
       const auto w = random_values(n * k, 32, type(), 0.2f);
@@ -381,7 +386,7 @@ TEST_P(CudaOps, RowKernelsOfBothVersions) {
       gpu_->linear({xg, 0, k}, wg, &bg, Activation::kNone, {rg, 0, n}, m, true);
       expect_close(rc, rg, fmt::format("linear {} accumulate{}", n, v));
     }
-    for (const std::int64_t d : {160, 384, 1280, 1284, 2048}) {
+    for (const std::int64_t d : {160, 384, 768, 1280, 1282, 2048, 2560}) {
       const std::int64_t rows = 7;
       const auto x = random_values(rows * d, 35, DType::kF32, 3.0f);
       const auto g = random_values(d, 36, DType::kF32);
@@ -389,7 +394,10 @@ TEST_P(CudaOps, RowKernelsOfBothVersions) {
       auto [xc, xg] = both(x, {rows, d}, DType::kF32);
       auto [gc, gg] = both(g, {d}, DType::kF32);
       auto [bc, bg] = both(b, {d}, DType::kF32);
-      Tensor yc = cpu_->empty({rows, d}), yg = gpu_->empty({rows, d}, type());
+      Tensor yc = cpu_->empty({rows, d});
+      // NaN to start with: a kernel that leaves any unwritten fails.
+      Tensor yg = gpu_->upload(std::vector<float>(static_cast<std::size_t>(rows * d), kNaN),
+                               {rows, d}, type());
       cpu_->layer_norm(xc, gc, bc, 1e-5f, yc);
       gpu_->layer_norm(xg, gg, bg, 1e-5f, yg);
       expect_close(yc, yg, fmt::format("layer norm {}{}", d, v));

@@ -26,6 +26,7 @@
 #include "support/expect_error.hpp"
 #include "support/model_builder.hpp"
 #include "support/temp_dir.hpp"
+#include "support/wav_files.hpp"
 #include "util/atomic_file.hpp"
 
 namespace ifw::test {
@@ -146,34 +147,6 @@ TEST(VoiceActivity, SpeechOverNoiseAndUniformLoudAudio) {
   EXPECT_NEAR(static_cast<double>(vad.first_speech(s, 0)) / kSampleRate, 9.7, 0.03);
   // Audio loud all through (music, speech without pauses) counts as speech from the start.
   EXPECT_EQ(vad.first_speech(noise(20.0, 0.2f), 0), 0u);
-}
-
-// A 16-bit PCM WAV file of interleaved samples.
-std::string wav_file(const std::string& data, std::uint32_t rate, std::uint16_t channels) {
-  const auto u32 = [](std::uint32_t v) {
-    return std::string(reinterpret_cast<const char*>(&v), 4);
-  };
-  const auto u16 = [](std::uint16_t v) {
-    return std::string(reinterpret_cast<const char*>(&v), 2);
-  };
-  std::string out = "RIFF";
-  out += u32(36 + static_cast<std::uint32_t>(data.size()));
-  out += "WAVEfmt ";
-  out += u32(16) + u16(1) + u16(channels) + u32(rate) + u32(rate * channels * 2u) +
-         u16(static_cast<std::uint16_t>(channels * 2)) + u16(16);
-  out += "data";
-  out += u32(static_cast<std::uint32_t>(data.size()));
-  return out + data;
-}
-
-// A 16 kHz mono WAV file of `samples`.
-std::string wav_of(const std::vector<float>& samples) {
-  std::string data;
-  for (const float v : samples) {
-    const auto q = static_cast<std::int16_t>(std::lround(std::clamp(v, -1.0f, 1.0f) * 32767.0f));
-    data.append(reinterpret_cast<const char*>(&q), 2);
-  }
-  return wav_file(data, kSampleRate, 1);
 }
 
 class WindowSources : public ::testing::Test {
@@ -322,19 +295,6 @@ TEST(AudioDecoder, ResamplesToSixteenKilohertzMono) {
   EXPECT_NEAR(peak, 0.70710678f * 16000.0f / 32768.0f, 0.01f);
   EXPECT_EQ(decoder.read(chunk), 0u);
   EXPECT_EQ(decoder.damaged_packets(), 0);
-}
-
-// A mono 32-bit float WAV file (format 3) of `samples`, written as they are (NaN included).
-std::string float_wav_of(const std::vector<float>& samples, std::uint32_t rate) {
-  std::string data(reinterpret_cast<const char*>(samples.data()), samples.size() * sizeof(float));
-  std::string out = wav_file(data, rate, 1);
-  const auto put16 = [&](std::size_t at, std::uint16_t v) { std::memcpy(out.data() + at, &v, 2); };
-  const auto put32 = [&](std::size_t at, std::uint32_t v) { std::memcpy(out.data() + at, &v, 4); };
-  put16(20, 3);  // IEEE float
-  put32(28, rate * 4u);
-  put16(32, 4);
-  put16(34, 32);
-  return out;
 }
 
 // NaN, infinite or absurdly large samples (a damaged float file) would make their window's

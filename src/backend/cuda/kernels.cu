@@ -626,7 +626,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     raw[p] = j < count ? *reinterpret_cast<const uint4*>(v + j * a.ld_v) : make_uint4(0, 0, 0, 0);
   }
   __syncthreads();
-  // Every warp finds the part's maximum and sum itself (128 scores: four per lane).
+  // Every warp finds the part's maximum and sum itself (kKeys / 32 scores per lane).
   float m = -INFINITY;
   for (int j = lane; j < kKeys; j += 32)
     m = fmaxf(m, scores[j]);
