@@ -20,6 +20,8 @@ namespace {
 constexpr std::uint16_t kFormatPcm = 1;
 constexpr std::uint16_t kFormatFloat = 3;
 constexpr std::uint16_t kFormatExtensible = 0xFFFE;
+constexpr int kMostChannels = 64;
+constexpr std::size_t kMostBytesPerRead = std::size_t{1} << 20;  // the raw buffer's bound
 
 std::uint16_t u16(const unsigned char* p) {
   return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
@@ -146,7 +148,8 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
   const bool bits_ok = is_float_ ? (bits_ == 32 || bits_ == 64)
                                  : (bits_ == 8 || bits_ == 16 || bits_ == 24 || bits_ == 32);
   if (!bits_ok) fail(fmt::format("{}-bit {} samples", bits_, is_float_ ? "float" : "PCM"));
-  if (channels_ < 1) fail("no channels");
+  if (channels_ < 1 || channels_ > kMostChannels)
+    fail(fmt::format("{} channels (this build reads 1 to {})", channels_, kMostChannels));
   if (rate != kSampleRate) {
     fail(fmt::format(
         "{} Hz audio: this build has no FFmpeg to resample it and reads 16 kHz WAV only", rate));
@@ -160,6 +163,21 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
 }
 
 std::size_t WavReader::read(std::span<float> out) {
+  // In pieces of at most kMostBytesPerRead raw bytes, so that a long read of a wide file does not
+  // hold its whole raw size at once.
+  const std::size_t frame_bytes =
+      static_cast<std::size_t>(channels_) * static_cast<std::size_t>(bits_ / 8);
+  const std::size_t piece = std::max<std::size_t>(1, kMostBytesPerRead / frame_bytes);
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const std::size_t got = read_piece(out.subspan(done, std::min(piece, out.size() - done)));
+    done += got;
+    if (got == 0) break;
+  }
+  return done;
+}
+
+std::size_t WavReader::read_piece(std::span<float> out) {
   if (ended_ || out.empty()) return 0;
   const std::size_t frame_bytes =
       static_cast<std::size_t>(channels_) * static_cast<std::size_t>(bits_ / 8);

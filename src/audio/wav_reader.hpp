@@ -43,6 +43,7 @@ class WavReader {
   };
   void fail(const std::string& what) const;
   void read_exact(void* data, std::size_t bytes, const char* what);
+  std::size_t read_piece(std::span<float> out);
 
   std::string path_;
   std::unique_ptr<std::FILE, Closer> owned_;  // null for standard input

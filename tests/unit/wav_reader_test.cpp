@@ -103,6 +103,25 @@ TEST(WavReader, SeeksExactlyAndSkipsOtherChunks) {
   EXPECT_EQ(reader.read(piece), 0u);
 }
 
+// A read longer than the reader's raw buffer (1 MiB: 16 384 frames of 16 float channels) is
+// served in pieces, all of it.
+TEST(WavReader, ALongReadOfAWideFileComesWhole) {
+  TempDir dir;
+  const int channels = 16;
+  const std::vector<float> v = ramp(40000);
+  std::string data;
+  for (const float x : v) {
+    for (int c = 0; c < channels; ++c)
+      data.append(reinterpret_cast<const char*>(&x), 4);
+  }
+  write_file(dir / "wide.wav", wav_file(data, 16000, channels, 32, 3));
+  audio::WavReader reader((dir / "wide.wav").string());
+  std::vector<float> all(50000);
+  ASSERT_EQ(reader.read(all), v.size());
+  for (std::size_t i = 0; i < v.size(); ++i)
+    ASSERT_FLOAT_EQ(all[i], v[i]) << "sample " << i;
+}
+
 TEST(WavReader, TruncatedAndDamagedFilesCountAsDamaged) {
   TempDir dir;
   std::string file = wav_of(ramp(1000));
@@ -137,6 +156,8 @@ TEST(WavReader, RefusesWhatItDoesNotReadNamingTheFile) {
   EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": WAV encoding 2");
   write_file(dir / "x.wav", wav_file(std::string(100, '\0'), 16000, 1, 12, 1));
   EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": 12-bit PCM samples");
+  write_file(dir / "x.wav", wav_file(std::string(100, '\0'), 16000, 65535, 64, 3));
+  EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": 65535 channels (this build reads 1 to 64)");
   write_file(dir / "x.wav", std::string("RIFF\x10\x00\x00\x00WAVEfmt ", 16));
   EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": not a WAV file this build reads");
 }
