@@ -37,18 +37,19 @@ fi
 # The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
 # keys) side by side with the first configuration (steps issued one by one, flash v1, a row per
 # block) and, at batch 64 (where the targets are not met yet), with each opt-in: cuBLASLt's bias
-# epilogues (IFW_CUDA_LT=1), decoding attention in parts of 256 keys instead of 128, and the
+# epilogues (IFW_CUDA_LT=1; =tune: each shape's algorithm timed), decoding attention in parts of 256 keys instead of 128, and the
 # second version of the bias/GELU and layer-norm kernels (IFW_CUDA_ELEMENTWISE=2).
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 for arch in $archs; do
   for batch in $batches; do
     variants="default first"
-    [ "$batch" = 64 ] && variants="default first lt split256 elementwise2"
+    [ "$batch" = 64 ] && variants="default first lt lt_tune split256 elementwise2"
     for variant in $variants; do
       case $variant in
         default) vars="" suffix="" ;;
         first) vars=$first suffix="_first" ;;
         lt) vars="IFW_CUDA_LT=1" suffix="_lt" ;;
+        lt_tune) vars="IFW_CUDA_LT=tune" suffix="_lt_tune" ;;
         split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
         elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
       esac
@@ -76,6 +77,8 @@ conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
 conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows
 conformance bf16_rows IFW_TEST_PRECISION=bf16 IFW_CUDA_DECODE_ATTENTION=rows
 conformance fp16_lt IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=1
+conformance fp16_lt_tune IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=tune
+conformance fp32_lt_tune IFW_TEST_PRECISION=fp32 IFW_CUDA_LT=tune
 conformance fp16_split256 IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=split256
 for precision in fp32 fp16 bf16; do
   conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2

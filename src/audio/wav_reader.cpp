@@ -48,8 +48,11 @@ float sample_at(const unsigned char* p, int bits, bool is_float) {
       return (static_cast<float>(p[0]) - 128.0f) / 128.0f;  // 8-bit WAV is unsigned
     case 16:
       return static_cast<float>(static_cast<std::int16_t>(u16(p))) / 32768.0f;
-    case 24: {
-      const auto v = static_cast<std::int32_t>(u32(p) << 8) >> 8;  // without the 4th byte
+    case 24: {  // three bytes (a fourth may lie past the buffer), sign-extended
+      const std::uint32_t raw = static_cast<std::uint32_t>(p[0]) |
+                                (static_cast<std::uint32_t>(p[1]) << 8) |
+                                (static_cast<std::uint32_t>(p[2]) << 16);
+      const auto v = static_cast<std::int32_t>(raw << 8) >> 8;
       return static_cast<float>(v) / 8388608.0f;
     }
     default:
@@ -79,9 +82,11 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
     file_ = stdin;
   } else {
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec))
+    const auto status = std::filesystem::status(path, ec);
+    if (status.type() == std::filesystem::file_type::not_found)
       throw Error(ErrorKind::kNotFound, path + ": no such file");
-    if (std::filesystem::is_directory(path, ec))
+    if (ec) throw Error(ErrorKind::kIo, fmt::format("{}: cannot be read: {}", path, ec.message()));
+    if (std::filesystem::is_directory(status))
       throw Error(ErrorKind::kInvalidArgument, path + ": is a directory, not an audio file");
     owned_.reset(std::fopen(path.c_str(), "rb"));
     if (!owned_) {
@@ -89,7 +94,9 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
                   fmt::format("{}: cannot be opened: {}", path, std::strerror(errno)));
     }
     file_ = owned_.get();
-    seekable_ = true;
+    // Only a regular file seeks: a pipe or device named by a path (/dev/fd/N) reads in order,
+    // and a second reader of it would take the first one's bytes.
+    seekable_ = std::filesystem::is_regular_file(status);
   }
   std::array<unsigned char, 12> riff{};
   read_exact(riff.data(), riff.size(), "the RIFF header");
@@ -99,7 +106,7 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
         "every format)");
   }
   bool have_format = false;
-  std::uint16_t format = 0;
+  std::uint16_t format = 0, block_align = 0;
   std::uint32_t rate = 0;
   std::int64_t offset = 12;
   while (true) {
@@ -115,6 +122,7 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
       format = u16(fmt_chunk.data());
       channels_ = u16(fmt_chunk.data() + 2);
       rate = u32(fmt_chunk.data() + 4);
+      block_align = u16(fmt_chunk.data() + 12);
       bits_ = u16(fmt_chunk.data() + 14);
       if (format == kFormatExtensible) {
         if (size < 40) fail("an extensible format chunk without its sub-format");
@@ -136,9 +144,14 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
     const std::int64_t skip = static_cast<std::int64_t>(size) + (size & 1u);
     if (seekable_) {
       if (std::fseek(file_, static_cast<long>(skip), SEEK_CUR) != 0) fail("a chunk past the end");
-    } else {
-      std::vector<unsigned char> discard(static_cast<std::size_t>(skip));
-      read_exact(discard.data(), discard.size(), "a chunk's contents");
+    } else {  // read through, a bounded piece at a time
+      std::array<unsigned char, 65536> discard{};
+      for (std::int64_t left = skip; left > 0;) {
+        const auto n = static_cast<std::size_t>(
+            std::min<std::int64_t>(left, static_cast<std::int64_t>(discard.size())));
+        read_exact(discard.data(), n, "a chunk's contents");
+        left -= static_cast<std::int64_t>(n);
+      }
     }
     offset += skip;
   }
@@ -150,15 +163,29 @@ WavReader::WavReader(const std::string& path) : path_(path == "-" ? "standard in
   if (!bits_ok) fail(fmt::format("{}-bit {} samples", bits_, is_float_ ? "float" : "PCM"));
   if (channels_ < 1 || channels_ > kMostChannels)
     fail(fmt::format("{} channels (this build reads 1 to {})", channels_, kMostChannels));
+  const int frame_bytes = channels_ * (bits_ / 8);
+  if (block_align != frame_bytes) {
+    fail(fmt::format("frames of {} bytes for {} channels of {} bits (padded frames are not read)",
+                     block_align, channels_, bits_));
+  }
   if (rate != kSampleRate) {
     fail(fmt::format(
         "{} Hz audio: this build has no FFmpeg to resample it and reads 16 kHz WAV only", rate));
   }
-  if (seekable_ && frames_ < 0) {  // a stream's header in a file: the file says how long
+  if (seekable_) {
+    // A stream's header in a file (no length): the file says how long. A header that promises
+    // more than the file holds: the file is truncated (damaged), and its length is what is there.
     std::error_code ec;
     const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(path, ec));
-    if (!ec)
-      frames_ = (bytes - data_offset_) / (static_cast<std::int64_t>(channels_) * (bits_ / 8));
+    if (!ec) {
+      const std::int64_t present = std::max<std::int64_t>(bytes - data_offset_, 0) / frame_bytes;
+      if (frames_ < 0) {
+        frames_ = present;
+      } else if (frames_ > present) {
+        frames_ = present;
+        ++damaged_;
+      }
+    }
   }
 }
 
@@ -209,7 +236,9 @@ std::size_t WavReader::read_piece(std::span<float> out) {
 
 std::int64_t WavReader::seek(std::int64_t sample) {
   if (!seekable_) return -1;
-  sample = std::clamp<std::int64_t>(sample, 0, frames_ >= 0 ? frames_ : sample);
+  sample = std::max<std::int64_t>(sample, 0);
+  if (frames_ >= 0) sample = std::min(sample, frames_);
+  std::clearerr(file_);
   const std::int64_t at =
       data_offset_ + sample * static_cast<std::int64_t>(channels_) * (bits_ / 8);
   if (std::fseek(file_, static_cast<long>(at), SEEK_SET) != 0) return -1;

@@ -405,6 +405,41 @@ TEST_P(CudaOps, RowKernelsOfBothVersions) {
   }
 }
 
+// Products through cuBLASLt (IFW_CUDA_LT), the heuristic's first algorithm or the fastest of
+// several timed on the first product of each shape: a product that accumulates is timed from a
+// copy of its output, so it still adds once.
+TEST_P(CudaOps, LinearThroughCublasLt) {
+  for (const char* mode : {"1", "tune"}) {
+    const ScopedEnv choice("IFW_CUDA_LT", mode);
+    auto lt = backend::make_cuda_backend(0, type());
+    for (const std::int64_t m : {5, 300}) {
+      const std::int64_t k = 64, n = 1280;
+      const std::string what = fmt::format(" ({} rows, IFW_CUDA_LT={})", m, mode);
+      const auto x = random_values(m * k, 41, type());
+      const auto w = random_values(n * k, 42, type(), 0.2f);
+      const auto b = random_values(n, 43, DType::kF32);
+      const Tensor xc = cpu_->upload(x, {m, k}), xg = lt->upload(x, {m, k}, type());
+      const Tensor wc = cpu_->upload(w, {n, k}), wg = lt->upload(w, {n, k}, type());
+      const Tensor bc = cpu_->upload(b, {n}), bg = lt->upload(b, {n});
+      Tensor yc = cpu_->empty({m, n}), yg = lt->empty({m, n}, type());
+      cpu_->linear({xc, 0, k}, wc, &bc, Activation::kGelu, {yc, 0, n}, m, false);
+      lt->linear({xg, 0, k}, wg, &bg, Activation::kGelu, {yg, 0, n}, m, false);
+      EXPECT_LE(relative_error(to_host(*lt, yg), to_host(*cpu_, yc)), tolerance())
+          << "linear + bias + gelu" << what;
+      // Accumulating into the middle columns of a wider float32 residual (a column view: the
+      // saved copy must follow the output's pitch).
+      const auto residual = random_values(m * 3 * n, 44, DType::kF32);
+      Tensor rc = cpu_->upload(residual, {m, 3 * n}), rg = lt->upload(residual, {m, 3 * n});
+      for (int twice = 0; twice < 2; ++twice) {  // the second product of the shape: planned
+        cpu_->linear({xc, 0, k}, wc, &bc, Activation::kNone, {rc, n, 3 * n}, m, true);
+        lt->linear({xg, 0, k}, wg, &bg, Activation::kNone, {rg, n, 3 * n}, m, true);
+        EXPECT_LE(relative_error(to_host(*lt, rg), to_host(*cpu_, rc)), tolerance())
+            << "linear accumulate into a column view, product " << twice + 1 << what;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, CudaOps, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
                          [](const auto& param_info) {
                            return std::string(backend::dtype_name(param_info.param));

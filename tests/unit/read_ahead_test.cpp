@@ -38,7 +38,7 @@ void make_file(const std::filesystem::path& path, int seconds, const std::string
   const std::string input =
       !source.empty() ? source
                       : "-f lavfi -i sine=frequency=330:duration=" + std::to_string(seconds) +
-                            " -f lavfi -i anoisesrc=color=pink:amplitude=0.2:duration=" +
+                            " -f lavfi -i anoisesrc=color=pink:amplitude=0.2:seed=7:duration=" +
                             std::to_string(seconds) + " -filter_complex amix=inputs=2";
   const std::string command =
       "ffmpeg -nostdin -loglevel error -y " + input + " " + codec + " '" + path.string() + "'";

@@ -158,6 +158,10 @@ TEST(WavReader, RefusesWhatItDoesNotReadNamingTheFile) {
   EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": 12-bit PCM samples");
   write_file(dir / "x.wav", wav_file(std::string(100, '\0'), 16000, 65535, 64, 3));
   EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": 65535 channels (this build reads 1 to 64)");
+  std::string padded = wav_file(std::string(120, '\0'), 16000, 1);
+  padded[32] = 6;  // block alignment: 6-byte frames for one 16-bit channel
+  write_file(dir / "x.wav", padded);
+  EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": frames of 6 bytes for 1 channels of 16 bits");
   write_file(dir / "x.wav", std::string("RIFF\x10\x00\x00\x00WAVEfmt ", 16));
   EXPECT_IFW_ERROR(audio::WavReader r(at), at + ": not a WAV file this build reads");
 }

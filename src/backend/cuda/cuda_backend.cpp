@@ -163,10 +163,12 @@ class CudaBackend final : public Backend {
       : context_(std::make_shared<DeviceContext>(index)),
         dtype_(dtype),
         profile_(context_->stream()) {
-    // Opt-in for now: on an H100 it measured no faster than cublasGemmEx with a bias kernel, and
-    // the conformance program crashed at exit with it in fp16/bf16 (docs/PERFORMANCE.md).
-    if (const char* v = std::getenv("IFW_CUDA_LT"); v != nullptr && std::string(v) == "1") {
-      lt_ = std::make_unique<cuda::LtMatmul>(context_->workspace(), DeviceContext::kWorkspaceBytes);
+    // Opt-in for now: on an H100 the heuristic's first algorithms measured +1 % against
+    // cublasGemmEx with a bias kernel (docs/PERFORMANCE.md). IFW_CUDA_LT=tune times each shape's
+    // algorithm among the heuristic's first eight (not yet run on a GPU).
+    if (const char* v = std::getenv("IFW_CUDA_LT");
+        v != nullptr && (std::string(v) == "1" || std::string(v) == "tune")) {
+      lt_ = std::make_unique<cuda::LtMatmul>(*context_, std::string(v) == "tune");
     }
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
@@ -456,7 +458,8 @@ class CudaBackend final : public Backend {
   DType dtype_;
   std::string name_;
   OpProfile profile_;
-  std::unique_ptr<cuda::LtMatmul> lt_;  // IFW_CUDA_LT=1; null: cublasGemmEx and a bias kernel
+  // IFW_CUDA_LT=1 or tune; null: cublasGemmEx and a bias kernel.
+  std::unique_ptr<cuda::LtMatmul> lt_;
 };
 
 void CudaBackend::attention(const AttentionArgs& a) {

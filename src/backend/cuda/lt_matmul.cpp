@@ -1,8 +1,15 @@
 #include "backend/cuda/lt_matmul.hpp"
 
+#include <limits>
+#include <optional>
+#include <string>
+
 #include <spdlog/spdlog.h>
 
+#include <ifw/error.hpp>
+
 #include "backend/cuda/device_context.hpp"
+#include "backend/dtype.hpp"
 
 namespace ifw::backend::cuda {
 namespace {
@@ -37,8 +44,11 @@ struct LtMatmul::Plan {
   }
 };
 
-LtMatmul::LtMatmul(void* workspace, std::size_t workspace_bytes)
-    : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+LtMatmul::LtMatmul(DeviceContext& context, bool tune)
+    : context_(context),
+      tune_(tune),
+      workspace_(context.workspace()),
+      workspace_bytes_(DeviceContext::kWorkspaceBytes) {
   lt_check(cublasLtCreate(&handle_), "starting cuBLASLt");
 }
 
@@ -113,14 +123,20 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
                                          &aligns[2], sizeof aligns[2]);
     cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                          &aligns[2], sizeof aligns[2]);
-    cublasLtMatmulHeuristicResult_t result{};
+    constexpr int kCandidates = 8;
+    cublasLtMatmulHeuristicResult_t results[kCandidates]{};
     int found = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-        handle_, plan->op, plan->a, plan->b, plan->c, plan->c, preference, 1, &result, &found);
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c,
+                                       preference, tune_ ? kCandidates : 1, results, &found);
     cublasLtMatmulPreferenceDestroy(preference);
     if (status == CUBLAS_STATUS_SUCCESS && found > 0) {
-      plan->algo = result.algo;
-      plan->usable = true;
+      // Timing waits for the GPU, which a step being captured into a graph cannot.
+      const std::optional<cublasLtMatmulAlgo_t> algo =
+          found > 1 && !context_.recording() ? fastest(*plan, p, results, found, stream)
+                                             : std::optional(results[0].algo);
+      plan->usable = algo.has_value();  // none worked: cublasGemmEx
+      if (algo) plan->algo = *algo;
     } else {
       spdlog::debug("cuBLASLt has no algorithm for {}x{}x{} (bias {}): using cublasGemmEx", p.m,
                     p.n, p.k, bias);
@@ -129,16 +145,115 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
   }
   Plan& plan = *slot;
   if (!plan.usable) return false;
-  if (bias) {
+  multiply(plan, plan.algo, p, stream);
+  return true;
+}
+
+void LtMatmul::multiply(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const LtProduct& p,
+                        cudaStream_t stream) {
+  if (p.bias != nullptr) {
     lt_check(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias,
                                             sizeof p.bias),
              "cuBLASLt bias");
   }
   const float alpha = 1.0f;
   lt_check(cublasLtMatmul(handle_, plan.op, &alpha, p.b, plan.a, p.a, plan.b, &p.beta, p.c, plan.c,
-                          p.c, plan.c, &plan.algo, workspace_, workspace_bytes_, stream),
+                          p.c, plan.c, &algo, workspace_, workspace_bytes_, stream),
            "cuBLASLt matrix product");
-  return true;
+}
+
+namespace {
+
+// Events and a saved copy of an output, given back however tuning ends.
+struct TuningResources {
+  explicit TuningResources(DeviceContext& c) : context(c) {}
+  ~TuningResources() {
+    if (saved != nullptr) context.free(saved);
+    if (start != nullptr) cudaEventDestroy(start);
+    if (stop != nullptr) cudaEventDestroy(stop);
+  }
+  TuningResources(const TuningResources&) = delete;
+  TuningResources& operator=(const TuningResources&) = delete;
+  DeviceContext& context;
+  void* saved = nullptr;
+  bool saved_valid = false;  // the copy finished being issued
+  cudaEvent_t start = nullptr, stop = nullptr;
+};
+
+}  // namespace
+
+std::optional<cublasLtMatmulAlgo_t> LtMatmul::fastest(
+    const Plan& plan, const LtProduct& p, const cublasLtMatmulHeuristicResult_t* results, int found,
+    cudaStream_t stream) {
+  // A product that accumulates changes its output each run: the output is copied first and put
+  // back before each timed run and at the end. Products that overwrite theirs run as they are.
+  const bool accumulate = p.beta != 0.0f;
+  const std::size_t element = dtype_size(p.c_type);
+  const std::size_t width = static_cast<std::size_t>(p.n) * element;
+  const std::size_t pitch = static_cast<std::size_t>(p.ldc) * element;
+  const auto rows = static_cast<std::size_t>(p.m);
+  TuningResources r(context_);
+  const auto restore = [&] {
+    check(cudaMemcpy2DAsync(p.c, pitch, r.saved, width, width, rows, cudaMemcpyDeviceToDevice,
+                            stream),
+          "cuBLASLt tuning: restoring the output");
+  };
+  std::optional<cublasLtMatmulAlgo_t> best;
+  float best_ms = std::numeric_limits<float>::infinity();
+  try {
+    if (accumulate) {
+      r.saved = context_.allocate(width * rows);
+      check(cudaMemcpy2DAsync(r.saved, width, p.c, pitch, width, rows, cudaMemcpyDeviceToDevice,
+                              stream),
+            "cuBLASLt tuning: saving the output");
+      r.saved_valid = true;
+    }
+    check(cudaEventCreate(&r.start), "cuBLASLt tuning: an event");
+    check(cudaEventCreate(&r.stop), "cuBLASLt tuning: an event");
+  } catch (const Error& e) {  // e.g. no memory for the copy: the heuristic's first, untimed
+    spdlog::debug("cuBLASLt: not tuning {}x{}x{}: {}", p.m, p.n, p.k, e.what());
+    return results[0].algo;
+  }
+  for (int i = 0; i < found; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    float total = 0.0f;
+    try {
+      for (int run = 0; run < 3; ++run) {
+        if (accumulate) restore();
+        check(cudaEventRecord(r.start, stream), "cuBLASLt tuning: an event");
+        multiply(plan, results[i].algo, p, stream);
+        check(cudaEventRecord(r.stop, stream), "cuBLASLt tuning: an event");
+        check(cudaEventSynchronize(r.stop), "cuBLASLt tuning: waiting");
+        float ms = 0.0f;
+        check(cudaEventElapsedTime(&ms, r.start, r.stop), "cuBLASLt tuning: timing");
+        if (run > 0) total += ms;  // the first run warms up
+      }
+    } catch (const Error& e) {  // this algorithm refused the product: the others may not
+      const cudaError_t pending = cudaGetLastError();  // not to be blamed on the next launch
+      spdlog::debug("cuBLASLt: algorithm {} of {}x{}x{} failed: {} ({})", i, p.m, p.n, p.k,
+                    e.what(), cudaGetErrorString(pending));
+      // A broken context (an illegal address) fails everything after: stop here.
+      if (const cudaError_t state = cudaStreamQuery(stream);
+          state != cudaSuccess && state != cudaErrorNotReady) {
+        throw Error(ErrorKind::kUnsupported,
+                    std::string("cuBLASLt tuning: the GPU failed: ") + cudaGetErrorString(state));
+      }
+      continue;
+    }
+    if (total < best_ms) {
+      best_ms = total;
+      best = results[i].algo;
+    }
+  }
+  // The output as it was before tuning; if that cannot be ensured, the product must not go on.
+  if (accumulate && r.saved_valid) restore();
+  if (best) {
+    spdlog::debug(
+        "cuBLASLt: {}x{}x{} (accumulate {}, bias {}): the fastest of {} algorithms, "
+        "{:.3f} ms",
+        p.m, p.n, p.k, accumulate, p.bias != nullptr, found, best_ms / 2.0f);
+  }
+  return best;
 }
 
 }  // namespace ifw::backend::cuda

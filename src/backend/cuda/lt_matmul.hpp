@@ -1,11 +1,14 @@
-// Products through cuBLASLt: one plan per shape (descriptors and the algorithm the heuristic
-// chose), made once and reused, so that a decoding step's dozens of small products cost little
-// host time; the bias is added in the product's epilogue instead of by another kernel.
+// Products through cuBLASLt: one plan per shape (descriptors and an algorithm), made once and
+// reused, so that a decoding step's dozens of small products cost little host time; the bias is
+// added in the product's epilogue instead of by another kernel. The algorithm is the heuristic's
+// first, or with `tune` the fastest of its first eight, timed on the shape's first product (its
+// operands: a product that accumulates is timed from a copy of its output, put back after).
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <tuple>
 
 #include <cublasLt.h>
@@ -30,9 +33,11 @@ struct LtProduct {
   const float* bias = nullptr;  // float32
 };
 
+class DeviceContext;
+
 class LtMatmul {
  public:
-  LtMatmul(void* workspace, std::size_t workspace_bytes);
+  LtMatmul(DeviceContext& context, bool tune);
   ~LtMatmul();
   LtMatmul(const LtMatmul&) = delete;
   LtMatmul& operator=(const LtMatmul&) = delete;
@@ -44,6 +49,16 @@ class LtMatmul {
   struct Plan;
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                          std::int64_t, int, int, bool, bool, int, int, int>;
+  // The fastest of `results` for `p` (timed; waits for the GPU; an accumulating output is put
+  // back as it was): the first when timing cannot start, none when every algorithm failed.
+  std::optional<cublasLtMatmulAlgo_t> fastest(const Plan& plan, const LtProduct& p,
+                                              const cublasLtMatmulHeuristicResult_t* results,
+                                              int found, cudaStream_t stream);
+  void multiply(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const LtProduct& p,
+                cudaStream_t stream);
+
+  DeviceContext& context_;
+  bool tune_;
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_;
   std::size_t workspace_bytes_;
