@@ -88,6 +88,35 @@ done
 IFW_CUDA_FLASH=1 "$checks" --gtest_filter='*CudaOps*Attention*' >"$out/cuda_ops_flash1.log" 2>&1 || status=1
 echo "flash v1 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash1.log" | tr '\n' ' ')"
 
+# Whole transcriptions (ifw bench --audio: audio read, windows cut, log-mel, batches, text) of 64
+# clips of 95 s with random large-v3-turbo weights at batch 64, with and without the next batch
+# prepared while one runs: the pipeline's cost beside the model's.
+if [ "$mode" = full ] && [ -n "${IFW_GOLDEN_DIR:-}" ]; then
+  clips=$(mktemp -d)
+  python3 - "$clips/clip0.wav" <<'PY'
+import math, random, struct, sys, wave
+random.seed(7)
+rate, seconds = 16000, 95
+frames = bytearray()
+for i in range(rate * seconds):
+    t = i / rate
+    v = (0.3 * math.sin(2 * math.pi * 220 * t) + random.uniform(-0.1, 0.1)) if t % 2.5 < 1.8 else 0.0
+    frames += struct.pack("<h", int(v * 32767))
+with wave.open(sys.argv[1], "wb") as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(rate)
+    w.writeframes(bytes(frames))
+PY
+  for i in $(seq 1 63); do cp "$clips/clip0.wav" "$clips/clip$i.wav"; done
+  for ahead in on off; do
+    "$bench" --device cuda --arch large-v3-turbo --batch 64 --tokens 100 --audio "$clips"/*.wav \
+      --tokenizer "$IFW_GOLDEN_DIR/models/tiny-random-v3" --prepare-ahead $ahead 2>&1 |
+      tee "$out/transcribe_turbo_b64_ahead_$ahead.txt" || status=1
+  done
+  rm -rf "$clips"
+fi
+
 if [ "$mode" = full ]; then
   # Where the time goes at batch 64, by section (the encoder, then the steps of the full batch):
   # every operation waits for the GPU, so the steps run without graphs.

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "engine/weight_source.hpp"
+#include "pipeline/transcription_benchmark.hpp"
 
 namespace ifw::cli {
 
@@ -28,9 +29,31 @@ void add_bench_options(CLI::App& c, BenchArgs& a) {
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
   c.add_flag("--json", a.json, "Print the figures as JSON");
+  c.add_option("--audio", a.audio,
+               "Transcribe these files instead (random weights of --arch; needs --tokenizer): "
+               "the whole pipeline's speed")
+      ->check(CLI::ExistingFile);
+  c.add_option("--tokenizer", a.tokenizer,
+               "With --audio: a model folder whose tokenizer and generation settings are used")
+      ->check(CLI::ExistingDirectory);
+  c.add_option("--prepare-ahead", a.prepare_ahead,
+               "With --audio: prepare the next batch's windows while a batch runs")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
 }
 
 int run_bench(const BenchArgs& a) {
+  if (!a.audio.empty() || !a.tokenizer.empty()) {
+    pipeline::TranscriptionBenchmarkOptions o;
+    o.model = a.options;
+    o.audio = a.audio;
+    o.tokenizer_folder = a.tokenizer;
+    if (a.prepare_ahead != "auto") o.prepare_ahead = a.prepare_ahead == "on";
+    const auto r = pipeline::run_transcription_benchmark(o);
+    std::cout << (a.json ? pipeline::transcription_benchmark_json(o, r)
+                         : pipeline::transcription_benchmark_text(o, r));
+    return r.failed == 0 ? 0 : 1;
+  }
   const auto result = engine::run_benchmark(a.options);
   std::cout << (a.json ? engine::benchmark_json(result) : engine::benchmark_text(result));
   return 0;

@@ -2,6 +2,9 @@
 // built for GPU hosts that have no FFmpeg or HTTP libraries.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
 
 #include "engine/benchmark.hpp"
@@ -11,6 +14,10 @@ namespace ifw::cli {
 struct BenchArgs {
   engine::BenchmarkOptions options;
   bool json = false;
+  // Whole transcriptions of these files instead (pipeline/transcription_benchmark.hpp).
+  std::vector<std::string> audio;
+  std::string tokenizer;               // a model folder: its tokenizer and generation settings
+  std::string prepare_ahead = "auto";  // auto, on, off
 };
 
 void add_bench_options(CLI::App& command, BenchArgs& args);
