@@ -129,5 +129,15 @@ if [ "$mode" = full ]; then
     --batch 64 --tokens 20 --repetitions 1 >"$out/profile_large-v3-turbo_b64_elementwise2.txt" 2>&1
   grep -A14 "cuda profile, the encoder" "$out/profile_large-v3-turbo_b64_elementwise2.txt"
 fi
+# The figures again, one line each, where a caller that keeps only the end of the output sees them.
+echo "summary:"
+for f in "$out"/bench_*.txt "$out"/transcribe_*.txt; do
+  [ -f "$f" ] || continue
+  echo "  $(basename "$f" .txt): $(grep -hE "^(encoder|throughput|transcribed)" "$f" | tr -s ' ' | tr '\n' ' ')"
+done
+for f in "$out"/conformance_*.log; do
+  [ -f "$f" ] || continue
+  echo "  $(basename "$f" .log): $(grep -cE '^\[       OK \]' "$f") passed, $(grep -cE '^\[  FAILED  \] .*\([0-9]+ ms\)$' "$f") failed"
+done
 echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED)"
 exit $status
