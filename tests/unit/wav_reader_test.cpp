@@ -2,6 +2,7 @@
 // floats in pieces, exact seeks, and clear refusals of what it does not read.
 #include "audio/wav_reader.hpp"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <ifw/error.hpp>
 
@@ -120,6 +122,36 @@ TEST(WavReader, ALongReadOfAWideFileComesWhole) {
   ASSERT_EQ(reader.read(all), v.size());
   for (std::size_t i = 0; i < v.size(); ++i)
     ASSERT_FLOAT_EQ(all[i], v[i]) << "sample " << i;
+}
+
+// A pipe named by a path (/dev/fd/N, a FIFO) reads in order: not seekable (a second reader
+// would take the first one's bytes), its chunks before the data read through rather than sought.
+TEST(WavReader, APipeNamedByAPathReadsInOrder) {
+  const std::vector<float> v = ramp(3000);
+  std::string file = wav_of(v);
+  const std::string list =
+      std::string("LIST") + std::string("\x05\x00\x00\x00", 4) + "abcde" + std::string(1, '\0');
+  file.insert(36, list);
+  int ends[2];
+  ASSERT_EQ(pipe(ends), 0) << std::strerror(errno);
+  // The whole file fits in the pipe's buffer (64 KiB): written and closed before it is read.
+  ASSERT_EQ(write(ends[1], file.data(), file.size()), static_cast<ssize_t>(file.size()));
+  close(ends[1]);
+  std::vector<float> all;
+  bool seekable = true;
+  std::int64_t seek = 0;
+  {
+    audio::WavReader reader("/dev/fd/" + std::to_string(ends[0]));
+    seekable = reader.seekable();
+    seek = reader.seek(100);
+    all = read_all(reader);
+  }
+  close(ends[0]);
+  EXPECT_FALSE(seekable);
+  EXPECT_EQ(seek, -1);
+  ASSERT_EQ(all.size(), v.size());
+  for (std::size_t i = 0; i < v.size(); ++i)
+    ASSERT_NEAR(all[i], v[i], 1.0 / 30000) << "sample " << i;
 }
 
 TEST(WavReader, TruncatedAndDamagedFilesCountAsDamaged) {

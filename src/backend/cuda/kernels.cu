@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -266,10 +267,10 @@ __global__ void bias_activation_kernel(T* y, int cols, i64 ld, const float* bias
 }
 
 // --- Version 2 of the row kernels (IFW_CUDA_ELEMENTWISE=2, until measured on a GPU) ---
-// The encoder's bias/GELU passes and layer norms stream 2.7 and 0.75 GB per large-v3 window; the
-// profile put them at ~1.7 and ~1.3 TB/s. Here each thread issues all its loads of a row before it
-// uses them, the bias comes in 16-byte loads, a layer norm reads its row from memory once (into
-// registers) and writes 4 values at a time.
+// The encoder's bias/GELU passes and layer norms stream 2.7 and 0.75 GB per large-v3 window, at an
+// estimated ~1.7 and ~1.3 TB/s (a profile's totals less a guessed decoder share). Here each thread
+// issues all its loads of a row before it uses them, the bias comes in 16-byte loads, a layer norm
+// reads its row from memory once (into registers) and writes 4 values at a time.
 constexpr int kRowThreads = 128;
 constexpr int kRowUnroll = 4;
 
@@ -361,7 +362,7 @@ __global__ void __launch_bounds__(kRowThreads)
 
 bool row_kernels_v2() {
   const char* v = std::getenv("IFW_CUDA_ELEMENTWISE");
-  return v != nullptr && std::string(v) == "2";
+  return v != nullptr && std::string_view(v) == "2";
 }
 
 bool aligned16(const void* p) {
@@ -798,8 +799,7 @@ void bias_activation(void* y, DType type, i64 rows, i64 cols, i64 ld, const floa
   dispatch(type, [&](auto tag) {
     using T = decltype(tag);
     const i64 width = 16 / static_cast<i64>(sizeof(T));
-    const bool vector =
-        cols % width == 0 && ld % width == 0 && reinterpret_cast<std::uintptr_t>(y) % 16 == 0;
+    const bool vector = cols % width == 0 && ld % width == 0 && aligned16(y);
     if (vector && row_kernels_v2() && (bias == nullptr || aligned16(bias))) {
       bias_activation_v2_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
           static_cast<T*>(y), static_cast<int>(cols), ld, bias, gelu_on);
@@ -890,9 +890,8 @@ void row_attention(const RowAttention& a, cudaStream_t stream) {
   }
   if (a.batch == 0) return;
   const int width = 16 / static_cast<int>(dtype_bytes(a.type));
-  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   const bool vector = a.head_dim % width == 0 && a.ld_k % width == 0 && a.ld_v % width == 0 &&
-                      aligned(a.k) && aligned(a.v);
+                      aligned16(a.k) && aligned16(a.v);
   const std::size_t shared = (static_cast<std::size_t>(a.key_block) + a.head_dim +
                               static_cast<std::size_t>(kAttentionThreads) * (vector ? width : 1)) *
                              sizeof(float);
@@ -919,15 +918,14 @@ void row_attention(const RowAttention& a, cudaStream_t stream) {
 int split_attention_keys() {
   const char* v = std::getenv("IFW_CUDA_DECODE_ATTENTION");
   if (v == nullptr) return 128;
-  const std::string choice(v);
+  const std::string_view choice(v);
   return choice == "rows" ? 0 : choice == "split256" ? 256 : 128;
 }
 
 bool split_attention_supported(const RowAttention& a) {
   const i64 width = 16 / static_cast<i64>(dtype_bytes(a.type));
-  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   return a.head_dim == kSplitHead && a.ld_q % width == 0 && a.ld_k % width == 0 &&
-         a.ld_v % width == 0 && aligned(a.q) && aligned(a.k) && aligned(a.v) &&
+         a.ld_v % width == 0 && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) &&
          a.query_len * a.heads <= 65535 && a.batch <= 65535 && a.key_block >= 1;
 }
 
