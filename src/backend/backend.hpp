@@ -99,8 +99,11 @@ class Backend {
   // (activation must then be none).
   virtual void linear(const MatrixRef& x, const Tensor& w, const Tensor* bias, Activation act,
                       const MatrixRef& y, std::int64_t rows, bool accumulate) = 0;
-  virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
-                          Tensor& y) = 0;
+  // y = layer_norm(x) over the last dimension. With `add_first`, x += add_first (one row added to
+  // every row, and kept in x) before it is normalised: the bias of the product that last added
+  // into x, left to the pass that reads x anyway (one pass over the residual stream less).
+  virtual void layer_norm(Tensor& x, const Tensor* add_first, const Tensor& gamma,
+                          const Tensor& beta, float eps, Tensor& y) = 0;
   // x[b * block + t] += rows[t] for every batch item b (position embeddings).
   virtual void add_rows(Tensor& x, const Tensor& rows, std::int64_t block) = 0;
   // [batch, channels, time] -> [batch, time, channels]

@@ -154,8 +154,11 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
   Tensor attended = be.empty({rows, d}, act);
   Tensor hidden = be.empty({rows, config_.encoder_ffn_dim}, act);
   const int heads = config_.encoder_attention_heads;
+  // The biases of the products that add into x are added by the layer norm that reads x next.
+  const Tensor* pending_bias = nullptr;
   for (const EncoderLayer& layer : encoder_) {
-    be.layer_norm(x, layer.attn_norm.gamma, layer.attn_norm.beta, kLayerNormEps, normed);
+    be.layer_norm(x, pending_bias, layer.attn_norm.gamma, layer.attn_norm.beta, kLayerNormEps,
+                  normed);
     be.linear(whole(normed), layer.attn.qkv.w, &layer.attn.qkv.b, Activation::kNone, whole(qkv),
               rows, false);
     backend::AttentionArgs att;
@@ -171,17 +174,18 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
     att.key_lengths.assign(static_cast<std::size_t>(batch), static_cast<int>(positions));
     att.scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
     be.attention(att);
-    be.linear(whole(attended), layer.attn.out.w, &layer.attn.out.b, Activation::kNone, whole(x),
-              rows, true);
+    be.linear(whole(attended), layer.attn.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
-    be.layer_norm(x, layer.ffn_norm.gamma, layer.ffn_norm.beta, kLayerNormEps, normed);
+    be.layer_norm(x, &layer.attn.out.b, layer.ffn_norm.gamma, layer.ffn_norm.beta, kLayerNormEps,
+                  normed);
     be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
               false);
-    be.linear(whole(hidden), layer.fc2.w, &layer.fc2.b, Activation::kNone, whole(x), rows, true);
+    be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
+    pending_bias = &layer.fc2.b;
   }
   Tensor out = be.empty({batch, positions, d}, act);
   Tensor out_rows = out.reshape({rows, d});
-  be.layer_norm(x, encoder_norm_.gamma, encoder_norm_.beta, kLayerNormEps, out_rows);
+  be.layer_norm(x, pending_bias, encoder_norm_.gamma, encoder_norm_.beta, kLayerNormEps, out_rows);
   return out;
 }
 
@@ -214,8 +218,7 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
   const auto& layers = model.decoder_layers();
   for (std::size_t l = 0; l < layers.size(); ++l) {
     if (!kept) {
-      buffers_->self_k.push_back(be.empty({slots, max_length_, d}, act));
-      buffers_->self_v.push_back(be.empty({slots, max_length_, d}, act));
+      buffers_->self_kv.push_back(be.empty({slots, max_length_, 2 * d}, act));
       buffers_->cross_kv.push_back(be.empty({batch_, positions, 2 * d}, act));
     }
     Tensor kv = buffers_->cross_kv[l].reshape({batch_ * positions, 2 * d});
@@ -498,23 +501,25 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
   Tensor hidden = be.empty({rows, c.decoder_ffn_dim}, act);
   const int heads = c.decoder_attention_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
+  constexpr float kEps = WhisperModel::kLayerNormEps;
+  // As in the encoder, the layer norm that reads x next adds the biases of the products that
+  // added into it.
+  const Tensor* pending_bias = nullptr;
 
   for (std::size_t l = 0; l < model_.decoder_layers().size(); ++l) {
     const DecoderLayer& layer = model_.decoder_layers()[l];
     // Self-attention over everything this item has seen, with its new keys appended.
-    be.layer_norm(x, layer.self_norm.gamma, layer.self_norm.beta, WhisperModel::kLayerNormEps,
-                  normed);
+    be.layer_norm(x, pending_bias, layer.self_norm.gamma, layer.self_norm.beta, kEps, normed);
     be.linear(whole(normed), layer.self.qkv.w, &layer.self.qkv.b, Activation::kNone, whole(qkv),
               rows, false);
-    // Into each item's own cache slot (attention reads them by slot too).
-    be.write_rows({qkv, d, 3 * d}, step.rows, tq, buffers_->self_k[l], max_length_, step.self_slots,
-                  step.starts);
-    be.write_rows({qkv, 2 * d, 3 * d}, step.rows, tq, buffers_->self_v[l], max_length_,
+    // Keys and values side by side into each item's own cache slot, in one copy (attention
+    // reads them by slot too).
+    be.write_rows({qkv, d, 3 * d}, step.rows, tq, buffers_->self_kv[l], max_length_,
                   step.self_slots, step.starts);
     backend::AttentionArgs self;
     self.q = {qkv, 0, 3 * d};
-    self.k = whole(buffers_->self_k[l]);
-    self.v = whole(buffers_->self_v[l]);
+    self.k = {buffers_->self_kv[l], 0, 2 * d};
+    self.v = {buffers_->self_kv[l], d, 2 * d};
     self.out = whole(attended);
     self.batch = step.rows;
     self.heads = heads;
@@ -526,11 +531,10 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     self.causal = true;
     self.scale = scale;
     be.attention(self);
-    be.linear(whole(attended), layer.self.out.w, &layer.self.out.b, Activation::kNone, whole(x),
-              rows, true);
+    be.linear(whole(attended), layer.self.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
     // Cross-attention over the window's encoder states.
-    be.layer_norm(x, layer.cross_norm.gamma, layer.cross_norm.beta, WhisperModel::kLayerNormEps,
+    be.layer_norm(x, &layer.self.out.b, layer.cross_norm.gamma, layer.cross_norm.beta, kEps,
                   normed);
     be.linear(whole(normed), layer.cross.q.w, &layer.cross.q.b, Activation::kNone, whole(q), rows,
               false);
@@ -553,23 +557,23 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
       cross.capture = captured[l];
     }
     be.attention(cross);
-    be.linear(whole(attended), layer.cross.out.w, &layer.cross.out.b, Activation::kNone, whole(x),
-              rows, true);
+    be.linear(whole(attended), layer.cross.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
-    be.layer_norm(x, layer.ffn_norm.gamma, layer.ffn_norm.beta, WhisperModel::kLayerNormEps,
-                  normed);
+    be.layer_norm(x, &layer.cross.out.b, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps, normed);
     be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
               false);
-    be.linear(whole(hidden), layer.fc2.w, &layer.fc2.b, Activation::kNone, whole(x), rows, true);
+    be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
+    pending_bias = &layer.fc2.b;
   }
 
-  // Logits of the requested rows: final norm, then the (tied) output projection.
+  // Logits of the requested rows: final norm (the last product's bias added to those rows only),
+  // then the (tied) output projection.
   const auto n_rows = static_cast<std::int64_t>(step.logit_rows.size());
   Tensor last = be.empty({n_rows, d});
   be.gather_rows(x, step.logit_rows, last);
   Tensor last_normed = be.empty({n_rows, d}, act);
-  be.layer_norm(last, model_.decoder_norm().gamma, model_.decoder_norm().beta,
-                WhisperModel::kLayerNormEps, last_normed);
+  be.layer_norm(last, pending_bias, model_.decoder_norm().gamma, model_.decoder_norm().beta, kEps,
+                last_normed);
   Tensor out = be.empty({n_rows, static_cast<std::int64_t>(c.vocab_size)});
   be.linear(whole(last_normed), model_.output_projection(), nullptr, Activation::kNone, whole(out),
             n_rows, false);

@@ -64,8 +64,8 @@ struct DecoderBuffers {
   bool fits(int b, std::int64_t s, std::int64_t p) const {
     return batch == b && slots == s && positions == p;
   }
-  std::vector<backend::Tensor> self_k, self_v;  // per layer [slots, max_length, d]
-  std::vector<backend::Tensor> cross_kv;        // per layer [batch, positions, 2d]
+  std::vector<backend::Tensor> self_kv;   // per layer [slots, max_length, 2d]: keys | values
+  std::vector<backend::Tensor> cross_kv;  // per layer [batch, positions, 2d]
   // After the tensors, so that the graphs go first.
   std::map<StepKey, std::unique_ptr<backend::StepGraph>> graphs;
 };

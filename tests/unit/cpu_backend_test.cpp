@@ -288,6 +288,53 @@ TEST_P(CpuBackendTest, TransposeRowsAndEmbeddings) {
   EXPECT_IFW_ERROR(be_->upload(table, {3, 3}), "upload: 20 values for shape [3, 3]");
 }
 
+// With a row to add first (a product's bias left to the layer norm), the sum stays in x and
+// is what gets normalised; without one, x is left as it was.
+TEST_P(CpuBackendTest, LayerNormAddsARowFirstWhenGivenOne) {
+  const std::int64_t rows = 37, d = 24;
+  const auto xv = random_values(static_cast<std::size_t>(rows * d), 18, 3.0f);
+  const auto add = random_values(static_cast<std::size_t>(d), 19, 2.0f);
+  const auto gamma = random_values(static_cast<std::size_t>(d), 20);
+  const auto beta = random_values(static_cast<std::size_t>(d), 21);
+  Tensor x = be_->upload(xv, {rows, d});
+  const Tensor a = be_->upload(add, {d}), g = be_->upload(gamma, {d}), b = be_->upload(beta, {d});
+  const auto expect_normalised = [&](const std::vector<float>& in, const Tensor& y) {
+    const auto out = to_host(*be_, y);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      double mean = 0.0, var = 0.0;
+      for (std::int64_t i = 0; i < d; ++i)
+        mean += in[static_cast<std::size_t>(r * d + i)];
+      mean /= static_cast<double>(d);
+      for (std::int64_t i = 0; i < d; ++i)
+        var += std::pow(in[static_cast<std::size_t>(r * d + i)] - mean, 2);
+      const double inv = 1.0 / std::sqrt(var / static_cast<double>(d) + 1e-5);
+      for (std::int64_t i = 0; i < d; ++i) {
+        const auto k = static_cast<std::size_t>(r * d + i);
+        const double want = (in[k] - mean) * inv * gamma[static_cast<std::size_t>(i)] +
+                            beta[static_cast<std::size_t>(i)];
+        ASSERT_NEAR(out[k], want, 1e-5 * (1.0 + std::fabs(want))) << "row " << r << " column " << i;
+      }
+    }
+  };
+  Tensor y = be_->empty({rows, d});
+  be_->layer_norm(x, nullptr, g, b, 1e-5f, y);
+  EXPECT_EQ(to_host(*be_, x), xv);
+  expect_normalised(xv, y);
+
+  auto sum = xv;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t i = 0; i < d; ++i)
+      sum[static_cast<std::size_t>(r * d + i)] += add[static_cast<std::size_t>(i)];
+  }
+  be_->layer_norm(x, &a, g, b, 1e-5f, y);
+  EXPECT_EQ(to_host(*be_, x), sum);
+  expect_normalised(sum, y);
+
+  const Tensor short_row = be_->upload(std::vector<float>(5, 0.0f), {5});
+  EXPECT_IFW_ERROR(be_->layer_norm(x, &short_row, g, b, 1e-5f, y),
+                   "layer_norm: a row of 5 to add to rows of 24");
+}
+
 INSTANTIATE_TEST_SUITE_P(Threads, CpuBackendTest, ::testing::Values(1, 2, 3),
                          [](const auto& param_info) {
                            return "threads" + std::to_string(param_info.param);

@@ -200,9 +200,16 @@ TEST_P(CudaOps, LayerNormAddRowsTransposeAndConvolution) {
   auto [gc, gg] = both(g, {d}, DType::kF32);
   auto [bc, bg] = both(b, {d}, DType::kF32);
   Tensor yc = cpu_->empty({rows, d}), yg = gpu_->empty({rows, d}, type());
-  cpu_->layer_norm(xc, gc, bc, 1e-5f, yc);
-  gpu_->layer_norm(xg, gg, bg, 1e-5f, yg);
+  cpu_->layer_norm(xc, nullptr, gc, bc, 1e-5f, yc);
+  gpu_->layer_norm(xg, nullptr, gg, bg, 1e-5f, yg);
   expect_close(yc, yg, "layer norm");
+  // A product's bias added first, and kept in x.
+  const auto add = random_values(d, 10, DType::kF32, 2.0f);
+  auto [ac, ag] = both(add, {d}, DType::kF32);
+  cpu_->layer_norm(xc, &ac, gc, bc, 1e-5f, yc);
+  gpu_->layer_norm(xg, &ag, gg, bg, 1e-5f, yg);
+  expect_close(xc, xg, "bias added before a layer norm");
+  expect_close(yc, yg, "layer norm after a bias");
 
   const auto pos = random_values(10 * d, 8, DType::kF32);
   auto [pc, pg] = both(pos, {10, d}, DType::kF32);
@@ -288,9 +295,10 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-// Attention the three ways the model calls it: encoder self-attention (long queries), a prompt
-// with causal masking and captured heads, and single decoding steps over cache blocks (by both
-// decoding kernels: keys split into parts of 128 or 256, and a row per block).
+// Attention the three ways the model calls it: encoder self-attention (long queries: by each
+// version of the flash kernel), a prompt with causal masking and captured heads, and single
+// decoding steps over cache blocks (by both decoding kernels: keys split into parts of 128 or
+// 256, and a row per block).
 TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
   const int heads = 3, hd = 64;
   const std::int64_t d = heads * hd;
@@ -303,6 +311,8 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
   };
   const std::vector<Case> cases = {
       {"encoder", 2, 150, 150, {150, 150}, {}, false, {}},
+      // Whole key tiles only (no tile masked), queries past a block of 128.
+      {"encoder, whole tiles", 1, 200, 128, {128}, {}, false, {}},
       {"prompt", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}},
       {"step", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}},
       {"cross step", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}},
@@ -342,14 +352,20 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       be.attention(a);
     };
     run(*cpu_, qc, kc, oc, cap_c);
-    for (const char* kernel : {"split", "split256", "rows"}) {
-      const ScopedEnv choice("IFW_CUDA_DECODE_ATTENTION", kernel);
+    const std::pair<const char*, const char*> kernels[] = {
+        {"IFW_CUDA_DECODE_ATTENTION", "split"},
+        {"IFW_CUDA_DECODE_ATTENTION", "split256"},
+        {"IFW_CUDA_DECODE_ATTENTION", "rows"},
+        {"IFW_CUDA_FLASH", "1"},
+        {"IFW_CUDA_FLASH", "3"}};
+    for (const auto& [variable, kernel] : kernels) {
+      const ScopedEnv choice(variable, kernel);
       // Outputs start as NaN, so that a kernel that leaves any unwritten fails.
       std::fill(cap_g.begin(), cap_g.end(), -1.0f);
       og = gpu_->upload(std::vector<float>(static_cast<std::size_t>(q_rows * d), kNaN), {q_rows, d},
                         type());
       run(*gpu_, qg, kg, og, cap_g);
-      const std::string name = fmt::format("attention {} ({})", c.name, kernel);
+      const std::string name = fmt::format("attention {} ({}={})", c.name, variable, kernel);
       expect_close(oc, og, name);
       if (!c.capture_heads.empty()) {
         EXPECT_LE(relative_error(cap_g, cap_c), tolerance()) << "captured weights of " << name;
@@ -398,9 +414,15 @@ TEST_P(CudaOps, RowKernelsOfBothVersions) {
       // NaN to start with: a kernel that leaves any unwritten fails.
       Tensor yg = gpu_->upload(std::vector<float>(static_cast<std::size_t>(rows * d), kNaN),
                                {rows, d}, type());
-      cpu_->layer_norm(xc, gc, bc, 1e-5f, yc);
-      gpu_->layer_norm(xg, gg, bg, 1e-5f, yg);
+      cpu_->layer_norm(xc, nullptr, gc, bc, 1e-5f, yc);
+      gpu_->layer_norm(xg, nullptr, gg, bg, 1e-5f, yg);
       expect_close(yc, yg, fmt::format("layer norm {}{}", d, v));
+      const auto add = random_values(d, 38, DType::kF32);
+      auto [ac, ag] = both(add, {d}, DType::kF32);
+      cpu_->layer_norm(xc, &ac, gc, bc, 1e-5f, yc);
+      gpu_->layer_norm(xg, &ag, gg, bg, 1e-5f, yg);
+      expect_close(xc, xg, fmt::format("bias before layer norm {}{}", d, v));
+      expect_close(yc, yg, fmt::format("layer norm {} after a bias{}", d, v));
     }
   }
 }

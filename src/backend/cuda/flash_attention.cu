@@ -104,6 +104,66 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&o)[8][4
   }
 }
 
+// 2^x in one instruction (MUFU.EX2): exp2f without fast math also rescales inputs and outputs
+// around the denormal range, three more instructions per score; results below 2^-126 (a weight
+// that small is lost against the row's sum of at least 1 anyway) become zero.
+__device__ __forceinline__ float exp2_flushed(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// online_softmax for version 3: maxima kept in units of raw scores, so that scaling and
+// subtracting the maximum are one fused multiply-add per score; keys are checked against key_len
+// only in a tile that reaches past it (kMask).
+template <bool kMask>
+__device__ __forceinline__ void online_softmax_folded(float (&s)[8][4], float (&o)[8][4],
+                                                      SoftmaxState& st, int k0, int key_len,
+                                                      float scale, int t) {
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+  for (int n = 0; n < 8; ++n) {
+    if constexpr (kMask) {
+      for (int e = 0; e < 4; ++e) {
+        if (k0 + n * 8 + 2 * t + (e & 1) >= key_len) s[n][e] = -INFINITY;
+      }
+    }
+    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+  }
+  for (int o2 = 1; o2 < 4; o2 <<= 1) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+  }
+  const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);  // finite: each tile holds a key
+  // The first tile's st.m is -inf: alpha is 0 (and o and l are still 0).
+  const float alpha0 = exp2_flushed((st.m0 - n0) * scale);
+  const float alpha1 = exp2_flushed((st.m1 - n1) * scale);
+  st.m0 = n0;
+  st.m1 = n1;
+  const float shift0 = n0 * scale, shift1 = n1 * scale;
+  float sum0 = 0.0f, sum1 = 0.0f;
+  for (int n = 0; n < 8; ++n) {
+    s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
+    s[n][1] = exp2_flushed(fmaf(s[n][1], scale, -shift0));
+    s[n][2] = exp2_flushed(fmaf(s[n][2], scale, -shift1));
+    s[n][3] = exp2_flushed(fmaf(s[n][3], scale, -shift1));
+    sum0 += s[n][0] + s[n][1];
+    sum1 += s[n][2] + s[n][3];
+  }
+  for (int o2 = 1; o2 < 4; o2 <<= 1) {
+    sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
+    sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
+  }
+  st.l0 = st.l0 * alpha0 + sum0;
+  st.l1 = st.l1 * alpha1 + sum1;
+  for (int n = 0; n < 8; ++n) {
+    o[n][0] *= alpha0;
+    o[n][1] *= alpha0;
+    o[n][2] *= alpha1;
+    o[n][3] *= alpha1;
+  }
+}
+
 // The warp's 16 output rows (those below query_len), normalised.
 template <typename T>
 __device__ __forceinline__ void store_rows(const FlashAttention& a, const float (&o)[8][4],
@@ -205,6 +265,9 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAtten
 // 8 warps (128 queries) share each key tile, tiles are double-buffered with cp.async (the next
 // tile loads while this one is computed), K and V stay [key][dim] in shared memory and the
 // tensor cores' B fragments come from ldmatrix (.trans for V), with no transposing stores.
+// Version 3 (IFW_CUDA_FLASH=3, until measured on a GPU) is version 2 with online_softmax_folded:
+// for head size 64 the exponentials and their bookkeeping are about as many instructions as the
+// tensor-core work they feed (FlashAttention-3's observation), so fewer instructions per score.
 constexpr int kWarps2 = 8;
 
 __device__ __forceinline__ std::uint32_t shared_address(const void* p) {
@@ -237,7 +300,7 @@ __device__ __forceinline__ void load_matrices_transposed(std::uint32_t (&r)[4], 
                : "memory");
 }
 
-template <typename T>
+template <typename T, int kVersion>
 __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(FlashAttention a) {
   // Two stages of a 64-key tile of K and of V, [key][dim] with padded rows (ldmatrix reads 8
   // rows of 16 bytes: 144-byte rows put them in distinct banks).
@@ -299,7 +362,15 @@ __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(Fla
       mma(s[n], qa[2], hi[0], hi[1], T{});
       mma(s[n], qa[3], hi[2], hi[3], T{});
     }
-    online_softmax(s, o, state, tile * kKeys, a.key_len, scale, t);
+    if constexpr (kVersion == 3) {
+      if ((tile + 1) * kKeys <= a.key_len) {
+        online_softmax_folded<false>(s, o, state, tile * kKeys, a.key_len, scale, t);
+      } else {
+        online_softmax_folded<true>(s, o, state, tile * kKeys, a.key_len, scale, t);
+      }
+    } else {
+      online_softmax(s, o, state, tile * kKeys, a.key_len, scale, t);
+    }
 
     // P . V: for 16 keys kc*16.. and 16 dims n*8.., transposed matrices (keys kc*16 + (mj&1)*8..,
     // dims (n + mj/2)*8..) give B fragments of dims n and n + 1.
@@ -328,7 +399,9 @@ bool aligned16(const void* p) {
 
 int flash_attention_version() {
   const char* v = std::getenv("IFW_CUDA_FLASH");
-  return v != nullptr && std::string(v) == "1" ? 1 : 2;
+  if (v == nullptr) return 2;
+  const std::string choice(v);
+  return choice == "1" ? 1 : choice == "3" ? 3 : 2;
 }
 
 bool flash_attention_supported(const FlashAttention& a) {
@@ -340,13 +413,16 @@ bool flash_attention_supported(const FlashAttention& a) {
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  if (flash_attention_version() == 2) {
+  if (const int version = flash_attention_version(); version >= 2) {
     const dim3 grid(static_cast<unsigned>((a.query_len + kWarps2 * 16 - 1) / (kWarps2 * 16)),
                     static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
+    const auto launch = [&](auto kernel) { kernel<<<grid, kWarps2 * 32, 0, stream>>>(a); };
     if (a.type == DType::kF16) {
-      flash_attention_v2_kernel<__half><<<grid, kWarps2 * 32, 0, stream>>>(a);
+      launch(version == 3 ? flash_attention_v2_kernel<__half, 3>
+                          : flash_attention_v2_kernel<__half, 2>);
     } else {
-      flash_attention_v2_kernel<__nv_bfloat16><<<grid, kWarps2 * 32, 0, stream>>>(a);
+      launch(version == 3 ? flash_attention_v2_kernel<__nv_bfloat16, 3>
+                          : flash_attention_v2_kernel<__nv_bfloat16, 2>);
     }
   } else {
     const dim3 grid(static_cast<unsigned>((a.query_len + kWarps * 16 - 1) / (kWarps * 16)),

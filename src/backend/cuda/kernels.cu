@@ -213,15 +213,22 @@ __global__ void convert_kernel(const In* in, Out* out, i64 n) {
     out[i] = from_float<Out>(to_float(in[i]));
 }
 
+// Each thread reads back only the elements it wrote itself (the same indices in every pass).
 template <typename Out>
-__global__ void layer_norm_kernel(const float* x, Out* y, i64 d, const float* gamma,
-                                  const float* beta, float eps) {
+__global__ void layer_norm_kernel(float* x, const float* add_first, Out* y, i64 d,
+                                  const float* gamma, const float* beta, float eps) {
   __shared__ float shared[33];
-  const float* row = x + blockIdx.x * d;
+  float* row = x + blockIdx.x * d;
   Out* out = y + blockIdx.x * d;
   float s = 0.0f;
-  for (i64 i = threadIdx.x; i < d; i += blockDim.x)
-    s += row[i];
+  for (i64 i = threadIdx.x; i < d; i += blockDim.x) {
+    float e = row[i];
+    if (add_first != nullptr) {
+      e += add_first[i];
+      row[i] = e;
+    }
+    s += e;
+  }
   const float mean = block_reduce<false>(s, shared) / static_cast<float>(d);
   float v = 0.0f;
   for (i64 i = threadIdx.x; i < d; i += blockDim.x) {
@@ -322,10 +329,10 @@ struct alignas(4 * sizeof(Out)) Quad {
 // d % 4 == 0 and d <= 4 * kRowThreads * kVectors.
 template <typename Out, int kVectors>
 __global__ void __launch_bounds__(kRowThreads)
-    layer_norm_v2_kernel(const float* x, Out* y, int d, const float* gamma, const float* beta,
-                         float eps) {
+    layer_norm_v2_kernel(float* x, const float* add_first, Out* y, int d, const float* gamma,
+                         const float* beta, float eps) {
   __shared__ float shared[33];
-  const float4* row = reinterpret_cast<const float4*>(x + blockIdx.x * static_cast<i64>(d));
+  float4* row = reinterpret_cast<float4*>(x + blockIdx.x * static_cast<i64>(d));
   Quad<Out>* out = reinterpret_cast<Quad<Out>*>(y + blockIdx.x * static_cast<i64>(d));
   const int vectors = d / 4;
   float4 v[kVectors];
@@ -334,8 +341,23 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int u = 0; u < kVectors; ++u) {
     const int i = u * kRowThreads + static_cast<int>(threadIdx.x);
     v[u] = i < vectors ? row[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    s += (v[u].x + v[u].y) + (v[u].z + v[u].w);
   }
+  if (add_first != nullptr) {
+#pragma unroll
+    for (int u = 0; u < kVectors; ++u) {
+      const int i = u * kRowThreads + static_cast<int>(threadIdx.x);
+      if (i >= vectors) break;
+      const float4 a = reinterpret_cast<const float4*>(add_first)[i];
+      v[u].x += a.x;
+      v[u].y += a.y;
+      v[u].z += a.z;
+      v[u].w += a.w;
+      row[i] = v[u];
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kVectors; ++u)
+    s += (v[u].x + v[u].y) + (v[u].z + v[u].w);
   const float mean = block_reduce<false>(s, shared) / static_cast<float>(d);
   float q = 0.0f;
 #pragma unroll
@@ -759,17 +781,18 @@ void convert(const void* in, DType in_type, void* out, DType out_type, i64 n, cu
   check_launch();
 }
 
-void layer_norm(const float* x, void* y, DType y_type, i64 rows, i64 d, const float* gamma,
-                const float* beta, float eps, cudaStream_t stream) {
+void layer_norm(float* x, const float* add_first, void* y, DType y_type, i64 rows, i64 d,
+                const float* gamma, const float* beta, float eps, cudaStream_t stream) {
   if (rows == 0) return;
   const i64 vectors = d / 4;
   if (row_kernels_v2() && d % 4 == 0 && vectors <= 4 * kRowThreads && aligned16(x) &&
-      aligned16(y) && aligned16(gamma) && aligned16(beta)) {
+      aligned16(y) && aligned16(gamma) && aligned16(beta) &&
+      (add_first == nullptr || aligned16(add_first))) {
     dispatch(y_type, [&](auto tag) {
       using Out = decltype(tag);
       const auto launch = [&](auto kernel) {
         kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-            x, static_cast<Out*>(y), static_cast<int>(d), gamma, beta, eps);
+            x, add_first, static_cast<Out*>(y), static_cast<int>(d), gamma, beta, eps);
       };
       if (vectors <= kRowThreads) {
         launch(layer_norm_v2_kernel<Out, 1>);
@@ -788,7 +811,7 @@ void layer_norm(const float* x, void* y, DType y_type, i64 rows, i64 d, const fl
   dispatch(y_type, [&](auto tag) {
     using Out = decltype(tag);
     layer_norm_kernel<Out><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
-        x, static_cast<Out*>(y), d, gamma, beta, eps);
+        x, add_first, static_cast<Out*>(y), d, gamma, beta, eps);
   });
   check_launch();
 }

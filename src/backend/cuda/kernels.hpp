@@ -17,9 +17,11 @@ constexpr int kMaxHeads = 64;
 void convert(const void* in, DType in_type, void* out, DType out_type, std::int64_t n,
              cudaStream_t stream);
 
-// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta over rows of d floats.
-void layer_norm(const float* x, void* y, DType y_type, std::int64_t rows, std::int64_t d,
-                const float* gamma, const float* beta, float eps, cudaStream_t stream);
+// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta over rows of d floats; first, where
+// add_first is not null, x[r] += add_first (d floats, written back to x).
+void layer_norm(float* x, const float* add_first, void* y, DType y_type, std::int64_t rows,
+                std::int64_t d, const float* gamma, const float* beta, float eps,
+                cudaStream_t stream);
 
 // y[r, c] = act(y[r, c] + bias[c]) for a rows x cols block with rows `ld` apart; bias may be null.
 void bias_activation(void* y, DType type, std::int64_t rows, std::int64_t cols, std::int64_t ld,
@@ -149,7 +151,8 @@ struct FlashAttention {
 bool flash_attention_supported(const FlashAttention& a);
 void flash_attention(const FlashAttention& a, cudaStream_t stream);
 // 2 (a version sharing key tiles among 8 warps, double-buffered with cp.async, B fragments by
-// ldmatrix: 6.4 against 7.7 ms per large-v3 window on an H100), or 1 with IFW_CUDA_FLASH=1.
+// ldmatrix: 6.4 against 7.7 ms per large-v3 window on an H100), 1 with IFW_CUDA_FLASH=1, or 3
+// (version 2 with fewer instructions per score; not yet run on a GPU) with IFW_CUDA_FLASH=3.
 int flash_attention_version();
 
 }  // namespace ifw::backend::cuda
