@@ -37,13 +37,14 @@ fi
 # The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
 # keys) side by side with the first configuration (steps issued one by one, flash v1, a row per
 # block) and, at batch 64 (where the targets are not met yet), with each opt-in: cuBLASLt's bias
-# epilogues (IFW_CUDA_LT=1; =tune: each shape's algorithm timed), decoding attention in parts of 256 keys instead of 128, and the
-# second version of the bias/GELU and layer-norm kernels (IFW_CUDA_ELEMENTWISE=2).
+# epilogues (IFW_CUDA_LT=1; =tune: each shape's algorithm timed), decoding attention in parts of
+# 256 keys instead of 128, the second version of the bias/GELU and layer-norm kernels
+# (IFW_CUDA_ELEMENTWISE=2), flash attention v3 (IFW_CUDA_FLASH=3), and those last three together.
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 for arch in $archs; do
   for batch in $batches; do
     variants="default first"
-    [ "$batch" = 64 ] && variants="default first lt lt_tune split256 elementwise2"
+    [ "$batch" = 64 ] && variants="default first lt lt_tune split256 elementwise2 flash3 together"
     for variant in $variants; do
       case $variant in
         default) vars="" suffix="" ;;
@@ -52,6 +53,8 @@ for arch in $archs; do
         lt_tune) vars="IFW_CUDA_LT=tune" suffix="_lt_tune" ;;
         split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
         elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
+        flash3) vars="IFW_CUDA_FLASH=3" suffix="_flash3" ;;
+        together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=3" suffix="_together" ;;
       esac
       env $vars "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
         --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}${suffix}.txt" || status=1
@@ -80,6 +83,8 @@ conformance fp16_lt IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=1
 conformance fp16_lt_tune IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=tune
 conformance fp32_lt_tune IFW_TEST_PRECISION=fp32 IFW_CUDA_LT=tune
 conformance fp16_split256 IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=split256
+conformance fp16_flash3 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=3
+conformance bf16_flash3 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=3
 for precision in fp32 fp16 bf16; do
   conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2
 done
@@ -125,9 +130,11 @@ if [ "$mode" = full ]; then
       --repetitions 1 >"$out/profile_${arch}_b64.txt" 2>&1
     grep -A14 -E "cuda profile, (the encoder|[0-9]+ runs of)" "$out/profile_${arch}_b64.txt"
   done
-  IFW_CUDA_PROFILE=1 IFW_CUDA_ELEMENTWISE=2 "$bench" --device cuda --arch large-v3-turbo \
-    --batch 64 --tokens 20 --repetitions 1 >"$out/profile_large-v3-turbo_b64_elementwise2.txt" 2>&1
-  grep -A14 "cuda profile, the encoder" "$out/profile_large-v3-turbo_b64_elementwise2.txt"
+  # The opt-in row kernels and flash v3 (different operations: one profile shows both).
+  IFW_CUDA_PROFILE=1 IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=3 "$bench" --device cuda \
+    --arch large-v3-turbo --batch 64 --tokens 20 --repetitions 1 \
+    >"$out/profile_large-v3-turbo_b64_elementwise2_flash3.txt" 2>&1
+  grep -A14 "cuda profile, the encoder" "$out/profile_large-v3-turbo_b64_elementwise2_flash3.txt"
 fi
 # The figures again, one line each, where a caller that keeps only the end of the output sees them.
 echo "summary:"

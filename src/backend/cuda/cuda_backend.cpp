@@ -200,6 +200,16 @@ class CudaBackend final : public Backend {
     return Tensor(std::move(storage), shape, dtype);
   }
 
+  // A float32 tensor for one operation's intermediate results, dead once its kernels have run
+  // (DeviceContext::allocate_scratch).
+  Tensor scratch(const Shape& shape) {
+    context_->activate();
+    const auto bytes = static_cast<std::size_t>(element_count(shape)) * sizeof(float);
+    return Tensor(
+        std::make_shared<cuda::DeviceStorage>(context_, bytes, cuda::DeviceStorage::Scratch{}),
+        shape, DType::kF32);
+  }
+
   Tensor upload(std::span<const float> values, const Shape& shape,
                 DType dtype = DType::kF32) override {
     require(static_cast<i64>(values.size()) == element_count(shape),
@@ -564,8 +574,10 @@ void CudaBackend::attention(const AttentionArgs& a) {
     if (const int keys = cuda::split_attention_keys();
         keys > 0 && cuda::split_attention_supported(r)) {
       const int parts = cuda::split_attention_parts(r, keys);
-      const Tensor partial = parts > 1 ? empty({static_cast<i64>(r.batch) * r.query_len * r.heads *
-                                                parts * cuda::kSplitPartial})
+      // Read by the combining kernel only: in a recorded step, every layer's parts share one
+      // region (they were a tensor per call: +800 MiB of graphs at large-v3 batch 64).
+      const Tensor partial = parts > 1 ? scratch({static_cast<i64>(r.batch) * r.query_len *
+                                                  r.heads * parts * cuda::kSplitPartial})
                                        : Tensor();
       float* partial_data = parts > 1 ? static_cast<float*>(partial.raw()) : nullptr;
       issue("attention split", [&] { cuda::split_attention(r, keys, partial_data, stream()); });

@@ -156,6 +156,13 @@ void* DeviceContext::allocate_tensor(std::size_t bytes, bool& owned) {
   return allocate(bytes);
 }
 
+void* DeviceContext::allocate_scratch(std::size_t bytes, bool& owned) {
+  owned = !recording();
+  if (!owned) return recording_->scratch(bytes);
+  if (recording_ != nullptr) recording_->count_scratch(bytes);
+  return allocate(bytes);
+}
+
 void DeviceContext::copy_to_host(const void* device, void* host, std::size_t bytes) {
   if (recording()) {
     recording_->copy_to_host(device, host, bytes, stream_);
@@ -227,6 +234,11 @@ DeviceStorage::DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t
     : context_(std::move(context)),
       bytes_(bytes),
       data_(context_->allocate_tensor(bytes, owned_)) {}
+
+DeviceStorage::DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes, Scratch)
+    : context_(std::move(context)),
+      bytes_(bytes),
+      data_(context_->allocate_scratch(bytes, owned_)) {}
 
 DeviceStorage::~DeviceStorage() {
   if (owned_) context_->free(data_);

@@ -45,6 +45,10 @@ class DeviceContext {
   // Memory for a tensor: from the pool, or from the step recording being captured or replayed
   // (then `owned` is false: the recording keeps it).
   void* allocate_tensor(std::size_t bytes, bool& owned);
+  // Memory for an operation's own intermediate results, dead once the operation's kernels have
+  // run: from the pool, or in a recorded step the recording's one scratch region, shared by every
+  // such request of the step (owned is then false).
+  void* allocate_scratch(std::size_t bytes, bool& owned);
   // Device to host; the host buffer is filled when the stream finished: at once, or after a
   // recorded step's launch.
   void copy_to_host(const void* device, void* host, std::size_t bytes);
@@ -98,6 +102,9 @@ class DeviceContext {
 class DeviceStorage final : public Storage {
  public:
   DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes);
+  // Scratch memory (DeviceContext::allocate_scratch).
+  struct Scratch {};
+  DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes, Scratch);
   ~DeviceStorage() override;
   DeviceStorage(const DeviceStorage&) = delete;
   DeviceStorage& operator=(const DeviceStorage&) = delete;

@@ -17,6 +17,7 @@ namespace ifw::backend::cuda {
 
 StepRecording::~StepRecording() {
   context_.free(tensors_);
+  context_.free(scratch_);
   context_.free(staged_device_);
   // Back to the context's pinned blocks once the copies issued so far are done.
   if (staged_host_.data == nullptr && downloads_host_.data == nullptr) return;
@@ -35,7 +36,7 @@ void StepRecording::begin(RecordingMode mode) {
   cursor_ = 0;
   deliveries_.clear();
   if (mode == RecordingMode::kMeasure) {
-    tensor_capacity_ = staged_capacity_ = download_capacity_ = 0;
+    tensor_capacity_ = staged_capacity_ = download_capacity_ = scratch_capacity_ = 0;
   } else if (mode == RecordingMode::kCapture) {
     slots_.clear();
     used_[0] = used_[1] = used_[2] = 0;
@@ -52,6 +53,7 @@ void StepRecording::finish_replay() const {
 void StepRecording::reserve() {
   if (tensors_ != nullptr) return;
   tensors_ = context_.allocate(std::max<std::size_t>(tensor_capacity_, 256));
+  if (scratch_capacity_ > 0) scratch_ = context_.allocate(scratch_capacity_);
   staged_device_ = context_.allocate(std::max<std::size_t>(staged_capacity_, 256));
   staged_host_ = context_.take_pinned(pinned_bytes(staged_capacity_));
   downloads_host_ = context_.take_pinned(pinned_bytes(download_capacity_));
@@ -80,6 +82,16 @@ const StepRecording::Slot& StepRecording::next(Use use, std::size_t bytes) {
 
 void* StepRecording::tensor(std::size_t bytes) {
   return static_cast<std::byte*>(tensors_) + next(Use::kTensor, bytes).offset;
+}
+
+void* StepRecording::scratch(std::size_t bytes) {
+  if (mode_ == RecordingMode::kMeasure) throw std::logic_error("step recording: not recording");
+  if (aligned(bytes) > scratch_capacity_) {
+    throw ReplayMismatch(fmt::format(
+        "the step asks for {} bytes of scratch memory; its measured run used at most {}", bytes,
+        scratch_capacity_));
+  }
+  return scratch_;
 }
 
 const void* StepRecording::stage(const void* values, std::size_t bytes) {

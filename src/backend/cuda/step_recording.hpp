@@ -42,7 +42,9 @@ class ReplayMismatch : public std::runtime_error {
 };
 
 // The memory of one recorded step, at addresses that stay fixed for the graph's life: device
-// memory for the tensors made during the step, pinned host + device memory for the host values
+// memory for the tensors made during the step, one region shared by every operation's scratch
+// memory (the largest asked for: the step's operations run in order on one stream, and scratch
+// is dead once its operation is done), pinned host + device memory for the host values
 // it stages (copied to the device in one transfer before each launch), and pinned host memory its
 // downloads land in (copied to the callers' buffers after the launch).
 class StepRecording {
@@ -62,11 +64,15 @@ class StepRecording {
   void count_tensor(std::size_t bytes) { tensor_capacity_ += aligned(bytes); }
   void count_staged(std::size_t bytes) { staged_capacity_ += aligned(bytes); }
   void count_download(std::size_t bytes) { download_capacity_ += aligned(bytes); }
+  void count_scratch(std::size_t bytes) {
+    scratch_capacity_ = std::max(scratch_capacity_, aligned(bytes));
+  }
   // Allocates the measured capacities (before a capture; outside it).
   void reserve();
 
   // Capture and replay modes.
   void* tensor(std::size_t bytes);
+  void* scratch(std::size_t bytes);
   const void* stage(const void* values, std::size_t bytes);
   // Capture: issues the copy into the pinned slot; both modes note where it goes afterwards.
   void copy_to_host(const void* device, void* host, std::size_t bytes, cudaStream_t stream);
@@ -98,11 +104,13 @@ class StepRecording {
   DeviceContext& context_;
   RecordingMode mode_ = RecordingMode::kMeasure;
   std::size_t tensor_capacity_ = 0, staged_capacity_ = 0, download_capacity_ = 0;
+  std::size_t scratch_capacity_ = 0;
   std::size_t used_[3] = {0, 0, 0};  // per Use, during a capture
   std::vector<Slot> slots_;
   std::size_t cursor_ = 0;  // next slot, during a replay
   std::vector<Delivery> deliveries_;
   void* tensors_ = nullptr;        // device
+  void* scratch_ = nullptr;        // device
   void* staged_device_ = nullptr;  // device
   PinnedBlock staged_host_;        // pinned
   PinnedBlock downloads_host_;     // pinned
