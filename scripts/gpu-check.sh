@@ -39,12 +39,13 @@ fi
 # block) and, at batch 64 (where the targets are not met yet), with each opt-in: cuBLASLt's bias
 # epilogues (IFW_CUDA_LT=1; =tune: each shape's algorithm timed), decoding attention in parts of
 # 256 keys instead of 128, the second version of the bias/GELU and layer-norm kernels
-# (IFW_CUDA_ELEMENTWISE=2), flash attention v3 (IFW_CUDA_FLASH=3), and those last three together.
+# (IFW_CUDA_ELEMENTWISE=2), flash attention v3 and v4 (IFW_CUDA_FLASH=3, =4), and cuBLASLt tuned,
+# elementwise 2 and flash v4 together.
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 for arch in $archs; do
   for batch in $batches; do
     variants="default first"
-    [ "$batch" = 64 ] && variants="default first lt lt_tune split256 elementwise2 flash3 together"
+    [ "$batch" = 64 ] && variants="default first lt lt_tune split256 elementwise2 flash3 flash4 together"
     for variant in $variants; do
       case $variant in
         default) vars="" suffix="" ;;
@@ -54,7 +55,8 @@ for arch in $archs; do
         split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
         elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
         flash3) vars="IFW_CUDA_FLASH=3" suffix="_flash3" ;;
-        together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=3" suffix="_together" ;;
+        flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
+        together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4" suffix="_together" ;;
       esac
       env $vars "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
         --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}${suffix}.txt" || status=1
@@ -85,6 +87,8 @@ conformance fp32_lt_tune IFW_TEST_PRECISION=fp32 IFW_CUDA_LT=tune
 conformance fp16_split256 IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=split256
 conformance fp16_flash3 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=3
 conformance bf16_flash3 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=3
+conformance fp16_flash4 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=4
+conformance bf16_flash4 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=4
 for precision in fp32 fp16 bf16; do
   conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2
 done
@@ -130,11 +134,13 @@ if [ "$mode" = full ]; then
       --repetitions 1 >"$out/profile_${arch}_b64.txt" 2>&1
     grep -A14 -E "cuda profile, (the encoder|[0-9]+ runs of)" "$out/profile_${arch}_b64.txt"
   done
-  # The opt-in row kernels and flash v3 (different operations: one profile shows both).
-  IFW_CUDA_PROFILE=1 IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=3 "$bench" --device cuda \
-    --arch large-v3-turbo --batch 64 --tokens 20 --repetitions 1 \
-    >"$out/profile_large-v3-turbo_b64_elementwise2_flash3.txt" 2>&1
-  grep -A14 "cuda profile, the encoder" "$out/profile_large-v3-turbo_b64_elementwise2_flash3.txt"
+  # The opt-in row kernels with flash v3, then v4 (different operations: a profile shows both).
+  for flash in 3 4; do
+    IFW_CUDA_PROFILE=1 IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=$flash "$bench" --device cuda \
+      --arch large-v3-turbo --batch 64 --tokens 20 --repetitions 1 \
+      >"$out/profile_large-v3-turbo_b64_elementwise2_flash$flash.txt" 2>&1
+    grep -A14 "cuda profile, the encoder" "$out/profile_large-v3-turbo_b64_elementwise2_flash$flash.txt"
+  done
 fi
 # The figures again, one line each, where a caller that keeps only the end of the output sees them.
 echo "summary:"

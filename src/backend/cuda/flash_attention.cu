@@ -391,6 +391,116 @@ __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(Fla
   store_rows(a, o, state, b, h, row0, g, t, T{});
 }
 
+// --- Version 4 (IFW_CUDA_FLASH=4, until measured on a GPU) ---
+// FlashAttention-2's shape for head size 64: each warp takes 32 queries (two 16-row tiles), so
+// every K and V fragment read from shared memory (ldmatrix) feeds two products instead of one:
+// in version 2 those reads are about 1.3 times the tensor cores' time by arithmetic (32 ldmatrix
+// .x4 of 512 bytes per 64 products of a warp and tile). Four warps (128 queries) share each
+// double-buffered key tile; the softmax is version 3's. About twice the registers per thread
+// (half as many warps per SM, as FlashAttention-2 runs).
+constexpr int kWarps4 = 4;
+constexpr int kRowTiles = 2;
+
+template <typename T>
+__global__ void __launch_bounds__(kWarps4 * 32, 2) flash_attention_v4_kernel(FlashAttention a) {
+  __shared__ __align__(16) T keys[2][kKeys * kLd];
+  __shared__ __align__(16) T values[2][kKeys * kLd];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int row0 = (blockIdx.x * kWarps4 + warp) * (kRowTiles * 16);  // the warp's first query
+  const T* q = static_cast<const T*>(a.q) + static_cast<i64>(b) * a.query_len * a.ld_q + h * kHead;
+  const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead;
+  const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead;
+
+  const auto load_tile = [&](int tile, int stage) {
+    const int k0 = tile * kKeys;
+    for (int i = threadIdx.x; i < kKeys * kHead / 8; i += blockDim.x) {
+      const int r = i / 8, c = (i % 8) * 8;
+      const bool valid = k0 + r < a.key_len;
+      const i64 row = valid ? k0 + r : 0;
+      copy_async16(&keys[stage][r * kLd + c], k + row * a.ld_k + c, valid);
+      copy_async16(&values[stage][r * kLd + c], v + row * a.ld_v + c, valid);
+    }
+    commit_copies();
+  };
+
+  std::uint32_t qa[kRowTiles][4][4];
+#pragma unroll
+  for (int r = 0; r < kRowTiles; ++r)
+    load_queries(qa[r], q, a.ld_q, row0 + 16 * r, a.query_len, g, t);
+  float o[kRowTiles][8][4] = {};
+  SoftmaxState state[kRowTiles];
+  const float scale = a.scale * 1.4426950408889634f;
+
+  const int tiles = (a.key_len + kKeys - 1) / kKeys;
+  load_tile(0, 0);
+  const int mr = lane % 8, mj = lane / 8;  // as in version 2
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile & 1;
+    if (tile + 1 < tiles) {
+      load_tile(tile + 1, stage ^ 1);
+      wait_copies<1>();
+    } else {
+      wait_copies<0>();
+    }
+    __syncthreads();
+    const T* ks = keys[stage];
+    const T* vs = values[stage];
+
+    float s[kRowTiles][8][4];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      std::uint32_t lo[4], hi[4];
+      load_matrices(lo, ks + (n * 8 + mr) * kLd + mj * 8);
+      load_matrices(hi, ks + (n * 8 + mr) * kLd + 32 + mj * 8);
+#pragma unroll
+      for (int r = 0; r < kRowTiles; ++r) {
+        s[r][n][0] = s[r][n][1] = s[r][n][2] = s[r][n][3] = 0.0f;
+        mma(s[r][n], qa[r][0], lo[0], lo[1], T{});
+        mma(s[r][n], qa[r][1], lo[2], lo[3], T{});
+        mma(s[r][n], qa[r][2], hi[0], hi[1], T{});
+        mma(s[r][n], qa[r][3], hi[2], hi[3], T{});
+      }
+    }
+    const bool whole = (tile + 1) * kKeys <= a.key_len;
+#pragma unroll
+    for (int r = 0; r < kRowTiles; ++r) {
+      if (whole) {
+        online_softmax_folded<false>(s[r], o[r], state[r], tile * kKeys, a.key_len, scale, t);
+      } else {
+        online_softmax_folded<true>(s[r], o[r], state[r], tile * kKeys, a.key_len, scale, t);
+      }
+    }
+
+#pragma unroll
+    for (int kc = 0; kc < 4; ++kc) {
+      std::uint32_t pa[kRowTiles][4];
+#pragma unroll
+      for (int r = 0; r < kRowTiles; ++r) {
+        pa[r][0] = pack(s[r][2 * kc][0], s[r][2 * kc][1], T{});
+        pa[r][1] = pack(s[r][2 * kc][2], s[r][2 * kc][3], T{});
+        pa[r][2] = pack(s[r][2 * kc + 1][0], s[r][2 * kc + 1][1], T{});
+        pa[r][3] = pack(s[r][2 * kc + 1][2], s[r][2 * kc + 1][3], T{});
+      }
+#pragma unroll
+      for (int n = 0; n < 8; n += 2) {
+        std::uint32_t vb[4];
+        load_matrices_transposed(vb, vs + (kc * 16 + (mj & 1) * 8 + mr) * kLd + (n + mj / 2) * 8);
+#pragma unroll
+        for (int r = 0; r < kRowTiles; ++r) {
+          mma(o[r][n], pa[r], vb[0], vb[1], T{});
+          mma(o[r][n + 1], pa[r], vb[2], vb[3], T{});
+        }
+      }
+    }
+    __syncthreads();  // the stage is free for the tile after next
+  }
+#pragma unroll
+  for (int r = 0; r < kRowTiles; ++r)
+    store_rows(a, o[r], state[r], b, h, row0 + 16 * r, g, t, T{});
+}
+
 bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
@@ -401,7 +511,7 @@ int flash_attention_version() {
   const char* v = std::getenv("IFW_CUDA_FLASH");
   if (v == nullptr) return 2;
   const std::string choice(v);
-  return choice == "1" ? 1 : choice == "3" ? 3 : 2;
+  return choice == "1" ? 1 : choice == "3" ? 3 : choice == "4" ? 4 : 2;
 }
 
 bool flash_attention_supported(const FlashAttention& a) {
@@ -413,7 +523,16 @@ bool flash_attention_supported(const FlashAttention& a) {
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  if (const int version = flash_attention_version(); version >= 2) {
+  if (const int version = flash_attention_version(); version == 4) {
+    constexpr int kRows = kWarps4 * kRowTiles * 16;
+    const dim3 grid(static_cast<unsigned>((a.query_len + kRows - 1) / kRows),
+                    static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
+    if (a.type == DType::kF16) {
+      flash_attention_v4_kernel<__half><<<grid, kWarps4 * 32, 0, stream>>>(a);
+    } else {
+      flash_attention_v4_kernel<__nv_bfloat16><<<grid, kWarps4 * 32, 0, stream>>>(a);
+    }
+  } else if (version >= 2) {
     const dim3 grid(static_cast<unsigned>((a.query_len + kWarps2 * 16 - 1) / (kWarps2 * 16)),
                     static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
     const auto launch = [&](auto kernel) { kernel<<<grid, kWarps2 * 32, 0, stream>>>(a); };
