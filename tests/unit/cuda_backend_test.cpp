@@ -210,6 +210,9 @@ TEST_P(CudaOps, LayerNormAddRowsTransposeAndConvolution) {
   gpu_->layer_norm(xg, &ag, gg, bg, 1e-5f, yg);
   expect_close(xc, xg, "bias added before a layer norm");
   expect_close(yc, yg, "layer norm after a bias");
+  const Tensor short_row = gpu_->upload(std::vector<float>(5, 0.0f), {5});
+  EXPECT_IFW_ERROR(gpu_->layer_norm(xg, &short_row, gg, bg, 1e-5f, yg),
+                   "layer_norm: a float32 row of 5 to add to rows of 160");
 
   const auto pos = random_values(10 * d, 8, DType::kF32);
   auto [pc, pg] = both(pos, {10, d}, DType::kF32);
@@ -308,11 +311,20 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
     std::vector<int> key_lengths, item_index;
     bool causal;
     std::vector<int> capture_heads;
+    float scale = 0.125f;  // 1: peaked weights, maxima that move from tile to tile
   };
   const std::vector<Case> cases = {
       {"encoder", 2, 150, 150, {150, 150}, {}, false, {}},
       // Whole key tiles only (no tile masked), queries past a block of 128.
       {"encoder, whole tiles", 1, 200, 128, {128}, {}, false, {}},
+      // One tile, both the first (no maximum yet) and masked.
+      {"encoder, one tile", 1, 150, 40, {40}, {}, false, {}, 1.0f},
+      // One key in the last tile; a block with a single query row.
+      {"encoder, one key in the last tile", 1, 129, 65, {65}, {}, false, {}, 1.0f},
+      // Whole query blocks only.
+      {"encoder, whole blocks", 1, 256, 64, {64}, {}, false, {}},
+      // The model's length: 23 whole tiles and 28 keys, peaked weights.
+      {"encoder, whisper length", 1, 1500, 1500, {1500}, {}, false, {}, 1.0f},
       {"prompt", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}},
       {"step", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}},
       {"cross step", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}},
@@ -346,7 +358,7 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       a.key_lengths = c.key_lengths;
       a.item_index = c.item_index;
       a.causal = c.causal;
-      a.scale = 0.125f;
+      a.scale = c.scale;
       a.capture_heads = c.capture_heads;
       if (!c.capture_heads.empty()) a.capture = cap;
       be.attention(a);

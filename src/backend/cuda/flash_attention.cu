@@ -515,10 +515,11 @@ int flash_attention_version() {
 }
 
 bool flash_attention_supported(const FlashAttention& a) {
+  // scale > 0: versions 3 and 4 keep maxima of unscaled scores.
   return (a.type == DType::kF16 || a.type == DType::kBF16) && a.head_dim == kHead &&
-         a.key_len >= 1 && a.ld_q % 8 == 0 && a.ld_k % 8 == 0 && a.ld_v % 8 == 0 &&
-         a.ld_out % 2 == 0 && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) &&
-         aligned16(a.out);
+         a.key_len >= 1 && a.scale > 0.0f && a.ld_q % 8 == 0 && a.ld_k % 8 == 0 &&
+         a.ld_v % 8 == 0 && a.ld_out % 2 == 0 && aligned16(a.q) && aligned16(a.k) &&
+         aligned16(a.v) && aligned16(a.out);
 }
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
