@@ -40,13 +40,19 @@ fi
 # targets are not met yet), with each opt-in: cuBLASLt's bias epilogues with each shape's
 # algorithm timed (IFW_CUDA_LT=tune; =1 measured +1 % on 2026-11-28), decoding attention in parts of
 # 256 keys instead of 128, the second version of the bias/GELU and layer-norm kernels
-# (IFW_CUDA_ELEMENTWISE=2), flash attention v3 and v4 (IFW_CUDA_FLASH=3, =4), and cuBLASLt tuned,
-# elementwise 2 and flash v4 together.
+# (IFW_CUDA_ELEMENTWISE=2), flash attention v3, v4 and v5 (IFW_CUDA_FLASH=3, =4, =5), and cuBLASLt
+# tuned, elementwise 2 and flash v4 together. The encoder is the same in both architectures, so
+# the flash versions run with turbo (76 % encoder at batch 64) and the decoding attention's parts
+# with large-v3 (69 % decoder).
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 for arch in $archs; do
   for batch in $batches; do
     variants="default first"
-    [ "$batch" = 64 ] && variants="default lt_tune split256 elementwise2 flash3 flash4 together"
+    if [ "$batch" = 64 ]; then
+      variants="default lt_tune elementwise2 together"
+      [ "$arch" = large-v3-turbo ] && variants="$variants flash3 flash4 flash5"
+      [ "$arch" = large-v3 ] && variants="$variants split256"
+    fi
     for variant in $variants; do
       case $variant in
         default) vars="" suffix="" ;;
@@ -57,6 +63,7 @@ for arch in $archs; do
         elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
         flash3) vars="IFW_CUDA_FLASH=3" suffix="_flash3" ;;
         flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
+        flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
         together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4" suffix="_together" ;;
       esac
       env $vars "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
@@ -89,6 +96,7 @@ conformance fp16_flash3 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=3
 conformance bf16_flash3 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=3
 conformance fp16_flash4 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=4
 conformance bf16_flash4 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=4
+conformance fp16_flash5 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=5
 for precision in fp32 fp16 bf16; do
   conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2
 done
@@ -134,8 +142,8 @@ if [ "$mode" = full ]; then
       --repetitions 1 >"$out/profile_${arch}_b64.txt" 2>&1
     grep -A14 -E "cuda profile, (the encoder|[0-9]+ runs of)" "$out/profile_${arch}_b64.txt"
   done
-  # The opt-in row kernels with flash v3, then v4 (different operations: a profile shows both).
-  for flash in 3 4; do
+  # The opt-in row kernels with flash v3, v4, v5 (different operations: a profile shows both).
+  for flash in 3 4 5; do
     IFW_CUDA_PROFILE=1 IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=$flash "$bench" --device cuda \
       --arch large-v3-turbo --batch 64 --tokens 20 --repetitions 1 \
       >"$out/profile_large-v3-turbo_b64_elementwise2_flash$flash.txt" 2>&1

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -397,12 +398,14 @@ __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(Fla
 // in version 2 those reads are about 1.3 times the tensor cores' time by arithmetic (32 ldmatrix
 // .x4 of 512 bytes per 64 products of a warp and tile). Four warps (128 queries) share each
 // double-buffered key tile; the softmax is version 3's. About twice the registers per thread
-// (half as many warps per SM, as FlashAttention-2 runs).
-constexpr int kWarps4 = 4;
+// (half as many warps per SM, as FlashAttention-2 runs). Version 5 (IFW_CUDA_FLASH=5) is the same
+// with 8 warps (256 queries) per block: each key tile read from L2 serves twice the queries
+// (version 2 moves ~2.9 GB per large-v3 window from L2 into shared memory), one block per SM.
 constexpr int kRowTiles = 2;
 
-template <typename T>
-__global__ void __launch_bounds__(kWarps4 * 32, 2) flash_attention_v4_kernel(FlashAttention a) {
+template <typename T, int kWarps4>
+__global__ void __launch_bounds__(kWarps4 * 32, 8 / kWarps4)
+    flash_attention_v4_kernel(FlashAttention a) {
   __shared__ __align__(16) T keys[2][kKeys * kLd];
   __shared__ __align__(16) T values[2][kKeys * kLd];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -511,7 +514,7 @@ int flash_attention_version() {
   const char* v = std::getenv("IFW_CUDA_FLASH");
   if (v == nullptr) return 2;
   const std::string choice(v);
-  return choice == "1" ? 1 : choice == "3" ? 3 : choice == "4" ? 4 : 2;
+  return choice == "1" ? 1 : choice == "3" ? 3 : choice == "4" ? 4 : choice == "5" ? 5 : 2;
 }
 
 bool flash_attention_supported(const FlashAttention& a) {
@@ -524,14 +527,24 @@ bool flash_attention_supported(const FlashAttention& a) {
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  if (const int version = flash_attention_version(); version == 4) {
-    constexpr int kRows = kWarps4 * kRowTiles * 16;
-    const dim3 grid(static_cast<unsigned>((a.query_len + kRows - 1) / kRows),
-                    static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-    if (a.type == DType::kF16) {
-      flash_attention_v4_kernel<__half><<<grid, kWarps4 * 32, 0, stream>>>(a);
+  const int version = flash_attention_version();
+  if (version == 4 || version == 5) {
+    const auto launch = [&](auto warps) {
+      constexpr int kBlockWarps = decltype(warps)::value;
+      constexpr int kRows = kBlockWarps * kRowTiles * 16;
+      const dim3 grid(static_cast<unsigned>((a.query_len + kRows - 1) / kRows),
+                      static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
+      if (a.type == DType::kF16) {
+        flash_attention_v4_kernel<__half, kBlockWarps><<<grid, kBlockWarps * 32, 0, stream>>>(a);
+      } else {
+        flash_attention_v4_kernel<__nv_bfloat16, kBlockWarps>
+            <<<grid, kBlockWarps * 32, 0, stream>>>(a);
+      }
+    };
+    if (version == 4) {
+      launch(std::integral_constant<int, 4>{});
     } else {
-      flash_attention_v4_kernel<__nv_bfloat16><<<grid, kWarps4 * 32, 0, stream>>>(a);
+      launch(std::integral_constant<int, 8>{});
     }
   } else if (version >= 2) {
     const dim3 grid(static_cast<unsigned>((a.query_len + kWarps2 * 16 - 1) / (kWarps2 * 16)),

@@ -152,8 +152,8 @@ bool flash_attention_supported(const FlashAttention& a);
 void flash_attention(const FlashAttention& a, cudaStream_t stream);
 // 2 (a version sharing key tiles among 8 warps, double-buffered with cp.async, B fragments by
 // ldmatrix: 6.4 against 7.7 ms per large-v3 window on an H100), 1 with IFW_CUDA_FLASH=1, 3
-// (version 2 with fewer instructions per score) or 4 (32 queries per warp); 3 and 4 not yet run
-// on a GPU.
+// (version 2 with fewer instructions per score), 4 (32 queries per warp) or 5 (4 with 8 warps a
+// block); 3, 4 and 5 not yet run on a GPU.
 int flash_attention_version();
 
 }  // namespace ifw::backend::cuda
