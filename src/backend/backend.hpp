@@ -44,6 +44,9 @@ struct AttentionArgs {
   std::vector<int> item_index;
   bool causal = false;  // query i sees keys [0, key_length - query_len + i]
   float scale = 1.0f;
+  // Optional: float32 [heads * head_dim] added to every query row before its scores (the query
+  // projection's bias, which the encoder's q | k | v product then leaves out: no pass over it).
+  const Tensor* q_bias = nullptr;
   // Optional: softmax weights of these heads, written to host memory as
   // [batch][capture_heads.size()][query_len][key_block] (zeros past each key length).
   std::vector<int> capture_heads;

@@ -44,10 +44,9 @@ class Loader {
   }
   // Rows of several projections stacked into one matrix; a missing bias counts as zeros.
   Linear stacked(const std::string& prefix, const std::vector<std::string>& parts, std::int64_t d) {
-    std::vector<float> w, b;
+    std::vector<float> b;
+    const std::vector<float> w = stacked_weights(prefix, parts, d);
     for (const std::string& part : parts) {
-      const auto pw = source_.read(prefix + "." + part + ".weight", {d, d});
-      w.insert(w.end(), pw.begin(), pw.end());
       if (part == "k_proj") {
         b.insert(b.end(), static_cast<std::size_t>(d), 0.0f);  // Whisper's keys have no bias
       } else {
@@ -58,8 +57,37 @@ class Loader {
     const auto n = static_cast<std::int64_t>(parts.size()) * d;
     return {backend_.upload(w, {n, d}, backend_.weight_dtype()), backend_.upload(b, {n})};
   }
+  // See EncoderAttention: the value bias goes into the output projection's, computed in double.
+  EncoderAttention encoder_attention(const std::string& prefix, std::int64_t d) {
+    const std::vector<float> w = stacked_weights(prefix, {"q_proj", "k_proj", "v_proj"}, d);
+    const auto bq = source_.read(prefix + ".q_proj.bias", {d});
+    const auto bv = source_.read(prefix + ".v_proj.bias", {d});
+    const auto wo = source_.read(prefix + ".out_proj.weight", {d, d});
+    auto bo = source_.read(prefix + ".out_proj.bias", {d});
+    for (std::int64_t i = 0; i < d; ++i) {
+      double sum = bo[static_cast<std::size_t>(i)];
+      for (std::int64_t j = 0; j < d; ++j) {
+        sum += static_cast<double>(wo[static_cast<std::size_t>(i * d + j)]) *
+               bv[static_cast<std::size_t>(j)];
+      }
+      bo[static_cast<std::size_t>(i)] = static_cast<float>(sum);
+    }
+    return {backend_.upload(w, {3 * d, d}, backend_.weight_dtype()),
+            backend_.upload(bq, {d}),
+            {backend_.upload(wo, {d, d}, backend_.weight_dtype()), backend_.upload(bo, {d})}};
+  }
 
  private:
+  std::vector<float> stacked_weights(const std::string& prefix,
+                                     const std::vector<std::string>& parts, std::int64_t d) {
+    std::vector<float> w;
+    for (const std::string& part : parts) {
+      const auto pw = source_.read(prefix + "." + part + ".weight", {d, d});
+      w.insert(w.end(), pw.begin(), pw.end());
+    }
+    return w;
+  }
+
   WeightSource& source_;
   backend::Backend& backend_;
 };
@@ -94,8 +122,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     const std::string p = fmt::format("{}.layers.{}", e, i);
     EncoderLayer layer;
     layer.attn_norm = load.norm(p + ".self_attn_layer_norm", d);
-    layer.attn.qkv = load.stacked(p + ".self_attn", {"q_proj", "k_proj", "v_proj"}, d);
-    layer.attn.out = load.linear(p + ".self_attn.out_proj", d, d);
+    layer.attn = load.encoder_attention(p + ".self_attn", d);
     layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
     layer.fc1 = load.linear(p + ".fc1", config.encoder_ffn_dim, d);
     layer.fc2 = load.linear(p + ".fc2", d, config.encoder_ffn_dim);
@@ -159,8 +186,7 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
   for (const EncoderLayer& layer : encoder_) {
     be.layer_norm(x, pending_bias, layer.attn_norm.gamma, layer.attn_norm.beta, kLayerNormEps,
                   normed);
-    be.linear(whole(normed), layer.attn.qkv.w, &layer.attn.qkv.b, Activation::kNone, whole(qkv),
-              rows, false);
+    be.linear(whole(normed), layer.attn.qkv_w, nullptr, Activation::kNone, whole(qkv), rows, false);
     backend::AttentionArgs att;
     att.q = {qkv, 0, 3 * d};
     att.k = {qkv, d, 3 * d};
@@ -173,6 +199,7 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
     att.key_block = positions;
     att.key_lengths.assign(static_cast<std::size_t>(batch), static_cast<int>(positions));
     att.scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
+    att.q_bias = &layer.attn.q_bias;
     be.attention(att);
     be.linear(whole(attended), layer.attn.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 

@@ -30,6 +30,15 @@ struct Norm {
 struct SelfAttention {
   Linear qkv, out;
 };
+// The encoder's self-attention: its q | k | v product has no bias; attention adds the query
+// bias as it reads the queries, and the value bias is folded into the output projection's
+// (softmax rows sum to 1, so P (V + 1 bv^T) Wo^T + bo = P V Wo^T + (Wo bv + bo)): no pass over
+// the product's 3d-wide output per layer.
+struct EncoderAttention {
+  backend::Tensor qkv_w;   // [3d, d]
+  backend::Tensor q_bias;  // [d]
+  Linear out;              // bias: bo + Wo bv
+};
 struct CrossAttention {
   Linear q;
   Linear kv;  // [2d, d], applied once per window to the encoder's output
@@ -37,7 +46,7 @@ struct CrossAttention {
 };
 struct EncoderLayer {
   Norm attn_norm;
-  SelfAttention attn;
+  EncoderAttention attn;
   Norm ffn_norm;
   Linear fc1, fc2;
 };

@@ -167,64 +167,87 @@ TEST_P(CpuBackendTest, AttentionMatchesDirectComputation) {
   const auto vv = random_values(static_cast<std::size_t>(3 * block * d), 11);
   const Tensor q = be_->upload(qv, {2 * tq, d});
   const Tensor k = be_->upload(kv, {3 * block, d}), v = be_->upload(vv, {3 * block, d});
-  Tensor out = be_->empty({2 * tq, d});
-  std::vector<float> capture(static_cast<std::size_t>(2 * 1 * tq * block));
-  backend::AttentionArgs a;
-  a.q = {q, 0, d};
-  a.k = {k, 0, d};
-  a.v = {v, 0, d};
-  a.out = {out, 0, d};
-  a.batch = 2;
-  a.heads = heads;
-  a.head_dim = hd;
-  a.query_len = tq;
-  a.key_block = block;
-  a.key_lengths = lengths;
-  a.item_index = items;
-  a.causal = true;
-  a.scale = 0.35f;
-  a.capture_heads = {1};
-  a.capture = capture;
-  be_->attention(a);
-  const auto o = to_host(*be_, out);
-  for (int b = 0; b < 2; ++b) {
-    for (int h = 0; h < heads; ++h) {
-      for (int i = 0; i < tq; ++i) {
-        const int valid = lengths[static_cast<std::size_t>(b)] - tq + i + 1;
-        std::vector<double> p(static_cast<std::size_t>(valid));
-        double max = -1e30, sum = 0.0;
-        for (int j = 0; j < valid; ++j) {
-          double s = 0.0;
-          for (int e = 0; e < hd; ++e) {
-            s += static_cast<double>(qv[static_cast<std::size_t>((b * tq + i) * d + h * hd + e)]) *
-                 kv[static_cast<std::size_t>((items[static_cast<std::size_t>(b)] * block + j) * d +
-                                             h * hd + e)];
-          }
-          p[static_cast<std::size_t>(j)] = s * a.scale;
-          max = std::max(max, p[static_cast<std::size_t>(j)]);
-        }
-        for (double& x : p)
-          sum += (x = std::exp(x - max));
-        for (double& x : p)
-          x /= sum;
-        for (int e = 0; e < hd; ++e) {
-          double expected = 0.0;
+  // Without, then with a query bias (added to every query row before its scores).
+  const auto bias = random_values(static_cast<std::size_t>(d), 12);
+  const Tensor bias_t = be_->upload(bias, {d});
+  for (const bool biased : {false, true}) {
+    SCOPED_TRACE(biased ? "with a query bias" : "without a query bias");
+    Tensor out = be_->empty({2 * tq, d});
+    std::vector<float> capture(static_cast<std::size_t>(2 * 1 * tq * block));
+    backend::AttentionArgs a;
+    a.q = {q, 0, d};
+    a.k = {k, 0, d};
+    a.v = {v, 0, d};
+    a.out = {out, 0, d};
+    a.batch = 2;
+    a.heads = heads;
+    a.head_dim = hd;
+    a.query_len = tq;
+    a.key_block = block;
+    a.key_lengths = lengths;
+    a.item_index = items;
+    a.causal = true;
+    a.scale = 0.35f;
+    a.capture_heads = {1};
+    a.capture = capture;
+    if (biased) a.q_bias = &bias_t;
+    be_->attention(a);
+    const auto o = to_host(*be_, out);
+    for (int b = 0; b < 2; ++b) {
+      for (int h = 0; h < heads; ++h) {
+        for (int i = 0; i < tq; ++i) {
+          const int valid = lengths[static_cast<std::size_t>(b)] - tq + i + 1;
+          std::vector<double> p(static_cast<std::size_t>(valid));
+          double max = -1e30, sum = 0.0;
           for (int j = 0; j < valid; ++j) {
-            expected += p[static_cast<std::size_t>(j)] *
-                        vv[static_cast<std::size_t>(
+            double s = 0.0;
+            for (int e = 0; e < hd; ++e) {
+              const double qe =
+                  static_cast<double>(qv[static_cast<std::size_t>((b * tq + i) * d + h * hd + e)]) +
+                  (biased ? bias[static_cast<std::size_t>(h * hd + e)] : 0.0);
+              s += qe * kv[static_cast<std::size_t>(
                             (items[static_cast<std::size_t>(b)] * block + j) * d + h * hd + e)];
+            }
+            p[static_cast<std::size_t>(j)] = s * a.scale;
+            max = std::max(max, p[static_cast<std::size_t>(j)]);
           }
-          ASSERT_NEAR(o[static_cast<std::size_t>((b * tq + i) * d + h * hd + e)], expected, 1e-5);
-        }
-        if (h == 1) {
-          for (int j = 0; j < block; ++j) {
-            const float got = capture[static_cast<std::size_t>((b * tq + i) * block + j)];
-            ASSERT_NEAR(got, j < valid ? p[static_cast<std::size_t>(j)] : 0.0, 1e-6);
+          for (double& x : p)
+            sum += (x = std::exp(x - max));
+          for (double& x : p)
+            x /= sum;
+          for (int e = 0; e < hd; ++e) {
+            double expected = 0.0;
+            for (int j = 0; j < valid; ++j) {
+              expected += p[static_cast<std::size_t>(j)] *
+                          vv[static_cast<std::size_t>(
+                              (items[static_cast<std::size_t>(b)] * block + j) * d + h * hd + e)];
+            }
+            ASSERT_NEAR(o[static_cast<std::size_t>((b * tq + i) * d + h * hd + e)], expected, 1e-5);
+          }
+          if (h == 1) {
+            for (int j = 0; j < block; ++j) {
+              const float got = capture[static_cast<std::size_t>((b * tq + i) * block + j)];
+              ASSERT_NEAR(got, j < valid ? p[static_cast<std::size_t>(j)] : 0.0, 1e-6);
+            }
           }
         }
       }
     }
   }
+  backend::AttentionArgs wrong;
+  wrong.q = {q, 0, d};
+  wrong.k = wrong.v = {k, 0, d};
+  Tensor out = be_->empty({2 * tq, d});
+  wrong.out = {out, 0, d};
+  wrong.batch = 1;
+  wrong.heads = heads;
+  wrong.head_dim = hd;
+  wrong.query_len = 1;
+  wrong.key_block = block;
+  wrong.key_lengths = {1};
+  const Tensor short_bias = be_->upload(std::vector<float>(3, 0.0f), {3});
+  wrong.q_bias = &short_bias;
+  EXPECT_IFW_ERROR(be_->attention(wrong), "attention: a query bias of 3 for 2 heads of 8");
 }
 
 TEST_P(CpuBackendTest, ConvolutionMatchesDirectComputation) {

@@ -312,9 +312,11 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
     bool causal;
     std::vector<int> capture_heads;
     float scale = 0.125f;  // 1: peaked weights, maxima that move from tile to tile
+    bool q_bias = false;   // a query bias (the encoder's): added by flash, else to a copy
   };
   const std::vector<Case> cases = {
       {"encoder", 2, 150, 150, {150, 150}, {}, false, {}},
+      {"encoder, query bias", 2, 150, 150, {150, 150}, {}, false, {}, 0.125f, true},
       // Whole key tiles only (no tile masked), queries past a block of 128.
       {"encoder, whole tiles", 1, 200, 128, {128}, {}, false, {}},
       // One tile, both the first (no maximum yet) and masked.
@@ -324,9 +326,11 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       // Whole query blocks only.
       {"encoder, whole blocks", 1, 256, 64, {64}, {}, false, {}},
       // The model's length: 23 whole tiles and 28 keys, peaked weights.
-      {"encoder, whisper length", 1, 1500, 1500, {1500}, {}, false, {}, 1.0f},
+      {"encoder, whisper length", 1, 1500, 1500, {1500}, {}, false, {}, 1.0f, true},
       {"prompt", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}},
+      {"prompt, query bias", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}, 0.125f, true},
       {"step", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}},
+      {"step, query bias", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}, 0.125f, true},
       {"cross step", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}},
       // Keys over several parts of the split kernel, some parts past a length.
       {"long cross step", 3, 1, 1500, {1500, 1500, 1500}, {}, false, {1}},
@@ -339,12 +343,14 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
     const auto kv = random_values(blocks * c.key_block * 2 * d, 21, type());
     auto [qc, qg] = both(q, {q_rows, 3 * d}, type());
     auto [kc, kg] = both(kv, {blocks * c.key_block, 2 * d}, type());
+    const auto bias = random_values(d, 22, DType::kF32, 0.5f);
+    auto [bc, bg] = both(bias, {d}, DType::kF32);
     Tensor oc = cpu_->empty({q_rows, d}), og = gpu_->empty({q_rows, d}, type());
     const std::size_t cap_size = static_cast<std::size_t>(c.batch) * c.capture_heads.size() *
                                  static_cast<std::size_t>(c.query_len * c.key_block);
     std::vector<float> cap_c(cap_size), cap_g(cap_size, -1.0f);
-    const auto run = [&](backend::Backend& be, const Tensor& qt, const Tensor& kt, Tensor& out,
-                         std::vector<float>& cap) {
+    const auto run = [&](backend::Backend& be, const Tensor& qt, const Tensor& kt, const Tensor& bt,
+                         Tensor& out, std::vector<float>& cap) {
       backend::AttentionArgs a;
       a.q = {qt, 0, 3 * d};
       a.k = {kt, 0, 2 * d};
@@ -359,11 +365,12 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       a.item_index = c.item_index;
       a.causal = c.causal;
       a.scale = c.scale;
+      if (c.q_bias) a.q_bias = &bt;
       a.capture_heads = c.capture_heads;
       if (!c.capture_heads.empty()) a.capture = cap;
       be.attention(a);
     };
-    run(*cpu_, qc, kc, oc, cap_c);
+    run(*cpu_, qc, kc, bc, oc, cap_c);
     const std::pair<const char*, const char*> kernels[] = {
         {"IFW_CUDA_DECODE_ATTENTION", "split"},
         {"IFW_CUDA_DECODE_ATTENTION", "split256"},
@@ -378,7 +385,7 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       std::fill(cap_g.begin(), cap_g.end(), -1.0f);
       og = gpu_->upload(std::vector<float>(static_cast<std::size_t>(q_rows * d), kNaN), {q_rows, d},
                         type());
-      run(*gpu_, qg, kg, og, cap_g);
+      run(*gpu_, qg, kg, bg, og, cap_g);
       const std::string name = fmt::format("attention {} ({}={})", c.name, variable, kernel);
       expect_close(oc, og, name);
       if (!c.capture_heads.empty()) {

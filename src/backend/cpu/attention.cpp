@@ -37,6 +37,12 @@ std::vector<float>& row_sums(std::size_t size) {
   return buffer;
 }
 
+std::vector<float>& biased_queries(std::size_t size) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer;
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas) {
@@ -52,6 +58,11 @@ void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas)
                                                     static_cast<std::size_t>(a.key_block)) {
     throw Error(ErrorKind::kInvalidArgument, "attention: capture buffer has the wrong size");
   }
+  if (a.q_bias != nullptr && a.q_bias->numel() != static_cast<std::int64_t>(a.heads) * a.head_dim) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("attention: a query bias of {} for {} heads of {}", a.q_bias->numel(),
+                            a.heads, a.head_dim));
+  }
   const std::int64_t blocks = (a.query_len + kQueryBlock - 1) / kQueryBlock;
   const std::int64_t tasks = static_cast<std::int64_t>(a.batch) * a.heads * blocks;
   const std::int64_t kb = a.key_block;
@@ -66,6 +77,17 @@ void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas)
     const std::int64_t hd = a.head_dim;
 
     const float* q = cptr(a.q) + (b * a.query_len + q0) * a.q.ld + head * hd;
+    std::int64_t ld_q = a.q.ld;
+    if (a.q_bias != nullptr) {  // this block's queries with their bias
+      std::vector<float>& biased = biased_queries(static_cast<std::size_t>(nq * hd));
+      const float* bias = a.q_bias->data<float>() + head * hd;
+      for (std::int64_t i = 0; i < nq; ++i) {
+        for (std::int64_t e = 0; e < hd; ++e)
+          biased[static_cast<std::size_t>(i * hd + e)] = q[i * a.q.ld + e] + bias[e];
+      }
+      q = biased.data();
+      ld_q = hd;
+    }
     const std::int64_t item = a.item_index.empty() ? b : a.item_index[static_cast<std::size_t>(b)];
     const float* k = cptr(a.k) + item * kb * a.k.ld + head * hd;
     const float* v = cptr(a.v) + item * kb * a.v.ld + head * hd;
@@ -74,7 +96,7 @@ void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas)
     std::vector<float>& s = scratch(static_cast<std::size_t>(nq * keys));
     // S = Q K^T
     blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq),
-               static_cast<int>(keys), static_cast<int>(hd), 1.0f, q, static_cast<int>(a.q.ld), k,
+               static_cast<int>(keys), static_cast<int>(hd), 1.0f, q, static_cast<int>(ld_q), k,
                static_cast<int>(a.k.ld), 0.0f, s.data(), static_cast<int>(keys));
     // Softmax without its division: exp(S - max) and each row's sum.
     std::vector<float>& sums = row_sums(static_cast<std::size_t>(nq));

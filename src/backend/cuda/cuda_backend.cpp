@@ -498,6 +498,12 @@ void CudaBackend::attention(const AttentionArgs& a) {
             a.query_len, len);
     max_key = std::max(max_key, len);
   }
+  const i64 width = static_cast<i64>(a.heads) * a.head_dim;
+  if (a.q_bias != nullptr) {
+    require(a.q_bias->dtype() == DType::kF32 && a.q_bias->numel() == width,
+            "attention: a {} query bias of {} for {} heads of {}", dtype_name(a.q_bias->dtype()),
+            a.q_bias->numel(), a.heads, a.head_dim);
+  }
   if (a.batch == 0) return;
 
   cuda::HeadSlots slots{};
@@ -511,20 +517,11 @@ void CudaBackend::attention(const AttentionArgs& a) {
   const i64 capture_count = static_cast<i64>(a.batch) * n_capture * a.query_len * a.key_block;
   require(n_capture == 0 || static_cast<i64>(a.capture.size()) == capture_count,
           "attention: capture buffer of the wrong size");
-  Tensor capture;
-  if (n_capture > 0) {
-    capture = empty({capture_count}, DType::kF32);
-    // A head asked for twice fills one slot only; the other stays zero, as on the CPU.
-    issue("attention capture", [&] {
-      check(cudaMemsetAsync(capture.raw(), 0, capture.bytes(), stream()),
-            "clearing attention weights");
-    });
-  }
-  float* capture_data = n_capture > 0 ? static_cast<float*>(capture.raw()) : nullptr;
 
   cuda::FlashAttention flash;
   flash.q = at(a.q.tensor, 0, a.q.ld, a.q.column);
   flash.ld_q = a.q.ld;
+  flash.q_bias = a.q_bias != nullptr ? static_cast<const float*>(a.q_bias->raw()) : nullptr;
   flash.k = at(a.k.tensor, 0, a.k.ld, a.k.column);
   flash.ld_k = a.k.ld;
   flash.v = at(a.v.tensor, 0, a.v.ld, a.v.column);
@@ -541,9 +538,43 @@ void CudaBackend::attention(const AttentionArgs& a) {
   flash.scale = a.scale;
   const bool same_lengths =
       std::all_of(a.key_lengths.begin(), a.key_lengths.end(), [&](int l) { return l == max_key; });
-  if (use_flash_attention() && a.query_len > kRowAttentionMaxQueries && !a.causal &&
-      n_capture == 0 && a.item_index.empty() && same_lengths &&
-      cuda::flash_attention_supported(flash)) {
+  const bool flash_path = use_flash_attention() && a.query_len > kRowAttentionMaxQueries &&
+                          !a.causal && n_capture == 0 && a.item_index.empty() && same_lengths &&
+                          cuda::flash_attention_supported(flash);
+  if (a.q_bias != nullptr && !flash_path) {
+    // The other kernels read the queries as they are: a biased copy first.
+    const i64 rows = static_cast<i64>(a.batch) * a.query_len;
+    const Tensor biased = empty({rows, width}, type);
+    const std::size_t element = dtype_size(type);
+    issue("attention query bias", [&] {
+      check(cudaMemcpy2DAsync(biased.raw(), static_cast<std::size_t>(width) * element,
+                              at(a.q.tensor, 0, a.q.ld, a.q.column),
+                              static_cast<std::size_t>(a.q.ld) * element,
+                              static_cast<std::size_t>(width) * element,
+                              static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, stream()),
+            "copying queries");
+      cuda::bias_activation(biased.raw(), type, rows, width, width,
+                            static_cast<const float*>(a.q_bias->raw()), false, stream());
+    });
+    AttentionArgs with_bias = a;
+    with_bias.q = {biased, 0, width};
+    with_bias.q_bias = nullptr;
+    attention(with_bias);
+    return;
+  }
+
+  Tensor capture;
+  if (n_capture > 0) {
+    capture = empty({capture_count}, DType::kF32);
+    // A head asked for twice fills one slot only; the other stays zero, as on the CPU.
+    issue("attention capture", [&] {
+      check(cudaMemsetAsync(capture.raw(), 0, capture.bytes(), stream()),
+            "clearing attention weights");
+    });
+  }
+  float* capture_data = n_capture > 0 ? static_cast<float*>(capture.raw()) : nullptr;
+
+  if (flash_path) {
     require_recordable(false, "flash attention (its key length is a launch parameter)");
     issue("attention flash", [&] { cuda::flash_attention(flash, stream()); });
   } else if (a.query_len <= kRowAttentionMaxQueries) {

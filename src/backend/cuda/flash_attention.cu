@@ -185,20 +185,41 @@ __device__ __forceinline__ void store_rows(const FlashAttention& a, const float 
   }
 }
 
-// The warp's Q rows as A fragments for the head's four 16-wide slices (zeros past query_len).
+__device__ __forceinline__ float2 unpack(std::uint32_t v, __half) {
+  return __half22float2(*reinterpret_cast<const __half2*>(&v));
+}
+__device__ __forceinline__ float2 unpack(std::uint32_t v, __nv_bfloat16) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
+}
+
+// The warp's Q rows as A fragments for the head's four 16-wide slices (zeros past query_len),
+// with the head's part of the query bias added where there is one (rounded once, as the bias
+// kernel after a product rounds).
 template <typename T>
 __device__ __forceinline__ void load_queries(std::uint32_t (&qa)[4][4], const T* q, i64 ld_q,
-                                             int row0, int query_len, int g, int t) {
+                                             const float* bias, int row0, int query_len, int g,
+                                             int t) {
   const bool r0 = row0 + g < query_len, r1 = row0 + g + 8 < query_len;
   const T* q0 = q + static_cast<i64>(row0 + g) * ld_q;
   const T* q1 = q + static_cast<i64>(row0 + g + 8) * ld_q;
+  const auto load = [&](const T* row, int c) {
+    const std::uint32_t v = load_pair(row + c);
+    if (bias == nullptr) return v;
+    const float2 f = unpack(v, T{});
+    return pack(f.x + bias[c], f.y + bias[c + 1], T{});
+  };
   for (int kc = 0; kc < 4; ++kc) {
     const int c = kc * 16 + 2 * t;
-    qa[kc][0] = r0 ? load_pair(q0 + c) : 0u;
-    qa[kc][1] = r1 ? load_pair(q1 + c) : 0u;
-    qa[kc][2] = r0 ? load_pair(q0 + c + 8) : 0u;
-    qa[kc][3] = r1 ? load_pair(q1 + c + 8) : 0u;
+    qa[kc][0] = r0 ? load(q0, c) : 0u;
+    qa[kc][1] = r1 ? load(q1, c) : 0u;
+    qa[kc][2] = r0 ? load(q0, c + 8) : 0u;
+    qa[kc][3] = r1 ? load(q1, c + 8) : 0u;
   }
+}
+
+// The query bias of head h (null where there is none).
+__device__ __forceinline__ const float* head_bias(const FlashAttention& a, int h) {
+  return a.q_bias != nullptr ? a.q_bias + h * kHead : nullptr;
 }
 
 template <typename T>
@@ -215,7 +236,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAtten
 
   // Q as A fragments for the four 16-wide slices of the head: rows g and g + 8.
   std::uint32_t qa[4][4];
-  load_queries(qa, q, a.ld_q, row0, a.query_len, g, t);
+  load_queries(qa, q, a.ld_q, head_bias(a, h), row0, a.query_len, g, t);
 
   float o[8][4] = {};  // output: 8 tiles of 8 dims; [0..1] row g, [2..3] row g + 8
   SoftmaxState state;
@@ -329,7 +350,7 @@ __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(Fla
   };
 
   std::uint32_t qa[4][4];
-  load_queries(qa, q, a.ld_q, row0, a.query_len, g, t);
+  load_queries(qa, q, a.ld_q, head_bias(a, h), row0, a.query_len, g, t);
   float o[8][4] = {};
   SoftmaxState state;
   const float scale = a.scale * 1.4426950408889634f;
@@ -431,7 +452,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 8 / kWarps4)
   std::uint32_t qa[kRowTiles][4][4];
 #pragma unroll
   for (int r = 0; r < kRowTiles; ++r)
-    load_queries(qa[r], q, a.ld_q, row0 + 16 * r, a.query_len, g, t);
+    load_queries(qa[r], q, a.ld_q, head_bias(a, h), row0 + 16 * r, a.query_len, g, t);
   float o[kRowTiles][8][4] = {};
   SoftmaxState state[kRowTiles];
   const float scale = a.scale * 1.4426950408889634f;
