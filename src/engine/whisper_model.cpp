@@ -42,7 +42,8 @@ class Loader {
   Norm norm(const std::string& prefix, std::int64_t d) {
     return {tensor(prefix + ".weight", {d}), tensor(prefix + ".bias", {d})};
   }
-  // Rows of several projections stacked into one matrix; a missing bias counts as zeros.
+  // Rows of several projections stacked into one matrix, with their biases (k_proj, which has
+  // none in Whisper, counts as zeros).
   Linear stacked(const std::string& prefix, const std::vector<std::string>& parts, std::int64_t d) {
     std::vector<float> b;
     const std::vector<float> w = stacked_weights(prefix, parts, d);

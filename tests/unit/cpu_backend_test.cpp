@@ -247,7 +247,8 @@ TEST_P(CpuBackendTest, AttentionMatchesDirectComputation) {
   wrong.key_lengths = {1};
   const Tensor short_bias = be_->upload(std::vector<float>(3, 0.0f), {3});
   wrong.q_bias = &short_bias;
-  EXPECT_IFW_ERROR(be_->attention(wrong), "attention: a query bias of 3 for 2 heads of 8");
+  EXPECT_IFW_ERROR(be_->attention(wrong),
+                   "attention: a query bias of 3 for 2 heads of 8 (float32 on the CPU)");
 }
 
 TEST_P(CpuBackendTest, ConvolutionMatchesDirectComputation) {

@@ -326,7 +326,8 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       // Whole query blocks only.
       {"encoder, whole blocks", 1, 256, 64, {64}, {}, false, {}},
       // The model's length: 23 whole tiles and 28 keys, peaked weights.
-      {"encoder, whisper length", 1, 1500, 1500, {1500}, {}, false, {}, 1.0f, true},
+      {"encoder, whisper length", 1, 1500, 1500, {1500}, {}, false, {}, 1.0f},
+      {"encoder, whisper length, query bias", 1, 1500, 1500, {1500}, {}, false, {}, 1.0f, true},
       {"prompt", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}},
       {"prompt, query bias", 2, 12, 40, {12, 20}, {1, 0}, true, {2, 0}, 0.125f, true},
       {"step", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}},

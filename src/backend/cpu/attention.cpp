@@ -58,10 +58,12 @@ void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas)
                                                     static_cast<std::size_t>(a.key_block)) {
     throw Error(ErrorKind::kInvalidArgument, "attention: capture buffer has the wrong size");
   }
-  if (a.q_bias != nullptr && a.q_bias->numel() != static_cast<std::int64_t>(a.heads) * a.head_dim) {
+  if (a.q_bias != nullptr &&
+      (a.q_bias->dtype() != DType::kF32 || a.q_bias->device() != Device::kCpu ||
+       a.q_bias->numel() != static_cast<std::int64_t>(a.heads) * a.head_dim)) {
     throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("attention: a query bias of {} for {} heads of {}", a.q_bias->numel(),
-                            a.heads, a.head_dim));
+                fmt::format("attention: a query bias of {} for {} heads of {} (float32 on the CPU)",
+                            a.q_bias->numel(), a.heads, a.head_dim));
   }
   const std::int64_t blocks = (a.query_len + kQueryBlock - 1) / kQueryBlock;
   const std::int64_t tasks = static_cast<std::int64_t>(a.batch) * a.heads * blocks;
