@@ -42,26 +42,22 @@ class Loader {
   Norm norm(const std::string& prefix, std::int64_t d) {
     return {tensor(prefix + ".weight", {d}), tensor(prefix + ".bias", {d})};
   }
-  // Rows of several projections stacked into one matrix, with their biases (k_proj, which has
-  // none in Whisper, counts as zeros).
-  Linear stacked(const std::string& prefix, const std::vector<std::string>& parts, std::int64_t d) {
-    std::vector<float> b;
-    const std::vector<float> w = stacked_weights(prefix, parts, d);
-    for (const std::string& part : parts) {
-      if (part == "k_proj") {
-        b.insert(b.end(), static_cast<std::size_t>(d), 0.0f);  // Whisper's keys have no bias
-      } else {
-        const auto pb = source_.read(prefix + "." + part + ".bias", {d});
-        b.insert(b.end(), pb.begin(), pb.end());
-      }
-    }
-    const auto n = static_cast<std::int64_t>(parts.size()) * d;
-    return {backend_.upload(w, {n, d}, backend_.weight_dtype()), backend_.upload(b, {n})};
-  }
-  // See EncoderAttention: the value bias goes into the output projection's, computed in double.
-  EncoderAttention encoder_attention(const std::string& prefix, std::int64_t d) {
+  // See SelfAttention and CrossAttention (whisper_model.hpp): no bias on the products of q, k
+  // and v; the value bias goes into the output projection's, computed in double.
+  SelfAttention self_attention(const std::string& prefix, std::int64_t d) {
     const std::vector<float> w = stacked_weights(prefix, {"q_proj", "k_proj", "v_proj"}, d);
-    const auto bq = source_.read(prefix + ".q_proj.bias", {d});
+    return {backend_.upload(w, {3 * d, d}, backend_.weight_dtype()),
+            tensor(prefix + ".q_proj.bias", {d}), folded_output(prefix, d)};
+  }
+  CrossAttention cross_attention(const std::string& prefix, std::int64_t d) {
+    const std::vector<float> kv = stacked_weights(prefix, {"k_proj", "v_proj"}, d);
+    return {matrix(prefix + ".q_proj.weight", {d, d}), tensor(prefix + ".q_proj.bias", {d}),
+            backend_.upload(kv, {2 * d, d}, backend_.weight_dtype()), folded_output(prefix, d)};
+  }
+
+ private:
+  // out_proj with the value bias folded into its bias: bo + Wo bv.
+  Linear folded_output(const std::string& prefix, std::int64_t d) {
     const auto bv = source_.read(prefix + ".v_proj.bias", {d});
     const auto wo = source_.read(prefix + ".out_proj.weight", {d, d});
     auto bo = source_.read(prefix + ".out_proj.bias", {d});
@@ -73,12 +69,9 @@ class Loader {
       }
       bo[static_cast<std::size_t>(i)] = static_cast<float>(sum);
     }
-    return {backend_.upload(w, {3 * d, d}, backend_.weight_dtype()),
-            backend_.upload(bq, {d}),
-            {backend_.upload(wo, {d, d}, backend_.weight_dtype()), backend_.upload(bo, {d})}};
+    return {backend_.upload(wo, {d, d}, backend_.weight_dtype()), backend_.upload(bo, {d})};
   }
-
- private:
+  // Rows of several d x d projections stacked into one matrix.
   std::vector<float> stacked_weights(const std::string& prefix,
                                      const std::vector<std::string>& parts, std::int64_t d) {
     std::vector<float> w;
@@ -123,7 +116,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     const std::string p = fmt::format("{}.layers.{}", e, i);
     EncoderLayer layer;
     layer.attn_norm = load.norm(p + ".self_attn_layer_norm", d);
-    layer.attn = load.encoder_attention(p + ".self_attn", d);
+    layer.attn = load.self_attention(p + ".self_attn", d);
     layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
     layer.fc1 = load.linear(p + ".fc1", config.encoder_ffn_dim, d);
     layer.fc2 = load.linear(p + ".fc2", d, config.encoder_ffn_dim);
@@ -138,12 +131,9 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     const std::string p = fmt::format("{}.layers.{}", k, i);
     DecoderLayer layer;
     layer.self_norm = load.norm(p + ".self_attn_layer_norm", d);
-    layer.self.qkv = load.stacked(p + ".self_attn", {"q_proj", "k_proj", "v_proj"}, d);
-    layer.self.out = load.linear(p + ".self_attn.out_proj", d, d);
+    layer.self = load.self_attention(p + ".self_attn", d);
     layer.cross_norm = load.norm(p + ".encoder_attn_layer_norm", d);
-    layer.cross.q = load.linear(p + ".encoder_attn.q_proj", d, d);
-    layer.cross.kv = load.stacked(p + ".encoder_attn", {"k_proj", "v_proj"}, d);
-    layer.cross.out = load.linear(p + ".encoder_attn.out_proj", d, d);
+    layer.cross = load.cross_attention(p + ".encoder_attn", d);
     layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
     layer.fc1 = load.linear(p + ".fc1", config.decoder_ffn_dim, d);
     layer.fc2 = load.linear(p + ".fc2", d, config.decoder_ffn_dim);
@@ -250,8 +240,8 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
       buffers_->cross_kv.push_back(be.empty({batch_, positions, 2 * d}, act));
     }
     Tensor kv = buffers_->cross_kv[l].reshape({batch_ * positions, 2 * d});
-    be.linear(whole(states), layers[l].cross.kv.w, &layers[l].cross.kv.b, Activation::kNone,
-              whole(kv), batch_ * positions, false);
+    be.linear(whole(states), layers[l].cross.kv_w, nullptr, Activation::kNone, whole(kv),
+              batch_ * positions, false);
   }
 }
 
@@ -538,8 +528,7 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     const DecoderLayer& layer = model_.decoder_layers()[l];
     // Self-attention over everything this item has seen, with its new keys appended.
     be.layer_norm(x, pending_bias, layer.self_norm.gamma, layer.self_norm.beta, kEps, normed);
-    be.linear(whole(normed), layer.self.qkv.w, &layer.self.qkv.b, Activation::kNone, whole(qkv),
-              rows, false);
+    be.linear(whole(normed), layer.self.qkv_w, nullptr, Activation::kNone, whole(qkv), rows, false);
     // Keys and values side by side into each item's own cache slot, in one copy (attention
     // reads them by slot too).
     be.write_rows({qkv, d, 3 * d}, step.rows, tq, buffers_->self_kv[l], max_length_,
@@ -558,14 +547,14 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     self.item_index = step.self_slots;
     self.causal = true;
     self.scale = scale;
+    self.q_bias = &layer.self.q_bias;
     be.attention(self);
     be.linear(whole(attended), layer.self.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
     // Cross-attention over the window's encoder states.
     be.layer_norm(x, &layer.self.out.b, layer.cross_norm.gamma, layer.cross_norm.beta, kEps,
                   normed);
-    be.linear(whole(normed), layer.cross.q.w, &layer.cross.q.b, Activation::kNone, whole(q), rows,
-              false);
+    be.linear(whole(normed), layer.cross.q_w, nullptr, Activation::kNone, whole(q), rows, false);
     backend::AttentionArgs cross;
     cross.q = whole(q);
     cross.k = {buffers_->cross_kv[l], 0, 2 * d};
@@ -579,6 +568,7 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     cross.key_lengths = step.cross_lengths;
     cross.item_index = step.cross_items;
     cross.scale = scale;
+    cross.q_bias = &layer.cross.q_bias;
     if (!step.capture_heads[l].empty()) {
       for (const auto& [head, slot] : step.capture_heads[l])
         cross.capture_heads.push_back(head);

@@ -26,27 +26,24 @@ struct Linear {
 struct Norm {
   backend::Tensor gamma, beta;
 };
-// q, k and v projected by one matrix [3d, d] (k has no bias: its part of the bias is zero).
+// Attention's projections without a bias pass over their outputs: the query bias is added by
+// attention as it reads the queries (AttentionArgs::q_bias), keys have no bias in Whisper, and
+// the value bias is folded into the output projection's (softmax rows sum to 1, so
+// P (V + 1 bv^T) Wo^T + bo = P V Wo^T + (Wo bv + bo)).
 struct SelfAttention {
-  Linear qkv, out;
-};
-// The encoder's self-attention: its q | k | v product has no bias; attention adds the query
-// bias as it reads the queries, and the value bias is folded into the output projection's
-// (softmax rows sum to 1, so P (V + 1 bv^T) Wo^T + bo = P V Wo^T + (Wo bv + bo)): no pass over
-// the product's 3d-wide output per layer.
-struct EncoderAttention {
-  backend::Tensor qkv_w;   // [3d, d]
+  backend::Tensor qkv_w;   // [3d, d]: q, k and v by one product
   backend::Tensor q_bias;  // [d]
   Linear out;              // bias: bo + Wo bv
 };
 struct CrossAttention {
-  Linear q;
-  Linear kv;  // [2d, d], applied once per window to the encoder's output
-  Linear out;
+  backend::Tensor q_w;     // [d, d]
+  backend::Tensor q_bias;  // [d]
+  backend::Tensor kv_w;    // [2d, d], applied once per window to the encoder's output
+  Linear out;              // bias: bo + Wo bv
 };
 struct EncoderLayer {
   Norm attn_norm;
-  EncoderAttention attn;
+  SelfAttention attn;
   Norm ffn_norm;
   Linear fc1, fc2;
 };

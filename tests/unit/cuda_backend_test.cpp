@@ -312,7 +312,7 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
     bool causal;
     std::vector<int> capture_heads;
     float scale = 0.125f;  // 1: peaked weights, maxima that move from tile to tile
-    bool q_bias = false;   // a query bias (the encoder's): added by flash, else to a copy
+    bool q_bias = false;   // a query bias: added by the flash and decoding kernels, else to a copy
   };
   const std::vector<Case> cases = {
       {"encoder", 2, 150, 150, {150, 150}, {}, false, {}},
@@ -335,7 +335,9 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       {"cross step", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}},
       // Keys over several parts of the split kernel, some parts past a length.
       {"long cross step", 3, 1, 1500, {1500, 1500, 1500}, {}, false, {1}},
+      {"long cross step, query bias", 3, 1, 1500, {1500, 1500, 1500}, {}, false, {1}, 0.125f, true},
       {"steps past parts", 2, 3, 300, {130, 290}, {1, 0}, true, {2}},
+      {"steps past parts, query bias", 2, 3, 300, {130, 290}, {1, 0}, true, {2}, 0.125f, true},
   };
   for (const Case& c : cases) {
     const std::int64_t q_rows = static_cast<std::int64_t>(c.batch) * c.query_len;

@@ -541,8 +541,8 @@ void CudaBackend::attention(const AttentionArgs& a) {
   const bool flash_path = use_flash_attention() && a.query_len > kRowAttentionMaxQueries &&
                           !a.causal && n_capture == 0 && a.item_index.empty() && same_lengths &&
                           cuda::flash_attention_supported(flash);
-  if (a.q_bias != nullptr && !flash_path) {
-    // The other kernels read the queries as they are: a biased copy first.
+  if (a.q_bias != nullptr && !flash_path && a.query_len > kRowAttentionMaxQueries) {
+    // The products read the queries as they are: a biased copy first.
     const i64 rows = static_cast<i64>(a.batch) * a.query_len;
     const Tensor biased = empty({rows, width}, type);
     const std::size_t element = dtype_size(type);
@@ -599,6 +599,7 @@ void CudaBackend::attention(const AttentionArgs& a) {
     r.item_index = a.item_index.empty() ? nullptr : index.get();
     r.causal = a.causal;
     r.scale = a.scale;
+    r.q_bias = a.q_bias != nullptr ? static_cast<const float*>(a.q_bias->raw()) : nullptr;
     r.slots = slots;
     r.n_capture = n_capture;
     r.capture = capture_data;

@@ -462,6 +462,13 @@ __global__ void gather_rows_kernel(const T* x, i64 d, const i64* index, T* y) {
 
 constexpr int kAttentionThreads = 256;
 
+// A query element with its bias added (none where bias is null), rounded to the queries' type
+// once, as the bias kernel after their product would have rounded it.
+template <typename T>
+__device__ __forceinline__ float biased_query(float q, const float* bias, i64 index, T) {
+  return bias != nullptr ? to_float(from_float<T>(q + bias[index])) : q;
+}
+
 // One block per (query row, head, item): scores in shared memory, softmax, then the weighted
 // sum of values with the threads split over (key part, dimension). kVector: rows are read 16
 // bytes at a time (the host checked the alignment).
@@ -483,7 +490,7 @@ __global__ void row_attention_kernel(RowAttention a) {
   const T* k = static_cast<const T*>(a.k) + kb * a.key_block * a.ld_k + static_cast<i64>(h) * hd;
   const T* v = static_cast<const T*>(a.v) + kb * a.key_block * a.ld_v + static_cast<i64>(h) * hd;
   for (int c = threadIdx.x; c < hd; c += blockDim.x)
-    qs[c] = to_float(q[c]) * a.scale;
+    qs[c] = biased_query(to_float(q[c]), a.q_bias, static_cast<i64>(h) * hd + c, T{}) * a.scale;
   __syncthreads();
 
   // A key per thread: the block's threads read that many key rows at once.
@@ -618,7 +625,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int w = 0; w < kWidth; ++w)
-      q[w] = to_float(e[w]) * a.scale;
+      q[w] = biased_query(to_float(e[w]), a.q_bias, static_cast<i64>(h) * kSplitHead + c + w, T{}) *
+             a.scale;
   }
   const i64 key0 = kb * a.key_block + first;
   const T* k = static_cast<const T*>(a.k) + key0 * a.ld_k + static_cast<i64>(h) * kSplitHead + c;

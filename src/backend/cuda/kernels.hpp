@@ -88,6 +88,7 @@ struct HeadSlots {
 struct RowAttention {
   const void* q = nullptr;
   std::int64_t ld_q = 0;
+  const float* q_bias = nullptr;  // [heads * head_dim], added to the queries as they are read
   const void* k = nullptr;
   std::int64_t ld_k = 0;
   const void* v = nullptr;
