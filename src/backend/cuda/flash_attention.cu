@@ -60,6 +60,32 @@ struct SoftmaxState {
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 };
 
+// A fragment row's values are spread over the 4 lanes of a group: their maximum in each lane.
+__device__ __forceinline__ void row_max(float& mx0, float& mx1) {
+  for (int o2 = 1; o2 < 4; o2 <<= 1) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+  }
+}
+
+// A tile's row sums (per lane) into the running sums, and the output so far rescaled to the new
+// maxima (alpha: exp of the old maximum less the new).
+__device__ __forceinline__ void add_tile(float (&o)[8][4], SoftmaxState& st, float alpha0,
+                                         float alpha1, float sum0, float sum1) {
+  for (int o2 = 1; o2 < 4; o2 <<= 1) {
+    sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
+    sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
+  }
+  st.l0 = st.l0 * alpha0 + sum0;
+  st.l1 = st.l1 * alpha1 + sum1;
+  for (int n = 0; n < 8; ++n) {
+    o[n][0] *= alpha0;
+    o[n][1] *= alpha0;
+    o[n][2] *= alpha1;
+    o[n][3] *= alpha1;
+  }
+}
+
 // One tile of 64 keys' scores s (8 fragments of 8 keys) into probabilities, with the running
 // maximum, sum and output rescaled: FlashAttention-2's online softmax. Keys from key_len on are
 // masked.
@@ -74,10 +100,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&o)[8][4
     mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
     mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
   }
-  for (int o2 = 1; o2 < 4; o2 <<= 1) {
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-  }
+  row_max(mx0, mx1);
   const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);  // finite: each tile holds a key
   const float alpha0 = exp2f(st.m0 - n0), alpha1 = exp2f(st.m1 - n1);
   st.m0 = n0;
@@ -91,18 +114,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&o)[8][4
     sum0 += s[n][0] + s[n][1];
     sum1 += s[n][2] + s[n][3];
   }
-  for (int o2 = 1; o2 < 4; o2 <<= 1) {
-    sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
-    sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
-  }
-  st.l0 = st.l0 * alpha0 + sum0;
-  st.l1 = st.l1 * alpha1 + sum1;
-  for (int n = 0; n < 8; ++n) {
-    o[n][0] *= alpha0;
-    o[n][1] *= alpha0;
-    o[n][2] *= alpha1;
-    o[n][3] *= alpha1;
-  }
+  add_tile(o, st, alpha0, alpha1, sum0, sum1);
 }
 
 // 2^x in one instruction (MUFU.EX2): exp2f without fast math also rescales inputs and outputs
@@ -131,10 +143,7 @@ __device__ __forceinline__ void online_softmax_folded(float (&s)[8][4], float (&
     mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
     mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
   }
-  for (int o2 = 1; o2 < 4; o2 <<= 1) {
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-  }
+  row_max(mx0, mx1);
   const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);  // finite: each tile holds a key
   // The first tile's st.m is -inf: alpha is 0 (and o and l are still 0).
   const float alpha0 = exp2_flushed((st.m0 - n0) * scale);
@@ -151,18 +160,7 @@ __device__ __forceinline__ void online_softmax_folded(float (&s)[8][4], float (&
     sum0 += s[n][0] + s[n][1];
     sum1 += s[n][2] + s[n][3];
   }
-  for (int o2 = 1; o2 < 4; o2 <<= 1) {
-    sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
-    sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
-  }
-  st.l0 = st.l0 * alpha0 + sum0;
-  st.l1 = st.l1 * alpha1 + sum1;
-  for (int n = 0; n < 8; ++n) {
-    o[n][0] *= alpha0;
-    o[n][1] *= alpha0;
-    o[n][2] *= alpha1;
-    o[n][3] *= alpha1;
-  }
+  add_tile(o, st, alpha0, alpha1, sum0, sum1);
 }
 
 // The warp's 16 output rows (those below query_len), normalised.
@@ -322,6 +320,22 @@ __device__ __forceinline__ void load_matrices_transposed(std::uint32_t (&r)[4], 
                : "memory");
 }
 
+// Keys [k0, k0 + 64) of K and V into one stage of shared memory (64 keys x 128 bytes each, 16
+// bytes per asynchronous copy, zeros past key_len), by all of the block's threads; committed as
+// one group of copies.
+template <typename T>
+__device__ __forceinline__ void load_key_tile(const FlashAttention& a, const T* k, const T* v,
+                                              int k0, T* keys, T* values) {
+  for (int i = threadIdx.x; i < kKeys * kHead / 8; i += blockDim.x) {
+    const int r = i / 8, c = (i % 8) * 8;
+    const bool valid = k0 + r < a.key_len;
+    const i64 row = valid ? k0 + r : 0;
+    copy_async16(&keys[r * kLd + c], k + row * a.ld_k + c, valid);
+    copy_async16(&values[r * kLd + c], v + row * a.ld_v + c, valid);
+  }
+  commit_copies();
+}
+
 template <typename T, int kVersion>
 __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(FlashAttention a) {
   // Two stages of a 64-key tile of K and of V, [key][dim] with padded rows (ldmatrix reads 8
@@ -336,17 +350,9 @@ __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(Fla
   const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead;
   const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead;
 
-  // Tile `tile` into stage `stage`: 64 keys x 128 bytes of K and of V, 16 bytes per copy.
+  // Tile `tile` into stage `stage`.
   const auto load_tile = [&](int tile, int stage) {
-    const int k0 = tile * kKeys;
-    for (int i = threadIdx.x; i < kKeys * kHead / 8; i += blockDim.x) {
-      const int r = i / 8, c = (i % 8) * 8;
-      const bool valid = k0 + r < a.key_len;
-      const i64 row = valid ? k0 + r : 0;
-      copy_async16(&keys[stage][r * kLd + c], k + row * a.ld_k + c, valid);
-      copy_async16(&values[stage][r * kLd + c], v + row * a.ld_v + c, valid);
-    }
-    commit_copies();
+    load_key_tile(a, k, v, tile * kKeys, keys[stage], values[stage]);
   };
 
   std::uint32_t qa[4][4];
@@ -437,16 +443,9 @@ __global__ void __launch_bounds__(kWarps4 * 32, 8 / kWarps4)
   const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead;
   const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead;
 
+  // Tile `tile` into stage `stage`.
   const auto load_tile = [&](int tile, int stage) {
-    const int k0 = tile * kKeys;
-    for (int i = threadIdx.x; i < kKeys * kHead / 8; i += blockDim.x) {
-      const int r = i / 8, c = (i % 8) * 8;
-      const bool valid = k0 + r < a.key_len;
-      const i64 row = valid ? k0 + r : 0;
-      copy_async16(&keys[stage][r * kLd + c], k + row * a.ld_k + c, valid);
-      copy_async16(&values[stage][r * kLd + c], v + row * a.ld_v + c, valid);
-    }
-    commit_copies();
+    load_key_tile(a, k, v, tile * kKeys, keys[stage], values[stage]);
   };
 
   std::uint32_t qa[kRowTiles][4][4];
