@@ -38,12 +38,12 @@ fi
 # keys) side by side, at batch 24, with the first configuration (steps issued one by one, flash
 # v1, a row per block; measured against each default on 2026-11-28) and, at batch 64 (where the
 # targets are not met yet), with each opt-in: cuBLASLt's bias epilogues with each shape's
-# algorithm timed (IFW_CUDA_LT=tune; =1 measured +1 % on 2026-11-28), decoding attention in parts of
-# 256 keys instead of 128, the second version of the bias/GELU and layer-norm kernels
-# (IFW_CUDA_ELEMENTWISE=2), flash attention v3, v4 and v5 (IFW_CUDA_FLASH=3, =4, =5), and cuBLASLt
-# tuned, elementwise 2 and flash v4 together. The encoder is the same in both architectures, so
-# the flash versions run with turbo (76 % encoder at batch 64) and the decoding attention's parts
-# with large-v3 (69 % decoder).
+# algorithm timed (IFW_CUDA_LT=tune; =1 measured +1 % on 2026-11-28), the second version of the
+# bias/GELU and layer-norm kernels (IFW_CUDA_ELEMENTWISE=2), and those with flash v4 together;
+# the encoder is the same in both architectures, so flash attention v3, v4 and v5
+# (IFW_CUDA_FLASH=3, =4, =5) run with turbo (76 % encoder at batch 64) and decoding attention in
+# parts of 256 keys or self-attention by rows (IFW_CUDA_DECODE_ATTENTION=split256, =mixed) with
+# large-v3 (69 % decoder).
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 for arch in $archs; do
   for batch in $batches; do
@@ -51,7 +51,7 @@ for arch in $archs; do
     if [ "$batch" = 64 ]; then
       variants="default lt_tune elementwise2 together"
       [ "$arch" = large-v3-turbo ] && variants="$variants flash3 flash4 flash5"
-      [ "$arch" = large-v3 ] && variants="$variants split256"
+      [ "$arch" = large-v3 ] && variants="$variants split256 mixed"
     fi
     for variant in $variants; do
       case $variant in
@@ -60,6 +60,7 @@ for arch in $archs; do
         lt) vars="IFW_CUDA_LT=1" suffix="_lt" ;;
         lt_tune) vars="IFW_CUDA_LT=tune" suffix="_lt_tune" ;;
         split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
+        mixed) vars="IFW_CUDA_DECODE_ATTENTION=mixed" suffix="_mixed" ;;
         elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
         flash3) vars="IFW_CUDA_FLASH=3" suffix="_flash3" ;;
         flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
@@ -92,6 +93,7 @@ conformance bf16_rows IFW_TEST_PRECISION=bf16 IFW_CUDA_DECODE_ATTENTION=rows
 conformance fp16_lt_tune IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=tune
 conformance fp32_lt_tune IFW_TEST_PRECISION=fp32 IFW_CUDA_LT=tune
 conformance fp16_split256 IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=split256
+conformance fp16_mixed IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=mixed
 conformance fp16_flash3 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=3
 conformance bf16_flash3 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=3
 conformance fp16_flash4 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=4

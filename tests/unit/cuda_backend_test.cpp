@@ -378,6 +378,7 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
         {"IFW_CUDA_DECODE_ATTENTION", "split"},
         {"IFW_CUDA_DECODE_ATTENTION", "split256"},
         {"IFW_CUDA_DECODE_ATTENTION", "rows"},
+        {"IFW_CUDA_DECODE_ATTENTION", "mixed"},
         {"IFW_CUDA_FLASH", "1"},
         {"IFW_CUDA_FLASH", "3"},
         {"IFW_CUDA_FLASH", "4"},

@@ -604,7 +604,8 @@ void CudaBackend::attention(const AttentionArgs& a) {
     r.n_capture = n_capture;
     r.capture = capture_data;
     if (const int keys = cuda::split_attention_keys();
-        keys > 0 && cuda::split_attention_supported(r)) {
+        keys > 0 && cuda::split_attention_supported(r) &&
+        (!a.causal || cuda::split_self_attention())) {
       const int parts = cuda::split_attention_parts(r, keys);
       // Read by the combining kernel only: in a recorded step, every layer's parts share one
       // region (they were a tensor per call: +800 MiB of graphs at large-v3 batch 64).

@@ -953,6 +953,11 @@ int split_attention_keys() {
   return choice == "rows" ? 0 : choice == "split256" ? 256 : 128;
 }
 
+bool split_self_attention() {
+  const char* v = std::getenv("IFW_CUDA_DECODE_ATTENTION");
+  return v == nullptr || std::string_view(v) != "mixed";
+}
+
 bool split_attention_supported(const RowAttention& a) {
   const i64 width = 16 / static_cast<i64>(dtype_bytes(a.type));
   return a.head_dim == kSplitHead && a.ld_q % width == 0 && a.ld_k % width == 0 &&

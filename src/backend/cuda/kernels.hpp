@@ -120,6 +120,9 @@ constexpr int kSplitPartial = kSplitHead + 2;  // unnormalised output, maximum, 
 // batch 64: 9.00 against 9.86 ms by rows), 256 with "split256" (for comparisons), 0 with "rows"
 // (row_attention).
 int split_attention_keys();
+// False with IFW_CUDA_DECODE_ATTENTION=mixed: causal (self-)attention by rows, one kernel where
+// the split needs two for a cache of 448 keys mostly unfilled (not yet run on a GPU).
+bool split_self_attention();
 bool split_attention_supported(const RowAttention& a);
 int split_attention_parts(const RowAttention& a, int keys);
 void split_attention(const RowAttention& a, int keys, float* partial, cudaStream_t stream);
