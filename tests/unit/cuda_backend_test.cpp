@@ -333,6 +333,7 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       {"step", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}},
       {"step, query bias", 3, 1, 40, {7, 40, 1}, {2, 0, 1}, true, {1}, 0.125f, true},
       {"cross step", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}},
+      {"cross step, query bias", 2, 2, 150, {150, 150}, {1, 0}, false, {0, 2}, 0.125f, true},
       // Keys over several parts of the split kernel, some parts past a length.
       {"long cross step", 3, 1, 1500, {1500, 1500, 1500}, {}, false, {1}},
       {"long cross step, query bias", 3, 1, 1500, {1500, 1500, 1500}, {}, false, {1}, 0.125f, true},
