@@ -45,30 +45,41 @@ fi
 # parts of 256 keys or self-attention by rows (IFW_CUDA_DECODE_ATTENTION=split256, =mixed) with
 # large-v3 (69 % decoder).
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
+bench_run() {  # arch, batch, variant
+  local vars suffix
+  case $3 in
+    default) vars="" suffix="" ;;
+    first) vars=$first suffix="_first" ;;
+    lt) vars="IFW_CUDA_LT=1" suffix="_lt" ;;
+    lt_tune) vars="IFW_CUDA_LT=tune" suffix="_lt_tune" ;;
+    split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
+    mixed) vars="IFW_CUDA_DECODE_ATTENTION=mixed" suffix="_mixed" ;;
+    elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
+    flash3) vars="IFW_CUDA_FLASH=3" suffix="_flash3" ;;
+    flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
+    flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
+    together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4" suffix="_together" ;;
+  esac
+  env $vars "$bench" --device cuda --arch "$1" --batch "$2" --tokens 100 --repetitions 2 2>&1 |
+    tee "$out/bench_$1_b$2$suffix.txt" || status=1
+}
+# The defaults at every size first (what a run cut short by its time limit must still have), then
+# the comparisons.
 for arch in $archs; do
   for batch in $batches; do
-    variants="default first"
+    bench_run "$arch" "$batch" default
+  done
+done
+for arch in $archs; do
+  for batch in $batches; do
+    variants="first"
     if [ "$batch" = 64 ]; then
-      variants="default lt_tune elementwise2 together"
+      variants="lt_tune elementwise2 together"
       [ "$arch" = large-v3-turbo ] && variants="$variants flash3 flash4 flash5"
       [ "$arch" = large-v3 ] && variants="$variants split256 mixed"
     fi
     for variant in $variants; do
-      case $variant in
-        default) vars="" suffix="" ;;
-        first) vars=$first suffix="_first" ;;
-        lt) vars="IFW_CUDA_LT=1" suffix="_lt" ;;
-        lt_tune) vars="IFW_CUDA_LT=tune" suffix="_lt_tune" ;;
-        split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
-        mixed) vars="IFW_CUDA_DECODE_ATTENTION=mixed" suffix="_mixed" ;;
-        elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
-        flash3) vars="IFW_CUDA_FLASH=3" suffix="_flash3" ;;
-        flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
-        flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
-        together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4" suffix="_together" ;;
-      esac
-      env $vars "$bench" --device cuda --arch "$arch" --batch "$batch" --tokens 100 \
-        --repetitions 2 2>&1 | tee "$out/bench_${arch}_b${batch}${suffix}.txt" || status=1
+      bench_run "$arch" "$batch" "$variant"
     done
   done
 done
