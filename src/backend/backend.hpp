@@ -102,10 +102,10 @@ class Backend {
   // (activation must then be none).
   virtual void linear(const MatrixRef& x, const Tensor& w, const Tensor* bias, Activation act,
                       const MatrixRef& y, std::int64_t rows, bool accumulate) = 0;
-  // y = layer_norm(x) over the last dimension. With `add_first`, x += add_first (one row added to
-  // every row, and kept in x) before it is normalised: the bias of the product that last added
-  // into x, left to the pass that reads x anyway (one pass over the residual stream less).
-  virtual void layer_norm(Tensor& x, const Tensor* add_first, const Tensor& gamma,
+  // y = layer_norm(x + shift) over the last dimension: `shift` (one row, added to every row; none
+  // when null) leaves x as it is. The model's residual stream keeps no biases: the products that
+  // add into it leave theirs out, and each norm is shifted by the sum of all those before it.
+  virtual void layer_norm(const Tensor& x, const Tensor* shift, const Tensor& gamma,
                           const Tensor& beta, float eps, Tensor& y) = 0;
   // x[b * block + t] += rows[t] for every batch item b (position embeddings).
   virtual void add_rows(Tensor& x, const Tensor& rows, std::int64_t block) = 0;

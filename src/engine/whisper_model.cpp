@@ -34,13 +34,26 @@ class Loader {
   Tensor matrix(const std::string& name, const Shape& shape) {
     return tensor(name, shape, backend_.weight_dtype());
   }
-  Linear linear(const std::string& prefix, std::int64_t out, std::int64_t in, bool bias = true) {
-    Linear l{matrix(prefix + ".weight", {out, in}), {}};
-    if (bias) l.b = tensor(prefix + ".bias", {out});
-    return l;
+  Linear linear(const std::string& prefix, std::int64_t out, std::int64_t in) {
+    return {matrix(prefix + ".weight", {out, in}), tensor(prefix + ".bias", {out})};
+  }
+
+  // The residual stream keeps no biases (see Norm): a product that adds into it has its bias
+  // summed here instead, in the order the model runs, and each norm takes the sum so far.
+  void start_residual_stream(std::int64_t d) {
+    residual_bias_.assign(static_cast<std::size_t>(d), 0.0);
   }
   Norm norm(const std::string& prefix, std::int64_t d) {
-    return {tensor(prefix + ".weight", {d}), tensor(prefix + ".bias", {d})};
+    const std::vector<float> shift(residual_bias_.begin(), residual_bias_.end());
+    if (static_cast<std::int64_t>(shift.size()) != d)
+      throw std::logic_error("model loader: a norm outside a residual stream");
+    return {tensor(prefix + ".weight", {d}), tensor(prefix + ".bias", {d}),
+            backend_.upload(shift, {d})};
+  }
+  // A product that adds into the residual stream: its weights, its bias to the stream's sum.
+  Linear residual_linear(const std::string& prefix, std::int64_t out, std::int64_t in) {
+    add_residual_bias(source_.read(prefix + ".bias", {out}));
+    return {matrix(prefix + ".weight", {out, in}), {}};
   }
   // See SelfAttention and CrossAttention (whisper_model.hpp): no bias on the products of q, k
   // and v; the value bias goes into the output projection's, computed in double.
@@ -56,20 +69,29 @@ class Loader {
   }
 
  private:
-  // out_proj with the value bias folded into its bias: bo + Wo bv.
+  // out_proj, which adds into the residual stream, with the value bias folded into its bias:
+  // bo + Wo bv goes to the stream's sum.
   Linear folded_output(const std::string& prefix, std::int64_t d) {
     const auto bv = source_.read(prefix + ".v_proj.bias", {d});
     const auto wo = source_.read(prefix + ".out_proj.weight", {d, d});
-    auto bo = source_.read(prefix + ".out_proj.bias", {d});
+    const auto bo = source_.read(prefix + ".out_proj.bias", {d});
+    std::vector<double> bias(bo.begin(), bo.end());
     for (std::int64_t i = 0; i < d; ++i) {
-      double sum = bo[static_cast<std::size_t>(i)];
       for (std::int64_t j = 0; j < d; ++j) {
-        sum += static_cast<double>(wo[static_cast<std::size_t>(i * d + j)]) *
-               bv[static_cast<std::size_t>(j)];
+        bias[static_cast<std::size_t>(i)] +=
+            static_cast<double>(wo[static_cast<std::size_t>(i * d + j)]) *
+            bv[static_cast<std::size_t>(j)];
       }
-      bo[static_cast<std::size_t>(i)] = static_cast<float>(sum);
     }
-    return {backend_.upload(wo, {d, d}, backend_.weight_dtype()), backend_.upload(bo, {d})};
+    add_residual_bias(bias);
+    return {backend_.upload(wo, {d, d}, backend_.weight_dtype()), {}};
+  }
+  template <typename Values>
+  void add_residual_bias(const Values& bias) {
+    if (bias.size() != residual_bias_.size())
+      throw std::logic_error("model loader: a product outside a residual stream");
+    for (std::size_t i = 0; i < bias.size(); ++i)
+      residual_bias_[i] += static_cast<double>(bias[i]);
   }
   // Rows of several d x d projections stacked into one matrix.
   std::vector<float> stacked_weights(const std::string& prefix,
@@ -84,6 +106,7 @@ class Loader {
 
   WeightSource& source_;
   backend::Backend& backend_;
+  std::vector<double> residual_bias_;  // the biases of the residual stream so far, summed
 };
 
 MatrixRef whole(const Tensor& t) {
@@ -112,6 +135,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
   conv2_w_ = load.matrix(e + ".conv2.weight", {d, d, 3});
   conv2_b_ = load.tensor(e + ".conv2.bias", {d});
   encoder_positions_ = load.tensor(e + ".embed_positions.weight", {config.max_source_positions, d});
+  load.start_residual_stream(d);
   for (int i = 0; i < config.encoder_layers; ++i) {
     const std::string p = fmt::format("{}.layers.{}", e, i);
     EncoderLayer layer;
@@ -119,7 +143,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     layer.attn = load.self_attention(p + ".self_attn", d);
     layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
     layer.fc1 = load.linear(p + ".fc1", config.encoder_ffn_dim, d);
-    layer.fc2 = load.linear(p + ".fc2", d, config.encoder_ffn_dim);
+    layer.fc2 = load.residual_linear(p + ".fc2", d, config.encoder_ffn_dim);
     encoder_.push_back(std::move(layer));
   }
   encoder_norm_ = load.norm(e + ".layer_norm", d);
@@ -127,6 +151,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
   const std::string k = "model.decoder";
   embed_tokens_ = load.matrix(k + ".embed_tokens.weight", {config.vocab_size, d});
   decoder_positions_ = load.tensor(k + ".embed_positions.weight", {config.max_target_positions, d});
+  load.start_residual_stream(d);
   for (int i = 0; i < config.decoder_layers; ++i) {
     const std::string p = fmt::format("{}.layers.{}", k, i);
     DecoderLayer layer;
@@ -136,7 +161,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     layer.cross = load.cross_attention(p + ".encoder_attn", d);
     layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
     layer.fc1 = load.linear(p + ".fc1", config.decoder_ffn_dim, d);
-    layer.fc2 = load.linear(p + ".fc2", d, config.decoder_ffn_dim);
+    layer.fc2 = load.residual_linear(p + ".fc2", d, config.decoder_ffn_dim);
     decoder_.push_back(std::move(layer));
   }
   decoder_norm_ = load.norm(k + ".layer_norm", d);
@@ -172,11 +197,9 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
   Tensor attended = be.empty({rows, d}, act);
   Tensor hidden = be.empty({rows, config_.encoder_ffn_dim}, act);
   const int heads = config_.encoder_attention_heads;
-  // The biases of the products that add into x are added by the layer norm that reads x next.
-  const Tensor* pending_bias = nullptr;
   for (const EncoderLayer& layer : encoder_) {
-    be.layer_norm(x, pending_bias, layer.attn_norm.gamma, layer.attn_norm.beta, kLayerNormEps,
-                  normed);
+    be.layer_norm(x, &layer.attn_norm.shift, layer.attn_norm.gamma, layer.attn_norm.beta,
+                  kLayerNormEps, normed);
     be.linear(whole(normed), layer.attn.qkv_w, nullptr, Activation::kNone, whole(qkv), rows, false);
     backend::AttentionArgs att;
     att.q = {qkv, 0, 3 * d};
@@ -194,16 +217,16 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
     be.attention(att);
     be.linear(whole(attended), layer.attn.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
-    be.layer_norm(x, &layer.attn.out.b, layer.ffn_norm.gamma, layer.ffn_norm.beta, kLayerNormEps,
-                  normed);
+    be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta,
+                  kLayerNormEps, normed);
     be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
               false);
     be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
-    pending_bias = &layer.fc2.b;
   }
   Tensor out = be.empty({batch, positions, d}, act);
   Tensor out_rows = out.reshape({rows, d});
-  be.layer_norm(x, pending_bias, encoder_norm_.gamma, encoder_norm_.beta, kLayerNormEps, out_rows);
+  be.layer_norm(x, &encoder_norm_.shift, encoder_norm_.gamma, encoder_norm_.beta, kLayerNormEps,
+                out_rows);
   return out;
 }
 
@@ -520,14 +543,12 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
   const int heads = c.decoder_attention_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
   constexpr float kEps = WhisperModel::kLayerNormEps;
-  // As in the encoder, the layer norm that reads x next adds the biases of the products that
-  // added into it.
-  const Tensor* pending_bias = nullptr;
 
   for (std::size_t l = 0; l < model_.decoder_layers().size(); ++l) {
     const DecoderLayer& layer = model_.decoder_layers()[l];
     // Self-attention over everything this item has seen, with its new keys appended.
-    be.layer_norm(x, pending_bias, layer.self_norm.gamma, layer.self_norm.beta, kEps, normed);
+    be.layer_norm(x, &layer.self_norm.shift, layer.self_norm.gamma, layer.self_norm.beta, kEps,
+                  normed);
     be.linear(whole(normed), layer.self.qkv_w, nullptr, Activation::kNone, whole(qkv), rows, false);
     // Keys and values side by side into each item's own cache slot, in one copy (attention
     // reads them by slot too).
@@ -552,7 +573,7 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     be.linear(whole(attended), layer.self.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
     // Cross-attention over the window's encoder states.
-    be.layer_norm(x, &layer.self.out.b, layer.cross_norm.gamma, layer.cross_norm.beta, kEps,
+    be.layer_norm(x, &layer.cross_norm.shift, layer.cross_norm.gamma, layer.cross_norm.beta, kEps,
                   normed);
     be.linear(whole(normed), layer.cross.q_w, nullptr, Activation::kNone, whole(q), rows, false);
     backend::AttentionArgs cross;
@@ -577,21 +598,20 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     be.attention(cross);
     be.linear(whole(attended), layer.cross.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
-    be.layer_norm(x, &layer.cross.out.b, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps, normed);
+    be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps,
+                  normed);
     be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
               false);
     be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
-    pending_bias = &layer.fc2.b;
   }
 
-  // Logits of the requested rows: final norm (the last product's bias added to those rows only),
-  // then the (tied) output projection.
+  // Logits of the requested rows: final norm, then the (tied) output projection.
   const auto n_rows = static_cast<std::int64_t>(step.logit_rows.size());
   Tensor last = be.empty({n_rows, d});
   be.gather_rows(x, step.logit_rows, last);
   Tensor last_normed = be.empty({n_rows, d}, act);
-  be.layer_norm(last, pending_bias, model_.decoder_norm().gamma, model_.decoder_norm().beta, kEps,
-                last_normed);
+  const Norm& final_norm = model_.decoder_norm();
+  be.layer_norm(last, &final_norm.shift, final_norm.gamma, final_norm.beta, kEps, last_normed);
   Tensor out = be.empty({n_rows, static_cast<std::int64_t>(c.vocab_size)});
   be.linear(whole(last_normed), model_.output_projection(), nullptr, Activation::kNone, whole(out),
             n_rows, false);

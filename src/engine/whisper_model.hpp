@@ -21,10 +21,14 @@ using TokenId = std::int32_t;
 
 struct Linear {
   backend::Tensor w;  // [out, in]
-  backend::Tensor b;  // [out], empty when the layer has no bias
+  backend::Tensor b;  // [out], empty where the bias is elsewhere (Norm::shift)
 };
+// The residual stream keeps no biases: the products that add into it (attention outputs, fc2)
+// leave theirs out, and since each is the same row added to every row, a norm adds their sum
+// (Backend::layer_norm's shift) to what it reads. No pass over the stream adds a bias.
 struct Norm {
   backend::Tensor gamma, beta;
+  backend::Tensor shift;  // [d]: the biases of the products before this norm, summed
 };
 // Attention's projections without a bias pass over their outputs: the query bias is added by
 // attention as it reads the queries (AttentionArgs::q_bias), keys have no bias in Whisper, and
@@ -33,13 +37,13 @@ struct Norm {
 struct SelfAttention {
   backend::Tensor qkv_w;   // [3d, d]: q, k and v by one product
   backend::Tensor q_bias;  // [d]
-  Linear out;              // bias: bo + Wo bv
+  Linear out;              // bias bo + Wo bv: in the next norms' shifts
 };
 struct CrossAttention {
   backend::Tensor q_w;     // [d, d]
   backend::Tensor q_bias;  // [d]
   backend::Tensor kv_w;    // [2d, d], applied once per window to the encoder's output
-  Linear out;              // bias: bo + Wo bv
+  Linear out;              // bias bo + Wo bv: in the next norms' shifts
 };
 struct EncoderLayer {
   Norm attn_norm;

@@ -59,10 +59,10 @@ class DelegatingBackend : public backend::Backend {
               bool accumulate) override {
     inner_->linear(x, w, bias, act, y, rows, accumulate);
   }
-  void layer_norm(backend::Tensor& x, const backend::Tensor* add_first,
+  void layer_norm(const backend::Tensor& x, const backend::Tensor* shift,
                   const backend::Tensor& gamma, const backend::Tensor& beta, float eps,
                   backend::Tensor& y) override {
-    inner_->layer_norm(x, add_first, gamma, beta, eps, y);
+    inner_->layer_norm(x, shift, gamma, beta, eps, y);
   }
   void add_rows(backend::Tensor& x, const backend::Tensor& rows, std::int64_t block) override {
     inner_->add_rows(x, rows, block);

@@ -98,7 +98,7 @@ TEST(CpuKernels, LayerNormMatchesDoublePrecision) {
   const auto x = random_values(static_cast<std::size_t>(rows * d), 2, 3.0f);
   const auto gamma = random_values(d, 3), beta = random_values(d, 4);
   std::vector<float> y(x.size());
-  backend::cpu::layer_norm(x.data(), y.data(), rows, d, gamma.data(), beta.data(), 1e-5f);
+  backend::cpu::layer_norm(x.data(), nullptr, y.data(), rows, d, gamma.data(), beta.data(), 1e-5f);
   for (int r = 0; r < rows; ++r) {
     double mean = 0.0, var = 0.0;
     for (int i = 0; i < d; ++i)
@@ -312,15 +312,15 @@ TEST_P(CpuBackendTest, TransposeRowsAndEmbeddings) {
   EXPECT_IFW_ERROR(be_->upload(table, {3, 3}), "upload: 20 values for shape [3, 3]");
 }
 
-// With a row to add first (a product's bias left to the layer norm), the sum stays in x and
-// is what gets normalised; without one, x is left as it was.
-TEST_P(CpuBackendTest, LayerNormAddsARowFirstWhenGivenOne) {
+// With a shift (the residual stream's biases, summed), x + shift is what gets normalised; x is
+// left as it was either way.
+TEST_P(CpuBackendTest, LayerNormNormalisesTheRowsPlusTheShift) {
   const std::int64_t rows = 37, d = 24;
   const auto xv = random_values(static_cast<std::size_t>(rows * d), 18, 3.0f);
   const auto add = random_values(static_cast<std::size_t>(d), 19, 2.0f);
   const auto gamma = random_values(static_cast<std::size_t>(d), 20);
   const auto beta = random_values(static_cast<std::size_t>(d), 21);
-  Tensor x = be_->upload(xv, {rows, d});
+  const Tensor x = be_->upload(xv, {rows, d});
   const Tensor a = be_->upload(add, {d}), g = be_->upload(gamma, {d}), b = be_->upload(beta, {d});
   const auto expect_normalised = [&](const std::vector<float>& in, const Tensor& y) {
     const auto out = to_host(*be_, y);
@@ -351,12 +351,12 @@ TEST_P(CpuBackendTest, LayerNormAddsARowFirstWhenGivenOne) {
       sum[static_cast<std::size_t>(r * d + i)] += add[static_cast<std::size_t>(i)];
   }
   be_->layer_norm(x, &a, g, b, 1e-5f, y);
-  EXPECT_EQ(to_host(*be_, x), sum);
+  EXPECT_EQ(to_host(*be_, x), xv);
   expect_normalised(sum, y);
 
   const Tensor short_row = be_->upload(std::vector<float>(5, 0.0f), {5});
   EXPECT_IFW_ERROR(be_->layer_norm(x, &short_row, g, b, 1e-5f, y),
-                   "layer_norm: a row of 5 to add to rows of 24");
+                   "layer_norm: a shift of 5 for rows of 24");
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, CpuBackendTest, ::testing::Values(1, 2, 3),

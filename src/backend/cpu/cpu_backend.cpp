@@ -129,22 +129,18 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void layer_norm(Tensor& x, const Tensor* add_first, const Tensor& gamma, const Tensor& beta,
+  void layer_norm(const Tensor& x, const Tensor* shift, const Tensor& gamma, const Tensor& beta,
                   float eps, Tensor& y) override {
     const std::int64_t d = x.shape().back();
     const std::int64_t rows = x.numel() / d;
-    if (add_first != nullptr && add_first->numel() != d) {
-      throw Error(
-          ErrorKind::kInvalidArgument,
-          fmt::format("layer_norm: a row of {} to add to rows of {}", add_first->numel(), d));
+    if (shift != nullptr && shift->numel() != d) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  fmt::format("layer_norm: a shift of {} for rows of {}", shift->numel(), d));
     }
     pool_.parallel_for(rows, 16, [&](std::int64_t r0, std::int64_t r1) {
-      if (add_first != nullptr) {
-        for (std::int64_t r = r0; r < r1; ++r)
-          cpu::add(x.data<float>() + r * d, add_first->data<float>(), d);
-      }
-      cpu::layer_norm(x.data<float>() + r0 * d, y.data<float>() + r0 * d, r1 - r0, d,
-                      gamma.data<float>(), beta.data<float>(), eps);
+      cpu::layer_norm(x.data<float>() + r0 * d, shift != nullptr ? shift->data<float>() : nullptr,
+                      y.data<float>() + r0 * d, r1 - r0, d, gamma.data<float>(), beta.data<float>(),
+                      eps);
     });
   }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -112,10 +113,19 @@ IFW_VECTOR_CLONES void add_bias(float* x, std::int64_t rows, std::int64_t width,
   }
 }
 
-IFW_VECTOR_CLONES void layer_norm(const float* x, float* y, std::int64_t rows, std::int64_t d,
-                                  const float* gamma, const float* beta, float eps) {
+IFW_VECTOR_CLONES void layer_norm(const float* x, const float* shift, float* y, std::int64_t rows,
+                                  std::int64_t d, const float* gamma, const float* beta,
+                                  float eps) {
+  thread_local std::vector<float> shifted;
+  if (shift != nullptr && shifted.size() < static_cast<std::size_t>(d))
+    shifted.resize(static_cast<std::size_t>(d));
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * d;
+    if (shift != nullptr) {
+      for (std::int64_t i = 0; i < d; ++i)
+        shifted[static_cast<std::size_t>(i)] = in[i] + shift[i];
+      in = shifted.data();
+    }
     float* out = y + r * d;
     float sum = 0.0f;
     for (std::int64_t i = 0; i < d; ++i)

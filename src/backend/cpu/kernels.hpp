@@ -12,9 +12,10 @@ void gelu(float* x, std::int64_t n);
 // x[i] += bias[i % width] for a row-major [n / width][width] block, then optionally GELU.
 void add_bias(float* x, std::int64_t rows, std::int64_t width, std::int64_t ld, const float* bias,
               bool then_gelu);
-// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta for each row of width d.
-void layer_norm(const float* x, float* y, std::int64_t rows, std::int64_t d, const float* gamma,
-                const float* beta, float eps);
+// y[r] = (v - mean) / sqrt(var + eps) * gamma + beta for each row of width d, where v = x[r] +
+// shift (v = x[r] where shift is null).
+void layer_norm(const float* x, const float* shift, float* y, std::int64_t rows, std::int64_t d,
+                const float* gamma, const float* beta, float eps);
 // In place: row = softmax(row * scale) over its first `valid` entries; the rest become 0.
 void softmax(float* row, std::int64_t n, std::int64_t valid, float scale);
 // The unnormalised part of softmax: row = e^(row * scale - max) over the first `valid` entries

@@ -311,19 +311,19 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void layer_norm(Tensor& x, const Tensor* add_first, const Tensor& gamma, const Tensor& beta,
+  void layer_norm(const Tensor& x, const Tensor* shift, const Tensor& gamma, const Tensor& beta,
                   float eps, Tensor& y) override {
     context_->activate();
     require(x.dtype() == DType::kF32, "layer_norm: the input is not float32");
     const i64 d = x.shape().back();
-    if (add_first != nullptr) {
-      require(add_first->dtype() == DType::kF32 && add_first->numel() == d,
-              "layer_norm: a {} row of {} to add to rows of {}", dtype_name(add_first->dtype()),
-              add_first->numel(), d);
+    if (shift != nullptr) {
+      require(shift->dtype() == DType::kF32 && shift->numel() == d,
+              "layer_norm: a {} shift of {} for rows of {}", dtype_name(shift->dtype()),
+              shift->numel(), d);
     }
     issue("layer_norm", [&] {
-      cuda::layer_norm(static_cast<float*>(x.raw()),
-                       add_first != nullptr ? static_cast<const float*>(add_first->raw()) : nullptr,
+      cuda::layer_norm(static_cast<const float*>(x.raw()),
+                       shift != nullptr ? static_cast<const float*>(shift->raw()) : nullptr,
                        y.raw(), y.dtype(), x.numel() / d, d, static_cast<const float*>(gamma.raw()),
                        static_cast<const float*>(beta.raw()), eps, stream());
     });

@@ -213,32 +213,26 @@ __global__ void convert_kernel(const In* in, Out* out, i64 n) {
     out[i] = from_float<Out>(to_float(in[i]));
 }
 
-// Each thread reads back only the elements it wrote itself (the same indices in every pass).
 template <typename Out>
-__global__ void layer_norm_kernel(float* x, const float* add_first, Out* y, i64 d,
+__global__ void layer_norm_kernel(const float* x, const float* shift, Out* y, i64 d,
                                   const float* gamma, const float* beta, float eps) {
   __shared__ float shared[33];
-  float* row = x + blockIdx.x * d;
+  const float* row = x + blockIdx.x * d;
   Out* out = y + blockIdx.x * d;
+  const auto value = [&](i64 i) { return shift != nullptr ? row[i] + shift[i] : row[i]; };
   float s = 0.0f;
-  for (i64 i = threadIdx.x; i < d; i += blockDim.x) {
-    float e = row[i];
-    if (add_first != nullptr) {
-      e += add_first[i];
-      row[i] = e;
-    }
-    s += e;
-  }
+  for (i64 i = threadIdx.x; i < d; i += blockDim.x)
+    s += value(i);
   const float mean = block_reduce<false>(s, shared) / static_cast<float>(d);
   float v = 0.0f;
   for (i64 i = threadIdx.x; i < d; i += blockDim.x) {
-    const float t = row[i] - mean;
+    const float t = value(i) - mean;
     v += t * t;
   }
   const float var = block_reduce<false>(v, shared) / static_cast<float>(d);
   const float inv = rsqrtf(var + eps);
   for (i64 i = threadIdx.x; i < d; i += blockDim.x)
-    out[i] = from_float<Out>((row[i] - mean) * inv * gamma[i] + beta[i]);
+    out[i] = from_float<Out>((value(i) - mean) * inv * gamma[i] + beta[i]);
 }
 
 __device__ __forceinline__ float gelu(float v) {
@@ -329,10 +323,10 @@ struct alignas(4 * sizeof(Out)) Quad {
 // d % 4 == 0 and d <= 4 * kRowThreads * kVectors.
 template <typename Out, int kVectors>
 __global__ void __launch_bounds__(kRowThreads)
-    layer_norm_v2_kernel(float* x, const float* add_first, Out* y, int d, const float* gamma,
+    layer_norm_v2_kernel(const float* x, const float* shift, Out* y, int d, const float* gamma,
                          const float* beta, float eps) {
   __shared__ float shared[33];
-  float4* row = reinterpret_cast<float4*>(x + blockIdx.x * static_cast<i64>(d));
+  const float4* row = reinterpret_cast<const float4*>(x + blockIdx.x * static_cast<i64>(d));
   Quad<Out>* out = reinterpret_cast<Quad<Out>*>(y + blockIdx.x * static_cast<i64>(d));
   const int vectors = d / 4;
   float4 v[kVectors];
@@ -342,17 +336,16 @@ __global__ void __launch_bounds__(kRowThreads)
     const int i = u * kRowThreads + static_cast<int>(threadIdx.x);
     v[u] = i < vectors ? row[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
-  if (add_first != nullptr) {
+  if (shift != nullptr) {
 #pragma unroll
     for (int u = 0; u < kVectors; ++u) {
       const int i = u * kRowThreads + static_cast<int>(threadIdx.x);
       if (i >= vectors) break;
-      const float4 a = reinterpret_cast<const float4*>(add_first)[i];
+      const float4 a = reinterpret_cast<const float4*>(shift)[i];
       v[u].x += a.x;
       v[u].y += a.y;
       v[u].z += a.z;
       v[u].w += a.w;
-      row[i] = v[u];
     }
   }
 #pragma unroll
@@ -789,18 +782,18 @@ void convert(const void* in, DType in_type, void* out, DType out_type, i64 n, cu
   check_launch();
 }
 
-void layer_norm(float* x, const float* add_first, void* y, DType y_type, i64 rows, i64 d,
+void layer_norm(const float* x, const float* shift, void* y, DType y_type, i64 rows, i64 d,
                 const float* gamma, const float* beta, float eps, cudaStream_t stream) {
   if (rows == 0) return;
   const i64 vectors = d / 4;
   if (row_kernels_v2() && d % 4 == 0 && vectors <= 4 * kRowThreads && aligned16(x) &&
       aligned16(y) && aligned16(gamma) && aligned16(beta) &&
-      (add_first == nullptr || aligned16(add_first))) {
+      (shift == nullptr || aligned16(shift))) {
     dispatch(y_type, [&](auto tag) {
       using Out = decltype(tag);
       const auto launch = [&](auto kernel) {
         kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-            x, add_first, static_cast<Out*>(y), static_cast<int>(d), gamma, beta, eps);
+            x, shift, static_cast<Out*>(y), static_cast<int>(d), gamma, beta, eps);
       };
       if (vectors <= kRowThreads) {
         launch(layer_norm_v2_kernel<Out, 1>);
@@ -819,7 +812,7 @@ void layer_norm(float* x, const float* add_first, void* y, DType y_type, i64 row
   dispatch(y_type, [&](auto tag) {
     using Out = decltype(tag);
     layer_norm_kernel<Out><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
-        x, add_first, static_cast<Out*>(y), d, gamma, beta, eps);
+        x, shift, static_cast<Out*>(y), d, gamma, beta, eps);
   });
   check_launch();
 }

@@ -17,9 +17,9 @@ constexpr int kMaxHeads = 64;
 void convert(const void* in, DType in_type, void* out, DType out_type, std::int64_t n,
              cudaStream_t stream);
 
-// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta over rows of d floats; first, where
-// add_first is not null, x[r] += add_first (d floats, written back to x).
-void layer_norm(float* x, const float* add_first, void* y, DType y_type, std::int64_t rows,
+// y[r] = (v - mean) / sqrt(var + eps) * gamma + beta over rows of d floats, where v = x[r] +
+// shift (d floats; v = x[r] where shift is null).
+void layer_norm(const float* x, const float* shift, void* y, DType y_type, std::int64_t rows,
                 std::int64_t d, const float* gamma, const float* beta, float eps,
                 cudaStream_t stream);
 
