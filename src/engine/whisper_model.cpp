@@ -128,6 +128,8 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     // No Whisper checkpoint scales its embeddings; the table doubles as the output projection.
     throw Error(ErrorKind::kUnsupported, "scale_embedding=true is not supported");
   }
+  // The loader sums the residual stream's biases for the norms (Norm::shift) as it goes: what
+  // follows loads each stack in the order the model runs it.
   Loader load(source, backend);
   const std::string e = "model.encoder";
   conv1_w_ = load.matrix(e + ".conv1.weight", {d, config.num_mel_bins, 3});
