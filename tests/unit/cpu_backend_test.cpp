@@ -93,26 +93,39 @@ TEST(CpuKernels, SoftmaxRowsSumToOneAndIgnorePastValid) {
     EXPECT_EQ(row[static_cast<std::size_t>(i)], 0.0f);
 }
 
+// Without and with a shift, at widths that grow and shrink on one thread (the shifted rows go
+// through a buffer the thread keeps).
 TEST(CpuKernels, LayerNormMatchesDoublePrecision) {
-  const int d = 384, rows = 3;
-  const auto x = random_values(static_cast<std::size_t>(rows * d), 2, 3.0f);
-  const auto gamma = random_values(d, 3), beta = random_values(d, 4);
-  std::vector<float> y(x.size());
-  backend::cpu::layer_norm(x.data(), nullptr, y.data(), rows, d, gamma.data(), beta.data(), 1e-5f);
-  for (int r = 0; r < rows; ++r) {
-    double mean = 0.0, var = 0.0;
-    for (int i = 0; i < d; ++i)
-      mean += x[static_cast<std::size_t>(r * d + i)];
-    mean /= d;
-    for (int i = 0; i < d; ++i)
-      var += std::pow(x[static_cast<std::size_t>(r * d + i)] - mean, 2);
-    var /= d;
-    for (int i = 0; i < d; ++i) {
-      const auto k = static_cast<std::size_t>(r * d + i);
-      const double expected =
-          (x[k] - mean) / std::sqrt(var + 1e-5) * gamma[static_cast<std::size_t>(i)] +
-          beta[static_cast<std::size_t>(i)];
-      ASSERT_NEAR(y[k], expected, 1e-5);
+  for (const int d : {384, 24, 1280, 384}) {
+    for (const bool shifted : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "width " << d << (shifted ? ", shifted" : ""));
+      const int rows = 3;
+      const auto x = random_values(static_cast<std::size_t>(rows * d), 2, 3.0f);
+      const auto gamma = random_values(static_cast<std::size_t>(d), 3);
+      const auto beta = random_values(static_cast<std::size_t>(d), 4);
+      const auto shift = random_values(static_cast<std::size_t>(d), 5, 2.0f);
+      std::vector<float> y(x.size());
+      backend::cpu::layer_norm(x.data(), shifted ? shift.data() : nullptr, y.data(), rows, d,
+                               gamma.data(), beta.data(), 1e-5f);
+      const auto in = [&](int r, int i) {
+        return static_cast<double>(x[static_cast<std::size_t>(r * d + i)]) +
+               (shifted ? shift[static_cast<std::size_t>(i)] : 0.0);
+      };
+      for (int r = 0; r < rows; ++r) {
+        double mean = 0.0, var = 0.0;
+        for (int i = 0; i < d; ++i)
+          mean += in(r, i);
+        mean /= d;
+        for (int i = 0; i < d; ++i)
+          var += std::pow(in(r, i) - mean, 2);
+        var /= d;
+        for (int i = 0; i < d; ++i) {
+          const double expected =
+              (in(r, i) - mean) / std::sqrt(var + 1e-5) * gamma[static_cast<std::size_t>(i)] +
+              beta[static_cast<std::size_t>(i)];
+          ASSERT_NEAR(y[static_cast<std::size_t>(r * d + i)], expected, 1e-5);
+        }
+      }
     }
   }
 }

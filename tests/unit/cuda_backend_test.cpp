@@ -400,6 +400,52 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
   }
 }
 
+// A head size the split and flash kernels refuse (20: not 64, and rows of 16-bit elements not a
+// multiple of 16 bytes): decoding steps go to the row kernel's element-wise version, longer
+// queries to the products, with and without a query bias.
+TEST_P(CudaOps, AttentionWithAHeadSizeTheFastKernelsRefuse) {
+  const int heads = 2, hd = 20;
+  const std::int64_t d = heads * hd, block = 30;
+  const auto q = random_values(4 * 12 * d, 40, type());
+  const auto kv = random_values(2 * block * 2 * d, 41, type());
+  const auto bias = random_values(d, 42, DType::kF32, 0.5f);
+  auto [kc, kg] = both(kv, {2 * block, 2 * d}, type());
+  auto [bc, bg] = both(bias, {d}, DType::kF32);
+  for (const int query_len : {1, 12}) {
+    for (const bool biased : {false, true}) {
+      const std::int64_t rows = 2 * query_len;
+      auto [qc, qg] = both(std::vector<float>(q.begin(), q.begin() + rows * d), {rows, d}, type());
+      Tensor oc = cpu_->empty({rows, d});
+      Tensor og = gpu_->upload(std::vector<float>(static_cast<std::size_t>(rows * d), kNaN),
+                               {rows, d}, type());
+      const auto run = [&](backend::Backend& be, const Tensor& qt, const Tensor& kt,
+                           const Tensor& bt, const Tensor& out) {
+        backend::AttentionArgs a;
+        a.q = {qt, 0, d};
+        a.k = {kt, 0, 2 * d};
+        a.v = {kt, d, 2 * d};
+        a.out = {out, 0, d};
+        a.batch = 2;
+        a.heads = heads;
+        a.head_dim = hd;
+        a.query_len = query_len;
+        a.key_block = block;
+        a.key_lengths = {query_len == 1 ? 7 : 30, 30};
+        a.item_index = {1, 0};
+        a.causal = query_len == 1;
+        a.scale = 0.3f;
+        if (biased) a.q_bias = &bt;
+        be.attention(a);
+      };
+      run(*cpu_, qc, kc, bc, oc);
+      run(*gpu_, qg, kg, bg, og);
+      expect_close(oc, og,
+                   fmt::format("attention, head size 20, {} queries{}", query_len,
+                               biased ? ", query bias" : ""));
+    }
+  }
+}
+
 // Both versions of the row kernels (bias/GELU after a product, layer norm; IFW_CUDA_ELEMENTWISE)
 // at the model's widths: several loads per thread, and widths the second version refuses and
 // falls back on (a bias row not a multiple of 16 bytes, a norm not a multiple of 4 or over 2048).
