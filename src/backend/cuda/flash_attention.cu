@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -533,7 +534,7 @@ bool aligned16(const void* p) {
 int flash_attention_version() {
   const char* v = std::getenv("IFW_CUDA_FLASH");
   if (v == nullptr) return 2;
-  const std::string choice(v);
+  const std::string_view choice(v);  // read on every launch: no string built
   return choice == "1" ? 1 : choice == "3" ? 3 : choice == "4" ? 4 : choice == "5" ? 5 : 2;
 }
 
