@@ -301,7 +301,7 @@ class ScopedEnv {
 // Attention the three ways the model calls it: encoder self-attention (long queries: by each
 // version of the flash kernel), a prompt with causal masking and captured heads, and single
 // decoding steps over cache blocks (by both decoding kernels: keys split into parts of 128 or
-// 256, and a row per block).
+// 256, with each of the split kernel's opt-ins, and a row per block).
 TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
   const int heads = 3, hd = 64;
   const std::int64_t d = heads * hd;
@@ -380,6 +380,9 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
         {"IFW_CUDA_DECODE_ATTENTION", "split256"},
         {"IFW_CUDA_DECODE_ATTENTION", "rows"},
         {"IFW_CUDA_DECODE_ATTENTION", "mixed"},
+        {"IFW_CUDA_SPLIT", "heads"},
+        {"IFW_CUDA_SPLIT", "early"},
+        {"IFW_CUDA_SPLIT", "heads,early"},
         {"IFW_CUDA_FLASH", "1"},
         {"IFW_CUDA_FLASH", "3"},
         {"IFW_CUDA_FLASH", "4"},

@@ -566,7 +566,12 @@ __global__ void row_attention_kernel(RowAttention a) {
 // part it writes the output itself.
 constexpr int kSplitWarps = 4;
 
-template <typename T, int kKeys>
+// Opt-ins (IFW_CUDA_SPLIT, unmeasured): kEarlyValues issues a part's value loads with its key
+// loads (one wait on memory per block instead of two, at the cost of registers: fewer blocks per
+// SM); kHeadsFirst orders the blocks head by head within a part (grid: heads, parts x queries,
+// items), so that the blocks that run together read neighbouring 128-byte pieces of the same
+// key rows rather than the same head's rows further on.
+template <typename T, int kKeys, bool kEarlyValues, bool kHeadsFirst>
 __global__ void __launch_bounds__(kSplitWarps * 32)
     split_attention_kernel(RowAttention a, int splits, float* partial) {
   constexpr int kWidth = 16 / static_cast<int>(sizeof(T));  // elements in a 16-byte load
@@ -576,7 +581,12 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
   constexpr int kPasses = kKeys / kRowsPerPass;
   __shared__ float scores[kKeys];
   __shared__ float sums[kSplitWarps][kSplitHead];
-  const int s = blockIdx.x, i = blockIdx.y / a.heads, h = blockIdx.y % a.heads, b = blockIdx.z;
+  // Unsigned: the divisions are cheaper (and the default's registers as before the opt-ins).
+  const unsigned parts = static_cast<unsigned>(splits), heads = static_cast<unsigned>(a.heads);
+  const unsigned query_head = kHeadsFirst ? blockIdx.y / parts * heads + blockIdx.x : blockIdx.y;
+  const int s = static_cast<int>(kHeadsFirst ? blockIdx.y % parts : blockIdx.x);
+  const int i = static_cast<int>(query_head / heads), h = static_cast<int>(query_head % heads);
+  const int b = static_cast<int>(blockIdx.z);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int c = (lane % kLanes) * kWidth;               // the lane's first dimension
   const int row = warp * kRowsPerWarp + lane / kLanes;  // its key row in each pass
@@ -630,6 +640,17 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     const int j = p * kRowsPerPass + row;
     raw[p] = j < count ? *reinterpret_cast<const uint4*>(k + j * a.ld_k) : make_uint4(0, 0, 0, 0);
   }
+  // With kEarlyValues the values have registers of their own and go out with the keys; else
+  // they take the keys' registers once the scores are made.
+  [[maybe_unused]] uint4 early[kEarlyValues ? kPasses : 1];
+  if constexpr (kEarlyValues) {
+#pragma unroll
+    for (int p = 0; p < kPasses; ++p) {
+      const int j = p * kRowsPerPass + row;
+      early[p] =
+          j < count ? *reinterpret_cast<const uint4*>(v + j * a.ld_v) : make_uint4(0, 0, 0, 0);
+    }
+  }
 #pragma unroll
   for (int p = 0; p < kPasses; ++p) {
     const T* e = reinterpret_cast<const T*>(&raw[p]);
@@ -644,10 +665,16 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     if (lane % kLanes == 0) scores[j] = j < count ? d : -INFINITY;
   }
   // The values' loads go out before the scores are reduced.
+  if constexpr (kEarlyValues) {
 #pragma unroll
-  for (int p = 0; p < kPasses; ++p) {
-    const int j = p * kRowsPerPass + row;
-    raw[p] = j < count ? *reinterpret_cast<const uint4*>(v + j * a.ld_v) : make_uint4(0, 0, 0, 0);
+    for (int p = 0; p < kPasses; ++p)
+      raw[p] = early[p];
+  } else {
+#pragma unroll
+    for (int p = 0; p < kPasses; ++p) {
+      const int j = p * kRowsPerPass + row;
+      raw[p] = j < count ? *reinterpret_cast<const uint4*>(v + j * a.ld_v) : make_uint4(0, 0, 0, 0);
+    }
   }
   __syncthreads();
   // Every warp finds the part's maximum and sum itself (kKeys / 32 scores per lane).
@@ -946,6 +973,14 @@ int split_attention_keys() {
   return choice == "rows" ? 0 : choice == "split256" ? 256 : 128;
 }
 
+SplitTweaks split_attention_tweaks() {
+  const char* v = std::getenv("IFW_CUDA_SPLIT");
+  if (v == nullptr) return {};
+  const std::string_view choice(v);
+  return {choice.find("heads") != std::string_view::npos,
+          choice.find("early") != std::string_view::npos};
+}
+
 bool split_self_attention() {
   const char* v = std::getenv("IFW_CUDA_DECODE_ATTENTION");
   return v == nullptr || std::string_view(v) != "mixed";
@@ -969,14 +1004,32 @@ void split_attention(const RowAttention& a, int keys, float* partial, cudaStream
   if (a.batch == 0) return;
   const int splits = split_attention_parts(a, keys);
   if (splits > 1 && partial == nullptr) throw std::invalid_argument("split attention: no partials");
-  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.query_len * a.heads),
-                  static_cast<unsigned>(a.batch));
+  const SplitTweaks tweaks = split_attention_tweaks();
+  const bool heads_first = tweaks.heads_first && splits * a.query_len <= 65535;
+  const dim3 grid =
+      heads_first
+          ? dim3(static_cast<unsigned>(a.heads), static_cast<unsigned>(splits * a.query_len),
+                 static_cast<unsigned>(a.batch))
+          : dim3(static_cast<unsigned>(splits), static_cast<unsigned>(a.query_len * a.heads),
+                 static_cast<unsigned>(a.batch));
   dispatch(a.type, [&](auto tag) {
     using T = decltype(tag);
+    const auto launch = [&]<int kKeys>() {
+      const auto with = [&](auto kernel) {
+        kernel<<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial);
+      };
+      if (tweaks.early_values) {
+        heads_first ? with(split_attention_kernel<T, kKeys, true, true>)
+                    : with(split_attention_kernel<T, kKeys, true, false>);
+      } else {
+        heads_first ? with(split_attention_kernel<T, kKeys, false, true>)
+                    : with(split_attention_kernel<T, kKeys, false, false>);
+      }
+    };
     if (keys == 256) {
-      split_attention_kernel<T, 256><<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial);
+      launch.template operator()<256>();
     } else {
-      split_attention_kernel<T, 128><<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial);
+      launch.template operator()<128>();
     }
     if (splits > 1) {
       const dim3 rows(static_cast<unsigned>(a.query_len * a.heads), static_cast<unsigned>(a.batch));

@@ -123,6 +123,14 @@ int split_attention_keys();
 // False with IFW_CUDA_DECODE_ATTENTION=mixed: causal (self-)attention by rows, one kernel where
 // the split needs two for a cache of 448 keys mostly unfilled (not yet run on a GPU).
 bool split_self_attention();
+// Opt-ins for the split kernel from IFW_CUDA_SPLIT (a list: "heads", "early"; not yet run on a
+// GPU): blocks ordered head by head within a part, and a part's value loads issued with its key
+// loads (kernels.cu).
+struct SplitTweaks {
+  bool heads_first = false;
+  bool early_values = false;
+};
+SplitTweaks split_attention_tweaks();
 bool split_attention_supported(const RowAttention& a);
 int split_attention_parts(const RowAttention& a, int keys);
 void split_attention(const RowAttention& a, int keys, float* partial, cudaStream_t stream);
