@@ -70,6 +70,35 @@ for arch in $archs; do
     bench_run "$arch" "$batch" default
   done
 done
+# Each operation alone at large-v3's shapes at batch 64 (ifw bench --ops: ms per call and the
+# rate it reaches; turbo's layers have the same shapes), with the defaults and with each opt-in
+# that changes a kernel: what the whole-model comparisons below cannot tell apart. The decoding
+# attention's tweaks (IFW_CUDA_SPLIT: blocks head by head, values loaded with the keys) are only
+# measured here.
+ops_run() {  # environment (or "default")
+  local name
+  name=$(echo "$1" | sed 's/^IFW_CUDA_//; s/[=,]/_/g' | tr 'A-Z' 'a-z')
+  env $([ "$1" = default ] || echo "$1") "$bench" --ops --device cuda --arch large-v3 --batch 64 \
+    --tokens 100 --repetitions 2 >"$out/ops_$name.txt" 2>&1 || status=1
+  local lines="."
+  case $1 in
+    default) lines="." ;;
+    IFW_CUDA_FLASH*) lines="encoder self-attention" ;;
+    IFW_CUDA_DECODE_ATTENTION* | IFW_CUDA_SPLIT*) lines="decoder (self|cross)-attention" ;;
+    IFW_CUDA_ELEMENTWISE*) lines="layer norm|GELU" ;;
+    IFW_CUDA_LT*) lines="product|projection" ;;
+  esac
+  echo "ops, $1:"
+  grep -E "$lines|error" "$out/ops_$name.txt" | sed 's/^/  /'
+}
+if [ "$mode" != quick ]; then
+  for variant in default IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 \
+    IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads \
+    IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 \
+    IFW_CUDA_LT=tune; do
+    ops_run "$variant"
+  done
+fi
 for arch in $archs; do
   for batch in $batches; do
     variants="first"

@@ -27,6 +27,10 @@ struct MatrixRef {
   std::int64_t column = 0;
   std::int64_t ld = 0;
 };
+// All of a matrix's columns.
+inline MatrixRef whole(const Tensor& t) {
+  return {t, 0, t.shape().back()};
+}
 
 struct AttentionArgs {
   MatrixRef q;    // batch * query_len rows, heads * head_dim wide

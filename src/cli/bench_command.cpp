@@ -2,6 +2,7 @@
 
 #include <iostream>
 
+#include "engine/ops_benchmark.hpp"
 #include "engine/weight_source.hpp"
 #include "pipeline/transcription_benchmark.hpp"
 
@@ -29,10 +30,15 @@ void add_bench_options(CLI::App& c, BenchArgs& a) {
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
   c.add_flag("--json", a.json, "Print the figures as JSON");
+  CLI::Option* ops =
+      c.add_flag("--ops", a.ops,
+                 "Time the model's operations one by one instead, at one layer's shapes, with the "
+                 "rate each reaches (where the time goes)");
   c.add_option("--audio", a.audio,
                "Transcribe these files instead (random weights of --arch; needs --tokenizer): "
                "the whole pipeline's speed")
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingFile)
+      ->excludes(ops);
   c.add_option("--tokenizer", a.tokenizer,
                "With --audio: a model folder whose tokenizer and generation settings are used")
       ->check(CLI::ExistingDirectory);
@@ -53,6 +59,11 @@ int run_bench(const BenchArgs& a) {
     std::cout << (a.json ? pipeline::transcription_benchmark_json(o, r)
                          : pipeline::transcription_benchmark_text(o, r));
     return r.failed == 0 ? 0 : 1;
+  }
+  if (a.ops) {
+    const auto result = engine::run_ops_benchmark(a.options);
+    std::cout << (a.json ? engine::ops_benchmark_json(result) : engine::ops_benchmark_text(result));
+    return 0;
   }
   const auto result = engine::run_benchmark(a.options);
   std::cout << (a.json ? engine::benchmark_json(result) : engine::benchmark_text(result));

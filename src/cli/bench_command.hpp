@@ -14,6 +14,7 @@ namespace ifw::cli {
 struct BenchArgs {
   engine::BenchmarkOptions options;
   bool json = false;
+  bool ops = false;  // the model's operations one by one (engine/ops_benchmark.hpp)
   // Whole transcriptions of these files instead (pipeline/transcription_benchmark.hpp).
   std::vector<std::string> audio;
   std::string tokenizer;               // a model folder: its tokenizer and generation settings

@@ -14,6 +14,7 @@
 #include "backend/cuda_module.hpp"
 #include "backend/device_selection.hpp"
 #include "backend/devices.hpp"
+#include "engine/timing.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 
@@ -21,10 +22,6 @@ namespace ifw::engine {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
 
 // Best of `repetitions` timed runs after one warm-up run.
 double best_ms(int repetitions, const std::function<void()>& run) {
@@ -146,11 +143,15 @@ double shrinking_decode_ms_per_token(const WhisperModel& model, const backend::T
 
 }  // namespace
 
-BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
+void check_benchmark_options(const BenchmarkOptions& options) {
   if (options.batch < 1 || options.batch > 256 || options.tokens < 1 || options.repetitions < 1) {
     throw Error(ErrorKind::kInvalidArgument,
                 "bench: batch must be 1 to 256, tokens and repetitions at least 1");
   }
+}
+
+BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
+  check_benchmark_options(options);
   BenchmarkResult result;
   result.options = options;
   const model::WhisperConfig config = published_architecture(options.arch);

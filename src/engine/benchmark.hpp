@@ -42,6 +42,8 @@ struct BenchmarkResult {
          device_mib_after = 0.0;
 };
 
+// Throws ifw::Error (kInvalidArgument) for a batch outside 1-256 or no tokens or repetitions.
+void check_benchmark_options(const BenchmarkOptions& options);
 BenchmarkResult run_benchmark(const BenchmarkOptions& options);
 std::string benchmark_text(const BenchmarkResult& result);
 std::string benchmark_json(const BenchmarkResult& result);

@@ -109,10 +109,6 @@ class Loader {
   std::vector<double> residual_bias_;  // the biases of the residual stream so far, summed
 };
 
-MatrixRef whole(const Tensor& t) {
-  return {t, 0, t.shape().back()};
-}
-
 }  // namespace
 
 WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& source,

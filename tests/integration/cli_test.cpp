@@ -1,6 +1,8 @@
 // The real `ifw` binary, run as a user runs it: exit codes, stdout, stderr.
 #include <cstdlib>
 #include <filesystem>
+#include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "support/golden.hpp"
 #include "support/model_builder.hpp"
 #include "support/temp_dir.hpp"
+#include "support/wav_files.hpp"
 
 namespace ifw::test {
 namespace {
@@ -165,6 +168,51 @@ TEST(Cli, BenchReportsEveryFigure) {
   EXPECT_EQ(j["graph_launches"], 0);
   EXPECT_EQ(run_ifw({"bench", "--arch", "gigantic"}).exit_code, 2);
   EXPECT_EQ(run_ifw({"bench", "--batch", "0"}).exit_code, 2);
+}
+
+// `bench --ops`: every operation of a layer timed alone, with its share of a window or a step
+// and the rate it reaches; the totals are the shares' sums.
+TEST(Cli, BenchOpsTimesEachOperation) {
+  const CliRun r = run_ifw({"bench", "--ops", "--arch", "tiny", "--threads", "2", "--batch", "2",
+                            "--repetitions", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["arch"], "tiny");
+  EXPECT_EQ(j["batch"], 2);
+  std::set<std::string> names;
+  for (const auto& op : j.at("ops")) {
+    const std::string name = op.at("name");
+    names.insert(name);
+    EXPECT_GT(op.at("ms_per_call").get<double>(), 0.0) << name;
+    EXPECT_GT(op.at("rate").get<double>(), 0.0) << name;
+    EXPECT_TRUE(op.at("unit") == "TFLOP/s" || op.at("unit") == "GB/s") << name;
+    // An encoder operation counts per window, a decoder one per step; the comparison row
+    // neither.
+    const bool encoder = name.starts_with("encoder") || name.starts_with("log-mel");
+    const bool decoder = name.starts_with("decoder") || name.starts_with("logits");
+    EXPECT_EQ(op.at("ms_per_window").get<double>() > 0.0, encoder) << name;
+    EXPECT_EQ(op.at("ms_per_step").get<double>() > 0.0, decoder) << name;
+  }
+  for (const char* name :
+       {"log-mel upload (host to device)", "encoder layer norm", "encoder self-attention",
+        "encoder fc1 product + bias + GELU", "  (the product alone)", "decoder cross-attention",
+        "decoder self-attention", "decoder fc2 product", "logits product"}) {
+    EXPECT_TRUE(names.contains(name)) << name;
+  }
+  EXPECT_EQ(names.size(), 19u);
+
+  const CliRun text =
+      run_ifw({"bench", "--ops", "--arch", "tiny", "--threads", "2", "--repetitions", "1"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("encoder self-attention"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("\ntotal"), std::string::npos) << text.out;
+  // Whole transcriptions and single operations are different benchmarks.
+  const TempDir tmp;
+  const std::filesystem::path wav = tmp.path() / "a.wav";
+  write_file(wav, wav_of(std::vector<float>(16000, 0.0f)));
+  const CliRun both = run_ifw({"bench", "--ops", "--audio", wav.string()});
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
 }
 
 TEST(Cli, InspectEveryGoldenModel) {

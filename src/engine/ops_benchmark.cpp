@@ -1,0 +1,416 @@
+#include "engine/ops_benchmark.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <ifw/audio.hpp>
+
+#include "backend/device_selection.hpp"
+#include "backend/dtype.hpp"
+#include "engine/timing.hpp"
+#include "engine/weight_source.hpp"
+
+namespace ifw::engine {
+namespace {
+
+using backend::Activation;
+using backend::Backend;
+using backend::DType;
+using backend::MatrixRef;
+using backend::Tensor;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kPositions = kFramesPerWindow / 2;  // the encoder's 1500
+constexpr float kLayerNormEps = 1e-5f;
+
+// Reproducible values in [-scale, scale).
+std::vector<float> random_values(std::int64_t count, std::uint32_t seed, float scale) {
+  std::vector<float> v(static_cast<std::size_t>(count));
+  std::uint32_t x = seed * 2654435761u + 12345u;
+  for (float& f : v) {
+    x = x * 1664525u + 1013904223u;
+    f = (static_cast<float>(x >> 8) / 16777216.0f * 2.0f - 1.0f) * scale;
+  }
+  return v;
+}
+
+// A [rows, width] tensor of random values: `block` rows uploaded, then repeated on the device (a
+// batch's worth of inputs without a batch's worth of host memory and upload time).
+Tensor random_rows(Backend& be, std::int64_t rows, std::int64_t width, std::int64_t block,
+                   DType dtype, std::uint32_t seed, float scale = 1.0f) {
+  block = std::min(block, rows);
+  Tensor one = be.upload(random_values(block * width, seed, scale), {block, width}, dtype);
+  if (block == rows) return one;
+  std::vector<std::int64_t> index(static_cast<std::size_t>(rows));
+  for (std::int64_t i = 0; i < rows; ++i)
+    index[static_cast<std::size_t>(i)] = i % block;
+  Tensor all = be.empty({rows, width}, dtype);
+  be.gather_rows(one, index, all);
+  return all;
+}
+
+// What the model's attention calls share: `batch` items of `query_len` queries, each item's keys
+// (and values) a block of `key_block` rows of which the first `length` count, heads of `hd`, the
+// query bias added as the queries are read.
+backend::AttentionArgs attention_args(MatrixRef q, MatrixRef k, MatrixRef v, const Tensor& out,
+                                      std::int64_t batch, int heads, int hd, int query_len,
+                                      std::int64_t key_block, int length, const Tensor& q_bias) {
+  backend::AttentionArgs a;
+  a.q = std::move(q);
+  a.k = std::move(k);
+  a.v = std::move(v);
+  a.out = whole(out);
+  a.batch = static_cast<int>(batch);
+  a.heads = heads;
+  a.head_dim = hd;
+  a.query_len = query_len;
+  a.key_block = key_block;
+  a.key_lengths.assign(static_cast<std::size_t>(batch), length);
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.q_bias = &q_bias;
+  return a;
+}
+
+// ms per call of `op`: after a warm-up call, calls in groups that take about 50 ms (at least
+// one call), each group timed from its first call to the device's end of its last; the best
+// group of `repetitions`.
+double ms_per_call(Backend& be, int repetitions, const std::function<void()>& op) {
+  op();
+  be.synchronize();
+  auto start = Clock::now();
+  op();
+  be.synchronize();
+  const double one = std::max(ms_since(start), 1e-3);
+  const int calls = std::clamp(static_cast<int>(50.0 / one), 1, 1000);
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < repetitions; ++r) {
+    start = Clock::now();
+    for (int c = 0; c < calls; ++c)
+      op();
+    be.synchronize();
+    best = std::min(best, ms_since(start) / calls);
+  }
+  return best;
+}
+
+class OpsRun {
+ public:
+  OpsRun(Backend& be, const model::WhisperConfig& config, const BenchmarkOptions& options)
+      : be_(be),
+        c_(config),
+        o_(options),
+        act_(be.activation_dtype()),
+        weights_(be.weight_dtype()),
+        act_bytes_(static_cast<double>(backend::dtype_size(act_))),
+        weight_bytes_(static_cast<double>(backend::dtype_size(weights_))) {}
+
+  std::vector<OpTiming> run() {
+    encoder();
+    decoder();
+    return std::move(ops_);
+  }
+
+ private:
+  // Records a timing: `per_window` calls per encoder window or `per_step` per decoder step
+  // (every layer's), and `amount` (FLOP or bytes per call) for the rate.
+  void record(std::string name, std::string shape, const std::function<void()>& op,
+              double per_window, double per_step, double amount, bool flops) {
+    OpTiming t;
+    t.name = std::move(name);
+    t.shape = std::move(shape);
+    t.ms_per_call = ms_per_call(be_, o_.repetitions, op);
+    t.ms_per_window = t.ms_per_call * per_window;
+    t.ms_per_step = t.ms_per_call * per_step;
+    t.unit = flops ? "TFLOP/s" : "GB/s";
+    t.rate = amount / (t.ms_per_call * 1e-3) / (flops ? 1e12 : 1e9);
+    ops_.push_back(std::move(t));
+  }
+
+  Tensor weight(std::int64_t out, std::int64_t in, std::uint32_t seed) {
+    // Small enough that sums over `in` stay in half precision's range.
+    return be_.upload(random_values(out * in, seed, 1.0f / std::sqrt(static_cast<float>(in))),
+                      {out, in}, weights_);
+  }
+  Tensor row(std::int64_t width, std::uint32_t seed, float scale) {
+    return be_.upload(random_values(width, seed, scale), {width});
+  }
+
+  void encoder() {
+    const std::int64_t batch = o_.batch, d = c_.d_model, ffn = c_.encoder_ffn_dim;
+    const std::int64_t rows = batch * kPositions;
+    const int heads = c_.encoder_attention_heads, hd = c_.encoder_head_dim();
+    const double layers = c_.encoder_layers, b = static_cast<double>(batch);
+    const std::string positions = fmt::format("{} x {}", rows, d);
+
+    {
+      const std::vector<float> mel =
+          random_values(batch * c_.num_mel_bins * kFramesPerWindow, 1, 1);
+      record(
+          "log-mel upload (host to device)",
+          fmt::format("{} x {} x {} float32", batch, c_.num_mel_bins, kFramesPerWindow),
+          [&] {
+            (void)be_.upload(mel, {batch, c_.num_mel_bins, kFramesPerWindow});
+          },
+          1.0 / b, 0, static_cast<double>(mel.size() * sizeof(float)), false);
+    }
+
+    Tensor x = random_rows(be_, rows, d, kPositions, DType::kF32, 2);
+    const Tensor shift = row(d, 3, 0.1f), gamma = row(d, 4, 1.0f), beta = row(d, 5, 0.1f);
+    Tensor normed = be_.empty({rows, d}, act_);
+    record(
+        "encoder layer norm", positions + ", float32 in",
+        [&] { be_.layer_norm(x, &shift, gamma, beta, kLayerNormEps, normed); }, 2 * layers / b, 0,
+        static_cast<double>(rows * d) * (4.0 + act_bytes_), false);
+
+    {
+      const Tensor w = weight(3 * d, d, 6);
+      Tensor qkv = be_.empty({rows, 3 * d}, act_);
+      record(
+          "encoder q|k|v product", fmt::format("{} x {} . {} x {}", rows, d, d, 3 * d),
+          [&] {
+            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(qkv), rows, false);
+          },
+          layers / b, 0, 2.0 * static_cast<double>(rows * d * 3 * d), true);
+    }
+
+    Tensor attended = be_.empty({rows, d}, act_);
+    {
+      const Tensor qkv = random_rows(be_, rows, 3 * d, kPositions, act_, 7);
+      const Tensor q_bias = row(d, 8, 0.1f);
+      const backend::AttentionArgs a = attention_args(
+          {qkv, 0, 3 * d}, {qkv, d, 3 * d}, {qkv, 2 * d, 3 * d}, attended, batch, heads, hd,
+          static_cast<int>(kPositions), kPositions, static_cast<int>(kPositions), q_bias);
+      record(
+          "encoder self-attention",
+          fmt::format("{} x {} x {} queries and keys, {} heads of {}", batch, kPositions,
+                      kPositions, heads, hd),
+          [&] { be_.attention(a); }, layers / b, 0,
+          4.0 * b * heads * static_cast<double>(kPositions * kPositions) * hd, true);
+    }
+
+    {
+      const Tensor w = weight(d, d, 9);
+      record(
+          "encoder output projection",
+          fmt::format("{} x {} . {} x {}, added to float32", rows, d, d, d),
+          [&] { be_.linear(whole(attended), w, nullptr, Activation::kNone, whole(x), rows, true); },
+          layers / b, 0, 2.0 * static_cast<double>(rows * d * d), true);
+    }
+
+    Tensor hidden = be_.empty({rows, ffn}, act_);
+    {
+      const Tensor w = weight(ffn, d, 10);
+      const Tensor bias = row(ffn, 11, 0.1f);
+      const double flop = 2.0 * static_cast<double>(rows * d * ffn);
+      const std::string shape = fmt::format("{} x {} . {} x {}", rows, d, d, ffn);
+      record(
+          "encoder fc1 product + bias + GELU", shape,
+          [&] {
+            be_.linear(whole(normed), w, &bias, Activation::kGelu, whole(hidden), rows, false);
+          },
+          layers / b, 0, flop, true);
+      // Not a step of the model: the same product without its bias and GELU, so that the
+      // difference is what they cost.
+      record(
+          "  (the product alone)", shape,
+          [&] {
+            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(hidden), rows, false);
+          },
+          0, 0, flop, true);
+    }
+    {
+      const Tensor w = weight(d, ffn, 12);
+      record(
+          "encoder fc2 product",
+          fmt::format("{} x {} . {} x {}, added to float32", rows, ffn, ffn, d),
+          [&] { be_.linear(whole(hidden), w, nullptr, Activation::kNone, whole(x), rows, true); },
+          layers / b, 0, 2.0 * static_cast<double>(rows * ffn * d), true);
+    }
+  }
+
+  // One decoding step of `batch` sequences, operation by operation (issued one by one: a
+  // recorded step replays them without the host's issuing time, which small calls include).
+  void decoder() {
+    const std::int64_t batch = o_.batch, d = c_.d_model, ffn = c_.decoder_ffn_dim;
+    const int heads = c_.decoder_attention_heads, hd = c_.decoder_head_dim();
+    const double layers = c_.decoder_layers;
+    const std::int64_t max_len = c_.max_target_positions;
+    // The self-attention's context: a 4-token prompt and half of the decoded tokens.
+    const int context = static_cast<int>(std::min<std::int64_t>(4 + o_.tokens / 2, max_len));
+    const auto product_bytes = [&](std::int64_t out, std::int64_t in) {
+      return static_cast<double>(out * in) * weight_bytes_;
+    };
+    const std::string rows_d = fmt::format("{} x {}", batch, d);
+
+    Tensor x = random_rows(be_, batch, d, batch, DType::kF32, 20);
+    const Tensor shift = row(d, 21, 0.1f), gamma = row(d, 22, 1.0f), beta = row(d, 23, 0.1f);
+    Tensor normed = be_.empty({batch, d}, act_);
+    record(
+        "decoder layer norm", rows_d,
+        [&] { be_.layer_norm(x, &shift, gamma, beta, kLayerNormEps, normed); }, 0, 3 * layers,
+        static_cast<double>(batch * d) * (4.0 + act_bytes_), false);
+
+    Tensor qkv = be_.empty({batch, 3 * d}, act_);
+    {
+      const Tensor w = weight(3 * d, d, 24);
+      record(
+          "decoder q|k|v product", fmt::format("{} . {} x {}", rows_d, d, 3 * d),
+          [&] {
+            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(qkv), batch, false);
+          },
+          0, layers, product_bytes(3 * d, d), false);
+    }
+
+    const Tensor q_bias = row(d, 25, 0.1f);
+    std::vector<int> items(static_cast<std::size_t>(batch));
+    for (std::int64_t i = 0; i < batch; ++i)
+      items[static_cast<std::size_t>(i)] = static_cast<int>(i);
+    Tensor attended = be_.empty({batch, d}, act_);
+    {
+      Tensor cache = random_rows(be_, batch * max_len, 2 * d, max_len, act_, 26);
+      const std::vector<int> starts(static_cast<std::size_t>(batch), context - 1);
+      record(
+          "decoder self-attention cache write", fmt::format("{} x {}", batch, 2 * d),
+          [&] {
+            be_.write_rows({qkv, d, 3 * d}, static_cast<int>(batch), 1, cache, max_len, items,
+                           starts);
+          },
+          0, layers, static_cast<double>(batch * 2 * d) * act_bytes_ * 2, false);
+      backend::AttentionArgs a =
+          attention_args({qkv, 0, 3 * d}, {cache, 0, 2 * d}, {cache, d, 2 * d}, attended, batch,
+                         heads, hd, 1, max_len, context, q_bias);
+      a.item_index = items;
+      a.causal = true;
+      record(
+          "decoder self-attention",
+          fmt::format("{} rows x {} keys, {} heads of {}", batch, context, heads, hd),
+          [&] { be_.attention(a); }, 0, layers,
+          static_cast<double>(batch * context * 2 * d) * act_bytes_, false);
+    }
+
+    const auto product = [&](std::string name, std::int64_t out, std::int64_t in,
+                             const Tensor& from, Tensor& to, bool accumulate, std::uint32_t seed) {
+      const Tensor w = weight(out, in, seed);
+      record(
+          std::move(name),
+          fmt::format("{} x {} . {} x {}{}", batch, in, in, out,
+                      accumulate ? ", added to float32" : ""),
+          [&] {
+            be_.linear(whole(from), w, nullptr, Activation::kNone, whole(to), batch, accumulate);
+          },
+          0, layers, product_bytes(out, in), false);
+    };
+    product("decoder output projection", d, d, attended, x, true, 27);
+    Tensor q = be_.empty({batch, d}, act_);
+    product("decoder cross query product", d, d, normed, q, false, 28);
+    {
+      const Tensor kv = random_rows(be_, batch * kPositions, 2 * d, kPositions, act_, 29);
+      backend::AttentionArgs a =
+          attention_args(whole(q), {kv, 0, 2 * d}, {kv, d, 2 * d}, attended, batch, heads, hd, 1,
+                         kPositions, static_cast<int>(kPositions), q_bias);
+      a.item_index = items;
+      record(
+          "decoder cross-attention",
+          fmt::format("{} rows x {} keys, {} heads of {}", batch, kPositions, heads, hd),
+          [&] { be_.attention(a); }, 0, layers,
+          static_cast<double>(batch * kPositions * 2 * d) * act_bytes_, false);
+    }
+    product("decoder cross output projection", d, d, attended, x, true, 30);
+
+    Tensor hidden = be_.empty({batch, ffn}, act_);
+    {
+      const Tensor w = weight(ffn, d, 31);
+      const Tensor bias = row(ffn, 32, 0.1f);
+      record(
+          "decoder fc1 product + bias + GELU", fmt::format("{} . {} x {}", rows_d, d, ffn),
+          [&] {
+            be_.linear(whole(normed), w, &bias, Activation::kGelu, whole(hidden), batch, false);
+          },
+          0, layers, product_bytes(ffn, d), false);
+    }
+    product("decoder fc2 product", d, ffn, hidden, x, true, 33);
+    {
+      const std::int64_t vocab = c_.vocab_size;
+      const Tensor w = weight(vocab, d, 34);
+      Tensor logits = be_.empty({batch, vocab});
+      record(
+          "logits product", fmt::format("{} . {} x {}, float32 out", rows_d, d, vocab),
+          [&] {
+            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(logits), batch, false);
+          },
+          0, 1, product_bytes(vocab, d), false);
+    }
+  }
+
+  Backend& be_;
+  const model::WhisperConfig& c_;
+  const BenchmarkOptions& o_;
+  DType act_, weights_;
+  double act_bytes_, weight_bytes_;
+  std::vector<OpTiming> ops_;
+};
+
+}  // namespace
+
+OpsBenchmarkResult run_ops_benchmark(const BenchmarkOptions& options) {
+  check_benchmark_options(options);
+  OpsBenchmarkResult result;
+  result.options = options;
+  const model::WhisperConfig config = published_architecture(options.arch);
+  auto backend =
+      backend::make_backend(backend::parse_device(options.device),
+                            backend::parse_precision(options.precision), options.threads);
+  result.backend = backend->description();
+  result.ops = OpsRun(*backend, config, options).run();
+  return result;
+}
+
+std::string ops_benchmark_text(const OpsBenchmarkResult& r) {
+  std::string text = fmt::format(
+      "ops         {} ({} backend: {}), batch {}: one layer's operations, each alone and issued "
+      "one by one\n"
+      "{:<38} {:<48} {:>9} {:>10} {:>9} {:>16}\n",
+      r.options.arch, r.options.device, r.backend, r.options.batch, "operation", "one call",
+      "ms/call", "ms/window", "ms/step", "rate");
+  const auto share = [](double ms) { return ms > 0 ? fmt::format("{:.3f}", ms) : std::string(); };
+  double window = 0, step = 0;
+  for (const OpTiming& t : r.ops) {
+    text +=
+        fmt::format("{:<38} {:<48} {:>9.4f} {:>10} {:>9} {:>8.1f} {:<7}\n", t.name, t.shape,
+                    t.ms_per_call, share(t.ms_per_window), share(t.ms_per_step), t.rate, t.unit);
+    window += t.ms_per_window;
+    step += t.ms_per_step;
+  }
+  text += fmt::format(
+      "{:<38} {:<48} {:>9} {:>10.3f} {:>9.3f}\n"
+      "(ms/window: the encoder's calls of the operation, every layer, per 30 s window; ms/step:\n"
+      "a decoding step's, every layer; the totals leave out what the model does besides these)\n",
+      "total", "", "", window, step);
+  return text;
+}
+
+std::string ops_benchmark_json(const OpsBenchmarkResult& r) {
+  nlohmann::ordered_json ops = nlohmann::ordered_json::array();
+  for (const OpTiming& t : r.ops) {
+    ops.push_back({{"name", t.name},
+                   {"shape", t.shape},
+                   {"ms_per_call", t.ms_per_call},
+                   {"ms_per_window", t.ms_per_window},
+                   {"ms_per_step", t.ms_per_step},
+                   {"rate", t.rate},
+                   {"unit", t.unit}});
+  }
+  const nlohmann::ordered_json j = {
+      {"arch", r.options.arch},   {"device", r.options.device},       {"backend", r.backend},
+      {"batch", r.options.batch}, {"precision", r.options.precision}, {"ops", ops}};
+  return j.dump(2) + "\n";
+}
+
+}  // namespace ifw::engine
