@@ -74,7 +74,8 @@ done
 # rate it reaches; turbo's layers have the same shapes), with the defaults and with each opt-in
 # that changes a kernel: what the whole-model comparisons below cannot tell apart. The decoding
 # attention's tweaks (IFW_CUDA_SPLIT: blocks head by head, values loaded with the keys) are only
-# measured here.
+# measured here, and so are uploads from pageable memory (IFW_CUDA_PINNED=0) against the
+# page-locked buffers the features now live in.
 ops_run() {  # environment (or "default")
   local name
   name=$(echo "$1" | sed 's/^IFW_CUDA_//; s/[=,]/_/g' | tr 'A-Z' 'a-z')
@@ -87,6 +88,7 @@ ops_run() {  # environment (or "default")
     IFW_CUDA_DECODE_ATTENTION* | IFW_CUDA_SPLIT*) lines="decoder (self|cross)-attention" ;;
     IFW_CUDA_ELEMENTWISE*) lines="layer norm|GELU" ;;
     IFW_CUDA_LT*) lines="product|projection" ;;
+    IFW_CUDA_PINNED*) lines="upload" ;;
   esac
   echo "ops, $1:"
   grep -E "$lines|error" "$out/ops_$name.txt" | sed 's/^/  /'
@@ -95,7 +97,7 @@ if [ "$mode" != quick ]; then
   for variant in default IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 \
     IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads \
     IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 \
-    IFW_CUDA_LT=tune; do
+    IFW_CUDA_LT=tune IFW_CUDA_PINNED=0; do
     ops_run "$variant"
   done
 fi

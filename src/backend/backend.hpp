@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/host_buffer.hpp"
 #include "backend/tensor.hpp"
 #include "backend/token_choice.hpp"
 
@@ -89,6 +90,9 @@ class Backend {
   // Host floats into a new tensor of `dtype` (converted on the way).
   virtual Tensor upload(std::span<const float> values, const Shape& shape,
                         DType dtype = DType::kF32) = 0;
+  // `count` floats of host memory that upload() reads fastest (page-locked beside a GPU; plain
+  // memory elsewhere, and where the device refuses it). Callable from any thread.
+  virtual HostBuffer host_buffer(std::size_t count) { return HostBuffer(count); }
   // The tensor's values as floats (waits for the device).
   virtual void download(const Tensor& t, std::span<float> out) = 0;
   // Waits until every operation issued so far has finished (timing; a no-op on the CPU).

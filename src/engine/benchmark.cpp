@@ -177,8 +177,11 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   backend->profile_section("loading the model");
 
   // A plausible log-mel window: values in Whisper's normalised range.
-  std::vector<float> mel(static_cast<std::size_t>(options.batch) *
-                         static_cast<std::size_t>(config.num_mel_bins) * kFramesPerWindow);
+  // In the backend's memory for uploads, as a transcription's features are.
+  backend::HostBuffer mel_buffer =
+      backend->host_buffer(static_cast<std::size_t>(options.batch) *
+                           static_cast<std::size_t>(config.num_mel_bins) * kFramesPerWindow);
+  const std::span<float> mel = mel_buffer.values();
   std::uint32_t x = 12345;
   for (float& v : mel) {
     x = x * 1664525u + 1013904223u;
@@ -225,6 +228,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   if (gpu) {
     result.device_mib_peak = used_mib();
     states = {};
+    mel_buffer = {};  // its memory keeps the device's context
     model.reset();
     backend->release_cached_memory();
     backend.reset();

@@ -150,8 +150,12 @@ class OpsRun {
     const std::string positions = fmt::format("{} x {}", rows, d);
 
     {
-      const std::vector<float> mel =
+      // From the backend's memory for uploads, as a transcription's features are.
+      const std::vector<float> values =
           random_values(batch * c_.num_mel_bins * kFramesPerWindow, 1, 1);
+      backend::HostBuffer buffer = be_.host_buffer(values.size());
+      std::copy(values.begin(), values.end(), buffer.values().begin());
+      const std::span<const float> mel = buffer.values();
       record(
           "log-mel upload (host to device)",
           fmt::format("{} x {} x {} float32", batch, c_.num_mel_bins, kFramesPerWindow),

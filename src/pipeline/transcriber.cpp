@@ -776,7 +776,10 @@ void Transcriber::process_batch_fitting(
 
 void Transcriber::features_for(std::span<Item* const> items, util::ThreadPool* pool) const {
   if (items.empty()) return;
-  auto buffer = std::make_shared<FeatureBuffer>(extractor_, items.size());
+  // The device model's host memory (page-locked beside a GPU) whichever model encodes them: on
+  // a CPU fallback it is as good as any, and model_ may change on the run's thread meanwhile.
+  auto buffer =
+      std::make_shared<FeatureBuffer>(extractor_, items.size(), &device_model_->backend());
   const auto one = [&](int i) {
     Item& item = *items[static_cast<std::size_t>(i)];
     buffer->compute(static_cast<std::size_t>(i), item.window.samples);

@@ -11,10 +11,11 @@
 namespace ifw::pipeline {
 
 FeatureBuffer::FeatureBuffer(std::shared_ptr<const audio::LogMelSpectrogram> extractor,
-                             std::size_t windows)
+                             std::size_t windows, backend::Backend* backend)
     : extractor_(std::move(extractor)),
       per_window_(static_cast<std::size_t>(extractor_->n_mels()) * kFramesPerWindow),
-      values_(per_window_ * windows),
+      values_(backend != nullptr ? backend->host_buffer(per_window_ * windows)
+                                 : backend::HostBuffer(per_window_ * windows)),
       errors_(windows) {}
 
 void FeatureBuffer::compute(std::size_t i, std::span<const float> samples) {
@@ -22,10 +23,12 @@ void FeatureBuffer::compute(std::size_t i, std::span<const float> samples) {
     throw Error(ErrorKind::kInvalidArgument,
                 fmt::format("features of window {} in a buffer of {}", i, size()));
   }
+  const std::span<float> window = values_.values().subspan(i * per_window_, per_window_);
   try {
-    extractor_->compute(samples, std::span<float>(values_).subspan(i * per_window_, per_window_));
+    extractor_->compute(samples, window);
   } catch (const Error& e) {
     errors_[i] = e.what();
+    std::fill(window.begin(), window.end(), 0.0f);
   }
 }
 
@@ -34,7 +37,7 @@ std::span<const float> FeatureBuffer::windows(std::size_t first, std::size_t cou
     throw Error(ErrorKind::kInvalidArgument,
                 fmt::format("windows {} to {} of a buffer of {}", first, first + count, size()));
   }
-  return std::span<const float>(values_).subspan(first * per_window_, count * per_window_);
+  return values_.values().subspan(first * per_window_, count * per_window_);
 }
 
 std::span<const float> gather_features(std::span<const FeatureRef> windows,

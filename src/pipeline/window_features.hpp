@@ -10,16 +10,20 @@
 #include <vector>
 
 #include "audio/log_mel.hpp"
+#include "backend/backend.hpp"
 
 namespace ifw::pipeline {
 
 class FeatureBuffer {
  public:
-  FeatureBuffer(std::shared_ptr<const audio::LogMelSpectrogram> extractor, std::size_t windows);
+  // The values live in `backend`'s host memory for uploads (page-locked beside a GPU: the
+  // encoder's upload then runs at the link's full speed), or in plain memory without one.
+  FeatureBuffer(std::shared_ptr<const audio::LogMelSpectrogram> extractor, std::size_t windows,
+                backend::Backend* backend = nullptr);
 
   // Computes window i's features from its samples. Calls for different windows may run on
   // different threads at once. Samples the extractor refuses (not finite numbers) leave the
-  // window's error instead of an exception: the other windows are not the worse for it.
+  // window's error (and zeros) instead of an exception: the other windows are not the worse for it.
   void compute(std::size_t i, std::span<const float> samples);
 
   std::size_t size() const { return errors_.size(); }
@@ -32,7 +36,7 @@ class FeatureBuffer {
  private:
   std::shared_ptr<const audio::LogMelSpectrogram> extractor_;
   std::size_t per_window_;
-  std::vector<float> values_;
+  backend::HostBuffer values_;
   std::vector<std::string> errors_;
 };
 

@@ -37,6 +37,7 @@ class DelegatingBackend : public backend::Backend {
   int threads() const override { return inner_->threads(); }
   backend::DType weight_dtype() const override { return inner_->weight_dtype(); }
   backend::DType activation_dtype() const override { return inner_->activation_dtype(); }
+  backend::HostBuffer host_buffer(std::size_t count) override { return inner_->host_buffer(count); }
   backend::Tensor empty(const backend::Shape& shape,
                         backend::DType dtype = backend::DType::kF32) override {
     return inner_->empty(shape, dtype);

@@ -33,6 +33,33 @@ double gelu_reference(double x) {
 
 // Under AddressSanitizer the product's dot products are checked a row at a time (kernels.cpp):
 // a read past a row must still end the process with ASan's description of the address.
+// Memory lent by a backend goes back once, when the last buffer it moved to goes; plain memory
+// is its own.
+TEST(HostBuffer, GivesItsMemoryBackOnceWhereverItMoved) {
+  std::vector<float> lent(8, 1.0f);
+  int given_back = 0;
+  {
+    backend::HostBuffer a(lent.data(), lent.size(), [&] { ++given_back; });
+    EXPECT_EQ(a.values().data(), lent.data());
+    EXPECT_EQ(a.values().size(), 8u);
+    backend::HostBuffer b(std::move(a));
+    EXPECT_TRUE(a.values().empty());  // NOLINT(bugprone-use-after-move): moved from, empty
+    EXPECT_EQ(b.values().data(), lent.data());
+    backend::HostBuffer c(4);
+    c.values()[3] = 2.0f;
+    c = std::move(b);  // c's own memory goes, the lent memory moves in
+    EXPECT_EQ(given_back, 0);
+    EXPECT_EQ(c.values().data(), lent.data());
+    backend::HostBuffer d(lent.data(), 2, [&] { given_back += 10; });
+    d = std::move(c);  // d gives its first memory back
+    EXPECT_EQ(given_back, 10);
+  }
+  EXPECT_EQ(given_back, 11);
+  backend::HostBuffer plain = backend::make_cpu_backend(1)->host_buffer(5);
+  EXPECT_EQ(plain.values().size(), 5u);
+  plain.values()[4] = 3.0f;  // writable: under AddressSanitizer, in bounds
+}
+
 TEST(CpuKernels, ProductRowsAreStillCheckedUnderAddressSanitizer) {
   if (!kSanitized) GTEST_SKIP() << "checks what AddressSanitizer reports";
   const std::vector<float> x(8, 1.0f), w(3 * 8, 1.0f);

@@ -298,6 +298,37 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
+// Uploads from the backend's host memory (page-locked, from a pool) give the values as uploads
+// from plain memory do, in float32 and converted, and the upload is finished when it returns:
+// the buffer may be overwritten at once. Buffers come back from the pool after they went, after
+// a cache release, and as plain memory with IFW_CUDA_PINNED=0.
+TEST_P(CudaOps, UploadsFromTheBackendsHostMemory) {
+  const std::size_t n = 3 * 1000 * 1000 + 7;  // 12 MB: a copy that takes a while
+  const auto values = random_values(n, 50, type());
+  const auto check = [&](const char* what) {
+    backend::HostBuffer buffer = gpu_->host_buffer(n);
+    ASSERT_EQ(buffer.values().size(), n) << what;
+    std::copy(values.begin(), values.end(), buffer.values().begin());
+    const Tensor f32 = gpu_->upload(buffer.values(), {static_cast<std::int64_t>(n)});
+    std::fill(buffer.values().begin(), buffer.values().end(), kNaN);
+    std::copy(values.begin(), values.end(), buffer.values().begin());
+    const Tensor converted = gpu_->upload(buffer.values(), {static_cast<std::int64_t>(n)}, type());
+    std::fill(buffer.values().begin(), buffer.values().end(), kNaN);
+    EXPECT_EQ(to_host(*gpu_, f32), values) << what << ", float32";
+    EXPECT_EQ(to_host(*gpu_, converted), values) << what << ", " << backend::dtype_name(type());
+  };
+  check("first buffer");
+  check("the pool's buffer again");
+  {
+    const backend::HostBuffer held = gpu_->host_buffer(n);  // the pool lends another meanwhile
+    check("a second buffer");
+  }
+  gpu_->release_cached_memory();
+  check("after a release");
+  const ScopedEnv plain("IFW_CUDA_PINNED", "0");
+  check("plain memory");
+}
+
 // Attention the three ways the model calls it: encoder self-attention (long queries: by each
 // version of the flash kernel), a prompt with causal masking and captured heads, and single
 // decoding steps over cache blocks (by both decoding kernels: keys split into parts of 128 or

@@ -23,6 +23,7 @@
 #include "pipeline/window_features.hpp"
 #include "pipeline/window_source.hpp"
 #include "pipeline/words.hpp"
+#include "support/delegating_backend.hpp"
 #include "support/expect_error.hpp"
 #include "support/model_builder.hpp"
 #include "support/temp_dir.hpp"
@@ -370,10 +371,41 @@ TEST(WindowFeatures, ReadInPlaceGatheredOrRefused) {
   refused->compute(0, bad);
   refused->compute(1, windows[1]);
   EXPECT_NE(refused->error(0).find("not a finite number"), std::string::npos) << refused->error(0);
+  const auto zeros = refused->windows(0, 1);  // what a refused window holds: never garbage
+  EXPECT_TRUE(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.0f; }));
   EXPECT_TRUE(refused->error(1).empty());
   EXPECT_IFW_ERROR(refused->compute(2, windows[0]), "window 2 in a buffer of 2");
   EXPECT_IFW_ERROR(pipeline::gather_features(std::vector<pipeline::FeatureRef>{{}}, scratch),
                    "a window without features");
+}
+
+// With a backend, a feature buffer's values are in the backend's memory for uploads (page-locked
+// beside a GPU), given back when the buffer goes.
+TEST(WindowFeatures, LiveInTheBackendsMemoryForUploads) {
+  class LendingBackend final : public test::DelegatingBackend {
+   public:
+    LendingBackend() : DelegatingBackend(backend::make_cpu_backend(1)) {}
+    backend::HostBuffer host_buffer(std::size_t count) override {
+      memory.assign(count, -1.0f);
+      ++lent;
+      return backend::HostBuffer(memory.data(), count, [this] { ++given_back; });
+    }
+    std::vector<float> memory;
+    int lent = 0, given_back = 0;
+  };
+  LendingBackend lender;
+  auto extractor = std::make_shared<audio::LogMelSpectrogram>(80);
+  std::vector<float> samples(16000, 0.0f);
+  {
+    pipeline::FeatureBuffer buffer(extractor, 2, &lender);
+    EXPECT_EQ(lender.lent, 1);
+    ASSERT_EQ(lender.memory.size(), 2 * buffer.per_window());
+    buffer.compute(1, samples);
+    EXPECT_EQ(buffer.windows(0, 2).data(), lender.memory.data());
+    EXPECT_EQ(lender.memory[buffer.per_window()], log_mel_spectrogram(samples, 80)[0]);
+    EXPECT_EQ(lender.given_back, 0);
+  }
+  EXPECT_EQ(lender.given_back, 1);
 }
 
 TEST(AudioDecoder, ClearErrors) {

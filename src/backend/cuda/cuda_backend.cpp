@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <ifw/error.hpp>
 
@@ -210,6 +211,20 @@ class CudaBackend final : public Backend {
         shape, DType::kF32);
   }
 
+  HostBuffer host_buffer(std::size_t count) override {
+    if (!cuda::page_locked_uploads()) return HostBuffer(count);
+    context_->activate();
+    try {
+      const cuda::PinnedBlock block = context_->take_pinned(count * sizeof(float));
+      return HostBuffer(static_cast<float*>(block.data), count,
+                        [context = context_, block] { context->give_pinned(block); });
+    } catch (const Error& e) {
+      spdlog::warn("cuda:{}: no page-locked host memory for {} values ({}); plain memory instead",
+                   context_->index(), count, e.what());
+      return HostBuffer(count);
+    }
+  }
+
   Tensor upload(std::span<const float> values, const Shape& shape,
                 DType dtype = DType::kF32) override {
     require(static_cast<i64>(values.size()) == element_count(shape),
@@ -219,17 +234,16 @@ class CudaBackend final : public Backend {
       throw Error(ErrorKind::kUnsupported, "cuda: an upload inside a recorded step");
     Tensor t = empty(shape, dtype);
     if (values.empty()) return t;
-    if (dtype == DType::kF32) {
-      check(cudaMemcpyAsync(t.raw(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice,
-                            stream()),
-            "copying to the GPU");
-      return t;
-    }
-    const Tensor staging = empty(shape, DType::kF32);
+    const Tensor staging = dtype == DType::kF32 ? t : empty(shape, DType::kF32);
     check(cudaMemcpyAsync(staging.raw(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice,
                           stream()),
           "copying to the GPU");
-    cuda::convert(staging.raw(), DType::kF32, t.raw(), dtype, t.numel(), stream());
+    // From page-locked memory the copy runs on after this returns (from pageable memory the
+    // driver has staged the values by then): wait for it, so that the caller may reuse them.
+    if (cuda::is_page_locked(values.data()))
+      check(cudaStreamSynchronize(stream()), "copying to the GPU");
+    if (dtype != DType::kF32)
+      cuda::convert(staging.raw(), DType::kF32, t.raw(), dtype, t.numel(), stream());
     return t;
   }
 

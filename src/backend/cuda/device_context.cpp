@@ -1,8 +1,11 @@
 #include "backend/cuda/device_context.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <string_view>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -194,7 +197,22 @@ const void* DeviceContext::stage(const void* values, std::size_t bytes) {
   return device;
 }
 
+bool page_locked_uploads() {
+  const char* v = std::getenv("IFW_CUDA_PINNED");
+  return v == nullptr || std::string_view(v) != "0";
+}
+
+bool is_page_locked(const void* p) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // not an error of the next call
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeHost;
+}
+
 PinnedBlock DeviceContext::take_pinned(std::size_t bytes) {
+  const std::lock_guard lock(pinned_mutex_);
   if (const auto it = pinned_blocks_.lower_bound(bytes); it != pinned_blocks_.end()) {
     const PinnedBlock block{it->second, it->first};
     pinned_blocks_.erase(it);
@@ -207,6 +225,7 @@ PinnedBlock DeviceContext::take_pinned(std::size_t bytes) {
 
 void DeviceContext::give_pinned(const PinnedBlock& block) noexcept {
   if (block.data == nullptr) return;
+  const std::lock_guard lock(pinned_mutex_);
   try {
     pinned_blocks_.emplace(block.bytes, block.data);
   } catch (const std::bad_alloc&) {
@@ -216,6 +235,7 @@ void DeviceContext::give_pinned(const PinnedBlock& block) noexcept {
 }
 
 void DeviceContext::free_pinned_blocks() noexcept {
+  const std::lock_guard lock(pinned_mutex_);
   for (const auto& [bytes, p] : pinned_blocks_) {
     if (const cudaError_t err = cudaFreeHost(p); err != cudaSuccess)
       spdlog::warn("cuda:{}: freeing {} bytes of pinned host memory: {}", index_, bytes,
@@ -228,6 +248,9 @@ void DeviceContext::release_cached() {
   activate();
   check(cudaStreamSynchronize(stream_), "finishing the GPU's work");
   check(cudaMemPoolTrimTo(pool_, 0), "returning cached GPU memory");
+  // Page-locked memory is the system's to lend: unused blocks (feature buffers of finished
+  // batches, recordings dropped) go back with the device memory.
+  free_pinned_blocks();
 }
 
 DeviceStorage::DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes)

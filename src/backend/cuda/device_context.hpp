@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 
@@ -25,6 +26,12 @@ cudaDataType cuda_data_type(DType type);
 // Throws ifw::Error naming `what` when a CUDA call failed (kOutOfMemory for an allocation).
 void check(cudaError_t err, const char* what);
 void check(cublasStatus_t status, const char* what);
+
+// Whether the backend lends page-locked host memory for bulk uploads (Backend::host_buffer): on
+// unless IFW_CUDA_PINNED=0 (for comparisons; not yet measured on a GPU).
+bool page_locked_uploads();
+// Whether `p` lies in page-locked host memory the CUDA runtime knows (cudaMallocHost).
+bool is_page_locked(const void* p);
 
 class DeviceContext {
  public:
@@ -71,10 +78,10 @@ class DeviceContext {
   const void* stage(const void* values, std::size_t bytes);
   static constexpr std::size_t kStagingBytes = 4u << 20;
 
-  // Pinned host memory of at least `bytes`; given back, it is kept for reuse until the context
-  // goes (at most what one decoding's step graphs held at once; cudaFreeHost would wait for the
-  // whole device, other models' work included). A block reused for a smaller request keeps its
-  // own size, so that it serves as large a request again.
+  // Pinned host memory of at least `bytes`, on any thread; given back, it is kept for reuse until
+  // release_cached() or the context goes (cudaFreeHost would wait for the whole device, other
+  // models' work included). A block reused for a smaller request keeps its own size, so that it
+  // serves as large a request again.
   PinnedBlock take_pinned(std::size_t bytes);
   void give_pinned(const PinnedBlock& block) noexcept;
 
@@ -95,6 +102,7 @@ class DeviceContext {
   void* staging_device_ = nullptr;  // from the pool
   std::size_t staging_used_ = 0;
   StepRecording* recording_ = nullptr;
+  std::mutex pinned_mutex_;  // buffers are taken and given back on any thread
   std::multimap<std::size_t, void*> pinned_blocks_;  // given back, by size
 };
 
