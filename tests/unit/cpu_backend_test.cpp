@@ -31,8 +31,6 @@ double gelu_reference(double x) {
   return 0.5 * x * (1.0 + std::erf(x / std::numbers::sqrt2));
 }
 
-// Under AddressSanitizer the product's dot products are checked a row at a time (kernels.cpp):
-// a read past a row must still end the process with ASan's description of the address.
 // Memory lent by a backend goes back once, when the last buffer it moved to goes; plain memory
 // is its own.
 TEST(HostBuffer, GivesItsMemoryBackOnceWhereverItMoved) {
@@ -60,6 +58,8 @@ TEST(HostBuffer, GivesItsMemoryBackOnceWhereverItMoved) {
   plain.values()[4] = 3.0f;  // writable: under AddressSanitizer, in bounds
 }
 
+// Under AddressSanitizer the product's dot products are checked a row at a time (kernels.cpp):
+// a read past a row must still end the process with ASan's description of the address.
 TEST(CpuKernels, ProductRowsAreStillCheckedUnderAddressSanitizer) {
   if (!kSanitized) GTEST_SKIP() << "checks what AddressSanitizer reports";
   const std::vector<float> x(8, 1.0f), w(3 * 8, 1.0f);

@@ -301,7 +301,8 @@ class ScopedEnv {
 // Uploads from the backend's host memory (page-locked, from a pool) give the values as uploads
 // from plain memory do, in float32 and converted, and the upload is finished when it returns:
 // the buffer may be overwritten at once. Buffers come back from the pool after they went, after
-// a cache release, and as plain memory with IFW_CUDA_PINNED=0.
+// a cache release, and as plain memory with IFW_CUDA_PINNED=0. (That the memory is page-locked
+// is the backend's to know; the pool's reuse shows it is lent.)
 TEST_P(CudaOps, UploadsFromTheBackendsHostMemory) {
   const std::size_t n = 3 * 1000 * 1000 + 7;  // 12 MB: a copy that takes a while
   const auto values = random_values(n, 50, type());
@@ -320,7 +321,11 @@ TEST_P(CudaOps, UploadsFromTheBackendsHostMemory) {
   check("first buffer");
   check("the pool's buffer again");
   {
-    const backend::HostBuffer held = gpu_->host_buffer(n);  // the pool lends another meanwhile
+    // Lent from the pool: the same block again once given back, a second one while it is held.
+    const float* first = gpu_->host_buffer(n).values().data();
+    const backend::HostBuffer held = gpu_->host_buffer(n);
+    EXPECT_EQ(held.values().data(), first) << "the pool's block was not lent again";
+    EXPECT_NE(gpu_->host_buffer(n).values().data(), first);
     check("a second buffer");
   }
   gpu_->release_cached_memory();

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <type_traits>
 
 #include <fmt/format.h>
@@ -212,15 +213,21 @@ class CudaBackend final : public Backend {
   }
 
   HostBuffer host_buffer(std::size_t count) override {
-    if (!cuda::page_locked_uploads()) return HostBuffer(count);
-    context_->activate();
+    if (count == 0 || !cuda::page_locked_uploads()) return HostBuffer(count);
     try {
+      context_->activate();
       const cuda::PinnedBlock block = context_->take_pinned(count * sizeof(float));
       return HostBuffer(static_cast<float*>(block.data), count,
                         [context = context_, block] { context->give_pinned(block); });
     } catch (const Error& e) {
-      spdlog::warn("cuda:{}: no page-locked host memory for {} values ({}); plain memory instead",
-                   context_->index(), count, e.what());
+      // Said once: a host short of lockable memory would otherwise say it every batch.
+      static std::once_flag said;
+      std::call_once(said, [&] {
+        spdlog::warn(
+            "cuda:{}: no page-locked host memory for {} values ({}); plain memory "
+            "instead (uploads are slower)",
+            context_->index(), count, e.what());
+      });
       return HostBuffer(count);
     }
   }

@@ -212,45 +212,61 @@ bool is_page_locked(const void* p) {
 }
 
 PinnedBlock DeviceContext::take_pinned(std::size_t bytes) {
-  const std::lock_guard lock(pinned_mutex_);
-  if (const auto it = pinned_blocks_.lower_bound(bytes); it != pinned_blocks_.end()) {
-    const PinnedBlock block{it->second, it->first};
-    pinned_blocks_.erase(it);
-    return block;
+  {
+    const std::lock_guard lock(pinned_mutex_);
+    // Not a block more than twice as large: a step recording keeps what it takes for sessions,
+    // and a batch's feature block lent to it would make the next batch allocate anew.
+    if (const auto it = pinned_blocks_.lower_bound(bytes);
+        it != pinned_blocks_.end() && it->first / 2 <= bytes) {
+      const PinnedBlock block{it->second, it->first};
+      pinned_free_bytes_ -= block.bytes;
+      pinned_blocks_.erase(it);
+      return block;
+    }
   }
+  // Outside the lock: tens of milliseconds for a batch's features.
   void* p = nullptr;
   check(cudaMallocHost(&p, bytes), "allocating pinned host memory");
   return {p, bytes};
 }
 
+void DeviceContext::free_pinned(const PinnedBlock& block) const noexcept {
+  if (const cudaError_t err = cudaFreeHost(block.data); err != cudaSuccess)
+    spdlog::warn("cuda:{}: freeing {} bytes of pinned host memory: {}", index_, block.bytes,
+                 cudaGetErrorString(err));
+}
+
 void DeviceContext::give_pinned(const PinnedBlock& block) noexcept {
   if (block.data == nullptr) return;
-  const std::lock_guard lock(pinned_mutex_);
-  try {
-    pinned_blocks_.emplace(block.bytes, block.data);
-  } catch (const std::bad_alloc&) {
-    if (const cudaError_t err = cudaFreeHost(block.data); err != cudaSuccess)
-      spdlog::warn("cuda:{}: freeing pinned host memory: {}", index_, cudaGetErrorString(err));
+  {
+    const std::lock_guard lock(pinned_mutex_);
+    if (pinned_free_bytes_ + block.bytes <= kPinnedPoolBytes) {
+      try {
+        pinned_blocks_.emplace(block.bytes, block.data);
+        pinned_free_bytes_ += block.bytes;
+        return;
+      } catch (const std::bad_alloc&) {  // freed below
+      }
+    }
   }
+  free_pinned(block);
 }
 
 void DeviceContext::free_pinned_blocks() noexcept {
-  const std::lock_guard lock(pinned_mutex_);
-  for (const auto& [bytes, p] : pinned_blocks_) {
-    if (const cudaError_t err = cudaFreeHost(p); err != cudaSuccess)
-      spdlog::warn("cuda:{}: freeing {} bytes of pinned host memory: {}", index_, bytes,
-                   cudaGetErrorString(err));
+  std::multimap<std::size_t, void*> blocks;
+  {
+    const std::lock_guard lock(pinned_mutex_);
+    blocks.swap(pinned_blocks_);
+    pinned_free_bytes_ = 0;
   }
-  pinned_blocks_.clear();
+  for (const auto& [bytes, p] : blocks)
+    free_pinned({p, bytes});
 }
 
 void DeviceContext::release_cached() {
   activate();
   check(cudaStreamSynchronize(stream_), "finishing the GPU's work");
   check(cudaMemPoolTrimTo(pool_, 0), "returning cached GPU memory");
-  // Page-locked memory is the system's to lend: unused blocks (feature buffers of finished
-  // batches, recordings dropped) go back with the device memory.
-  free_pinned_blocks();
 }
 
 DeviceStorage::DeviceStorage(std::shared_ptr<DeviceContext> context, std::size_t bytes)

@@ -79,9 +79,9 @@ class DeviceContext {
   static constexpr std::size_t kStagingBytes = 4u << 20;
 
   // Pinned host memory of at least `bytes`, on any thread; given back, it is kept for reuse until
-  // release_cached() or the context goes (cudaFreeHost would wait for the whole device, other
-  // models' work included). A block reused for a smaller request keeps its own size, so that it
-  // serves as large a request again.
+  // the context goes (cudaFreeHost would wait for the whole device, other models' work
+  // included), up to kPinnedPoolBytes. A block reused for a smaller request (at least half its
+  // size) keeps its own size, so that it serves as large a request again.
   PinnedBlock take_pinned(std::size_t bytes);
   void give_pinned(const PinnedBlock& block) noexcept;
 
@@ -92,6 +92,9 @@ class DeviceContext {
  private:
   void close() noexcept;
   void free_pinned_blocks() noexcept;
+  void free_pinned(const PinnedBlock& block) const noexcept;
+  // Given-back pinned memory kept at most (a batch's features: 98 MB at 64 windows).
+  static constexpr std::size_t kPinnedPoolBytes = std::size_t{1} << 30;
 
   int index_;
   cudaStream_t stream_ = nullptr;
@@ -104,6 +107,7 @@ class DeviceContext {
   StepRecording* recording_ = nullptr;
   std::mutex pinned_mutex_;  // buffers are taken and given back on any thread
   std::multimap<std::size_t, void*> pinned_blocks_;  // given back, by size
+  std::size_t pinned_free_bytes_ = 0;
 };
 
 // Device memory of one tensor, freed (stream-ordered) when the last tensor using it goes.
