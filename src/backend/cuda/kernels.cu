@@ -566,6 +566,16 @@ __global__ void row_attention_kernel(RowAttention a) {
 // part it writes the output itself.
 constexpr int kSplitWarps = 4;
 
+// A 16-byte load the compiler keeps where it is written (volatile asm): the split kernel's
+// early value loads, which it would otherwise move after the scores to save registers.
+__device__ __forceinline__ uint4 issued_load(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
 // Opt-ins (IFW_CUDA_SPLIT, unmeasured): kEarlyValues issues a part's value loads with its key
 // loads (one wait on memory per block instead of two, at the cost of registers: fewer blocks per
 // SM); kHeadsFirst orders the blocks head by head within a part (grid: heads, parts x queries,
@@ -647,8 +657,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
 #pragma unroll
     for (int p = 0; p < kPasses; ++p) {
       const int j = p * kRowsPerPass + row;
-      early[p] =
-          j < count ? *reinterpret_cast<const uint4*>(v + j * a.ld_v) : make_uint4(0, 0, 0, 0);
+      early[p] = j < count ? issued_load(v + j * a.ld_v) : make_uint4(0, 0, 0, 0);
     }
   }
 #pragma unroll
