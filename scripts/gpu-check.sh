@@ -37,13 +37,14 @@ fi
 # The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
 # keys) side by side, at batch 24, with the first configuration (steps issued one by one, flash
 # v1, a row per block; measured against each default on 2026-11-28) and, at batch 64 (where the
-# targets are not met yet), with each opt-in: cuBLASLt's bias epilogues with each shape's
-# algorithm timed (IFW_CUDA_LT=tune; =1 measured +1 % on 2026-11-28), the second version of the
-# bias/GELU and layer-norm kernels (IFW_CUDA_ELEMENTWISE=2), and those with flash v4 together;
-# the encoder is the same in both architectures, so flash attention v3, v4 and v5
-# (IFW_CUDA_FLASH=3, =4, =5) run with turbo (76 % encoder at batch 64) and decoding attention in
-# parts of 256 keys or self-attention by rows (IFW_CUDA_DECODE_ATTENTION=split256, =mixed) with
-# large-v3 (69 % decoder).
+# targets are not met yet), with the opt-ins together (cuBLASLt's bias epilogues with each
+# shape's algorithm timed, IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm
+# kernels, IFW_CUDA_ELEMENTWISE=2; flash v4); the encoder is the same in both architectures, so
+# flash attention v4 and v5 (IFW_CUDA_FLASH=4, =5) run with turbo (76 % encoder at batch 64)
+# and decoding attention in parts of 256 keys or self-attention by rows
+# (IFW_CUDA_DECODE_ATTENTION=split256, =mixed) with large-v3 (69 % decoder). Each opt-in alone,
+# flash v3 included, is timed where it acts by the operations above (a whole run each would not
+# fit a device session).
 first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
 bench_run() {  # arch, batch, variant
   local vars suffix
@@ -105,8 +106,8 @@ for arch in $archs; do
   for batch in $batches; do
     variants="first"
     if [ "$batch" = 64 ]; then
-      variants="lt_tune elementwise2 together"
-      [ "$arch" = large-v3-turbo ] && variants="$variants flash3 flash4 flash5"
+      variants="together"
+      [ "$arch" = large-v3-turbo ] && variants="$variants flash4 flash5"
       [ "$arch" = large-v3 ] && variants="$variants split256 mixed"
     fi
     for variant in $variants; do
@@ -141,6 +142,7 @@ conformance bf16_flash3 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=3
 conformance fp16_flash4 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=4
 conformance bf16_flash4 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=4
 conformance fp16_flash5 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=5
+conformance fp16_split_heads_early IFW_TEST_PRECISION=fp16 IFW_CUDA_SPLIT=heads,early
 for precision in fp32 fp16 bf16; do
   conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2
 done
@@ -185,13 +187,6 @@ if [ "$mode" = full ]; then
     IFW_CUDA_PROFILE=1 "$bench" --device cuda --arch $arch --batch 64 --tokens 20 \
       --repetitions 1 >"$out/profile_${arch}_b64.txt" 2>&1
     grep -A14 -E "cuda profile, (the encoder|[0-9]+ runs of)" "$out/profile_${arch}_b64.txt"
-  done
-  # The opt-in row kernels with flash v3, v4, v5 (different operations: a profile shows both).
-  for flash in 3 4 5; do
-    IFW_CUDA_PROFILE=1 IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=$flash "$bench" --device cuda \
-      --arch large-v3-turbo --batch 64 --tokens 20 --repetitions 1 \
-      >"$out/profile_large-v3-turbo_b64_elementwise2_flash$flash.txt" 2>&1
-    grep -A14 "cuda profile, the encoder" "$out/profile_large-v3-turbo_b64_elementwise2_flash$flash.txt"
   done
 fi
 # The figures again, one line each, where a caller that keeps only the end of the output sees them.

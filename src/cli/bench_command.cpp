@@ -41,11 +41,13 @@ void add_bench_options(CLI::App& c, BenchArgs& a) {
       ->excludes(ops);
   c.add_option("--tokenizer", a.tokenizer,
                "With --audio: a model folder whose tokenizer and generation settings are used")
-      ->check(CLI::ExistingDirectory);
+      ->check(CLI::ExistingDirectory)
+      ->excludes(ops);
   c.add_option("--prepare-ahead", a.prepare_ahead,
                "With --audio: prepare the next batch's windows while a batch runs")
       ->check(CLI::IsMember({"auto", "on", "off"}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->excludes(ops);
 }
 
 int run_bench(const BenchArgs& a) {

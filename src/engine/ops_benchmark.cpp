@@ -327,6 +327,19 @@ class OpsRun {
           static_cast<double>(batch * kPositions * 2 * d) * act_bytes_, false);
     }
     product("decoder cross output projection", d, d, attended, x, true, 30);
+    {
+      // Once per window, when its decoding starts: each layer's cross-attention keys and values.
+      const std::int64_t rows = batch * kPositions;
+      const Tensor states = random_rows(be_, rows, d, kPositions, act_, 35);
+      const Tensor w = weight(2 * d, d, 36);
+      Tensor kv = be_.empty({rows, 2 * d}, act_);
+      record(
+          "decoder cross k|v product (per window)",
+          fmt::format("{} x {} . {} x {}", rows, d, d, 2 * d),
+          [&] { be_.linear(whole(states), w, nullptr, Activation::kNone, whole(kv), rows, false); },
+          layers / static_cast<double>(batch), 0, 2.0 * static_cast<double>(rows * d * 2 * d),
+          true);
+    }
 
     Tensor hidden = be_.empty({batch, ffn}, act_);
     {
@@ -380,22 +393,23 @@ std::string ops_benchmark_text(const OpsBenchmarkResult& r) {
   std::string text = fmt::format(
       "ops         {} ({} backend: {}), batch {}: one layer's operations, each alone and issued "
       "one by one\n"
-      "{:<38} {:<48} {:>9} {:>10} {:>9} {:>16}\n",
+      "{:<40} {:<52} {:>9} {:>10} {:>9} {:>16}\n",
       r.options.arch, r.options.device, r.backend, r.options.batch, "operation", "one call",
       "ms/call", "ms/window", "ms/step", "rate");
   const auto share = [](double ms) { return ms > 0 ? fmt::format("{:.3f}", ms) : std::string(); };
   double window = 0, step = 0;
   for (const OpTiming& t : r.ops) {
     text +=
-        fmt::format("{:<38} {:<48} {:>9.4f} {:>10} {:>9} {:>8.1f} {:<7}\n", t.name, t.shape,
+        fmt::format("{:<40} {:<52} {:>9.4f} {:>10} {:>9} {:>8.4g} {:<7}\n", t.name, t.shape,
                     t.ms_per_call, share(t.ms_per_window), share(t.ms_per_step), t.rate, t.unit);
     window += t.ms_per_window;
     step += t.ms_per_step;
   }
   text += fmt::format(
-      "{:<38} {:<48} {:>9} {:>10.3f} {:>9.3f}\n"
-      "(ms/window: the encoder's calls of the operation, every layer, per 30 s window; ms/step:\n"
-      "a decoding step's, every layer; the totals leave out what the model does besides these)\n",
+      "{:<40} {:<52} {:>9} {:>10.3f} {:>9.3f}\n"
+      "(ms/window: the calls of every layer per 30 s window, the encoder's and those a window's\n"
+      "decoding makes once; ms/step: a decoding step's, every layer; the totals leave out what\n"
+      "the model does besides these)\n",
       "total", "", "", window, step);
   return text;
 }

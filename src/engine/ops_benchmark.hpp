@@ -16,8 +16,9 @@ struct OpTiming {
   std::string name;
   std::string shape;       // what one call computes, in words
   double ms_per_call = 0;  // best of the repetitions
-  // One call's share of the encoder (ms per window, every layer) or of a decoder step (ms per
-  // step, every layer); 0 where neither applies (the log-mel upload: per window already).
+  // One call's share of a window (the encoder's calls, every layer, and what a window's decoding
+  // computes once) or of a decoder step (every layer's calls); 0 where neither applies (a row
+  // for comparison).
   double ms_per_window = 0, ms_per_step = 0;
   double rate = 0;   // in `unit`
   std::string unit;  // "TFLOP/s" or "GB/s"

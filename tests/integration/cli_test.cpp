@@ -186,20 +186,23 @@ TEST(Cli, BenchOpsTimesEachOperation) {
     EXPECT_GT(op.at("ms_per_call").get<double>(), 0.0) << name;
     EXPECT_GT(op.at("rate").get<double>(), 0.0) << name;
     EXPECT_TRUE(op.at("unit") == "TFLOP/s" || op.at("unit") == "GB/s") << name;
-    // An encoder operation counts per window, a decoder one per step; the comparison row
-    // neither.
-    const bool encoder = name.starts_with("encoder") || name.starts_with("log-mel");
-    const bool decoder = name.starts_with("decoder") || name.starts_with("logits");
-    EXPECT_EQ(op.at("ms_per_window").get<double>() > 0.0, encoder) << name;
-    EXPECT_EQ(op.at("ms_per_step").get<double>() > 0.0, decoder) << name;
+    // An encoder operation counts per window, and so does the decoder's product made once per
+    // window; the others per step; the comparison row neither.
+    const bool per_window = name.starts_with("encoder") || name.starts_with("log-mel") ||
+                            name.ends_with("(per window)");
+    const bool per_step =
+        !per_window && (name.starts_with("decoder") || name.starts_with("logits"));
+    EXPECT_EQ(op.at("ms_per_window").get<double>() > 0.0, per_window) << name;
+    EXPECT_EQ(op.at("ms_per_step").get<double>() > 0.0, per_step) << name;
   }
   for (const char* name :
        {"log-mel upload (host to device)", "encoder layer norm", "encoder self-attention",
         "encoder fc1 product + bias + GELU", "  (the product alone)", "decoder cross-attention",
-        "decoder self-attention", "decoder fc2 product", "logits product"}) {
+        "decoder self-attention", "decoder fc2 product", "logits product",
+        "decoder cross k|v product (per window)"}) {
     EXPECT_TRUE(names.contains(name)) << name;
   }
-  EXPECT_EQ(names.size(), 19u);
+  EXPECT_EQ(names.size(), 20u);
 
   const CliRun text =
       run_ifw({"bench", "--ops", "--arch", "tiny", "--threads", "2", "--repetitions", "1"});
@@ -213,6 +216,7 @@ TEST(Cli, BenchOpsTimesEachOperation) {
   const CliRun both = run_ifw({"bench", "--ops", "--audio", wav.string()});
   EXPECT_EQ(both.exit_code, 2);
   EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
+  EXPECT_EQ(run_ifw({"bench", "--ops", "--tokenizer", tmp.path().string()}).exit_code, 2);
 }
 
 TEST(Cli, InspectEveryGoldenModel) {
