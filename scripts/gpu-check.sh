@@ -74,7 +74,8 @@ done
 # Each operation alone at large-v3's shapes at batch 64 (ifw bench --ops: ms per call and the
 # rate it reaches; turbo's layers have the same shapes), with the defaults and with each opt-in
 # that changes a kernel: what the whole-model comparisons below cannot tell apart. The decoding
-# attention's tweaks (IFW_CUDA_SPLIT: blocks head by head, values loaded with the keys) are only
+# attention's tweaks (IFW_CUDA_SPLIT: blocks head by head, values loaded with the keys, parts
+# combined by their last block) are only
 # measured here, and so are uploads from pageable memory (IFW_CUDA_PINNED=0) against the
 # page-locked buffers the features now live in.
 ops_run() {  # environment (or "default")
@@ -97,7 +98,8 @@ ops_run() {  # environment (or "default")
 if [ "$mode" != quick ]; then
   for variant in default IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 \
     IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads \
-    IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 \
+    IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused \
+    IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 \
     IFW_CUDA_LT=tune IFW_CUDA_PINNED=0; do
     ops_run "$variant"
   done
@@ -142,7 +144,7 @@ conformance bf16_flash3 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=3
 conformance fp16_flash4 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=4
 conformance bf16_flash4 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=4
 conformance fp16_flash5 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=5
-conformance fp16_split_heads_early IFW_TEST_PRECISION=fp16 IFW_CUDA_SPLIT=heads,early
+conformance fp16_split_tweaks IFW_TEST_PRECISION=fp16 IFW_CUDA_SPLIT=heads,early,fused
 for precision in fp32 fp16 bf16; do
   conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2
 done

@@ -419,6 +419,8 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
         {"IFW_CUDA_SPLIT", "heads"},
         {"IFW_CUDA_SPLIT", "early"},
         {"IFW_CUDA_SPLIT", "heads,early"},
+        {"IFW_CUDA_SPLIT", "fused"},
+        {"IFW_CUDA_SPLIT", "heads,early,fused"},
         {"IFW_CUDA_FLASH", "1"},
         {"IFW_CUDA_FLASH", "3"},
         {"IFW_CUDA_FLASH", "4"},

@@ -183,6 +183,9 @@ class CudaBackend final : public Backend {
                               "(compute 8.0) this build supports",
                               index, name_, prop.major, prop.minor));
     }
+    split_counters_ = empty({cuda::kSplitCounters}, DType::kF32);  // 4-byte counters
+    check(cudaMemsetAsync(split_counters_.raw(), 0, split_counters_.bytes(), stream()),
+          "clearing the split attention's counters");
   }
 
   Device device() const override { return Device::kCuda; }
@@ -497,6 +500,8 @@ class CudaBackend final : public Backend {
   OpProfile profile_;
   // IFW_CUDA_LT=1 or tune; null: cublasGemmEx and a bias kernel.
   std::unique_ptr<cuda::LtMatmul> lt_;
+  // cuda::kSplitCounters counters for the split attention's fused tweak: zero between launches.
+  Tensor split_counters_;
 };
 
 void CudaBackend::attention(const AttentionArgs& a) {
@@ -634,7 +639,10 @@ void CudaBackend::attention(const AttentionArgs& a) {
                                                   r.heads * parts * cuda::kSplitPartial})
                                        : Tensor();
       float* partial_data = parts > 1 ? static_cast<float*>(partial.raw()) : nullptr;
-      issue("attention split", [&] { cuda::split_attention(r, keys, partial_data, stream()); });
+      issue("attention split", [&] {
+        cuda::split_attention(r, keys, partial_data, static_cast<unsigned*>(split_counters_.raw()),
+                              stream());
+      });
     } else {
       issue("attention rows", [&] { cuda::row_attention(r, stream()); });
     }

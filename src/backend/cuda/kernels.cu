@@ -566,6 +566,76 @@ __global__ void row_attention_kernel(RowAttention a) {
 // part it writes the output itself.
 constexpr int kSplitWarps = 4;
 
+// The parts of (query row i of item b, head h) combined by one whole block: the parts' outputs
+// weighed by their maxima and sums; captured probabilities rescaled to the whole row's. kFresh:
+// the parts were written by other blocks of the running kernel, so they are read past the L1
+// cache (not coherent between SMs).
+template <typename T, bool kFresh>
+__device__ void combine_split_parts(const RowAttention& a, int splits, int keys,
+                                    const float* partial, int i, int h, int b) {
+  const auto load = [](const float* p) {
+    if constexpr (kFresh) {
+      return __ldcg(p);
+    } else {
+      return *p;
+    }
+  };
+  const i64 query_row = static_cast<i64>(b) * a.query_len + i;
+  const float* parts = partial + (query_row * a.heads + h) * splits * kSplitPartial;
+  const auto weight = [&](int s, float top) {
+    const float m = load(parts + s * kSplitPartial + kSplitHead);
+    return m == -INFINITY ? 0.0f : __expf(m - top);
+  };
+  float top = -INFINITY;
+  for (int s = 0; s < splits; ++s)
+    top = fmaxf(top, load(parts + s * kSplitPartial + kSplitHead));
+  float total = 0.0f;
+  for (int s = 0; s < splits; ++s)
+    total += load(parts + s * kSplitPartial + kSplitHead + 1) * weight(s, top);
+  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+  if (threadIdx.x < kSplitHead) {
+    float o = 0.0f;
+    for (int s = 0; s < splits; ++s)
+      o += load(parts + s * kSplitPartial + threadIdx.x) * weight(s, top);
+    static_cast<T*>(a.out)[query_row * a.ld_out + static_cast<i64>(h) * kSplitHead + threadIdx.x] =
+        from_float<T>(o * inv);
+  }
+  if (a.capture != nullptr && a.slots.slot[h] >= 0) {
+    float* cap =
+        a.capture +
+        ((static_cast<i64>(b) * a.n_capture + a.slots.slot[h]) * a.query_len + i) * a.key_block;
+    for (i64 j = threadIdx.x; j < a.key_block; j += blockDim.x)
+      cap[j] = load(cap + j) * weight(static_cast<int>(j / keys), top) * inv;
+  }
+}
+
+// One block per (query row, head, item): combine_split_parts.
+template <typename T>
+__global__ void split_attention_combine_kernel(RowAttention a, int splits, int keys,
+                                               const float* partial) {
+  combine_split_parts<T, false>(a, splits, keys, partial, static_cast<int>(blockIdx.x) / a.heads,
+                                static_cast<int>(blockIdx.x) % a.heads,
+                                static_cast<int>(blockIdx.y));
+}
+
+// With the "fused" tweak: a part block counts itself done in its (query row, head)'s counter
+// once its results are visible; the last one combines the parts (no second kernel) and sets the
+// counter back to zero for the next launch.
+template <typename T>
+__device__ void finish_split_part(const RowAttention& a, int splits, int keys, const float* partial,
+                                  unsigned* done, int i, int h, int b) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* counter = done + (static_cast<i64>(b) * a.query_len + i) * a.heads + h;
+    last = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+    if (last) *counter = 0u;
+  }
+  __syncthreads();
+  if (last) combine_split_parts<T, true>(a, splits, keys, partial, i, h, b);
+}
+
 // A 16-byte load the compiler keeps where it is written (volatile asm): the split kernel's
 // early value loads, which it would otherwise move after the scores to save registers.
 __device__ __forceinline__ uint4 issued_load(const void* p) {
@@ -581,9 +651,9 @@ __device__ __forceinline__ uint4 issued_load(const void* p) {
 // SM); kHeadsFirst orders the blocks head by head within a part (grid: heads, parts x queries,
 // items), so that the blocks that run together read neighbouring 128-byte pieces of the same
 // key rows rather than the same head's rows further on.
-template <typename T, int kKeys, bool kEarlyValues, bool kHeadsFirst>
+template <typename T, int kKeys, bool kEarlyValues, bool kHeadsFirst, bool kFused>
 __global__ void __launch_bounds__(kSplitWarps * 32)
-    split_attention_kernel(RowAttention a, int splits, float* partial) {
+    split_attention_kernel(RowAttention a, int splits, float* partial, unsigned* done) {
   constexpr int kWidth = 16 / static_cast<int>(sizeof(T));  // elements in a 16-byte load
   constexpr int kLanes = kSplitHead / kWidth;               // lanes reading one key row
   constexpr int kRowsPerWarp = 32 / kLanes;
@@ -628,6 +698,9 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
           part[kSplitHead + 1] = 0.0f;
         }
       }
+    }
+    if constexpr (kFused) {
+      if (splits > 1) finish_split_part<T>(a, splits, kKeys, partial, done, i, h, b);
     }
     return;
   }
@@ -736,40 +809,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
       }
     }
   }
-}
-
-// One block per (query row, head, item): the parts' outputs weighed by their maxima and sums;
-// captured probabilities rescaled to the whole row's.
-template <typename T>
-__global__ void split_attention_combine_kernel(RowAttention a, int splits, int keys,
-                                               const float* partial) {
-  const int i = blockIdx.x / a.heads, h = blockIdx.x % a.heads, b = blockIdx.y;
-  const i64 query_row = static_cast<i64>(b) * a.query_len + i;
-  const float* parts = partial + (query_row * a.heads + h) * splits * kSplitPartial;
-  const auto weight = [&](int s, float top) {
-    const float m = parts[s * kSplitPartial + kSplitHead];
-    return m == -INFINITY ? 0.0f : __expf(m - top);
-  };
-  float top = -INFINITY;
-  for (int s = 0; s < splits; ++s)
-    top = fmaxf(top, parts[s * kSplitPartial + kSplitHead]);
-  float total = 0.0f;
-  for (int s = 0; s < splits; ++s)
-    total += parts[s * kSplitPartial + kSplitHead + 1] * weight(s, top);
-  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-  if (threadIdx.x < kSplitHead) {
-    float o = 0.0f;
-    for (int s = 0; s < splits; ++s)
-      o += parts[s * kSplitPartial + threadIdx.x] * weight(s, top);
-    static_cast<T*>(a.out)[query_row * a.ld_out + static_cast<i64>(h) * kSplitHead + threadIdx.x] =
-        from_float<T>(o * inv);
-  }
-  if (a.capture != nullptr && a.slots.slot[h] >= 0) {
-    float* cap =
-        a.capture +
-        ((static_cast<i64>(b) * a.n_capture + a.slots.slot[h]) * a.query_len + i) * a.key_block;
-    for (i64 j = threadIdx.x; j < a.key_block; j += blockDim.x)
-      cap[j] *= weight(static_cast<int>(j / keys), top) * inv;
+  if constexpr (kFused) {
+    if (splits > 1) finish_split_part<T>(a, splits, kKeys, partial, done, i, h, b);
   }
 }
 
@@ -987,7 +1028,8 @@ SplitTweaks split_attention_tweaks() {
   if (v == nullptr) return {};
   const std::string_view choice(v);
   return {choice.find("heads") != std::string_view::npos,
-          choice.find("early") != std::string_view::npos};
+          choice.find("early") != std::string_view::npos,
+          choice.find("fused") != std::string_view::npos};
 }
 
 bool split_self_attention() {
@@ -1006,15 +1048,19 @@ int split_attention_parts(const RowAttention& a, int keys) {
   return static_cast<int>((a.key_block + keys - 1) / keys);
 }
 
-void split_attention(const RowAttention& a, int keys, float* partial, cudaStream_t stream) {
+void split_attention(const RowAttention& a, int keys, float* partial, unsigned* done,
+                     cudaStream_t stream) {
   if (!split_attention_supported(a) || (keys != 128 && keys != 256)) {
     throw std::invalid_argument("split attention: unsupported");
   }
   if (a.batch == 0) return;
   const int splits = split_attention_parts(a, keys);
   if (splits > 1 && partial == nullptr) throw std::invalid_argument("split attention: no partials");
-  const SplitTweaks tweaks = split_attention_tweaks();
+  // The tweaks apply to parts of 128 keys (the default).
+  const SplitTweaks tweaks = keys == 128 ? split_attention_tweaks() : SplitTweaks{};
   const bool heads_first = tweaks.heads_first && splits * a.query_len <= 65535;
+  const bool fused = tweaks.fused && splits > 1 && done != nullptr &&
+                     static_cast<i64>(a.batch) * a.query_len * a.heads <= kSplitCounters;
   const dim3 grid =
       heads_first
           ? dim3(static_cast<unsigned>(a.heads), static_cast<unsigned>(splits * a.query_len),
@@ -1023,24 +1069,25 @@ void split_attention(const RowAttention& a, int keys, float* partial, cudaStream
                  static_cast<unsigned>(a.batch));
   dispatch(a.type, [&](auto tag) {
     using T = decltype(tag);
-    const auto launch = [&]<int kKeys>() {
-      const auto with = [&](auto kernel) {
-        kernel<<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial);
-      };
-      if (tweaks.early_values) {
-        heads_first ? with(split_attention_kernel<T, kKeys, true, true>)
-                    : with(split_attention_kernel<T, kKeys, true, false>);
-      } else {
-        heads_first ? with(split_attention_kernel<T, kKeys, false, true>)
-                    : with(split_attention_kernel<T, kKeys, false, false>);
-      }
+    const auto launch = [&](auto kernel) {
+      kernel<<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial, done);
+    };
+    const auto with_fused = [&]<bool kEarly, bool kHeads>() {
+      fused ? launch(split_attention_kernel<T, 128, kEarly, kHeads, true>)
+            : launch(split_attention_kernel<T, 128, kEarly, kHeads, false>);
+    };
+    const auto with_heads = [&]<bool kEarly>() {
+      heads_first ? with_fused.template operator()<kEarly, true>()
+                  : with_fused.template operator()<kEarly, false>();
     };
     if (keys == 256) {
-      launch.template operator()<256>();
+      launch(split_attention_kernel<T, 256, false, false, false>);
+    } else if (tweaks.early_values) {
+      with_heads.template operator()<true>();
     } else {
-      launch.template operator()<128>();
+      with_heads.template operator()<false>();
     }
-    if (splits > 1) {
+    if (splits > 1 && !fused) {
       const dim3 rows(static_cast<unsigned>(a.query_len * a.heads), static_cast<unsigned>(a.batch));
       split_attention_combine_kernel<T><<<rows, 128, 0, stream>>>(a, splits, keys, partial);
     }

@@ -123,17 +123,24 @@ int split_attention_keys();
 // False with IFW_CUDA_DECODE_ATTENTION=mixed: causal (self-)attention by rows, one kernel where
 // the split needs two for a cache of 448 keys mostly unfilled (not yet run on a GPU).
 bool split_self_attention();
-// Opt-ins for the split kernel from IFW_CUDA_SPLIT (a list: "heads", "early"; not yet run on a
-// GPU): blocks ordered head by head within a part, and a part's value loads issued with its key
-// loads (kernels.cu).
+// Opt-ins for the split kernel with parts of 128 keys, from IFW_CUDA_SPLIT (a list: "heads",
+// "early", "fused"; not yet run on a GPU): blocks ordered head by head within a part, a part's
+// value loads issued with its key loads, and the parts combined by the last of their blocks
+// instead of a second kernel (kernels.cu).
 struct SplitTweaks {
   bool heads_first = false;
   bool early_values = false;
+  bool fused = false;
 };
 SplitTweaks split_attention_tweaks();
 bool split_attention_supported(const RowAttention& a);
 int split_attention_parts(const RowAttention& a, int keys);
-void split_attention(const RowAttention& a, int keys, float* partial, cudaStream_t stream);
+// `done`: kSplitCounters zeroed counters that stay zero between launches (the fused tweak
+// counts a (query row, head)'s finished parts in one and sets it back); nullptr: the parts are
+// combined by a second kernel.
+constexpr int kSplitCounters = 1 << 16;
+void split_attention(const RowAttention& a, int keys, float* partial, unsigned* done,
+                     cudaStream_t stream);
 
 // Softmax of one item's attention scores [heads][query_len][key_len] (scaled already) into
 // probabilities of `type` with the same layout; with causal, query i sees keys
