@@ -1011,8 +1011,9 @@ void Transcriber::process_batch(std::vector<Item>& batch,
   std::vector<FeatureRef> features;
   for (const Item& item : batch)
     features.push_back(item.features);
-  std::vector<float> gathered;  // only when the batch's features are not one after another
-  const backend::Tensor states = model_->encode(gather_features(features, gathered), n);
+  backend::HostBuffer gathered;  // only when the batch's features are not one after another
+  const backend::Tensor states =
+      model_->encode(gather_features(features, gathered, &model_->backend()), n);
 
   // A file's language, when not given, is detected on its first window (as openai/whisper).
   for (int i = 0; i < n; ++i) {

@@ -41,7 +41,7 @@ std::span<const float> FeatureBuffer::windows(std::size_t first, std::size_t cou
 }
 
 std::span<const float> gather_features(std::span<const FeatureRef> windows,
-                                       std::vector<float>& scratch) {
+                                       backend::HostBuffer& scratch, backend::Backend* backend) {
   if (windows.empty()) return {};
   const FeatureRef& first = windows.front();
   for (const FeatureRef& w : windows) {
@@ -55,14 +55,14 @@ std::span<const float> gather_features(std::span<const FeatureRef> windows,
     in_place = windows[i].buffer == first.buffer && windows[i].index == first.index + i;
   }
   if (in_place) return first.buffer->windows(first.index, windows.size());
-  const std::size_t per_window = first.buffer->per_window();
-  scratch.resize(per_window * windows.size());
+  const std::size_t per_window = first.buffer->per_window(), count = per_window * windows.size();
+  scratch = backend != nullptr ? backend->host_buffer(count) : backend::HostBuffer(count);
+  const std::span<float> to = scratch.values();
   for (std::size_t i = 0; i < windows.size(); ++i) {
     const auto from = windows[i].buffer->windows(windows[i].index, 1);
-    std::copy(from.begin(), from.end(),
-              scratch.begin() + static_cast<std::ptrdiff_t>(i * per_window));
+    std::copy(from.begin(), from.end(), to.begin() + static_cast<std::ptrdiff_t>(i * per_window));
   }
-  return scratch;
+  return to;
 }
 
 }  // namespace ifw::pipeline

@@ -47,8 +47,10 @@ struct FeatureRef {
 };
 
 // The features of a batch as one span: the windows' own buffer where they lie there one after
-// another in the batch's order (no copy: the usual case), else gathered into `scratch`.
+// another in the batch's order (no copy: the usual case), else gathered into `scratch`, taken
+// from `backend`'s memory for uploads (plain memory without one).
 std::span<const float> gather_features(std::span<const FeatureRef> windows,
-                                       std::vector<float>& scratch);
+                                       backend::HostBuffer& scratch,
+                                       backend::Backend* backend = nullptr);
 
 }  // namespace ifw::pipeline

@@ -349,17 +349,17 @@ TEST(WindowFeatures, ReadInPlaceGatheredOrRefused) {
     EXPECT_EQ(std::vector<float>(one.begin(), one.end()), log_mel_spectrogram(windows[w], 80));
   }
 
-  std::vector<float> scratch;
+  backend::HostBuffer scratch;
   const std::vector<pipeline::FeatureRef> all = {{buffer, 0}, {buffer, 1}, {buffer, 2}};
   EXPECT_EQ(pipeline::gather_features(all, scratch).data(), buffer->windows(0, 3).data());
   const std::vector<pipeline::FeatureRef> tail = {{buffer, 1}, {buffer, 2}};
   EXPECT_EQ(pipeline::gather_features(tail, scratch).data(), buffer->windows(1, 2).data());
-  EXPECT_TRUE(scratch.empty()) << "nothing was copied";
+  EXPECT_TRUE(scratch.values().empty()) << "nothing was copied";
 
   const std::vector<pipeline::FeatureRef> reordered = {{buffer, 2}, {buffer, 0}};
   const auto gathered = pipeline::gather_features(reordered, scratch);
   ASSERT_EQ(gathered.size(), 2 * buffer->per_window());
-  EXPECT_EQ(gathered.data(), scratch.data());
+  EXPECT_EQ(gathered.data(), scratch.values().data());
   const auto w2 = buffer->windows(2, 1), w0 = buffer->windows(0, 1);
   EXPECT_TRUE(std::equal(w2.begin(), w2.end(), gathered.begin()));
   EXPECT_TRUE(
@@ -380,32 +380,39 @@ TEST(WindowFeatures, ReadInPlaceGatheredOrRefused) {
 }
 
 // With a backend, a feature buffer's values are in the backend's memory for uploads (page-locked
-// beside a GPU), given back when the buffer goes.
+// beside a GPU), and so are features gathered for a batch; each goes back when it goes.
 TEST(WindowFeatures, LiveInTheBackendsMemoryForUploads) {
   class LendingBackend final : public test::DelegatingBackend {
    public:
     LendingBackend() : DelegatingBackend(backend::make_cpu_backend(1)) {}
     backend::HostBuffer host_buffer(std::size_t count) override {
-      memory.assign(count, -1.0f);
-      ++lent;
-      return backend::HostBuffer(memory.data(), count, [this] { ++given_back; });
+      loans.push_back(std::make_unique<std::vector<float>>(count, -1.0f));
+      return backend::HostBuffer(loans.back()->data(), count, [this] { ++given_back; });
     }
-    std::vector<float> memory;
-    int lent = 0, given_back = 0;
+    std::vector<std::unique_ptr<std::vector<float>>> loans;
+    int given_back = 0;
   };
   LendingBackend lender;
   auto extractor = std::make_shared<audio::LogMelSpectrogram>(80);
   std::vector<float> samples(16000, 0.0f);
   {
-    pipeline::FeatureBuffer buffer(extractor, 2, &lender);
-    EXPECT_EQ(lender.lent, 1);
-    ASSERT_EQ(lender.memory.size(), 2 * buffer.per_window());
-    buffer.compute(1, samples);
-    EXPECT_EQ(buffer.windows(0, 2).data(), lender.memory.data());
-    EXPECT_EQ(lender.memory[buffer.per_window()], log_mel_spectrogram(samples, 80)[0]);
+    auto buffer = std::make_shared<pipeline::FeatureBuffer>(extractor, 2, &lender);
+    ASSERT_EQ(lender.loans.size(), 1u);
+    const std::vector<float>& memory = *lender.loans[0];
+    ASSERT_EQ(memory.size(), 2 * buffer->per_window());
+    buffer->compute(1, samples);
+    EXPECT_EQ(buffer->windows(0, 2).data(), memory.data());
+    EXPECT_EQ(memory[buffer->per_window()], log_mel_spectrogram(samples, 80)[0]);
+
+    backend::HostBuffer scratch;
+    const std::vector<pipeline::FeatureRef> reordered = {{buffer, 1}, {buffer, 0}};
+    const auto gathered = pipeline::gather_features(reordered, scratch, &lender);
+    ASSERT_EQ(lender.loans.size(), 2u);
+    EXPECT_EQ(gathered.data(), lender.loans[1]->data());
+    EXPECT_EQ(gathered[0], memory[buffer->per_window()]);
     EXPECT_EQ(lender.given_back, 0);
   }
-  EXPECT_EQ(lender.given_back, 1);
+  EXPECT_EQ(lender.given_back, 2);
 }
 
 TEST(AudioDecoder, ClearErrors) {
