@@ -441,6 +441,60 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
   }
 }
 
+// The split kernel's tweaks change the order of blocks and loads and who combines the parts, not
+// the arithmetic: at a grid of thousands of blocks (where a stale read of another block's parts
+// would show), outputs and captured weights are the default's bit for bit, launch after launch
+// (the fused tweak's counters must be left at zero each time).
+TEST_P(CudaOps, SplitTweaksGiveTheDefaultsOutputsBitForBit) {
+  const int batch = 16, heads = 20, hd = 64;
+  const std::int64_t d = heads * hd, block = 1500;
+  const auto q = random_values(batch * d, 60, type());
+  const auto kv = random_values(batch * block * 2 * d, 61, type());
+  const auto bias = random_values(d, 62, DType::kF32, 0.5f);
+  const Tensor qg = gpu_->upload(q, {batch, d}, type());
+  const Tensor kvg = gpu_->upload(kv, {batch * block, 2 * d}, type());
+  const Tensor bg = gpu_->upload(bias, {d});
+  std::vector<int> lengths(batch), items(batch);
+  for (int b = 0; b < batch; ++b) {
+    lengths[static_cast<std::size_t>(b)] = std::vector<int>{1500, 1499, 1, 128, 129, 700}[b % 6];
+    items[static_cast<std::size_t>(b)] = batch - 1 - b;
+  }
+  const auto run = [&](std::vector<float>& capture) {
+    Tensor out = gpu_->upload(std::vector<float>(static_cast<std::size_t>(batch * d), kNaN),
+                              {batch, d}, type());
+    backend::AttentionArgs a;
+    a.q = {qg, 0, d};
+    a.k = {kvg, 0, 2 * d};
+    a.v = {kvg, d, 2 * d};
+    a.out = {out, 0, d};
+    a.batch = batch;
+    a.heads = heads;
+    a.head_dim = hd;
+    a.query_len = 1;
+    a.key_block = block;
+    a.key_lengths = lengths;
+    a.item_index = items;
+    a.scale = 0.5f;
+    a.q_bias = &bg;
+    a.capture_heads = {3, 17};
+    capture.assign(static_cast<std::size_t>(batch * 2 * block), -1.0f);
+    a.capture = capture;
+    gpu_->attention(a);
+    return to_host(*gpu_, out);
+  };
+  std::vector<float> expected_capture, capture;
+  const std::vector<float> expected = run(expected_capture);
+  for (const char* tweaks : {"heads", "early", "fused", "heads,early", "heads,fused", "early,fused",
+                             "heads,early,fused"}) {
+    const ScopedEnv choice("IFW_CUDA_SPLIT", tweaks);
+    for (int launch = 0; launch < 3; ++launch) {
+      EXPECT_EQ(run(capture), expected) << "IFW_CUDA_SPLIT=" << tweaks << ", launch " << launch;
+      EXPECT_EQ(capture, expected_capture)
+          << "captured weights, IFW_CUDA_SPLIT=" << tweaks << ", launch " << launch;
+    }
+  }
+}
+
 // A head size the split and flash kernels refuse (20: not 64, and rows of 16-bit elements not a
 // multiple of 16 bytes): decoding steps go to the row kernel's element-wise version, longer
 // queries to the products, with and without a query bias.

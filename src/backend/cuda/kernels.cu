@@ -605,7 +605,7 @@ __device__ void combine_split_parts(const RowAttention& a, int splits, int keys,
         a.capture +
         ((static_cast<i64>(b) * a.n_capture + a.slots.slot[h]) * a.query_len + i) * a.key_block;
     for (i64 j = threadIdx.x; j < a.key_block; j += blockDim.x)
-      cap[j] = load(cap + j) * weight(static_cast<int>(j / keys), top) * inv;
+      cap[j] = load(cap + j) * (weight(static_cast<int>(j / keys), top) * inv);
   }
 }
 
@@ -613,9 +613,9 @@ __device__ void combine_split_parts(const RowAttention& a, int splits, int keys,
 template <typename T>
 __global__ void split_attention_combine_kernel(RowAttention a, int splits, int keys,
                                                const float* partial) {
-  combine_split_parts<T, false>(a, splits, keys, partial, static_cast<int>(blockIdx.x) / a.heads,
-                                static_cast<int>(blockIdx.x) % a.heads,
-                                static_cast<int>(blockIdx.y));
+  const unsigned heads = static_cast<unsigned>(a.heads);
+  combine_split_parts<T, false>(a, splits, keys, partial, static_cast<int>(blockIdx.x / heads),
+                                static_cast<int>(blockIdx.x % heads), static_cast<int>(blockIdx.y));
 }
 
 // With the "fused" tweak: a part block counts itself done in its (query row, head)'s counter
@@ -630,7 +630,10 @@ __device__ void finish_split_part(const RowAttention& a, int splits, int keys, c
   if (threadIdx.x == 0) {
     unsigned* counter = done + (static_cast<i64>(b) * a.query_len + i) * a.heads + h;
     last = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
-    if (last) *counter = 0u;
+    if (last) {
+      __threadfence();  // acquire: the other parts' results, before the block reads them
+      *counter = 0u;
+    }
   }
   __syncthreads();
   if (last) combine_split_parts<T, true>(a, splits, keys, partial, i, h, b);
@@ -1048,6 +1051,25 @@ int split_attention_parts(const RowAttention& a, int keys) {
   return static_cast<int>((a.key_block + keys - 1) / keys);
 }
 
+// A launch of the split kernel (host code: the .cu files are C++17, so no template lambdas).
+struct SplitLaunch {
+  dim3 grid;
+  const RowAttention& a;
+  int splits;
+  float* partial;
+  unsigned* done;
+  cudaStream_t stream;
+  template <typename Kernel>
+  void run(Kernel kernel) const {
+    kernel<<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial, done);
+  }
+  template <typename T, bool kEarly, bool kHeads>
+  void run_128(bool fused) const {
+    fused ? run(split_attention_kernel<T, 128, kEarly, kHeads, true>)
+          : run(split_attention_kernel<T, 128, kEarly, kHeads, false>);
+  }
+};
+
 void split_attention(const RowAttention& a, int keys, float* partial, unsigned* done,
                      cudaStream_t stream) {
   if (!split_attention_supported(a) || (keys != 128 && keys != 256)) {
@@ -1069,23 +1091,13 @@ void split_attention(const RowAttention& a, int keys, float* partial, unsigned* 
                  static_cast<unsigned>(a.batch));
   dispatch(a.type, [&](auto tag) {
     using T = decltype(tag);
-    const auto launch = [&](auto kernel) {
-      kernel<<<grid, kSplitWarps * 32, 0, stream>>>(a, splits, partial, done);
-    };
-    const auto with_fused = [&]<bool kEarly, bool kHeads>() {
-      fused ? launch(split_attention_kernel<T, 128, kEarly, kHeads, true>)
-            : launch(split_attention_kernel<T, 128, kEarly, kHeads, false>);
-    };
-    const auto with_heads = [&]<bool kEarly>() {
-      heads_first ? with_fused.template operator()<kEarly, true>()
-                  : with_fused.template operator()<kEarly, false>();
-    };
+    const SplitLaunch launch{grid, a, splits, partial, done, stream};
     if (keys == 256) {
-      launch(split_attention_kernel<T, 256, false, false, false>);
+      launch.run(split_attention_kernel<T, 256, false, false, false>);
     } else if (tweaks.early_values) {
-      with_heads.template operator()<true>();
+      heads_first ? launch.run_128<T, true, true>(fused) : launch.run_128<T, true, false>(fused);
     } else {
-      with_heads.template operator()<false>();
+      heads_first ? launch.run_128<T, false, true>(fused) : launch.run_128<T, false, false>(fused);
     }
     if (splits > 1 && !fused) {
       const dim3 rows(static_cast<unsigned>(a.query_len * a.heads), static_cast<unsigned>(a.batch));
