@@ -22,6 +22,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cuda/device_context.hpp"
+#include "backend/cuda/environment.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/lt_matmul.hpp"
 #include "backend/cuda/step_recording.hpp"
@@ -69,8 +70,7 @@ constexpr int kRowAttentionMaxQueries = 8;
 // kernel instead), for comparisons.
 bool use_flash_attention() {
   static const bool use = [] {
-    const char* v = std::getenv("IFW_CUDA_ATTENTION");
-    return v == nullptr || std::string(v) != "gemm";
+    return cuda::switch_value("IFW_CUDA_ATTENTION", {"flash", "gemm"}) != "gemm";
   }();
   return use;
 }
@@ -86,8 +86,7 @@ constexpr i64 kConvolutionChunkBytes = i64{256} << 20;
 class OpProfile {
  public:
   explicit OpProfile(cudaStream_t stream) : stream_(stream) {
-    const char* v = std::getenv("IFW_CUDA_PROFILE");
-    enabled_ = v != nullptr && std::string(v) == "1";
+    enabled_ = cuda::switch_value("IFW_CUDA_PROFILE", {"0", "1"}) == "1";
   }
   ~OpProfile() { section("the rest"); }
   OpProfile(const OpProfile&) = delete;
@@ -168,9 +167,9 @@ class CudaBackend final : public Backend {
     // Opt-in for now: on an H100 the heuristic's first algorithms measured +1 % against
     // cublasGemmEx with a bias kernel (docs/PERFORMANCE.md). IFW_CUDA_LT=tune times each shape's
     // algorithm among the heuristic's first eight (not yet run on a GPU).
-    if (const char* v = std::getenv("IFW_CUDA_LT");
-        v != nullptr && (std::string(v) == "1" || std::string(v) == "tune")) {
-      lt_ = std::make_unique<cuda::LtMatmul>(*context_, std::string(v) == "tune");
+    if (const std::string_view v = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
+        v == "1" || v == "tune") {
+      lt_ = std::make_unique<cuda::LtMatmul>(*context_, v == "tune");
     }
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");

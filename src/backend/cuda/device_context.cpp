@@ -12,6 +12,8 @@
 
 #include <ifw/error.hpp>
 
+#include "backend/cuda/environment.hpp"
+
 namespace ifw::backend::cuda {
 
 cudaDataType cuda_data_type(DType type) {
@@ -198,8 +200,7 @@ const void* DeviceContext::stage(const void* values, std::size_t bytes) {
 }
 
 bool page_locked_uploads() {
-  const char* v = std::getenv("IFW_CUDA_PINNED");
-  return v == nullptr || std::string_view(v) != "0";
+  return switch_value("IFW_CUDA_PINNED", {"0", "1"}) != "0";
 }
 
 bool is_page_locked(const void* p) {

@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "backend/cuda/environment.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace ifw::backend::cuda {
@@ -532,10 +533,9 @@ bool aligned16(const void* p) {
 }  // namespace
 
 int flash_attention_version() {
-  const char* v = std::getenv("IFW_CUDA_FLASH");
-  if (v == nullptr) return 2;
-  const std::string_view choice(v);  // read on every launch: no string built
-  return choice == "1" ? 1 : choice == "3" ? 3 : choice == "4" ? 4 : choice == "5" ? 5 : 2;
+  // Read on every launch: no string built.
+  const std::string_view choice = switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5"});
+  return choice.empty() ? 2 : choice[0] - '0';
 }
 
 bool flash_attention_supported(const FlashAttention& a) {

@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "backend/cuda/environment.hpp"
 #include "backend/cuda/kernels.hpp"
 
 namespace ifw::backend::cuda {
@@ -376,8 +377,7 @@ __global__ void __launch_bounds__(kRowThreads)
 }
 
 bool row_kernels_v2() {
-  const char* v = std::getenv("IFW_CUDA_ELEMENTWISE");
-  return v != nullptr && std::string_view(v) == "2";
+  return switch_value("IFW_CUDA_ELEMENTWISE", {"1", "2"}) == "2";
 }
 
 bool aligned16(const void* p) {
@@ -1019,25 +1019,24 @@ void row_attention(const RowAttention& a, cudaStream_t stream) {
   check_launch();
 }
 
+namespace {
+std::string_view decode_attention_choice() {
+  return switch_value("IFW_CUDA_DECODE_ATTENTION", {"split", "split256", "rows", "mixed"});
+}
+}  // namespace
+
 int split_attention_keys() {
-  const char* v = std::getenv("IFW_CUDA_DECODE_ATTENTION");
-  if (v == nullptr) return 128;
-  const std::string_view choice(v);
+  const std::string_view choice = decode_attention_choice();
   return choice == "rows" ? 0 : choice == "split256" ? 256 : 128;
 }
 
 SplitTweaks split_attention_tweaks() {
-  const char* v = std::getenv("IFW_CUDA_SPLIT");
-  if (v == nullptr) return {};
-  const std::string_view choice(v);
-  return {choice.find("heads") != std::string_view::npos,
-          choice.find("early") != std::string_view::npos,
-          choice.find("fused") != std::string_view::npos};
+  const std::string_view choice = switch_value("IFW_CUDA_SPLIT", {"heads", "early", "fused"}, true);
+  return {list_has(choice, "heads"), list_has(choice, "early"), list_has(choice, "fused")};
 }
 
 bool split_self_attention() {
-  const char* v = std::getenv("IFW_CUDA_DECODE_ATTENTION");
-  return v == nullptr || std::string_view(v) != "mixed";
+  return decode_attention_choice() != "mixed";
 }
 
 bool split_attention_supported(const RowAttention& a) {

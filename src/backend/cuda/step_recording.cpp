@@ -12,6 +12,7 @@
 #include <ifw/error.hpp>
 
 #include "backend/cuda/device_context.hpp"
+#include "backend/cuda/environment.hpp"
 
 namespace ifw::backend::cuda {
 
@@ -254,8 +255,7 @@ class CudaStepGraph final : public StepGraph {
 }  // namespace
 
 bool step_graphs_enabled() {
-  const char* v = std::getenv("IFW_CUDA_GRAPHS");
-  return v == nullptr || std::string(v) != "0";
+  return switch_value("IFW_CUDA_GRAPHS", {"0", "1"}) != "0";
 }
 
 std::uint64_t step_graph_launches() {
