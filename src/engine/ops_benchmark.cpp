@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -131,6 +132,29 @@ class OpsRun {
     t.unit = flops ? "TFLOP/s" : "GB/s";
     t.rate = amount / (t.ms_per_call * 1e-3) / (flops ? 1e12 : 1e9);
     ops_.push_back(std::move(t));
+  }
+
+  // A decoding step reads every layer's weights and every window's keys and values once (large-v3
+  // at batch 64: ~17 GB), so nothing an operation reads is still cached when the next step comes.
+  // A decoder operation's operands are therefore copied until the copies pass kColdBytes, and its
+  // calls cycle through them: each call reads from memory, not from a cache its last call filled.
+  static constexpr double kColdBytes = 128e6;  // over twice an H100's L2 (50 MB)
+  static int cold_copies(double bytes) {
+    return std::clamp(static_cast<int>(std::ceil(kColdBytes / std::max(bytes, 1.0))), 1, 32);
+  }
+  // cold_copies of a weight matrix (the same values at different addresses).
+  std::vector<Tensor> cold_weights(std::int64_t out, std::int64_t in, std::uint32_t seed) {
+    std::vector<Tensor> all{weight(out, in, seed)};
+    const int copies = cold_copies(static_cast<double>(all.front().bytes()));
+    std::vector<std::int64_t> index(static_cast<std::size_t>(out));
+    for (std::int64_t i = 0; i < out; ++i)
+      index[static_cast<std::size_t>(i)] = i;
+    for (int c = 1; c < copies; ++c) {
+      Tensor copy = be_.empty({out, in}, weights_);
+      be_.gather_rows(all.front(), index, copy);
+      all.push_back(std::move(copy));
+    }
+    return all;
   }
 
   Tensor weight(std::int64_t out, std::int64_t in, std::uint32_t seed) {
@@ -263,11 +287,13 @@ class OpsRun {
 
     Tensor qkv = be_.empty({batch, 3 * d}, act_);
     {
-      const Tensor w = weight(3 * d, d, 24);
+      const std::vector<Tensor> ws = cold_weights(3 * d, d, 24);
+      std::size_t next = 0;
       record(
           "decoder q|k|v product", fmt::format("{} . {} x {}", rows_d, d, 3 * d),
           [&] {
-            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(qkv), batch, false);
+            be_.linear(whole(normed), ws[next++ % ws.size()], nullptr, Activation::kNone,
+                       whole(qkv), batch, false);
           },
           0, layers, product_bytes(3 * d, d), false);
     }
@@ -278,7 +304,10 @@ class OpsRun {
       items[static_cast<std::size_t>(i)] = static_cast<int>(i);
     Tensor attended = be_.empty({batch, d}, act_);
     {
-      Tensor cache = random_rows(be_, batch * max_len, 2 * d, max_len, act_, 26);
+      // Cold copies: each cycle of calls reads another set of batch slots of one larger cache.
+      const double read = static_cast<double>(batch * context * 2 * d) * act_bytes_;
+      const int copies = cold_copies(read);
+      Tensor cache = random_rows(be_, copies * batch * max_len, 2 * d, max_len, act_, 26);
       const std::vector<int> starts(static_cast<std::size_t>(batch), context - 1);
       record(
           "decoder self-attention cache write", fmt::format("{} x {}", batch, 2 * d),
@@ -287,27 +316,34 @@ class OpsRun {
                            starts);
           },
           0, layers, static_cast<double>(batch * 2 * d) * act_bytes_ * 2, false);
-      backend::AttentionArgs a =
-          attention_args({qkv, 0, 3 * d}, {cache, 0, 2 * d}, {cache, d, 2 * d}, attended, batch,
-                         heads, hd, 1, max_len, context, q_bias);
-      a.item_index = items;
-      a.causal = true;
+      std::vector<backend::AttentionArgs> calls;
+      for (int c = 0; c < copies; ++c) {
+        backend::AttentionArgs& a = calls.emplace_back(
+            attention_args({qkv, 0, 3 * d}, {cache, 0, 2 * d}, {cache, d, 2 * d}, attended, batch,
+                           heads, hd, 1, max_len, context, q_bias));
+        a.item_index = items;
+        for (int& item : a.item_index)
+          item += c * static_cast<int>(batch);
+        a.causal = true;
+      }
+      std::size_t next = 0;
       record(
           "decoder self-attention",
           fmt::format("{} rows x {} keys, {} heads of {}", batch, context, heads, hd),
-          [&] { be_.attention(a); }, 0, layers,
-          static_cast<double>(batch * context * 2 * d) * act_bytes_, false);
+          [&] { be_.attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
     }
 
     const auto product = [&](std::string name, std::int64_t out, std::int64_t in,
                              const Tensor& from, Tensor& to, bool accumulate, std::uint32_t seed) {
-      const Tensor w = weight(out, in, seed);
+      const std::vector<Tensor> ws = cold_weights(out, in, seed);
+      std::size_t next = 0;
       record(
           std::move(name),
           fmt::format("{} x {} . {} x {}{}", batch, in, in, out,
                       accumulate ? ", added to float32" : ""),
           [&] {
-            be_.linear(whole(from), w, nullptr, Activation::kNone, whole(to), batch, accumulate);
+            be_.linear(whole(from), ws[next++ % ws.size()], nullptr, Activation::kNone, whole(to),
+                       batch, accumulate);
           },
           0, layers, product_bytes(out, in), false);
     };
@@ -315,16 +351,23 @@ class OpsRun {
     Tensor q = be_.empty({batch, d}, act_);
     product("decoder cross query product", d, d, normed, q, false, 28);
     {
-      const Tensor kv = random_rows(be_, batch * kPositions, 2 * d, kPositions, act_, 29);
-      backend::AttentionArgs a =
-          attention_args(whole(q), {kv, 0, 2 * d}, {kv, d, 2 * d}, attended, batch, heads, hd, 1,
-                         kPositions, static_cast<int>(kPositions), q_bias);
-      a.item_index = items;
+      const double read = static_cast<double>(batch * kPositions * 2 * d) * act_bytes_;
+      const int copies = cold_copies(read);
+      const Tensor kv = random_rows(be_, copies * batch * kPositions, 2 * d, kPositions, act_, 29);
+      std::vector<backend::AttentionArgs> calls;
+      for (int c = 0; c < copies; ++c) {
+        backend::AttentionArgs& a = calls.emplace_back(
+            attention_args(whole(q), {kv, 0, 2 * d}, {kv, d, 2 * d}, attended, batch, heads, hd, 1,
+                           kPositions, static_cast<int>(kPositions), q_bias));
+        a.item_index = items;
+        for (int& item : a.item_index)
+          item += c * static_cast<int>(batch);
+      }
+      std::size_t next = 0;
       record(
           "decoder cross-attention",
           fmt::format("{} rows x {} keys, {} heads of {}", batch, kPositions, heads, hd),
-          [&] { be_.attention(a); }, 0, layers,
-          static_cast<double>(batch * kPositions * 2 * d) * act_bytes_, false);
+          [&] { be_.attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
     }
     product("decoder cross output projection", d, d, attended, x, true, 30);
     {
@@ -343,24 +386,28 @@ class OpsRun {
 
     Tensor hidden = be_.empty({batch, ffn}, act_);
     {
-      const Tensor w = weight(ffn, d, 31);
+      const std::vector<Tensor> ws = cold_weights(ffn, d, 31);
       const Tensor bias = row(ffn, 32, 0.1f);
+      std::size_t next = 0;
       record(
           "decoder fc1 product + bias + GELU", fmt::format("{} . {} x {}", rows_d, d, ffn),
           [&] {
-            be_.linear(whole(normed), w, &bias, Activation::kGelu, whole(hidden), batch, false);
+            be_.linear(whole(normed), ws[next++ % ws.size()], &bias, Activation::kGelu,
+                       whole(hidden), batch, false);
           },
           0, layers, product_bytes(ffn, d), false);
     }
     product("decoder fc2 product", d, ffn, hidden, x, true, 33);
     {
       const std::int64_t vocab = c_.vocab_size;
-      const Tensor w = weight(vocab, d, 34);
+      const std::vector<Tensor> ws = cold_weights(vocab, d, 34);
+      std::size_t next = 0;
       Tensor logits = be_.empty({batch, vocab});
       record(
           "logits product", fmt::format("{} . {} x {}, float32 out", rows_d, d, vocab),
           [&] {
-            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(logits), batch, false);
+            be_.linear(whole(normed), ws[next++ % ws.size()], nullptr, Activation::kNone,
+                       whole(logits), batch, false);
           },
           0, 1, product_bytes(vocab, d), false);
     }
