@@ -78,29 +78,32 @@ done
 # combined by their last block) are only
 # measured here, and so are uploads from pageable memory (IFW_CUDA_PINNED=0) against the
 # page-locked buffers the features now live in.
-ops_run() {  # environment (or "default")
-  local name
-  name=$(echo "$1" | sed 's/^IFW_CUDA_//; s/[=,]/_/g' | tr 'A-Z' 'a-z')
-  env $([ "$1" = default ] || echo "$1") "$bench" --ops --device cuda --arch large-v3 --batch 64 \
-    --tokens 100 --repetitions 2 >"$out/ops_$name.txt" 2>&1 || status=1
-  local lines="."
+ops_name() { echo "$1" | sed 's/^IFW_CUDA_//; s/[=,]/_/g' | tr 'A-Z' 'a-z'; }
+ops_lines() {  # the rows a variant changes
   case $1 in
-    default) lines="." ;;
-    IFW_CUDA_FLASH*) lines="encoder self-attention" ;;
-    IFW_CUDA_DECODE_ATTENTION* | IFW_CUDA_SPLIT*) lines="decoder (self|cross)-attention" ;;
-    IFW_CUDA_ELEMENTWISE*) lines="layer norm|GELU" ;;
-    IFW_CUDA_LT*) lines="product|projection" ;;
-    IFW_CUDA_PINNED*) lines="upload" ;;
+    IFW_CUDA_FLASH*) echo "encoder self-attention" ;;
+    IFW_CUDA_DECODE_ATTENTION* | IFW_CUDA_SPLIT*) echo "decoder (self|cross)-attention" ;;
+    IFW_CUDA_ELEMENTWISE*) echo "layer norm|GELU" ;;
+    IFW_CUDA_LT*) echo "product|projection" ;;
+    IFW_CUDA_PINNED*) echo "upload" ;;
+    *) echo "." ;;
   esac
+}
+ops_variants="default IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5
+  IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
+  IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused
+  IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 IFW_CUDA_LT=tune
+  IFW_CUDA_PINNED=0"
+ops_run() {  # environment (or "default")
+  local file
+  file="$out/ops_$(ops_name "$1").txt"
+  env $([ "$1" = default ] || echo "$1") "$bench" --ops --device cuda --arch large-v3 --batch 64 \
+    --tokens 100 --repetitions 2 >"$file" 2>&1 || status=1
   echo "ops, $1:"
-  grep -E "$lines|error" "$out/ops_$name.txt" | sed 's/^/  /'
+  grep -E "$(ops_lines "$1")|error" "$file" | sed 's/^/  /'
 }
 if [ "$mode" != quick ]; then
-  for variant in default IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 \
-    IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads \
-    IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused \
-    IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 \
-    IFW_CUDA_LT=tune IFW_CUDA_PINNED=0; do
+  for variant in $ops_variants; do
     ops_run "$variant"
   done
 fi
@@ -196,6 +199,15 @@ echo "summary:"
 for f in "$out"/bench_*.txt "$out"/transcribe_*.txt; do
   [ -f "$f" ] || continue
   echo "  $(basename "$f" .txt): $(grep -hE "^(encoder|throughput|transcribed)" "$f" | tr -s ' ' | tr '\n' ' ')"
+done
+# The rows each kernel opt-in changes (name, ms per call, per window, per step, rate).
+for variant in $ops_variants; do
+  f="$out/ops_$(ops_name "$variant").txt"
+  [ -f "$f" ] || continue
+  [ "$variant" = default ] && pattern="self-attention|cross-attention|upload|GELU|alone|total" ||
+    pattern=$(ops_lines "$variant")
+  grep -E "$pattern" "$f" | grep -E " (GB|TFLOP)/s|^total " | cut -c1-40,94- | tr -s ' ' |
+    sed "s/^/  ops $(ops_name "$variant"): /"
 done
 for f in "$out"/conformance_*.log; do
   [ -f "$f" ] || continue

@@ -39,12 +39,15 @@ TEST(CudaSwitches, KnownValuesReadAsTheyAreOthersAsTheDefaultWithOneWarning) {
   CapturedLog log;
   unsetenv(name);
   EXPECT_EQ(switch_value(name, {"1", "2"}), "");
+  setenv(name, "", 1);
+  EXPECT_EQ(switch_value(name, {"1", "2"}), "");
   setenv(name, "2", 1);
   EXPECT_EQ(switch_value(name, {"1", "2"}), "2");
   setenv(name, "7", 1);
   EXPECT_EQ(switch_value(name, {"1", "2"}), "");
   EXPECT_EQ(switch_value(name, {"1", "2"}), "");  // read on every call, reported once
   const std::string text = log.text();
+  EXPECT_EQ(text.find("IFW_TEST_SWITCH=:"), std::string::npos) << "set empty is not wrong";
   EXPECT_NE(text.find("IFW_TEST_SWITCH=7: not one of 1, 2; the default is used"), std::string::npos)
       << text;
   EXPECT_EQ(text.find("IFW_TEST_SWITCH=7", text.find("IFW_TEST_SWITCH=7") + 1), std::string::npos)

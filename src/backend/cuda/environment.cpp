@@ -46,7 +46,7 @@ void report(const char* name, std::string_view value, std::initializer_list<std:
 std::string_view switch_value(const char* name, std::initializer_list<std::string_view> known,
                               bool list) {
   const char* v = std::getenv(name);
-  if (v == nullptr) return {};
+  if (v == nullptr || *v == '\0') return {};  // set empty: as unset
   const std::string_view value(v);
   bool valid = true;
   if (list) {

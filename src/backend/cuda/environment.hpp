@@ -7,9 +7,9 @@
 
 namespace ifw::backend::cuda {
 
-// The value of variable `name`: empty when unset, else one of `known` - or, with `list`, a
-// comma-separated list of them. A value that is not (or a list with an item that is not) is
-// reported once, naming what the variable accepts, and reads as unset: the default.
+// The value of variable `name`: empty when unset or set empty, else one of `known` - or, with
+// `list`, a comma-separated list of them. A value that is not (or a list with an item that is
+// not) is reported once, naming what the variable accepts, and reads as unset: the default.
 std::string_view switch_value(const char* name, std::initializer_list<std::string_view> known,
                               bool list = false);
 
