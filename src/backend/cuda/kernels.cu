@@ -639,8 +639,9 @@ __device__ void finish_split_part(const RowAttention& a, int splits, int keys, c
   if (last) combine_split_parts<T, true>(a, splits, keys, partial, i, h, b);
 }
 
-// A 16-byte load the compiler keeps where it is written (volatile asm): the split kernel's
-// early value loads, which it would otherwise move after the scores to save registers.
+// A 16-byte load that the compiler's front end keeps where it is written (volatile asm; ptxas
+// may still schedule it later): the split kernel's early value loads, which would otherwise be
+// moved after the scores to save registers.
 __device__ __forceinline__ uint4 issued_load(const void* p) {
   uint4 r;
   asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -653,7 +654,8 @@ __device__ __forceinline__ uint4 issued_load(const void* p) {
 // loads (one wait on memory per block instead of two, at the cost of registers: fewer blocks per
 // SM); kHeadsFirst orders the blocks head by head within a part (grid: heads, parts x queries,
 // items), so that the blocks that run together read neighbouring 128-byte pieces of the same
-// key rows rather than the same head's rows further on.
+// key rows rather than the same head's rows further on; kFused has the last part block of a
+// (query row, head) combine the parts (finish_split_part) instead of a second kernel.
 template <typename T, int kKeys, bool kEarlyValues, bool kHeadsFirst, bool kFused>
 __global__ void __launch_bounds__(kSplitWarps * 32)
     split_attention_kernel(RowAttention a, int splits, float* partial, unsigned* done) {
