@@ -51,12 +51,8 @@ bench_run() {  # arch, batch, variant
   case $3 in
     default) vars="" suffix="" ;;
     first) vars=$first suffix="_first" ;;
-    lt) vars="IFW_CUDA_LT=1" suffix="_lt" ;;
-    lt_tune) vars="IFW_CUDA_LT=tune" suffix="_lt_tune" ;;
     split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
     mixed) vars="IFW_CUDA_DECODE_ATTENTION=mixed" suffix="_mixed" ;;
-    elementwise2) vars="IFW_CUDA_ELEMENTWISE=2" suffix="_elementwise2" ;;
-    flash3) vars="IFW_CUDA_FLASH=3" suffix="_flash3" ;;
     flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
     flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
     together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4" suffix="_together" ;;

@@ -166,6 +166,44 @@ class OpsRun {
     return be_.upload(random_values(width, seed, scale), {width});
   }
 
+  // A product from[rows, in] . w[out, in]^T into `to` (added to it with `accumulate`; with
+  // `bias`, that bias and GELU too), recorded as `share` calls per window - an encoder-sized
+  // product, rated in TFLOP/s - or, with `step`, per decoder step: rated by the weights it reads,
+  // from cold copies.
+  void product(std::string name, std::int64_t out, std::int64_t in, const Tensor& from,
+               const Tensor& to, bool accumulate, std::uint32_t seed, double share, bool step,
+               const Tensor* bias = nullptr) {
+    const std::int64_t rows = from.dim(0);
+    const std::vector<Tensor> ws =
+        step ? cold_weights(out, in, seed) : std::vector<Tensor>{weight(out, in, seed)};
+    std::size_t next = 0;
+    const char* into = accumulate                                         ? ", added to float32"
+                       : to.dtype() == DType::kF32 && act_ != DType::kF32 ? ", float32 out"
+                                                                          : "";
+    record(
+        std::move(name), fmt::format("{} x {} . {} x {}{}", rows, in, in, out, into),
+        [&] {
+          be_.linear(whole(from), ws[next++ % ws.size()], bias,
+                     bias != nullptr ? Activation::kGelu : Activation::kNone, whole(to), rows,
+                     accumulate);
+        },
+        step ? 0 : share, step ? share : 0,
+        step ? static_cast<double>(out * in) * weight_bytes_
+             : 2.0 * static_cast<double>(rows * in * out),
+        !step);
+  }
+
+  // `copies` of decoding attention `a`, each over its own a.batch items of a cache that holds
+  // copies x a.batch (cold_copies), to be called in turn.
+  static std::vector<backend::AttentionArgs> cycled(const backend::AttentionArgs& a, int copies) {
+    std::vector<backend::AttentionArgs> calls(static_cast<std::size_t>(copies), a);
+    for (int c = 0; c < copies; ++c) {
+      for (int& item : calls[static_cast<std::size_t>(c)].item_index)
+        item += c * a.batch;
+    }
+    return calls;
+  }
+
   void encoder() {
     const std::int64_t batch = o_.batch, d = c_.d_model, ffn = c_.encoder_ffn_dim;
     const std::int64_t rows = batch * kPositions;
@@ -198,14 +236,8 @@ class OpsRun {
         static_cast<double>(rows * d) * (4.0 + act_bytes_), false);
 
     {
-      const Tensor w = weight(3 * d, d, 6);
       Tensor qkv = be_.empty({rows, 3 * d}, act_);
-      record(
-          "encoder q|k|v product", fmt::format("{} x {} . {} x {}", rows, d, d, 3 * d),
-          [&] {
-            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(qkv), rows, false);
-          },
-          layers / b, 0, 2.0 * static_cast<double>(rows * d * 3 * d), true);
+      product("encoder q|k|v product", 3 * d, d, normed, qkv, false, 6, layers / b, false);
     }
 
     Tensor attended = be_.empty({rows, d}, act_);
@@ -223,44 +255,18 @@ class OpsRun {
           4.0 * b * heads * static_cast<double>(kPositions * kPositions) * hd, true);
     }
 
-    {
-      const Tensor w = weight(d, d, 9);
-      record(
-          "encoder output projection",
-          fmt::format("{} x {} . {} x {}, added to float32", rows, d, d, d),
-          [&] { be_.linear(whole(attended), w, nullptr, Activation::kNone, whole(x), rows, true); },
-          layers / b, 0, 2.0 * static_cast<double>(rows * d * d), true);
-    }
+    product("encoder output projection", d, d, attended, x, true, 9, layers / b, false);
 
     Tensor hidden = be_.empty({rows, ffn}, act_);
     {
-      const Tensor w = weight(ffn, d, 10);
       const Tensor bias = row(ffn, 11, 0.1f);
-      const double flop = 2.0 * static_cast<double>(rows * d * ffn);
-      const std::string shape = fmt::format("{} x {} . {} x {}", rows, d, d, ffn);
-      record(
-          "encoder fc1 product + bias + GELU", shape,
-          [&] {
-            be_.linear(whole(normed), w, &bias, Activation::kGelu, whole(hidden), rows, false);
-          },
-          layers / b, 0, flop, true);
+      product("encoder fc1 product + bias + GELU", ffn, d, normed, hidden, false, 10, layers / b,
+              false, &bias);
       // Not a step of the model: the same product without its bias and GELU, so that the
       // difference is what they cost.
-      record(
-          "  (the product alone)", shape,
-          [&] {
-            be_.linear(whole(normed), w, nullptr, Activation::kNone, whole(hidden), rows, false);
-          },
-          0, 0, flop, true);
+      product("  (the product alone)", ffn, d, normed, hidden, false, 10, 0, false);
     }
-    {
-      const Tensor w = weight(d, ffn, 12);
-      record(
-          "encoder fc2 product",
-          fmt::format("{} x {} . {} x {}, added to float32", rows, ffn, ffn, d),
-          [&] { be_.linear(whole(hidden), w, nullptr, Activation::kNone, whole(x), rows, true); },
-          layers / b, 0, 2.0 * static_cast<double>(rows * ffn * d), true);
-    }
+    product("encoder fc2 product", d, ffn, hidden, x, true, 12, layers / b, false);
   }
 
   // One decoding step of `batch` sequences, operation by operation (issued one by one: a
@@ -272,31 +278,17 @@ class OpsRun {
     const std::int64_t max_len = c_.max_target_positions;
     // The self-attention's context: a 4-token prompt and half of the decoded tokens.
     const int context = static_cast<int>(std::min<std::int64_t>(4 + o_.tokens / 2, max_len));
-    const auto product_bytes = [&](std::int64_t out, std::int64_t in) {
-      return static_cast<double>(out * in) * weight_bytes_;
-    };
-    const std::string rows_d = fmt::format("{} x {}", batch, d);
 
     Tensor x = random_rows(be_, batch, d, batch, DType::kF32, 20);
     const Tensor shift = row(d, 21, 0.1f), gamma = row(d, 22, 1.0f), beta = row(d, 23, 0.1f);
     Tensor normed = be_.empty({batch, d}, act_);
     record(
-        "decoder layer norm", rows_d,
+        "decoder layer norm", fmt::format("{} x {}", batch, d),
         [&] { be_.layer_norm(x, &shift, gamma, beta, kLayerNormEps, normed); }, 0, 3 * layers,
         static_cast<double>(batch * d) * (4.0 + act_bytes_), false);
 
     Tensor qkv = be_.empty({batch, 3 * d}, act_);
-    {
-      const std::vector<Tensor> ws = cold_weights(3 * d, d, 24);
-      std::size_t next = 0;
-      record(
-          "decoder q|k|v product", fmt::format("{} . {} x {}", rows_d, d, 3 * d),
-          [&] {
-            be_.linear(whole(normed), ws[next++ % ws.size()], nullptr, Activation::kNone,
-                       whole(qkv), batch, false);
-          },
-          0, layers, product_bytes(3 * d, d), false);
-    }
+    product("decoder q|k|v product", 3 * d, d, normed, qkv, false, 24, layers, true);
 
     const Tensor q_bias = row(d, 25, 0.1f);
     std::vector<int> items(static_cast<std::size_t>(batch));
@@ -316,16 +308,12 @@ class OpsRun {
                            starts);
           },
           0, layers, static_cast<double>(batch * 2 * d) * act_bytes_ * 2, false);
-      std::vector<backend::AttentionArgs> calls;
-      for (int c = 0; c < copies; ++c) {
-        backend::AttentionArgs& a = calls.emplace_back(
-            attention_args({qkv, 0, 3 * d}, {cache, 0, 2 * d}, {cache, d, 2 * d}, attended, batch,
-                           heads, hd, 1, max_len, context, q_bias));
-        a.item_index = items;
-        for (int& item : a.item_index)
-          item += c * static_cast<int>(batch);
-        a.causal = true;
-      }
+      backend::AttentionArgs a =
+          attention_args({qkv, 0, 3 * d}, {cache, 0, 2 * d}, {cache, d, 2 * d}, attended, batch,
+                         heads, hd, 1, max_len, context, q_bias);
+      a.item_index = items;
+      a.causal = true;
+      const std::vector<backend::AttentionArgs> calls = cycled(a, copies);
       std::size_t next = 0;
       record(
           "decoder self-attention",
@@ -333,83 +321,44 @@ class OpsRun {
           [&] { be_.attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
     }
 
-    const auto product = [&](std::string name, std::int64_t out, std::int64_t in,
-                             const Tensor& from, Tensor& to, bool accumulate, std::uint32_t seed) {
-      const std::vector<Tensor> ws = cold_weights(out, in, seed);
-      std::size_t next = 0;
-      record(
-          std::move(name),
-          fmt::format("{} x {} . {} x {}{}", batch, in, in, out,
-                      accumulate ? ", added to float32" : ""),
-          [&] {
-            be_.linear(whole(from), ws[next++ % ws.size()], nullptr, Activation::kNone, whole(to),
-                       batch, accumulate);
-          },
-          0, layers, product_bytes(out, in), false);
-    };
-    product("decoder output projection", d, d, attended, x, true, 27);
+    product("decoder output projection", d, d, attended, x, true, 27, layers, true);
     Tensor q = be_.empty({batch, d}, act_);
-    product("decoder cross query product", d, d, normed, q, false, 28);
+    product("decoder cross query product", d, d, normed, q, false, 28, layers, true);
     {
       const double read = static_cast<double>(batch * kPositions * 2 * d) * act_bytes_;
       const int copies = cold_copies(read);
       const Tensor kv = random_rows(be_, copies * batch * kPositions, 2 * d, kPositions, act_, 29);
-      std::vector<backend::AttentionArgs> calls;
-      for (int c = 0; c < copies; ++c) {
-        backend::AttentionArgs& a = calls.emplace_back(
-            attention_args(whole(q), {kv, 0, 2 * d}, {kv, d, 2 * d}, attended, batch, heads, hd, 1,
-                           kPositions, static_cast<int>(kPositions), q_bias));
-        a.item_index = items;
-        for (int& item : a.item_index)
-          item += c * static_cast<int>(batch);
-      }
+      backend::AttentionArgs a =
+          attention_args(whole(q), {kv, 0, 2 * d}, {kv, d, 2 * d}, attended, batch, heads, hd, 1,
+                         kPositions, static_cast<int>(kPositions), q_bias);
+      a.item_index = items;
+      const std::vector<backend::AttentionArgs> calls = cycled(a, copies);
       std::size_t next = 0;
       record(
           "decoder cross-attention",
           fmt::format("{} rows x {} keys, {} heads of {}", batch, kPositions, heads, hd),
           [&] { be_.attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
     }
-    product("decoder cross output projection", d, d, attended, x, true, 30);
+    product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
     {
       // Once per window, when its decoding starts: each layer's cross-attention keys and values.
       const std::int64_t rows = batch * kPositions;
       const Tensor states = random_rows(be_, rows, d, kPositions, act_, 35);
-      const Tensor w = weight(2 * d, d, 36);
       Tensor kv = be_.empty({rows, 2 * d}, act_);
-      record(
-          "decoder cross k|v product (per window)",
-          fmt::format("{} x {} . {} x {}", rows, d, d, 2 * d),
-          [&] { be_.linear(whole(states), w, nullptr, Activation::kNone, whole(kv), rows, false); },
-          layers / static_cast<double>(batch), 0, 2.0 * static_cast<double>(rows * d * 2 * d),
-          true);
+      product("decoder cross k|v product (per window)", 2 * d, d, states, kv, false, 36,
+              layers / static_cast<double>(batch), false);
     }
 
     Tensor hidden = be_.empty({batch, ffn}, act_);
     {
-      const std::vector<Tensor> ws = cold_weights(ffn, d, 31);
       const Tensor bias = row(ffn, 32, 0.1f);
-      std::size_t next = 0;
-      record(
-          "decoder fc1 product + bias + GELU", fmt::format("{} . {} x {}", rows_d, d, ffn),
-          [&] {
-            be_.linear(whole(normed), ws[next++ % ws.size()], &bias, Activation::kGelu,
-                       whole(hidden), batch, false);
-          },
-          0, layers, product_bytes(ffn, d), false);
+      product("decoder fc1 product + bias + GELU", ffn, d, normed, hidden, false, 31, layers, true,
+              &bias);
     }
-    product("decoder fc2 product", d, ffn, hidden, x, true, 33);
+    product("decoder fc2 product", d, ffn, hidden, x, true, 33, layers, true);
     {
-      const std::int64_t vocab = c_.vocab_size;
-      const std::vector<Tensor> ws = cold_weights(vocab, d, 34);
-      std::size_t next = 0;
-      Tensor logits = be_.empty({batch, vocab});
-      record(
-          "logits product", fmt::format("{} . {} x {}, float32 out", rows_d, d, vocab),
-          [&] {
-            be_.linear(whole(normed), ws[next++ % ws.size()], nullptr, Activation::kNone,
-                       whole(logits), batch, false);
-          },
-          0, 1, product_bytes(vocab, d), false);
+      Tensor logits = be_.empty({batch, static_cast<std::int64_t>(c_.vocab_size)});
+      product("logits product", c_.vocab_size, d, normed, logits, false, 34, 1, true);
     }
   }
 

@@ -1,7 +1,6 @@
 #include "backend/cuda/device_context.hpp"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>

@@ -3,7 +3,6 @@
 // and probabilities kept in registers as the tensor cores' fragments (mma.sync m16n8k16, float32
 // accumulation), softmax online per row, so the 1500 x 1500 scores never reach device memory.
 #include <cstdint>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <string_view>

@@ -2,7 +2,6 @@
 // Every kernel computes in float32 whatever it reads and writes.
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <string_view>
