@@ -13,6 +13,7 @@
 
 #include "backend/cuda/environment.hpp"
 #include "backend/cuda/kernels.hpp"
+#include "backend/cuda/tensor_core.cuh"
 
 namespace ifw::backend::cuda {
 namespace {
@@ -23,38 +24,6 @@ constexpr int kHead = 64;       // head size
 constexpr int kKeys = 64;       // keys per tile
 constexpr int kWarps = 4;       // 16 query rows each
 constexpr int kLd = kHead + 8;  // padded shared rows: fragment reads hit 32 distinct banks
-
-__device__ __forceinline__ std::uint32_t pack(float lo, float hi, __half) {
-  const __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&v);
-}
-__device__ __forceinline__ std::uint32_t pack(float lo, float hi, __nv_bfloat16) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&v);
-}
-
-// d += a . b for one 16x8 tile (a: 16x16 row-major fragment, b: 16x8 column fragment).
-__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
-                                    std::uint32_t b1, __half) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
-                                    std::uint32_t b1, __nv_bfloat16) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-template <typename T>
-__device__ __forceinline__ std::uint32_t load_pair(const T* p) {
-  return *reinterpret_cast<const std::uint32_t*>(p);
-}
 
 // Running maximum and sum of a warp's two fragment rows (g and g + 8).
 struct SoftmaxState {
@@ -184,13 +153,6 @@ __device__ __forceinline__ void store_rows(const FlashAttention& a, const float 
   }
 }
 
-__device__ __forceinline__ float2 unpack(std::uint32_t v, __half) {
-  return __half22float2(*reinterpret_cast<const __half2*>(&v));
-}
-__device__ __forceinline__ float2 unpack(std::uint32_t v, __nv_bfloat16) {
-  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
-}
-
 // The warp's Q rows as A fragments for the head's four 16-wide slices (zeros past query_len),
 // with the head's part of the query bias added where there is one (rounded once, as the bias
 // kernel after a product rounds).
@@ -290,36 +252,6 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAtten
 // for head size 64 the exponentials and their bookkeeping are about as many instructions as the
 // tensor-core work they feed (FlashAttention-3's observation), so fewer instructions per score.
 constexpr int kWarps2 = 8;
-
-__device__ __forceinline__ std::uint32_t shared_address(const void* p) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global -> shared, asynchronously; zeros when !valid (nothing read).
-__device__ __forceinline__ void copy_async16(void* shared, const void* global, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared)),
-               "l"(__cvta_generic_to_global(global)), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void commit_copies() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void wait_copies() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-// Four 8x8 matrices of 16-bit elements; lanes 8j..8j+7 give the rows of matrix j.
-__device__ __forceinline__ void load_matrices(std::uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row))
-               : "memory");
-}
-__device__ __forceinline__ void load_matrices_transposed(std::uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row))
-               : "memory");
-}
 
 // Keys [k0, k0 + 64) of K and V into one stage of shared memory (64 keys x 128 bytes each, 16
 // bytes per asynchronous copy, zeros past key_len), by all of the block's threads; committed as
