@@ -35,41 +35,47 @@ if [ "$mode" = profile ]; then
   batches="64"
 fi
 # The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
-# keys) side by side, at batch 24, with the first configuration (steps issued one by one, flash
-# v1, a row per block; measured against each default on 2026-11-28) and, at batch 64 (where the
-# targets are not met yet), with the opt-ins together (cuBLASLt's bias epilogues with each
-# shape's algorithm timed, IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm
-# kernels, IFW_CUDA_ELEMENTWISE=2; flash v4); the encoder is the same in both architectures, so
-# flash attention v4 and v5 (IFW_CUDA_FLASH=4, =5) run with turbo (76 % encoder at batch 64)
-# and decoding attention in parts of 256 keys or self-attention by rows
-# (IFW_CUDA_DECODE_ATTENTION=split256, =mixed) with large-v3 (69 % decoder). Each opt-in alone,
-# flash v3 included, is timed where it acts by the operations above (a whole run each would not
-# fit a device session).
-first="IFW_CUDA_GRAPHS=0 IFW_CUDA_FLASH=1 IFW_CUDA_DECODE_ATTENTION=rows"
+# keys) side by side, at every size, with cross-attention absorbed (IFW_CROSS_ATTENTION=absorbed:
+# the states read once for every head instead of keys and values; not yet run on a GPU) and, at
+# batch 64 (where the targets are not met yet),
+# with the opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
+# IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm kernels,
+# IFW_CUDA_ELEMENTWISE=2; flash v4); the encoder is the same in both architectures, so flash
+# attention v4 and v5 (IFW_CUDA_FLASH=4, =5) run with turbo (76 % encoder at batch 64) and
+# self-attention by rows (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder). Each
+# opt-in alone, flash v3 included, is timed where it acts by the operations above (a whole run
+# each would not fit a device session).
 bench_run() {  # arch, batch, variant
   local vars suffix
   case $3 in
     default) vars="" suffix="" ;;
-    first) vars=$first suffix="_first" ;;
+    absorbed) vars="IFW_CROSS_ATTENTION=absorbed" suffix="_absorbed" ;;
     split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
     mixed) vars="IFW_CUDA_DECODE_ATTENTION=mixed" suffix="_mixed" ;;
     flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
     flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
-    together) vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4" suffix="_together" ;;
+    together)
+      vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4 IFW_CROSS_ATTENTION=absorbed"
+      suffix="_together"
+      ;;
   esac
   env $vars "$bench" --device cuda --arch "$1" --batch "$2" --tokens 100 --repetitions 2 2>&1 |
     tee "$out/bench_$1_b$2$suffix.txt" || status=1
 }
 # The defaults at every size first (what a run cut short by its time limit must still have), then
-# the comparisons.
-for arch in $archs; do
-  for batch in $batches; do
-    bench_run "$arch" "$batch" default
+# absorbed cross-attention at every size, then the other comparisons.
+for variant in default absorbed; do
+  for arch in $archs; do
+    for batch in $batches; do
+      bench_run "$arch" "$batch" $variant
+    done
   done
 done
 # Each operation alone at large-v3's shapes at batch 64 (ifw bench --ops: ms per call and the
 # rate it reaches; turbo's layers have the same shapes), with the defaults and with each opt-in
-# that changes a kernel: what the whole-model comparisons below cannot tell apart. The decoding
+# that changes a kernel: what the whole-model comparisons below cannot tell apart. With
+# IFW_CROSS_ATTENTION=absorbed, the absorbed cross-attention instead of the one over keys and
+# values and their per-window product. The decoding
 # attention's tweaks (IFW_CUDA_SPLIT: blocks head by head, values loaded with the keys, parts
 # combined by their last block) are only
 # measured here, and so are uploads from pageable memory (IFW_CUDA_PINNED=0) against the
@@ -82,11 +88,12 @@ ops_lines() {  # the rows a variant changes
     IFW_CUDA_ELEMENTWISE*) echo "layer norm|GELU" ;;
     IFW_CUDA_LT*) echo "product|projection" ;;
     IFW_CUDA_PINNED*) echo "upload" ;;
+    IFW_CROSS_ATTENTION*) echo "cross" ;;
     *) echo "." ;;
   esac
 }
-ops_variants="default IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5
-  IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
+ops_variants="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4
+  IFW_CUDA_FLASH=5 IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
   IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused
   IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 IFW_CUDA_LT=tune
   IFW_CUDA_PINNED=0"
@@ -105,11 +112,11 @@ if [ "$mode" != quick ]; then
 fi
 for arch in $archs; do
   for batch in $batches; do
-    variants="first"
+    variants=""
     if [ "$batch" = 64 ]; then
       variants="together"
       [ "$arch" = large-v3-turbo ] && variants="$variants flash4 flash5"
-      [ "$arch" = large-v3 ] && variants="$variants split256 mixed"
+      [ "$arch" = large-v3 ] && variants="$variants mixed"
     fi
     for variant in $variants; do
       bench_run "$arch" "$batch" "$variant"
@@ -118,7 +125,7 @@ for arch in $archs; do
 done
 # The conformance suite with the defaults in each precision, then in half precision with each
 # choice switched back (steps issued one by one, flash v1, decoding attention by rows) and with
-# each opt-in.
+# each opt-in (absorbed cross-attention first).
 conformance() {  # log name, environment...
   local log="$out/conformance_$1.log"
   shift
@@ -130,6 +137,8 @@ conformance() {  # log name, environment...
 for precision in fp32 fp16 bf16; do
   conformance "$precision" IFW_TEST_PRECISION=$precision
 done
+conformance fp16_absorbed IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed
+conformance bf16_absorbed IFW_TEST_PRECISION=bf16 IFW_CROSS_ATTENTION=absorbed
 conformance fp16_no_graphs IFW_TEST_PRECISION=fp16 IFW_CUDA_GRAPHS=0
 conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
 conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows

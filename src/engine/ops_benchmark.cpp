@@ -17,6 +17,7 @@
 #include "backend/dtype.hpp"
 #include "engine/timing.hpp"
 #include "engine/weight_source.hpp"
+#include "engine/whisper_model.hpp"
 
 namespace ifw::engine {
 namespace {
@@ -195,8 +196,9 @@ class OpsRun {
 
   // `copies` of decoding attention `a`, each over its own a.batch items of a cache that holds
   // copies x a.batch (cold_copies), to be called in turn.
-  static std::vector<backend::AttentionArgs> cycled(const backend::AttentionArgs& a, int copies) {
-    std::vector<backend::AttentionArgs> calls(static_cast<std::size_t>(copies), a);
+  template <typename Args>
+  static std::vector<Args> cycled(const Args& a, int copies) {
+    std::vector<Args> calls(static_cast<std::size_t>(copies), a);
     for (int c = 0; c < copies; ++c) {
       for (int& item : calls[static_cast<std::size_t>(c)].item_index)
         item += c * a.batch;
@@ -324,7 +326,32 @@ class OpsRun {
     product("decoder output projection", d, d, attended, x, true, 27, layers, true);
     Tensor q = be_.empty({batch, d}, act_);
     product("decoder cross query product", d, d, normed, q, false, 28, layers, true);
-    {
+    if (uses_absorbed_cross_attention(be_, c_)) {
+      // The states read once for every head (what the model runs where the backend prefers it).
+      const double read = static_cast<double>(batch * kPositions * d) * act_bytes_;
+      const int copies = cold_copies(read);
+      backend::AbsorbedAttentionArgs a;
+      a.q = whole(q);
+      a.key_bias = be_.upload(random_values(heads * d, 37, 0.1f), {heads, d});
+      a.k_w = weight(d, d, 38);
+      a.v_w = weight(d, d, 39);
+      a.states = random_rows(be_, copies * batch * kPositions, d, kPositions, act_, 29)
+                     .reshape({copies * batch, kPositions, d});
+      a.out = whole(attended);
+      a.batch = static_cast<int>(batch);
+      a.heads = heads;
+      a.head_dim = hd;
+      a.query_len = 1;
+      a.item_index = items;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      const std::vector<backend::AbsorbedAttentionArgs> calls = cycled(a, copies);
+      std::size_t next = 0;
+      record(
+          "decoder cross-attention (absorbed)",
+          fmt::format("{} rows x {} states of {}, {} heads of {}", batch, kPositions, d, heads, hd),
+          [&] { be_.absorbed_attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
+      product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
+    } else {
       const double read = static_cast<double>(batch * kPositions * 2 * d) * act_bytes_;
       const int copies = cold_copies(read);
       const Tensor kv = random_rows(be_, copies * batch * kPositions, 2 * d, kPositions, act_, 29);
@@ -338,14 +365,12 @@ class OpsRun {
           "decoder cross-attention",
           fmt::format("{} rows x {} keys, {} heads of {}", batch, kPositions, heads, hd),
           [&] { be_.attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
-    }
-    product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
-    {
+      product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
       // Once per window, when its decoding starts: each layer's cross-attention keys and values.
       const std::int64_t rows = batch * kPositions;
       const Tensor states = random_rows(be_, rows, d, kPositions, act_, 35);
-      Tensor kv = be_.empty({rows, 2 * d}, act_);
-      product("decoder cross k|v product (per window)", 2 * d, d, states, kv, false, 36,
+      Tensor kv_out = be_.empty({rows, 2 * d}, act_);
+      product("decoder cross k|v product (per window)", 2 * d, d, states, kv_out, false, 36,
               layers / static_cast<double>(batch), false);
     }
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <exception>
+#include <mutex>
 #include <string>
 
 #include <fmt/format.h>
@@ -62,13 +64,36 @@ class Loader {
     return {backend_.upload(w, {3 * d, d}, backend_.weight_dtype()),
             tensor(prefix + ".q_proj.bias", {d}), folded_output(prefix, d)};
   }
-  CrossAttention cross_attention(const std::string& prefix, std::int64_t d) {
+  // With `heads` (absorbed cross-attention), the query bias through the key weights too.
+  CrossAttention cross_attention(const std::string& prefix, std::int64_t d, int heads) {
     const std::vector<float> kv = stacked_weights(prefix, {"k_proj", "v_proj"}, d);
-    return {matrix(prefix + ".q_proj.weight", {d, d}), tensor(prefix + ".q_proj.bias", {d}),
-            backend_.upload(kv, {2 * d, d}, backend_.weight_dtype()), folded_output(prefix, d)};
+    CrossAttention cross{matrix(prefix + ".q_proj.weight", {d, d}),
+                         tensor(prefix + ".q_proj.bias", {d}),
+                         backend_.upload(kv, {2 * d, d}, backend_.weight_dtype()),
+                         folded_output(prefix, d),
+                         {}};
+    if (heads > 0) cross.key_bias = absorbed_key_bias(prefix, kv, d, heads);
+    return cross;
   }
 
  private:
+  // kb_h = bq_h Wk_h for each head h ([heads, d], computed in double): see
+  // backend::AbsorbedAttentionArgs. `kv` holds the key weights in its first d rows.
+  Tensor absorbed_key_bias(const std::string& prefix, const std::vector<float>& kv, std::int64_t d,
+                           int heads) {
+    const auto bq = source_.read(prefix + ".q_proj.bias", {d});
+    const std::int64_t head_dim = d / heads;
+    std::vector<double> kb(static_cast<std::size_t>(d * heads), 0.0);
+    for (std::int64_t h = 0; h < heads; ++h) {
+      for (std::int64_t j = 0; j < head_dim; ++j) {
+        const std::int64_t row = h * head_dim + j;
+        const double b = bq[static_cast<std::size_t>(row)];
+        for (std::int64_t c = 0; c < d; ++c)
+          kb[static_cast<std::size_t>(h * d + c)] += b * kv[static_cast<std::size_t>(row * d + c)];
+      }
+    }
+    return backend_.upload(std::vector<float>(kb.begin(), kb.end()), {heads, d});
+  }
   // out_proj, which adds into the residual stream, with the value bias folded into its bias:
   // bo + Wo bv goes to the stream's sum.
   Linear folded_output(const std::string& prefix, std::int64_t d) {
@@ -111,6 +136,33 @@ class Loader {
 
 }  // namespace
 
+bool uses_absorbed_cross_attention(const backend::Backend& backend,
+                                   const model::WhisperConfig& config) {
+  const std::int64_t d = config.d_model;
+  const int heads = config.decoder_attention_heads;
+  const char* env = std::getenv("IFW_CROSS_ATTENTION");
+  const std::string choice = env != nullptr ? env : "";
+  const bool supported = d % heads == 0 && backend.absorbed_attention_supported(d, heads);
+  if (choice == "cached") return false;
+  if (choice == "absorbed") {
+    if (!supported) {
+      spdlog::warn(
+          "IFW_CROSS_ATTENTION=absorbed: not supported by {} for width {} in {} heads; "
+          "keys and values are cached instead",
+          backend.description(), d, heads);
+    }
+    return supported;
+  }
+  if (!choice.empty()) {
+    static std::once_flag said;
+    std::call_once(said, [&] {
+      spdlog::warn("IFW_CROSS_ATTENTION={}: unknown (absorbed or cached); the backend's choice",
+                   choice);
+    });
+  }
+  return supported && backend.absorbed_attention_preferred(d, heads);
+}
+
 WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& source,
                            backend::Backend& backend)
     : config_(config), backend_(backend) {
@@ -124,6 +176,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     // No Whisper checkpoint scales its embeddings; the table doubles as the output projection.
     throw Error(ErrorKind::kUnsupported, "scale_embedding=true is not supported");
   }
+  absorbed_cross_attention_ = uses_absorbed_cross_attention(backend, config);
   // The loader sums the residual stream's biases for the norms (Norm::shift) as it goes: what
   // follows loads each stack in the order the model runs it.
   Loader load(source, backend);
@@ -156,7 +209,8 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     layer.self_norm = load.norm(p + ".self_attn_layer_norm", d);
     layer.self = load.self_attention(p + ".self_attn", d);
     layer.cross_norm = load.norm(p + ".encoder_attn_layer_norm", d);
-    layer.cross = load.cross_attention(p + ".encoder_attn", d);
+    layer.cross = load.cross_attention(
+        p + ".encoder_attn", d, absorbed_cross_attention_ ? config.decoder_attention_heads : 0);
     layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
     layer.fc1 = load.linear(p + ".fc1", config.decoder_ffn_dim, d);
     layer.fc2 = load.residual_linear(p + ".fc2", d, config.decoder_ffn_dim);
@@ -255,14 +309,29 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
     buffers_->positions = positions;
   }
   const auto& layers = model.decoder_layers();
+  const bool absorbed = model.absorbed_cross_attention();
   for (std::size_t l = 0; l < layers.size(); ++l) {
     if (!kept) {
       buffers_->self_kv.push_back(be.empty({slots, max_length_, 2 * d}, act));
-      buffers_->cross_kv.push_back(be.empty({batch_, positions, 2 * d}, act));
+      if (!absorbed) buffers_->cross_kv.push_back(be.empty({batch_, positions, 2 * d}, act));
     }
+    if (absorbed) continue;
     Tensor kv = buffers_->cross_kv[l].reshape({batch_ * positions, 2 * d});
     be.linear(whole(states), layers[l].cross.kv_w, nullptr, Activation::kNone, whole(kv),
               batch_ * positions, false);
+  }
+  if (absorbed && !step_graphs_) {
+    buffers_->states = encoder_states;
+  } else if (absorbed) {
+    // Recorded steps read the states where they were recorded: into the buffers' own copy.
+    if (!kept) buffers_->states = be.empty({batch_, positions, d}, act);
+    Tensor copy = buffers_->states.reshape({batch_ * positions, d});
+    std::vector<int> blocks(static_cast<std::size_t>(batch_));
+    for (int b = 0; b < batch_; ++b)
+      blocks[static_cast<std::size_t>(b)] = b;
+    const std::vector<int> starts(static_cast<std::size_t>(batch_), 0);
+    be.write_rows(whole(states), batch_, static_cast<int>(positions), copy, positions, blocks,
+                  starts);
   }
 }
 
@@ -523,6 +592,68 @@ std::vector<float> DecoderSession::run(std::span<const TokenId> tokens, int toke
   return logits;
 }
 
+void DecoderSession::cross_attention(const Step& step, std::size_t l, const Tensor& q,
+                                     const Tensor& attended, std::span<float> captured,
+                                     Tensor& step_kv) const {
+  const auto& c = model_.config();
+  const std::int64_t d = c.d_model;
+  const int heads = c.decoder_attention_heads;
+  const DecoderLayer& layer = model_.decoder_layers()[l];
+  backend::Backend& be = model_.backend();
+  // What both kinds of cross-attention take alike.
+  const auto common = [&](auto& args) {
+    args.q = whole(q);
+    args.out = whole(attended);
+    args.batch = step.rows;
+    args.heads = heads;
+    args.head_dim = static_cast<int>(d / heads);
+    args.query_len = step.tokens_per_row;
+    args.item_index = step.cross_items;
+    args.scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
+    if (!step.capture_heads[l].empty()) {
+      for (const auto& [head, slot] : step.capture_heads[l])
+        args.capture_heads.push_back(head);
+      args.capture = captured;
+    }
+  };
+  if (model_.absorbed_cross_attention() && step_kv.empty()) {
+    backend::AbsorbedAttentionArgs cross;
+    common(cross);
+    cross.key_bias = layer.cross.key_bias;
+    cross.k_w = layer.cross.kv_w.rows(0, d);
+    cross.v_w = layer.cross.kv_w.rows(d, d);
+    cross.states = buffers_->states;
+    be.absorbed_attention(cross);
+    return;
+  }
+  // Absorbed cross-attention over a prompt: this layer's keys and values for the step.
+  if (!step_kv.empty()) {
+    be.linear(whole(buffers_->states.reshape({batch_ * step.encoder_positions, d})),
+              layer.cross.kv_w, nullptr, Activation::kNone,
+              whole(step_kv.reshape({batch_ * step.encoder_positions, 2 * d})),
+              batch_ * step.encoder_positions, false);
+  }
+  const Tensor& kv = step_kv.empty() ? buffers_->cross_kv[l] : step_kv;
+  backend::AttentionArgs cross;
+  common(cross);
+  cross.k = {kv, 0, 2 * d};
+  cross.v = {kv, d, 2 * d};
+  cross.key_block = step.encoder_positions;
+  cross.key_lengths = step.cross_lengths;
+  cross.q_bias = &layer.cross.q_bias;
+  be.attention(cross);
+}
+
+void DecoderSession::feed_forward(const DecoderLayer& layer, Tensor& x, Tensor& normed,
+                                  Tensor& hidden, std::int64_t rows) const {
+  backend::Backend& be = model_.backend();
+  be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta,
+                WhisperModel::kLayerNormEps, normed);
+  be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+            false);
+  be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
+}
+
 void DecoderSession::issue(const Step& step, std::span<float> logits,
                            std::vector<std::vector<float>>& captured) {
   const auto& c = model_.config();
@@ -541,6 +672,11 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
   const int heads = c.decoder_attention_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
   constexpr float kEps = WhisperModel::kLayerNormEps;
+  // Absorbed cross-attention, but for steps of few tokens a row: longer ones (prompts) attend
+  // over keys and values computed for the step, a layer at a time, in step_kv.
+  Tensor step_kv = model_.absorbed_cross_attention() && tq > WhisperModel::kAbsorbedMaxQueries
+                       ? be.empty({batch_, step.encoder_positions, 2 * d}, act)
+                       : Tensor();
 
   for (std::size_t l = 0; l < model_.decoder_layers().size(); ++l) {
     const DecoderLayer& layer = model_.decoder_layers()[l];
@@ -574,33 +710,9 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     be.layer_norm(x, &layer.cross_norm.shift, layer.cross_norm.gamma, layer.cross_norm.beta, kEps,
                   normed);
     be.linear(whole(normed), layer.cross.q_w, nullptr, Activation::kNone, whole(q), rows, false);
-    backend::AttentionArgs cross;
-    cross.q = whole(q);
-    cross.k = {buffers_->cross_kv[l], 0, 2 * d};
-    cross.v = {buffers_->cross_kv[l], d, 2 * d};
-    cross.out = whole(attended);
-    cross.batch = step.rows;
-    cross.heads = heads;
-    cross.head_dim = static_cast<int>(d / heads);
-    cross.query_len = tq;
-    cross.key_block = step.encoder_positions;
-    cross.key_lengths = step.cross_lengths;
-    cross.item_index = step.cross_items;
-    cross.scale = scale;
-    cross.q_bias = &layer.cross.q_bias;
-    if (!step.capture_heads[l].empty()) {
-      for (const auto& [head, slot] : step.capture_heads[l])
-        cross.capture_heads.push_back(head);
-      cross.capture = captured[l];
-    }
-    be.attention(cross);
+    cross_attention(step, l, q, attended, captured[l], step_kv);
     be.linear(whole(attended), layer.cross.out.w, nullptr, Activation::kNone, whole(x), rows, true);
-
-    be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps,
-                  normed);
-    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
-              false);
-    be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
+    feed_forward(layer, x, normed, hidden, rows);
   }
 
   // Logits of the requested rows: final norm, then the (tied) output projection.

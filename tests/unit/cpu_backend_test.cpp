@@ -291,6 +291,118 @@ TEST_P(CpuBackendTest, AttentionMatchesDirectComputation) {
                    "attention: a query bias of 3 for 2 heads of 8 (float32 on the CPU)");
 }
 
+// Absorbed attention (keys and values never formed) against attention over the projected states,
+// computed directly in double: scale * (q + bq) . (Wk s) and softmax . (Wv s), with the key bias
+// kb_h = bq_h Wk_h that the model computes at load; rows reading other items, several queries a
+// row, captured weights; and the first inconsistent argument named.
+TEST_P(CpuBackendTest, AbsorbedAttentionIsAttentionOverTheProjectedStates) {
+  const int heads = 3, hd = 4, items = 3, positions = 11;
+  const std::int64_t width = heads * hd, d = 10;  // states narrower than the heads: any width
+  const auto sv = random_values(static_cast<std::size_t>(items * positions * d), 30, 2.0f);
+  const auto kw = random_values(static_cast<std::size_t>(width * d), 31, 0.5f);
+  const auto vw = random_values(static_cast<std::size_t>(width * d), 32, 0.5f);
+  const auto bq = random_values(static_cast<std::size_t>(width), 33);
+  std::vector<float> kb(static_cast<std::size_t>(heads * d), 0.0f);
+  for (int h = 0; h < heads; ++h) {
+    for (int j = 0; j < hd; ++j) {
+      for (std::int64_t c = 0; c < d; ++c)
+        kb[static_cast<std::size_t>(h * d + c)] +=
+            bq[static_cast<std::size_t>(h * hd + j)] *
+            kw[static_cast<std::size_t>((h * hd + j) * d + c)];
+    }
+  }
+  const Tensor states = be_->upload(sv, {items, positions, d});
+  const Tensor k_w = be_->upload(kw, {width, d}), v_w = be_->upload(vw, {width, d});
+  const Tensor key_bias = be_->upload(kb, {heads, d});
+  for (const int tq : {1, 3}) {
+    SCOPED_TRACE("queries per row: " + std::to_string(tq));
+    const std::vector<int> rows_items = {2, 0, 2};
+    const int batch = static_cast<int>(rows_items.size());
+    const auto qv = random_values(static_cast<std::size_t>(batch * tq * width), 34);
+    const Tensor q = be_->upload(qv, {batch * tq, width});
+    // Written at column 1 of rows of 14.
+    Tensor out = be_->upload(std::vector<float>(static_cast<std::size_t>(batch * tq * (width + 2))),
+                             {batch * tq, width + 2});
+    std::vector<float> capture(static_cast<std::size_t>(batch * 2 * tq * positions), -1.0f);
+    backend::AbsorbedAttentionArgs a;
+    a.q = {q, 0, width};
+    a.key_bias = key_bias;
+    a.k_w = k_w;
+    a.v_w = v_w;
+    a.states = states;
+    a.out = {out, 1, width + 2};
+    a.batch = batch;
+    a.heads = heads;
+    a.head_dim = hd;
+    a.query_len = tq;
+    a.item_index = rows_items;
+    a.scale = 0.4f;
+    a.capture_heads = {2, 0};
+    a.capture = capture;
+    be_->absorbed_attention(a);
+    const auto o = to_host(*be_, out);
+    for (int b = 0; b < batch; ++b) {
+      const auto item = static_cast<std::size_t>(rows_items[static_cast<std::size_t>(b)]);
+      const auto s = [&](int t, std::int64_t c) {
+        return static_cast<double>(
+            sv[(item * positions + static_cast<std::size_t>(t)) * d + static_cast<std::size_t>(c)]);
+      };
+      for (int i = 0; i < tq; ++i) {
+        const auto row = static_cast<std::size_t>(b * tq + i);
+        for (int h = 0; h < heads; ++h) {
+          std::vector<double> p(static_cast<std::size_t>(positions));
+          double max = -1e30, sum = 0.0;
+          for (int t = 0; t < positions; ++t) {
+            double score = 0.0;
+            for (int j = 0; j < hd; ++j) {
+              const auto r = static_cast<std::size_t>(h * hd + j);
+              double key = 0.0;
+              for (std::int64_t c = 0; c < d; ++c)
+                key += kw[r * static_cast<std::size_t>(d) + static_cast<std::size_t>(c)] * s(t, c);
+              score += (static_cast<double>(qv[row * width + r]) + bq[r]) * key;
+            }
+            p[static_cast<std::size_t>(t)] = score * a.scale;
+            max = std::max(max, p[static_cast<std::size_t>(t)]);
+          }
+          for (double& x : p)
+            sum += (x = std::exp(x - max));
+          for (int j = 0; j < hd; ++j) {
+            const auto r = static_cast<std::size_t>(h * hd + j);
+            double expected = 0.0;
+            for (int t = 0; t < positions; ++t) {
+              double value = 0.0;
+              for (std::int64_t c = 0; c < d; ++c)
+                value +=
+                    vw[r * static_cast<std::size_t>(d) + static_cast<std::size_t>(c)] * s(t, c);
+              expected += p[static_cast<std::size_t>(t)] / sum * value;
+            }
+            ASSERT_NEAR(o[row * (width + 2) + 1 + r], expected, 1e-5)
+                << "row " << row << " head " << h;
+          }
+          const int slot = h == 2 ? 0 : h == 0 ? 1 : -1;
+          for (int t = 0; t < positions && slot >= 0; ++t) {
+            const float got =
+                capture[((static_cast<std::size_t>(b) * 2 + static_cast<std::size_t>(slot)) *
+                             static_cast<std::size_t>(tq) +
+                         static_cast<std::size_t>(i)) *
+                            positions +
+                        static_cast<std::size_t>(t)];
+            ASSERT_NEAR(got, p[static_cast<std::size_t>(t)] / sum, 1e-6) << "captured head " << h;
+          }
+        }
+        EXPECT_EQ(o[row * (width + 2)], 0.0f) << "column 0 is not the output's";
+      }
+    }
+    a.item_index = {0, 3, 1};
+    EXPECT_IFW_ERROR(be_->absorbed_attention(a), "absorbed attention: no states item 3 among 3");
+    a.item_index = rows_items;
+    a.key_bias = be_->upload(std::vector<float>(5, 0.0f), {5});
+    EXPECT_IFW_ERROR(be_->absorbed_attention(a),
+                     "absorbed attention: a float32 key bias of 5 values for 3 heads of states 10 "
+                     "wide");
+  }
+}
+
 TEST_P(CpuBackendTest, ConvolutionMatchesDirectComputation) {
   const int batch = 2, t_in = 9, c_in = 3, c_out = 4;
   for (const int stride : {1, 2}) {

@@ -498,6 +498,88 @@ TEST_P(CudaOps, SplitTweaksGiveTheDefaultsOutputsBitForBit) {
 // A head size the split and flash kernels refuse (20: not 64, and rows of 16-bit elements not a
 // multiple of 16 bytes): decoding steps go to the row kernel's element-wise version, longer
 // queries to the products, with and without a query bias.
+// Absorbed cross-attention (the decoder's default on the GPU in float16 and bfloat16) against the
+// CPU's, at the models' widths: the golden models' 128 in 2 heads, tiny's 384 in 6 (slices that
+// 16 warps share unevenly, column groups of 24 split within a row), large-v3's 1280 in 20 (a step
+// at batch 64: two parts a window; 8 queries a row: 7 column groups), windows of 1500 positions
+// and of 37 (one part of fewer than 16); rows reading other windows; captured heads.
+TEST_P(CudaOps, AbsorbedAttentionLikeTheModelCallsIt) {
+  if (type() == DType::kF32) {
+    EXPECT_FALSE(gpu_->absorbed_attention_supported(1280, 20));
+    return;
+  }
+  struct Case {
+    std::string name;
+    std::int64_t d;
+    int heads, batch, query_len, positions;
+    std::vector<int> item_index, capture_heads;
+  };
+  const std::vector<Case> cases = {
+      {"golden width", 128, 2, 3, 1, 1500, {2, 0, 1}, {1}},
+      {"tiny width, 3 queries", 384, 6, 2, 3, 1500, {}, {5, 0}},
+      {"large-v3 step", 1280, 20, 5, 1, 1500, {4, 3, 2, 1, 0}, {7}},
+      {"large-v3 step, batch 64", 1280, 20, 64, 1, 1500, {}, {}},
+      {"large-v3 prompt", 1280, 20, 2, 8, 1500, {1, 1}, {19}},
+      {"short window", 1280, 20, 1, 1, 37, {}, {0}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    ASSERT_TRUE(gpu_->absorbed_attention_supported(c.d, c.heads));
+    const int hd = static_cast<int>(c.d / c.heads);
+    const std::int64_t rows = static_cast<std::int64_t>(c.batch) * c.query_len;
+    const int items = c.item_index.empty() ? c.batch : 5;
+    const auto q = random_values(static_cast<std::size_t>(rows * c.d), 40, type());
+    const auto states =
+        random_values(static_cast<std::size_t>(items * c.positions * c.d), 41, type(), 2.0f);
+    const auto kw = random_values(static_cast<std::size_t>(c.d * c.d), 42, type(), 0.1f);
+    const auto vw = random_values(static_cast<std::size_t>(c.d * c.d), 43, type(), 0.1f);
+    const auto kb = random_values(static_cast<std::size_t>(c.heads * c.d), 44, DType::kF32, 0.5f);
+    auto [qc, qg] = both(q, {rows, c.d}, type());
+    auto [sc, sg] = both(states, {items, c.positions, c.d}, type());
+    auto [kc, kg] = both(kw, {c.d, c.d}, type());
+    auto [vc, vg] = both(vw, {c.d, c.d}, type());
+    auto [bc, bg] = both(kb, {c.heads, c.d}, DType::kF32);
+    const std::size_t cap_size = static_cast<std::size_t>(rows) * c.capture_heads.size() *
+                                 static_cast<std::size_t>(c.positions);
+    std::vector<float> cap_c(cap_size), cap_g(cap_size, -1.0f);
+    const auto run = [&](backend::Backend& be, const Tensor& qt, const Tensor& st, const Tensor& kt,
+                         const Tensor& vt, const Tensor& bt, Tensor& out, std::vector<float>& cap) {
+      backend::AbsorbedAttentionArgs a;
+      a.q = {qt, 0, c.d};
+      a.key_bias = bt;
+      a.k_w = kt;
+      a.v_w = vt;
+      a.states = st;
+      a.out = {out, 0, c.d};
+      a.batch = c.batch;
+      a.heads = c.heads;
+      a.head_dim = hd;
+      a.query_len = c.query_len;
+      a.item_index = c.item_index;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      a.capture_heads = c.capture_heads;
+      if (!c.capture_heads.empty()) a.capture = cap;
+      be.absorbed_attention(a);
+    };
+    Tensor oc = cpu_->empty({rows, c.d});
+    run(*cpu_, qc, sc, kc, vc, bc, oc, cap_c);
+    // Outputs start as NaN, so that anything left unwritten fails; twice, so that a launch that
+    // leaves state behind (scratch, captures) shows.
+    for (int launch = 0; launch < 2; ++launch) {
+      Tensor og = gpu_->upload(std::vector<float>(static_cast<std::size_t>(rows * c.d), kNaN),
+                               {rows, c.d}, type());
+      std::fill(cap_g.begin(), cap_g.end(), -1.0f);
+      run(*gpu_, qg, sg, kg, vg, bg, og, cap_g);
+      expect_close(oc, og, "absorbed attention, " + c.name, 2.0);
+      if (!c.capture_heads.empty()) {
+        const double rel = relative_error(cap_g, cap_c);
+        EXPECT_LE(rel, 2.0 * tolerance()) << "captured weights";
+        std::cout << "[ captured weights, " << c.name << " ] relative error " << rel << "\n";
+      }
+    }
+  }
+}
+
 TEST_P(CudaOps, AttentionWithAHeadSizeTheFastKernelsRefuse) {
   const int heads = 2, hd = 20;
   const std::int64_t d = heads * hd, block = 30;
@@ -701,74 +783,80 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
   for (const DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
     SCOPED_TRACE(backend::dtype_name(type));
     auto be = backend::make_cuda_backend(0, type);
-    model::WhisperConfig config = engine::published_architecture("tiny");
-    engine::RandomWeights weights(11);
-    const engine::WhisperModel model(config, weights, *be);
-    const int batch = 6;
-    const Tensor states = model.encode(random_mel(batch, 5), batch);
-    const auto decode = [&] {
-      engine::DecoderSession session(model, states);
-      engine::AlignmentCapture capture;
-      capture.heads = {{2, 1}, {3, 4}};
-      std::vector<int> all = {0, 1, 2, 3, 4, 5};
-      std::vector<engine::TokenId> prompt;
-      for (int b = 0; b < batch; ++b)
-        prompt.insert(prompt.end(), {50258, 50259, 50359});
-      std::vector<std::vector<float>> logits = {
-          session.forward(prompt, 3, all, engine::LogitRows::kLast, &capture)};
-      // Each size three times at least: measured, captured, replayed.
-      std::vector<std::vector<int>> steps;
-      for (int s = 0; s < 4; ++s)
-        steps.push_back(all);
-      for (int s = 0; s < 4; ++s)
-        steps.push_back({0, 2, 3, 4, 5});  // rounded to 6
-      for (int s = 0; s < 4; ++s)
-        steps.push_back({0, 3, 5});  // rounded to 4
-      for (int s = 0; s < 4; ++s)
-        steps.push_back({5});
-      int step = 0;
-      for (const std::vector<int>& items : steps) {
-        std::vector<engine::TokenId> tokens;
-        for (const int b : items)
-          tokens.push_back(400 + 37 * b + step);
-        logits.push_back(session.forward(tokens, 1, items, engine::LogitRows::kLast, &capture));
-        ++step;
+    for (const char* cross : {"cached", "absorbed"}) {
+      if (type == DType::kF32 && std::string(cross) == "absorbed") continue;  // half precision only
+      SCOPED_TRACE(std::string("cross-attention ") + cross);
+      const ScopedEnv mode("IFW_CROSS_ATTENTION", cross);
+      model::WhisperConfig config = engine::published_architecture("tiny");
+      engine::RandomWeights weights(11);
+      const engine::WhisperModel model(config, weights, *be);
+      ASSERT_EQ(model.absorbed_cross_attention(), std::string(cross) == "absorbed");
+      const int batch = 6;
+      const Tensor states = model.encode(random_mel(batch, 5), batch);
+      const auto decode = [&] {
+        engine::DecoderSession session(model, states);
+        engine::AlignmentCapture capture;
+        capture.heads = {{2, 1}, {3, 4}};
+        std::vector<int> all = {0, 1, 2, 3, 4, 5};
+        std::vector<engine::TokenId> prompt;
+        for (int b = 0; b < batch; ++b)
+          prompt.insert(prompt.end(), {50258, 50259, 50359});
+        std::vector<std::vector<float>> logits = {
+            session.forward(prompt, 3, all, engine::LogitRows::kLast, &capture)};
+        // Each size three times at least: measured, captured, replayed.
+        std::vector<std::vector<int>> steps;
+        for (int s = 0; s < 4; ++s)
+          steps.push_back(all);
+        for (int s = 0; s < 4; ++s)
+          steps.push_back({0, 2, 3, 4, 5});  // rounded to 6
+        for (int s = 0; s < 4; ++s)
+          steps.push_back({0, 3, 5});  // rounded to 4
+        for (int s = 0; s < 4; ++s)
+          steps.push_back({5});
+        int step = 0;
+        for (const std::vector<int>& items : steps) {
+          std::vector<engine::TokenId> tokens;
+          for (const int b : items)
+            tokens.push_back(400 + 37 * b + step);
+          logits.push_back(session.forward(tokens, 1, items, engine::LogitRows::kLast, &capture));
+          ++step;
+        }
+        return std::make_pair(logits, capture.weights);
+      };
+      const auto [direct_logits, direct_weights] = [&] {
+        ScopedEnv off("IFW_CUDA_GRAPHS", "0");
+        return decode();
+      }();
+      const std::uint64_t launched = backend::cuda_step_graph_launches();
+      std::vector<std::vector<float>> graph_logits;
+      std::vector<std::vector<std::vector<float>>> graph_weights;
+      {
+        ScopedEnv graphs("IFW_CUDA_GRAPHS", "1");
+        // Memory the pool keeps for reuse is given back first, on both sides: what is left is
+        // memory in use. The model keeps the last session's caches and graphs for the next
+        // session of its size until it lets them go (an idle transcriber does).
+        be->release_cached_memory();
+        const double before = used_mib();
+        std::tie(graph_logits, graph_weights) = decode();
+        model.release_decoder_buffers();
+        be->release_cached_memory();
+        EXPECT_LE(used_mib(), before + 32.0) << "graphs let go kept their memory";
       }
-      return std::make_pair(logits, capture.weights);
-    };
-    const auto [direct_logits, direct_weights] = [&] {
-      ScopedEnv off("IFW_CUDA_GRAPHS", "0");
-      return decode();
-    }();
-    const std::uint64_t launched = backend::cuda_step_graph_launches();
-    std::vector<std::vector<float>> graph_logits;
-    std::vector<std::vector<std::vector<float>>> graph_weights;
-    {
-      ScopedEnv graphs("IFW_CUDA_GRAPHS", "1");
-      // Memory the pool keeps for reuse is given back first, on both sides: what is left is
-      // memory in use. The model keeps the last session's caches and graphs for the next
-      // session of its size until it lets them go (an idle transcriber does).
-      be->release_cached_memory();
-      const double before = used_mib();
-      std::tie(graph_logits, graph_weights) = decode();
-      model.release_decoder_buffers();
-      be->release_cached_memory();
-      EXPECT_LE(used_mib(), before + 32.0) << "graphs let go kept their memory";
-    }
-    // Three shapes (6 rows: 8 steps, 4 rows and 1 row: 4 steps each), each measured, captured,
-    // then replayed: 10 launches.
-    EXPECT_GE(backend::cuda_step_graph_launches() - launched, 10u) << "graphs were not launched";
-    // Rounded steps multiply more rows, which may change cuBLAS's summation order.
-    const double tolerance = type == DType::kF32 ? 1e-5 : 5e-3;
-    ASSERT_EQ(direct_logits.size(), graph_logits.size());
-    for (std::size_t s = 0; s < direct_logits.size(); ++s) {
-      EXPECT_LE(relative_error(graph_logits[s], direct_logits[s]), tolerance) << "call " << s;
-    }
-    ASSERT_EQ(direct_weights.size(), graph_weights.size());
-    for (std::size_t b = 0; b < direct_weights.size(); ++b) {
-      for (std::size_t h = 0; h < direct_weights[b].size(); ++h) {
-        EXPECT_LE(relative_error(graph_weights[b][h], direct_weights[b][h]), tolerance)
-            << "alignment weights of item " << b << ", head " << h;
+      // Three shapes (6 rows: 8 steps, 4 rows and 1 row: 4 steps each), each measured, captured,
+      // then replayed: 10 launches.
+      EXPECT_GE(backend::cuda_step_graph_launches() - launched, 10u) << "graphs were not launched";
+      // Rounded steps multiply more rows, which may change cuBLAS's summation order.
+      const double tolerance = type == DType::kF32 ? 1e-5 : 5e-3;
+      ASSERT_EQ(direct_logits.size(), graph_logits.size());
+      for (std::size_t s = 0; s < direct_logits.size(); ++s) {
+        EXPECT_LE(relative_error(graph_logits[s], direct_logits[s]), tolerance) << "call " << s;
+      }
+      ASSERT_EQ(direct_weights.size(), graph_weights.size());
+      for (std::size_t b = 0; b < direct_weights.size(); ++b) {
+        for (std::size_t h = 0; h < direct_weights[b].size(); ++h) {
+          EXPECT_LE(relative_error(graph_weights[b][h], direct_weights[b][h]), tolerance)
+              << "alignment weights of item " << b << ", head " << h;
+        }
       }
     }
   }
