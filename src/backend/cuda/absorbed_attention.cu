@@ -191,15 +191,16 @@ __global__ void __launch_bounds__(kThreads, 1) absorbed_attention_kernel(Launch 
       // A valid column has a valid position in every chunk of its part: the maximum is finite.
       const float new_max = fmaxf(running_max, chunk_max);
       const float rescale = my_column_valid ? exp2f(running_max - new_max) : 1.0f;
-      const float p = valid ? exp2f(x - new_max) : 0.0f;
-      float sum = p;
+      // Rounded as the product reads it, so that the weights it sums are the ones divided by.
+      const T p = static_cast<T>(valid ? exp2f(x - new_max) : 0.0f);
+      float sum = static_cast<float>(p);
       for (int o = 8; o >= 1; o >>= 1)
         sum += __shfl_xor_sync(0xffffffffu, sum, o);
       if (my_column_valid) {
         running_sum = running_sum * rescale + sum;
         running_max = new_max;
       }
-      probabilities[my_column * kProbabilityLd + my_position] = static_cast<T>(p);
+      probabilities[my_column * kProbabilityLd + my_position] = p;
       if (my_position == 0) alpha[my_column] = rescale;
       // Raw scores; the combining kernel turns them into weights once the column's maximum and
       // sum are known.

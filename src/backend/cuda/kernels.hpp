@@ -186,7 +186,9 @@ struct DeviceLimits {
 // or bfloat16: absorbed_attention.cu. For batch row b and column c = i * heads + h (query i,
 // head h), with S = the states of item item_index[b] (b where null):
 //   w = softmax_t(scale * (queries[b][c] + key_bias[h]) . S[t]),   z[b][c] = sum_t w_t S[t]
-// (z is what the output product multiplies by Wv_h^T). Captured heads' weights go to capture
+// (z is what the output product multiplies by Wv_h^T). The tensor cores take the query (its sum
+// with the key bias) and the weights w rounded to the element type; scores, sums and z
+// accumulate in float32. Captured heads' weights go to capture
 // (device memory) [batch][n_capture][query_len][positions].
 constexpr int kAbsorbedMaxWidth = 1280;  // widest states (large-v3's)
 struct AbsorbedAttention {
