@@ -50,7 +50,6 @@ bench_run() {  # arch, batch, variant
   case $3 in
     default) vars="" suffix="" ;;
     absorbed) vars="IFW_CROSS_ATTENTION=absorbed" suffix="_absorbed" ;;
-    split256) vars="IFW_CUDA_DECODE_ATTENTION=split256" suffix="_split256" ;;
     mixed) vars="IFW_CUDA_DECODE_ATTENTION=mixed" suffix="_mixed" ;;
     flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
     flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -594,7 +595,7 @@ std::vector<float> DecoderSession::run(std::span<const TokenId> tokens, int toke
 
 void DecoderSession::cross_attention(const Step& step, std::size_t l, const Tensor& q,
                                      const Tensor& attended, std::span<float> captured,
-                                     Tensor& step_kv) const {
+                                     const PromptKeys* prompt) const {
   const auto& c = model_.config();
   const std::int64_t d = c.d_model;
   const int heads = c.decoder_attention_heads;
@@ -616,7 +617,7 @@ void DecoderSession::cross_attention(const Step& step, std::size_t l, const Tens
       args.capture = captured;
     }
   };
-  if (model_.absorbed_cross_attention() && step_kv.empty()) {
+  if (model_.absorbed_cross_attention() && prompt == nullptr) {
     backend::AbsorbedAttentionArgs cross;
     common(cross);
     cross.key_bias = layer.cross.key_bias;
@@ -626,22 +627,49 @@ void DecoderSession::cross_attention(const Step& step, std::size_t l, const Tens
     be.absorbed_attention(cross);
     return;
   }
-  // Absorbed cross-attention over a prompt: this layer's keys and values for the step.
-  if (!step_kv.empty()) {
-    be.linear(whole(buffers_->states.reshape({batch_ * step.encoder_positions, d})),
-              layer.cross.kv_w, nullptr, Activation::kNone,
-              whole(step_kv.reshape({batch_ * step.encoder_positions, 2 * d})),
-              batch_ * step.encoder_positions, false);
+  // An absorbed session's prompt: this layer's keys and values of the step's rows, row r's in
+  // block r.
+  if (prompt != nullptr) {
+    const std::int64_t rows = prompt->states.dim(0);
+    be.linear(whole(prompt->states), layer.cross.kv_w, nullptr, Activation::kNone,
+              whole(prompt->kv.reshape({rows, 2 * d})), rows, false);
   }
-  const Tensor& kv = step_kv.empty() ? buffers_->cross_kv[l] : step_kv;
+  const Tensor& kv = prompt != nullptr ? prompt->kv : buffers_->cross_kv[l];
   backend::AttentionArgs cross;
   common(cross);
+  if (prompt != nullptr) cross.item_index.clear();
   cross.k = {kv, 0, 2 * d};
   cross.v = {kv, d, 2 * d};
   cross.key_block = step.encoder_positions;
   cross.key_lengths = step.cross_lengths;
   cross.q_bias = &layer.cross.q_bias;
   be.attention(cross);
+}
+
+DecoderSession::PromptKeys DecoderSession::prompt_keys(const Step& step) const {
+  backend::Backend& be = model_.backend();
+  const std::int64_t d = model_.config().d_model, positions = step.encoder_positions;
+  const std::int64_t rows = step.rows;
+  PromptKeys prompt;
+  const Tensor all = buffers_->states.reshape({batch_ * positions, d});
+  bool in_order = true;
+  for (std::int64_t r = 0; r < rows; ++r)
+    in_order = in_order && step.cross_items[static_cast<std::size_t>(r)] == r;
+  if (in_order) {
+    prompt.states = all.rows(0, rows * positions);
+  } else {  // the rows' windows gathered once for every layer
+    std::vector<std::int64_t> index(static_cast<std::size_t>(rows * positions));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t t = 0; t < positions; ++t) {
+        index[static_cast<std::size_t>(r * positions + t)] =
+            step.cross_items[static_cast<std::size_t>(r)] * positions + t;
+      }
+    }
+    prompt.states = be.empty({rows * positions, d}, be.activation_dtype());
+    be.gather_rows(all, index, prompt.states);
+  }
+  prompt.kv = be.empty({rows, positions, 2 * d}, be.activation_dtype());
+  return prompt;
 }
 
 void DecoderSession::feed_forward(const DecoderLayer& layer, Tensor& x, Tensor& normed,
@@ -673,10 +701,10 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
   const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
   constexpr float kEps = WhisperModel::kLayerNormEps;
   // Absorbed cross-attention, but for steps of few tokens a row: longer ones (prompts) attend
-  // over keys and values computed for the step, a layer at a time, in step_kv.
-  Tensor step_kv = model_.absorbed_cross_attention() && tq > WhisperModel::kAbsorbedMaxQueries
-                       ? be.empty({batch_, step.encoder_positions, 2 * d}, act)
-                       : Tensor();
+  // over keys and values computed for the step's rows, a layer at a time.
+  std::optional<PromptKeys> prompt;
+  if (model_.absorbed_cross_attention() && tq > WhisperModel::kAbsorbedMaxQueries)
+    prompt = prompt_keys(step);
 
   for (std::size_t l = 0; l < model_.decoder_layers().size(); ++l) {
     const DecoderLayer& layer = model_.decoder_layers()[l];
@@ -710,7 +738,7 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     be.layer_norm(x, &layer.cross_norm.shift, layer.cross_norm.gamma, layer.cross_norm.beta, kEps,
                   normed);
     be.linear(whole(normed), layer.cross.q_w, nullptr, Activation::kNone, whole(q), rows, false);
-    cross_attention(step, l, q, attended, captured[l], step_kv);
+    cross_attention(step, l, q, attended, captured[l], prompt ? &*prompt : nullptr);
     be.linear(whole(attended), layer.cross.out.w, nullptr, Activation::kNone, whole(x), rows, true);
     feed_forward(layer, x, normed, hidden, rows);
   }

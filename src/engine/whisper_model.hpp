@@ -213,11 +213,18 @@ class DecoderSession {
                          AlignmentCapture* capture, Choosing* choosing);
   // Issues one step's operations; fills `logits` and, per layer with alignment heads, `captured`.
   void issue(const Step& step, std::span<float> logits, std::vector<std::vector<float>>& captured);
+  // An absorbed session's prompt step attends over keys and values after all: `states`, the
+  // encoder's states of the step's rows ([rows * positions, d]), and `kv`, each layer's keys and
+  // values of them ([rows, positions, 2d]), written by the layer that reads them.
+  struct PromptKeys {
+    backend::Tensor states, kv;
+  };
+  PromptKeys prompt_keys(const Step& step) const;
   // Layer l's cross-attention of queries q into attended: absorbed, or over the session's cached
-  // keys and values, or (absorbed sessions' prompts) over step_kv, filled here.
+  // keys and values, or (absorbed sessions' prompts) over the prompt's.
   void cross_attention(const Step& step, std::size_t l, const backend::Tensor& q,
                        const backend::Tensor& attended, std::span<float> captured,
-                       backend::Tensor& step_kv) const;
+                       const PromptKeys* prompt) const;
   void feed_forward(const DecoderLayer& layer, backend::Tensor& x, backend::Tensor& normed,
                     backend::Tensor& hidden, std::int64_t rows) const;
 

@@ -2,6 +2,7 @@
 // encoder states, teacher-forced logits, alignment-head cross-attention, greedy generation with
 // and without timestamps, token timestamps and language detection.
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <memory>
 
@@ -261,6 +262,49 @@ TEST_P(EngineConformance, TeacherForcedTextLogitsAndAlignmentAttention) {
     actual.insert(actual.end(), head.begin(), head.end());
   ASSERT_EQ(actual.size(), capture.heads.size() * tokens.size() * kFrames);
   expect_rows_close(actual, expected, kFrames, reference_tolerance(), "alignment cross-attention");
+}
+
+// The same text fed as decoding feeds it, a token a step (single-token steps take other kernels
+// than a whole sequence at once: the decoding kernels, absorbed cross-attention).
+TEST_P(EngineConformance, TeacherForcedTextStepByStep) {
+  const auto& tf = m().golden.at("teacher_forced_text");
+  const auto tokens = ints(tf.at("tokens"));
+  engine::AlignmentCapture capture;
+  capture.heads = *m().folder->generation().alignment_heads;
+  engine::DecoderSession session(*m().model, m().encoded);
+  const int item = 0;
+  std::vector<float> logits;
+  for (const decode::TokenId token : tokens) {
+    const auto row = session.forward(std::span(&token, 1), 1, std::span(&item, 1),
+                                     engine::LogitRows::kLast, &capture);
+    logits.insert(logits.end(), row.begin(), row.end());
+  }
+  expect_rows_close(logits, read_f32_file(m().reference / tf.at("logits_file").get<std::string>()),
+                    static_cast<std::size_t>(m().model->config().vocab_size), reference_tolerance(),
+                    "text logits step by step");
+  const auto expected = read_f32_file(m().reference / tf.at("cross_attn_file").get<std::string>());
+  std::vector<float> actual;
+  ASSERT_EQ(capture.weights.size(), 1u);
+  for (const auto& head : capture.weights[0])
+    actual.insert(actual.end(), head.begin(), head.end());
+  ASSERT_EQ(actual.size(), capture.heads.size() * tokens.size() * kFrames);
+  expect_rows_close(actual, expected, kFrames, reference_tolerance(),
+                    "alignment cross-attention step by step");
+}
+
+// IFW_CROSS_ATTENTION reaches the model (the suite runs once more with it set to "absorbed").
+TEST_P(EngineConformance, CrossAttentionIsTheOneAskedFor) {
+  const auto& c = m().model->config();
+  const bool absorbed = m().model->absorbed_cross_attention();
+  std::cout << "[ cross-attention " << (absorbed ? "absorbed" : "over cached keys and values")
+            << " ]\n";
+  const char* asked = std::getenv("IFW_CROSS_ATTENTION");
+  if (asked != nullptr && std::string(asked) == "absorbed") {
+    EXPECT_EQ(absorbed,
+              m().backend->absorbed_attention_supported(c.d_model, c.decoder_attention_heads));
+  } else if (asked != nullptr && std::string(asked) == "cached") {
+    EXPECT_FALSE(absorbed);
+  }
 }
 
 TEST_P(EngineConformance, PlainArgmax) {

@@ -81,19 +81,26 @@ TEST_F(EngineTest, DecoderSessionTracksLengthsAndRejectsOverflow) {
 }
 
 // Items of one session advanced apart (prompts of different lengths, some items finished) each
-// keep their own cache: the logits are those of the item decoded alone.
+// keep their own cache: the logits are those of the item decoded alone. The prompts are longer
+// than absorbed cross-attention takes (WhisperModel::kAbsorbedMaxQueries), the second item's
+// first: under IFW_CROSS_ATTENTION=absorbed, a step's keys and values of the windows it reads.
 TEST_F(EngineTest, ItemsDecodedApartGetWhatTheyGetAlone) {
   std::vector<float> two = mel(1, -0.5f);
   const std::vector<float> other = mel(1, 0.3f);
   two.insert(two.end(), other.begin(), other.end());
   const auto states = model_->encode(two, 2);
   const engine::TokenId sot = kSyntheticStartOfTranscript;
-  const std::vector<engine::TokenId> prompt0 = {sot, sot + 1}, prompt1 = {sot, sot + 1, sot};
+  std::vector<engine::TokenId> prompt0, prompt1;
+  for (int t = 0; t < engine::WhisperModel::kAbsorbedMaxQueries + 2; ++t)
+    prompt0.push_back(sot + t % 2);
+  prompt1 = prompt0;
+  prompt1.push_back(sot);
   const int first[] = {0}, second[] = {1}, both[] = {0, 1};
 
   engine::DecoderSession together(*model_, states);
-  together.forward(prompt1, 3, second, engine::LogitRows::kLast);  // the second item first
-  together.forward(prompt0, 2, first, engine::LogitRows::kLast);
+  together.forward(prompt1, static_cast<int>(prompt1.size()), second,
+                   engine::LogitRows::kLast);  // the second item first
+  together.forward(prompt0, static_cast<int>(prompt0.size()), first, engine::LogitRows::kLast);
   const engine::TokenId step[] = {42, 43};
   const auto mixed = together.forward(step, 1, both, engine::LogitRows::kLast);
   const engine::TokenId late[] = {44};

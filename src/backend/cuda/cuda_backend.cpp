@@ -63,14 +63,15 @@ void* at_mut(const Tensor& t, i64 row, i64 ld, i64 column) {
          static_cast<std::size_t>(row * ld + column) * dtype_size(t.dtype());
 }
 
-// Capture slot of each head (-1: not captured; a head asked for twice fills its last slot).
+// Capture slot of each head (-1: not captured; a head asked for twice fills its first slot, as
+// on the CPU, and the other stays zero).
 cuda::HeadSlots capture_slots(const std::vector<int>& capture_heads, int heads) {
   cuda::HeadSlots slots{};
   std::fill(std::begin(slots.slot), std::end(slots.slot), -1);
   for (std::size_t s = 0; s < capture_heads.size(); ++s) {
     const int h = capture_heads[s];
     require(h >= 0 && h < heads, "attention: no head {} to capture", h);
-    slots.slot[h] = static_cast<int>(s);
+    if (slots.slot[h] < 0) slots.slot[h] = static_cast<int>(s);
   }
   return slots;
 }
