@@ -202,7 +202,18 @@ fi
 echo "summary:"
 for f in "$out"/bench_*.txt "$out"/transcribe_*.txt; do
   [ -f "$f" ] || continue
-  echo "  $(basename "$f" .txt): $(grep -hE "^(encoder|throughput|transcribed)" "$f" | tr -s ' ' | tr '\n' ' ')"
+  echo "  $(basename "$f" .txt): $(grep -hE "^(encoder|throughput|transcribed)| ms per step of " "$f" |
+    sed 's/, tokens chosen.*//' | tr -s ' ' | tr '\n' ' ')"
+done
+# Each variant's throughput against the defaults' at its size (what decides a new default).
+throughput() { grep -hoE "^throughput +[0-9.]+" "$1" 2>/dev/null | tr -s ' ' | cut -d' ' -f2; }
+for f in "$out"/bench_*_b[0-9]*_*.txt; do
+  [ -f "$f" ] || continue
+  base=$(basename "$f" .txt)
+  default="$out/${base%_*}.txt"
+  a=$(throughput "$f") b=$(throughput "$default")
+  [ -n "$a" ] && [ -n "$b" ] &&
+    echo "  ${base#bench_} against the defaults: $a / $b = $(awk "BEGIN { printf \"%.3f\", $a / $b }")"
 done
 # The rows each kernel opt-in changes (name, ms per call, per window, per step, rate).
 for variant in $ops_variants; do
