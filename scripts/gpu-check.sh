@@ -203,7 +203,7 @@ echo "summary:"
 for f in "$out"/bench_*.txt "$out"/transcribe_*.txt; do
   [ -f "$f" ] || continue
   echo "  $(basename "$f" .txt): $(grep -hE "^(encoder|throughput|transcribed)| ms per step of " "$f" |
-    sed 's/, tokens chosen.*//' | tr -s ' ' | tr '\n' ' ')"
+    sed 's/, tokens chosen[^,]*//' | tr -s ' ' | tr '\n' ' ')"
 done
 # Each variant's throughput against the defaults' at its size (what decides a new default).
 throughput() { grep -hoE "^throughput +[0-9.]+" "$1" 2>/dev/null | tr -s ' ' | cut -d' ' -f2; }

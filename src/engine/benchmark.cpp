@@ -160,6 +160,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
       backend::make_backend(spec, backend::parse_precision(options.precision), options.threads);
   result.backend = backend->description();
   result.step_graphs = backend->make_step_graph() != nullptr;
+  result.absorbed_cross_attention = uses_absorbed_cross_attention(*backend, config);
   const bool gpu = backend->device() == backend::Device::kCuda;
   const int gpu_index = spec.automatic ? 0 : spec.index;
   const auto used_mib = [&] {
@@ -247,7 +248,7 @@ std::string benchmark_text(const BenchmarkResult& r) {
       "load        {:.0f} ms (random weights)\n"
       "encoder     {:.1f} ms per 30 s window (batch {})\n"
       "decoder     {:.2f} ms per token at batch 1, {:.2f} ms per token at batch 5\n"
-      "            {:.2f} ms per step of {} sequences, tokens chosen{}\n"
+      "            {:.2f} ms per step of {} sequences, tokens chosen{}, cross-attention {}\n"
       "            {:.3f} ms per token when they end one by one ({:.3f} at the full batch)\n"
       "throughput  {:.1f}x realtime ({} windows of {} tokens)\n{}",
       r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
@@ -256,6 +257,7 @@ std::string benchmark_text(const BenchmarkResult& r) {
       : r.graph_launches > 0
           ? fmt::format(" (steps replayed from CUDA graphs: {} launches)", r.graph_launches)
           : std::string(" (CUDA graphs asked for, none launched: steps issued one by one)"),
+      r.absorbed_cross_attention ? "absorbed" : "over cached keys and values",
       r.decode_ms_per_token_shrinking, r.decode_ms_per_step / r.options.batch, r.rtfx,
       r.options.batch, r.options.tokens,
       r.device_mib_loaded > 0.0
@@ -282,6 +284,7 @@ std::string benchmark_json(const BenchmarkResult& r) {
       {"decode_ms_per_token_shrinking", r.decode_ms_per_token_shrinking},
       {"rtfx", r.rtfx},
       {"step_graphs", r.step_graphs},
+      {"absorbed_cross_attention", r.absorbed_cross_attention},
       {"graph_launches", r.graph_launches},
       {"precision", r.options.precision},
       {"device_mib_before", r.device_mib_before},

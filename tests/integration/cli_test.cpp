@@ -166,6 +166,7 @@ TEST(Cli, BenchReportsEveryFigure) {
   EXPECT_EQ(j["arch"], "tiny");
   EXPECT_EQ(j["step_graphs"], false);  // the CPU issues operations directly
   EXPECT_EQ(j["graph_launches"], 0);
+  EXPECT_EQ(j["absorbed_cross_attention"], false);  // not the CPU's preference
   EXPECT_EQ(run_ifw({"bench", "--arch", "gigantic"}).exit_code, 2);
   EXPECT_EQ(run_ifw({"bench", "--batch", "0"}).exit_code, 2);
 }
