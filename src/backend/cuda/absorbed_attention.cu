@@ -29,6 +29,10 @@ constexpr int kColumns = 24;    // (query, head) columns per block: three n8 til
 constexpr int kColumnTiles = kColumns / 8;
 constexpr int kMaxSlices = kAbsorbedMaxWidth / (16 * kWarps);  // 16-wide slices per warp
 constexpr int kProbabilityLd = kPositions + 8;                 // padded rows of P (48 bytes)
+// Rows of the warps' partial scores: 2 x an odd number of floats, so that the 16 positions a half
+// warp sums for one column fall in 16 distinct even banks and the next column's in the odd ones
+// (rows of 24 floats: 4-way conflicts).
+constexpr int kPartialLd = 26;
 constexpr float kLog2e = 1.4426950408889634f;
 
 static_assert(kColumns * kPositions <= kThreads, "one thread per score of a chunk");
@@ -45,7 +49,7 @@ struct Layout {
     stage_elements = kPositions * ld;
     queries_offset = stages * stage_elements * 2;         // bytes
     partial_offset = queries_offset + kColumns * ld * 2;  // 16-byte aligned: ld % 8 == 0
-    probability_offset = partial_offset + kWarps * kPositions * kColumns * 4;
+    probability_offset = partial_offset + kWarps * kPositions * kPartialLd * 4;
     alpha_offset = probability_offset + kColumns * kProbabilityLd * 2;
     bytes = alpha_offset + kColumns * 4;
   }
@@ -167,12 +171,12 @@ __global__ void __launch_bounds__(kThreads, 1) absorbed_attention_kernel(Launch 
         mma(s[1], af, b01[2], b01[3], T{});
         mma(s[2], af, b2[0], b2[1], T{});
       }
-      float* mine = partial_scores + warp * kPositions * kColumns;
+      float* mine = partial_scores + warp * kPositions * kPartialLd;
 #pragma unroll
       for (int n = 0; n < kColumnTiles; ++n) {
-        *reinterpret_cast<float2*>(mine + g * kColumns + n * 8 + 2 * t) =
+        *reinterpret_cast<float2*>(mine + g * kPartialLd + n * 8 + 2 * t) =
             make_float2(s[n][0], s[n][1]);
-        *reinterpret_cast<float2*>(mine + (g + 8) * kColumns + n * 8 + 2 * t) =
+        *reinterpret_cast<float2*>(mine + (g + 8) * kPartialLd + n * 8 + 2 * t) =
             make_float2(s[n][2], s[n][3]);
       }
     }
@@ -182,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, 1) absorbed_attention_kernel(Launch 
     if (softmax_thread) {
       float score = 0.0f;
       for (int w = 0; w < active_warps; ++w)
-        score += partial_scores[(w * kPositions + my_position) * kColumns + my_column];
+        score += partial_scores[(w * kPositions + my_position) * kPartialLd + my_column];
       const bool valid = my_column_valid && p0 + my_position < p_end;
       const float x = valid ? score * scale : -INFINITY;
       float chunk_max = x;

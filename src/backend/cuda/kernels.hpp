@@ -212,7 +212,7 @@ struct AbsorbedAttentionPlan {
   std::int64_t scratch_floats = 0;
 };
 // Float16 or bfloat16, a width of whole 16-element slices up to kAbsorbedMaxWidth, and shared
-// memory for at least two chunks of states (three by default: 211 KB at large-v3's width).
+// memory for at least two chunks of states (three by default: 213 KB at large-v3's width).
 bool absorbed_attention_supported(DType type, std::int64_t width, const DeviceLimits& limits);
 // Depends on the shapes only (not the values), so that a recorded step can replay it.
 AbsorbedAttentionPlan plan_absorbed_attention(const AbsorbedAttention& a,
