@@ -544,6 +544,8 @@ void CudaBackend::absorbed_attention(const AbsorbedAttentionArgs& a) {
             dtype_name(t->dtype()), dtype_name(dtype_));
   }
   if (a.batch == 0) return;
+  // A grid dimension each (rows; groups of 24 query-head columns, at most 448 x 64 / 24).
+  require(a.batch <= 65535, "absorbed attention: {} rows (at most 65535)", a.batch);
   const int n_capture = static_cast<int>(a.capture_heads.size());
   const i64 rows = static_cast<i64>(a.batch) * a.query_len, hd = a.head_dim;
   const i64 columns = rows * a.heads;  // (row, head) pairs: z's rows, and the queries'
