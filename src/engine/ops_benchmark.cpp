@@ -326,7 +326,8 @@ class OpsRun {
     product("decoder output projection", d, d, attended, x, true, 27, layers, true);
     Tensor q = be_.empty({batch, d}, act_);
     product("decoder cross query product", d, d, normed, q, false, 28, layers, true);
-    if (uses_absorbed_cross_attention(be_, c_)) {
+    const bool absorbed = uses_absorbed_cross_attention(be_, c_);
+    if (absorbed) {
       // The states read once for every head (what the model runs where the backend prefers it).
       const double read = static_cast<double>(batch * kPositions * d) * act_bytes_;
       const int copies = cold_copies(read);
@@ -350,7 +351,6 @@ class OpsRun {
           "decoder cross-attention (absorbed)",
           fmt::format("{} rows x {} states of {}, {} heads of {}", batch, kPositions, d, heads, hd),
           [&] { be_.absorbed_attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
-      product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
     } else {
       const double read = static_cast<double>(batch * kPositions * 2 * d) * act_bytes_;
       const int copies = cold_copies(read);
@@ -365,7 +365,9 @@ class OpsRun {
           "decoder cross-attention",
           fmt::format("{} rows x {} keys, {} heads of {}", batch, kPositions, heads, hd),
           [&] { be_.attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
-      product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
+    }
+    product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
+    if (!absorbed) {
       // Once per window, when its decoding starts: each layer's cross-attention keys and values.
       const std::int64_t rows = batch * kPositions;
       const Tensor states = random_rows(be_, rows, d, kPositions, act_, 35);

@@ -672,16 +672,6 @@ DecoderSession::PromptKeys DecoderSession::prompt_keys(const Step& step) const {
   return prompt;
 }
 
-void DecoderSession::feed_forward(const DecoderLayer& layer, Tensor& x, Tensor& normed,
-                                  Tensor& hidden, std::int64_t rows) const {
-  backend::Backend& be = model_.backend();
-  be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta,
-                WhisperModel::kLayerNormEps, normed);
-  be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
-            false);
-  be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
-}
-
 void DecoderSession::issue(const Step& step, std::span<float> logits,
                            std::vector<std::vector<float>>& captured) {
   const auto& c = model_.config();
@@ -740,7 +730,12 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     be.linear(whole(normed), layer.cross.q_w, nullptr, Activation::kNone, whole(q), rows, false);
     cross_attention(step, l, q, attended, captured[l], prompt ? &*prompt : nullptr);
     be.linear(whole(attended), layer.cross.out.w, nullptr, Activation::kNone, whole(x), rows, true);
-    feed_forward(layer, x, normed, hidden, rows);
+
+    be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps,
+                  normed);
+    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+              false);
+    be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
   }
 
   // Logits of the requested rows: final norm, then the (tied) output projection.

@@ -78,8 +78,8 @@ struct DecoderBuffers {
     return batch == b && slots == s && positions == p;
   }
   std::vector<backend::Tensor> self_kv;  // per layer [slots, max_length, 2d]: keys | values
-  std::vector<backend::Tensor>
-      cross_kv;  // cached cross-attention: per layer [batch, positions, 2d]
+  // Cached cross-attention: per layer [batch, positions, 2d].
+  std::vector<backend::Tensor> cross_kv;
   // Absorbed cross-attention: the encoder's output [batch, positions, d], read by every layer
   // (a copy where steps are recorded, whose addresses must not change).
   backend::Tensor states;
@@ -225,8 +225,6 @@ class DecoderSession {
   void cross_attention(const Step& step, std::size_t l, const backend::Tensor& q,
                        const backend::Tensor& attended, std::span<float> captured,
                        const PromptKeys* prompt) const;
-  void feed_forward(const DecoderLayer& layer, backend::Tensor& x, backend::Tensor& normed,
-                    backend::Tensor& hidden, std::int64_t rows) const;
 
   const WhisperModel& model_;
   int batch_;

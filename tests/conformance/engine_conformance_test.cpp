@@ -197,6 +197,26 @@ class EngineConformance : public ::testing::TestWithParam<std::string> {
     return session.forward(tokens, static_cast<int>(tokens.size()), std::span(&item, 1),
                            engine::LogitRows::kAll, capture);
   }
+  // The reference's teacher-forced text: its logits and its alignment heads' cross-attention
+  // against what was computed for it (`how` names the way in messages).
+  void expect_teacher_forced_text(const std::vector<float>& logits,
+                                  const engine::AlignmentCapture& capture, std::size_t tokens,
+                                  const std::string& how) {
+    const auto& tf = m().golden.at("teacher_forced_text");
+    expect_rows_close(logits,
+                      read_f32_file(m().reference / tf.at("logits_file").get<std::string>()),
+                      static_cast<std::size_t>(m().model->config().vocab_size),
+                      reference_tolerance(), "teacher-forced text logits" + how);
+    const auto expected =
+        read_f32_file(m().reference / tf.at("cross_attn_file").get<std::string>());
+    std::vector<float> actual;
+    ASSERT_EQ(capture.weights.size(), 1u);
+    for (const auto& head : capture.weights[0])
+      actual.insert(actual.end(), head.begin(), head.end());
+    ASSERT_EQ(actual.size(), capture.heads.size() * tokens * kFrames);
+    expect_rows_close(actual, expected, kFrames, reference_tolerance(),
+                      "alignment cross-attention" + how);
+  }
 };
 
 TEST_P(EngineConformance, EncoderOutput) {
@@ -250,18 +270,7 @@ TEST_P(EngineConformance, TeacherForcedTextLogitsAndAlignmentAttention) {
   const auto tokens = ints(tf.at("tokens"));
   engine::AlignmentCapture capture;
   capture.heads = *m().folder->generation().alignment_heads;
-  const auto logits = teacher_forced(tokens, &capture);
-  expect_rows_close(logits, read_f32_file(m().reference / tf.at("logits_file").get<std::string>()),
-                    static_cast<std::size_t>(m().model->config().vocab_size), reference_tolerance(),
-                    "teacher-forced text logits");
-
-  const auto expected = read_f32_file(m().reference / tf.at("cross_attn_file").get<std::string>());
-  std::vector<float> actual;
-  ASSERT_EQ(capture.weights.size(), 1u);
-  for (const auto& head : capture.weights[0])
-    actual.insert(actual.end(), head.begin(), head.end());
-  ASSERT_EQ(actual.size(), capture.heads.size() * tokens.size() * kFrames);
-  expect_rows_close(actual, expected, kFrames, reference_tolerance(), "alignment cross-attention");
+  expect_teacher_forced_text(teacher_forced(tokens, &capture), capture, tokens.size(), "");
 }
 
 // The same text fed as decoding feeds it, a token a step (single-token steps take other kernels
@@ -279,17 +288,7 @@ TEST_P(EngineConformance, TeacherForcedTextStepByStep) {
                                      engine::LogitRows::kLast, &capture);
     logits.insert(logits.end(), row.begin(), row.end());
   }
-  expect_rows_close(logits, read_f32_file(m().reference / tf.at("logits_file").get<std::string>()),
-                    static_cast<std::size_t>(m().model->config().vocab_size), reference_tolerance(),
-                    "text logits step by step");
-  const auto expected = read_f32_file(m().reference / tf.at("cross_attn_file").get<std::string>());
-  std::vector<float> actual;
-  ASSERT_EQ(capture.weights.size(), 1u);
-  for (const auto& head : capture.weights[0])
-    actual.insert(actual.end(), head.begin(), head.end());
-  ASSERT_EQ(actual.size(), capture.heads.size() * tokens.size() * kFrames);
-  expect_rows_close(actual, expected, kFrames, reference_tolerance(),
-                    "alignment cross-attention step by step");
+  expect_teacher_forced_text(logits, capture, tokens.size(), " step by step");
 }
 
 // IFW_CROSS_ATTENTION reaches the model (the suite runs once more with it set to "absorbed").
@@ -299,11 +298,15 @@ TEST_P(EngineConformance, CrossAttentionIsTheOneAskedFor) {
   std::cout << "[ cross-attention " << (absorbed ? "absorbed" : "over cached keys and values")
             << " ]\n";
   const char* asked = std::getenv("IFW_CROSS_ATTENTION");
+  const bool supported =
+      m().backend->absorbed_attention_supported(c.d_model, c.decoder_attention_heads);
   if (asked != nullptr && std::string(asked) == "absorbed") {
-    EXPECT_EQ(absorbed,
-              m().backend->absorbed_attention_supported(c.d_model, c.decoder_attention_heads));
+    EXPECT_EQ(absorbed, supported);
   } else if (asked != nullptr && std::string(asked) == "cached") {
     EXPECT_FALSE(absorbed);
+  } else {  // the backend's preference
+    EXPECT_EQ(absorbed, supported && m().backend->absorbed_attention_preferred(
+                                         c.d_model, c.decoder_attention_heads));
   }
 }
 
