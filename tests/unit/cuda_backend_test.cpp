@@ -359,6 +359,8 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
       {"encoder, one tile", 1, 150, 40, {40}, {}, false, {}, 1.0f},
       // One key in the last tile; a block with a single query row.
       {"encoder, one key in the last tile", 1, 129, 65, {65}, {}, false, {}, 1.0f},
+      // One key past a tile of 128 (version 6's tiles), 2 query blocks of 128.
+      {"encoder, one key past 128", 1, 250, 129, {129}, {}, false, {}, 1.0f, true},
       // Whole query blocks only.
       {"encoder, whole blocks", 1, 256, 64, {64}, {}, false, {}},
       // The model's length: 23 whole tiles and 28 keys, peaked weights.
@@ -424,7 +426,8 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
         {"IFW_CUDA_FLASH", "1"},
         {"IFW_CUDA_FLASH", "3"},
         {"IFW_CUDA_FLASH", "4"},
-        {"IFW_CUDA_FLASH", "5"}};
+        {"IFW_CUDA_FLASH", "5"},
+        {"IFW_CUDA_FLASH", "6"}};
     for (const auto& [variable, kernel] : kernels) {
       const ScopedEnv choice(variable, kernel);
       // Outputs start as NaN, so that a kernel that leaves any unwritten fails.

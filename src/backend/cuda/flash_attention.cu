@@ -12,49 +12,18 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/environment.hpp"
+#include "backend/cuda/flash_softmax.cuh"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/tensor_core.cuh"
 
 namespace ifw::backend::cuda {
 namespace {
 
-using i64 = std::int64_t;
+using namespace flash;
 
-constexpr int kHead = 64;       // head size
 constexpr int kKeys = 64;       // keys per tile
 constexpr int kWarps = 4;       // 16 query rows each
 constexpr int kLd = kHead + 8;  // padded shared rows: fragment reads hit 32 distinct banks
-
-// Running maximum and sum of a warp's two fragment rows (g and g + 8).
-struct SoftmaxState {
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-};
-
-// A fragment row's values are spread over the 4 lanes of a group: their maximum in each lane.
-__device__ __forceinline__ void row_max(float& mx0, float& mx1) {
-  for (int o2 = 1; o2 < 4; o2 <<= 1) {
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-  }
-}
-
-// A tile's row sums (per lane) into the running sums, and the output so far rescaled to the new
-// maxima (alpha: exp of the old maximum less the new).
-__device__ __forceinline__ void add_tile(float (&o)[8][4], SoftmaxState& st, float alpha0,
-                                         float alpha1, float sum0, float sum1) {
-  for (int o2 = 1; o2 < 4; o2 <<= 1) {
-    sum0 += __shfl_xor_sync(0xffffffffu, sum0, o2);
-    sum1 += __shfl_xor_sync(0xffffffffu, sum1, o2);
-  }
-  st.l0 = st.l0 * alpha0 + sum0;
-  st.l1 = st.l1 * alpha1 + sum1;
-  for (int n = 0; n < 8; ++n) {
-    o[n][0] *= alpha0;
-    o[n][1] *= alpha0;
-    o[n][2] *= alpha1;
-    o[n][3] *= alpha1;
-  }
-}
 
 // One tile of 64 keys' scores s (8 fragments of 8 keys) into probabilities, with the running
 // maximum, sum and output rescaled: FlashAttention-2's online softmax. Keys from key_len on are
@@ -87,72 +56,6 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&o)[8][4
   add_tile(o, st, alpha0, alpha1, sum0, sum1);
 }
 
-// 2^x in one instruction (MUFU.EX2): exp2f without fast math also rescales inputs and outputs
-// around the denormal range, three more instructions per score; results below 2^-126 (a weight
-// that small is lost against the row's sum of at least 1 anyway) become zero.
-__device__ __forceinline__ float exp2_flushed(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// online_softmax for version 3: maxima kept in units of raw scores, so that scaling and
-// subtracting the maximum are one fused multiply-add per score; keys are checked against key_len
-// only in a tile that reaches past it (kMask).
-template <bool kMask>
-__device__ __forceinline__ void online_softmax_folded(float (&s)[8][4], float (&o)[8][4],
-                                                      SoftmaxState& st, int k0, int key_len,
-                                                      float scale, int t) {
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-  for (int n = 0; n < 8; ++n) {
-    if constexpr (kMask) {
-      for (int e = 0; e < 4; ++e) {
-        if (k0 + n * 8 + 2 * t + (e & 1) >= key_len) s[n][e] = -INFINITY;
-      }
-    }
-    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-  }
-  row_max(mx0, mx1);
-  const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);  // finite: each tile holds a key
-  // The first tile's st.m is -inf: alpha is 0 (and o and l are still 0).
-  const float alpha0 = exp2_flushed((st.m0 - n0) * scale);
-  const float alpha1 = exp2_flushed((st.m1 - n1) * scale);
-  st.m0 = n0;
-  st.m1 = n1;
-  const float shift0 = n0 * scale, shift1 = n1 * scale;
-  float sum0 = 0.0f, sum1 = 0.0f;
-  for (int n = 0; n < 8; ++n) {
-    s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
-    s[n][1] = exp2_flushed(fmaf(s[n][1], scale, -shift0));
-    s[n][2] = exp2_flushed(fmaf(s[n][2], scale, -shift1));
-    s[n][3] = exp2_flushed(fmaf(s[n][3], scale, -shift1));
-    sum0 += s[n][0] + s[n][1];
-    sum1 += s[n][2] + s[n][3];
-  }
-  add_tile(o, st, alpha0, alpha1, sum0, sum1);
-}
-
-// The warp's 16 output rows (those below query_len), normalised.
-template <typename T>
-__device__ __forceinline__ void store_rows(const FlashAttention& a, const float (&o)[8][4],
-                                           const SoftmaxState& st, int b, int h, int row0, int g,
-                                           int t, T tag) {
-  const float inv0 = 1.0f / st.l0, inv1 = 1.0f / st.l1;
-  T* out = static_cast<T*>(a.out) + static_cast<i64>(b) * a.query_len * a.ld_out + h * kHead;
-  for (int n = 0; n < 8; ++n) {
-    const int c = n * 8 + 2 * t;
-    if (row0 + g < a.query_len) {
-      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g) * a.ld_out + c) =
-          pack(o[n][0] * inv0, o[n][1] * inv0, tag);
-    }
-    if (row0 + g + 8 < a.query_len) {
-      *reinterpret_cast<std::uint32_t*>(out + static_cast<i64>(row0 + g + 8) * a.ld_out + c) =
-          pack(o[n][2] * inv1, o[n][3] * inv1, tag);
-    }
-  }
-}
-
 // The warp's Q rows as A fragments for the head's four 16-wide slices (zeros past query_len),
 // with the head's part of the query bias added where there is one (rounded once, as the bias
 // kernel after a product rounds).
@@ -176,11 +79,6 @@ __device__ __forceinline__ void load_queries(std::uint32_t (&qa)[4][4], const T*
     qa[kc][2] = r0 ? load(q0, c + 8) : 0u;
     qa[kc][3] = r1 ? load(q1, c + 8) : 0u;
   }
-}
-
-// The query bias of head h (null where there is none).
-__device__ __forceinline__ const float* head_bias(const FlashAttention& a, int h) {
-  return a.q_bias != nullptr ? a.q_bias + h * kHead : nullptr;
 }
 
 template <typename T>
@@ -457,6 +355,22 @@ __global__ void __launch_bounds__(kWarps4 * 32, 8 / kWarps4)
     store_rows(a, o[r], state[r], b, h, row0 + 16 * r, g, t, T{});
 }
 
+void check_flash_launch() {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("flash attention launch failed: ") +
+                             cudaGetErrorString(err));
+  }
+}
+
+// IFW_CUDA_FLASH=6 where this build or device has no sm_90a code: said once, version 2 runs.
+void report_no_hopper_kernel() {
+  warn_once(
+      "IFW_CUDA_FLASH=6: no sm_90a code for this device in this build (Hopper's wgmma "
+      "kernels need compute capability 9.0 and a CUDA 12 or newer toolkit); version 2 runs "
+      "instead");
+}
+
 bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
@@ -465,7 +379,7 @@ bool aligned16(const void* p) {
 
 int flash_attention_version() {
   // Read on every launch: no string built.
-  const std::string_view choice = switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5"});
+  const std::string_view choice = switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6"});
   return choice.empty() ? 2 : choice[0] - '0';
 }
 
@@ -479,7 +393,17 @@ bool flash_attention_supported(const FlashAttention& a) {
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  const int version = flash_attention_version();
+  int version = flash_attention_version();
+  if (version == 6) {
+#if IFW_CUDA_HOPPER_KERNELS
+    if (flash_attention_hopper(a, stream)) {
+      check_flash_launch();
+      return;
+    }
+#endif
+    report_no_hopper_kernel();
+    version = 2;
+  }
   if (version == 4 || version == 5) {
     const auto launch = [&](auto warps) {
       constexpr int kBlockWarps = decltype(warps)::value;
@@ -518,11 +442,7 @@ void flash_attention(const FlashAttention& a, cudaStream_t stream) {
       flash_attention_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(a);
     }
   }
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("flash attention launch failed: ") +
-                             cudaGetErrorString(err));
-  }
+  check_flash_launch();
 }
 
 }  // namespace ifw::backend::cuda
