@@ -41,7 +41,7 @@ fi
 # with the opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
 # IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm kernels,
 # IFW_CUDA_ELEMENTWISE=2; flash v4); the encoder is the same in both architectures, so flash
-# attention v6, v4 and v5 (IFW_CUDA_FLASH=6: Hopper's wgmma; =4, =5) run with turbo (76 % encoder
+# attention v6, v7, v4 and v5 (IFW_CUDA_FLASH=6, =7: Hopper's wgmma; =4, =5) run with turbo (76 % encoder
 # at batch 64) and
 # self-attention by rows (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder). Each
 # opt-in alone, flash v3 included, is timed where it acts by the operations above (a whole run
@@ -55,6 +55,7 @@ bench_run() {  # arch, batch, variant
     flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
     flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
     flash6) vars="IFW_CUDA_FLASH=6" suffix="_flash6" ;;
+    flash7) vars="IFW_CUDA_FLASH=7" suffix="_flash7" ;;
     together)
       vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4 IFW_CROSS_ATTENTION=absorbed"
       suffix="_together"
@@ -93,8 +94,8 @@ ops_lines() {  # the rows a variant changes
     *) echo "." ;;
   esac
 }
-ops_variants="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=6 IFW_CUDA_FLASH=1 IFW_CUDA_FLASH=3
-  IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
+ops_variants="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=6 IFW_CUDA_FLASH=7 IFW_CUDA_FLASH=1
+  IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
   IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused
   IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 IFW_CUDA_LT=tune
   IFW_CUDA_PINNED=0"
@@ -116,7 +117,7 @@ for arch in $archs; do
     variants=""
     if [ "$batch" = 64 ]; then
       variants="together"
-      [ "$arch" = large-v3-turbo ] && variants="$variants flash6 flash4 flash5"
+      [ "$arch" = large-v3-turbo ] && variants="$variants flash6 flash7 flash4 flash5"
       [ "$arch" = large-v3 ] && variants="$variants mixed"
     fi
     for variant in $variants; do
@@ -142,6 +143,7 @@ conformance fp16_absorbed IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed
 conformance bf16_absorbed IFW_TEST_PRECISION=bf16 IFW_CROSS_ATTENTION=absorbed
 conformance fp16_flash6 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=6
 conformance bf16_flash6 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=6
+conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
 conformance fp16_no_graphs IFW_TEST_PRECISION=fp16 IFW_CUDA_GRAPHS=0
 conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
 conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows

@@ -427,7 +427,8 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
         {"IFW_CUDA_FLASH", "3"},
         {"IFW_CUDA_FLASH", "4"},
         {"IFW_CUDA_FLASH", "5"},
-        {"IFW_CUDA_FLASH", "6"}};
+        {"IFW_CUDA_FLASH", "6"},
+        {"IFW_CUDA_FLASH", "7"}};
     for (const auto& [variable, kernel] : kernels) {
       const ScopedEnv choice(variable, kernel);
       // Outputs start as NaN, so that a kernel that leaves any unwritten fails.

@@ -379,7 +379,8 @@ bool aligned16(const void* p) {
 
 int flash_attention_version() {
   // Read on every launch: no string built.
-  const std::string_view choice = switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6"});
+  const std::string_view choice =
+      switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6", "7"});
   return choice.empty() ? 2 : choice[0] - '0';
 }
 
@@ -394,9 +395,9 @@ bool flash_attention_supported(const FlashAttention& a) {
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
   int version = flash_attention_version();
-  if (version == 6) {
+  if (version >= 6) {
 #if IFW_CUDA_HOPPER_KERNELS
-    if (flash_attention_hopper(a, stream)) {
+    if (flash_attention_hopper(a, version, stream)) {
       check_flash_launch();
       return;
     }

@@ -29,13 +29,21 @@ using namespace flash;
 constexpr int kGroups = 2;                         // warpgroups per block
 constexpr int kThreads = kGroups * 128;            //
 constexpr int kQueries = kGroups * 64;             // 64 query rows per warpgroup
-constexpr int kTileKeys = 128;                     // keys per tile: scores are 64 x 128 per group
 constexpr int kRowBytes = kHead * 2;               // one swizzled row
 constexpr int kQueryBytes = kQueries * kRowBytes;  // 16 KiB
-constexpr int kTileBytes = kTileKeys * kRowBytes;  // 16 KiB for K or V
-// Queries, then K and V in two stages each, from a 1024-byte boundary (the swizzle is a function
-// of address bits 4-9, so each tile must start at one); the slack finds it.
-constexpr int kSharedBytes = kQueryBytes + 4 * kTileBytes + 1024;
+
+// The two kernels' tiles: version 6 takes 128 keys a tile in two stages (scores 64 x 128 per
+// group, 64 registers a thread); version 7 64 keys in three, so that a tile's scores, the last
+// tile's probabilities (read by a product still running) and the output fit in 128 registers.
+template <int kVersion>
+struct Tiling {
+  static constexpr int kKeys = kVersion == 6 ? 128 : 64;
+  static constexpr int kStages = kVersion == 6 ? 2 : 3;
+  static constexpr int kTileBytes = kKeys * kRowBytes;  // for K or V
+  // Queries, then the stages' K, then their V, from a 1024-byte boundary (the swizzle is a
+  // function of address bits 4-9, so each tile must start at one); the slack finds it.
+  static constexpr int kSharedBytes = kQueryBytes + 2 * kStages * kTileBytes + 1024;
+};
 
 // Byte offset of 16-byte chunk c of row r in a tile with the 128-byte swizzle.
 __device__ __forceinline__ std::uint32_t swizzled(int r, int c) {
@@ -71,8 +79,11 @@ __device__ __forceinline__ void warpgroup_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
 
-__device__ __forceinline__ void warpgroup_wait_all() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+// Until at most kPending of the warpgroup's most recently committed groups of products are
+// still running (the others, committed earlier, are done).
+template <int kPending>
+__device__ __forceinline__ void warpgroup_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
 
 // The compiler sees a product's registers written (or read) where the instruction is issued;
@@ -107,7 +118,7 @@ __device__ __forceinline__ void hold(std::uint32_t (&r)[kN][4]) {
 // s (64 queries x 128 keys of the warpgroup; s[n][2i + e] is row 16 w + g + 8 i, key 8 n + 2 t + e
 // for warp w of the group, lane 4 g + t) = A B^T over one 16-wide slice of the head, plus s when
 // `accumulate`: A (queries) and B (keys) both from shared memory, K-major.
-#define IFW_SCORES(TYPE)                                                                           \
+#define IFW_SCORES_128(TYPE)                                                                       \
   asm volatile(                                                                                    \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                 \
       "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE                                 \
@@ -118,14 +129,35 @@ __device__ __forceinline__ void hold(std::uint32_t (&r)[kN][4]) {
       : IFW_ACCUMULATORS_64(s)                                                                     \
       : "l"(queries), "l"(keys), "r"(accumulate))
 
+// The same for 64 keys.
+#define IFW_SCORES_64(TYPE)                                                                      \
+  asm volatile(                                                                                  \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                               \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE                                \
+      " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "  \
+      "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, " \
+      "0;\n}\n"                                                                                  \
+      : IFW_ACCUMULATORS_32(s)                                                                   \
+      : "l"(queries), "l"(keys), "r"(accumulate))
+
 __device__ __forceinline__ void scores(float (&s)[16][4], std::uint64_t queries, std::uint64_t keys,
                                        int accumulate, __half) {
-  IFW_SCORES("f16");
+  IFW_SCORES_128("f16");
 }
 
 __device__ __forceinline__ void scores(float (&s)[16][4], std::uint64_t queries, std::uint64_t keys,
                                        int accumulate, __nv_bfloat16) {
-  IFW_SCORES("bf16");
+  IFW_SCORES_128("bf16");
+}
+
+__device__ __forceinline__ void scores(float (&s)[8][4], std::uint64_t queries, std::uint64_t keys,
+                                       int accumulate, __half) {
+  IFW_SCORES_64("f16");
+}
+
+__device__ __forceinline__ void scores(float (&s)[8][4], std::uint64_t queries, std::uint64_t keys,
+                                       int accumulate, __nv_bfloat16) {
+  IFW_SCORES_64("bf16");
 }
 
 // o (64 queries x 64 dimensions, laid out as s) += P V over 16 keys: P (the group's
@@ -151,38 +183,23 @@ __device__ __forceinline__ void add_values(float (&o)[8][4], const std::uint32_t
   IFW_VALUES("bf16");
 }
 
-#undef IFW_SCORES
+#undef IFW_SCORES_128
+#undef IFW_SCORES_64
 #undef IFW_VALUES
 #undef IFW_ACCUMULATORS_64
 #undef IFW_ACCUMULATORS_32
 #undef IFW_ACCUMULATORS_8
 
+// The block's queries (their bias added and rounded once, as the bias kernel after a product
+// rounds; zero rows past query_len) into shared memory, by all threads.
 template <typename T>
-__global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(FlashAttention a) {
-  extern __shared__ __align__(1024) unsigned char shared_raw[];
-  const std::uint32_t raw = shared_address(shared_raw);
-  const std::uint32_t base = (raw + 1023u) & ~1023u;
-  unsigned char* const shared = shared_raw + (base - raw);
-  const std::uint32_t key_tiles = base + kQueryBytes;  // shared addresses of stage 0's K and V
-  const std::uint32_t value_tiles = key_tiles + 2 * kTileBytes;
-
-  const int group = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int block_row0 = blockIdx.x * kQueries;
-  const T* q = static_cast<const T*>(a.q) + static_cast<i64>(b) * a.query_len * a.ld_q + h * kHead;
-  const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead;
-  const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead;
-
-  // The block's queries (their bias added and rounded once, as the bias kernel after a product
-  // rounds; zero rows past query_len), by all threads.
-  const float* bias = head_bias(a, h);
+__device__ __forceinline__ void store_queries(const FlashAttention& a, const T* q,
+                                              const float* bias, int row0, unsigned char* shared) {
   for (int i = threadIdx.x; i < kQueries * 8; i += kThreads) {
     const int r = i / 8, c = i % 8;
     uint4 chunk = make_uint4(0, 0, 0, 0);
-    if (block_row0 + r < a.query_len) {
-      chunk =
-          *reinterpret_cast<const uint4*>(q + static_cast<i64>(block_row0 + r) * a.ld_q + c * 8);
+    if (row0 + r < a.query_len) {
+      chunk = *reinterpret_cast<const uint4*>(q + static_cast<i64>(row0 + r) * a.ld_q + c * 8);
       if (bias != nullptr) {
         std::uint32_t* pairs = reinterpret_cast<std::uint32_t*>(&chunk);
         for (int e = 0; e < 4; ++e) {
@@ -193,76 +210,222 @@ __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(Fla
     }
     *reinterpret_cast<uint4*>(shared + swizzled(r, c)) = chunk;
   }
+}
 
-  // Keys [tile * 128, +128) of K and V into stage `stage` (zeros past key_len), by all threads:
-  // 8 consecutive threads copy one row's 128 bytes.
-  const auto load_tile = [&](int tile, int stage) {
-    unsigned char* const ks = shared + kQueryBytes + stage * kTileBytes;
-    unsigned char* const vs = ks + 2 * kTileBytes;
-    for (int i = threadIdx.x; i < kTileKeys * 8; i += kThreads) {
-      const int r = i / 8, c = i % 8;
-      const bool valid = tile * kTileKeys + r < a.key_len;
-      const i64 row = valid ? tile * kTileKeys + r : 0;
-      copy_async16(ks + swizzled(r, c), k + row * a.ld_k + c * 8, valid);
-      copy_async16(vs + swizzled(r, c), v + row * a.ld_v + c * 8, valid);
-    }
-    commit_copies();
-  };
+// Keys [k0, k0 + kKeys) of K and V into keys and values (zeros past key_len), by all threads (8
+// consecutive threads copy one row's 128 bytes); committed as one group of copies.
+template <int kKeys, typename T>
+__device__ __forceinline__ void load_keys(const FlashAttention& a, const T* k, const T* v, int k0,
+                                          unsigned char* keys, unsigned char* values) {
+  for (int i = threadIdx.x; i < kKeys * 8; i += kThreads) {
+    const int r = i / 8, c = i % 8;
+    const bool valid = k0 + r < a.key_len;
+    const i64 row = valid ? k0 + r : 0;
+    copy_async16(keys + swizzled(r, c), k + row * a.ld_k + c * 8, valid);
+    copy_async16(values + swizzled(r, c), v + row * a.ld_v + c * 8, valid);
+  }
+  commit_copies();
+}
 
-  float s[16][4] = {};
+// The scores of a tile (kFragments x 8 keys): four 16-wide slices of the head, 32 bytes further
+// along the rows each; one group of products (not waited for).
+template <typename T, int kFragments>
+__device__ __forceinline__ void issue_scores(float (&s)[kFragments][4], std::uint64_t queries,
+                                             std::uint64_t keys) {
+  warpgroup_fence();
+  for (int kc = 0; kc < 4; ++kc)
+    scores(s, queries + 2 * kc, keys + 2 * kc, kc > 0 ? 1 : 0, T{});
+  warpgroup_commit();
+}
+
+// Probabilities (kFragments x 8 keys of fp32 score fragments) as the A fragments of 16 keys each:
+// wgmma's register operand has mma.sync's layout, which the scores' fragments already have.
+template <typename T, int kFragments>
+__device__ __forceinline__ void pack_probabilities(const float (&s)[kFragments][4],
+                                                   std::uint32_t (&p)[kFragments / 2][4]) {
+  for (int kc = 0; kc < kFragments / 2; ++kc) {
+    p[kc][0] = pack(s[2 * kc][0], s[2 * kc][1], T{});
+    p[kc][1] = pack(s[2 * kc][2], s[2 * kc][3], T{});
+    p[kc][2] = pack(s[2 * kc + 1][0], s[2 * kc + 1][1], T{});
+    p[kc][3] = pack(s[2 * kc + 1][2], s[2 * kc + 1][3], T{});
+  }
+}
+
+// o += P V over a tile: 16 keys are 2048 bytes further down the values; one group of products.
+template <typename T, int kSlices>
+__device__ __forceinline__ void issue_values(float (&o)[8][4], const std::uint32_t (&p)[kSlices][4],
+                                             std::uint64_t values) {
+  warpgroup_fence();
+  for (int kc = 0; kc < kSlices; ++kc)
+    add_values(o, p[kc], values + kc * (16 * kRowBytes / 16), T{});
+  warpgroup_commit();
+}
+
+// Where a block's pieces are, and who this thread is.
+template <int kVersion>
+struct BlockLayout {
+  unsigned char* shared;  // generic address of the aligned start (the queries)
+  std::uint32_t base;     // its shared address
+  int group, warp, g, t;  // warpgroup, warp in it, fragment row group and thread in group
+
+  __device__ static BlockLayout make(unsigned char* raw_start) {
+    const std::uint32_t raw = shared_address(raw_start);
+    const std::uint32_t base = (raw + 1023u) & ~1023u;
+    const int lane = threadIdx.x % 32;
+    return {raw_start + (base - raw),
+            base,
+            static_cast<int>(threadIdx.x / 128),
+            static_cast<int>(threadIdx.x / 32 % 4),
+            lane / 4,
+            lane % 4};
+  }
+  __device__ unsigned char* keys(int stage) const {
+    return shared + kQueryBytes + stage * Tiling<kVersion>::kTileBytes;
+  }
+  __device__ unsigned char* values(int stage) const {
+    return keys(stage) + Tiling<kVersion>::kStages * Tiling<kVersion>::kTileBytes;
+  }
+  __device__ std::uint64_t key_descriptor(int stage) const {
+    return descriptor(base + static_cast<std::uint32_t>(keys(stage) - shared));
+  }
+  __device__ std::uint64_t value_descriptor(int stage) const {
+    return descriptor(base + static_cast<std::uint32_t>(values(stage) - shared));
+  }
+  __device__ std::uint64_t query_descriptor() const {
+    return descriptor(base + static_cast<std::uint32_t>(group * 64 * kRowBytes));
+  }
+};
+
+// The item's and head's queries, keys and values.
+template <typename T>
+struct HeadOperands {
+  const T *q, *k, *v;
+  __device__ static HeadOperands make(const FlashAttention& a, int b, int h) {
+    return {static_cast<const T*>(a.q) + static_cast<i64>(b) * a.query_len * a.ld_q + h * kHead,
+            static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead,
+            static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead};
+  }
+};
+
+// Version 6: per tile, the scores, the softmax, then the output's product, each waited for; the
+// two warpgroups of a block (and the other block on the SM) overlap one's softmax with another's
+// products as the scheduler finds them.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(FlashAttention a) {
+  using Tiles = Tiling<6>;
+  extern __shared__ __align__(1024) unsigned char shared_raw[];
+  const auto layout = BlockLayout<6>::make(shared_raw);
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int block_row0 = blockIdx.x * kQueries;
+  const auto in = HeadOperands<T>::make(a, b, h);
+  store_queries(a, in.q, head_bias(a, h), block_row0, layout.shared);
+
+  float s[Tiles::kKeys / 8][4] = {};
   float o[8][4] = {};
+  std::uint32_t p[Tiles::kKeys / 16][4];
   SoftmaxState state;
   const float scale = a.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
-  const std::uint64_t queries = descriptor(base + group * 64 * kRowBytes);
+  const std::uint64_t queries = layout.query_descriptor();
 
-  const int tiles = (a.key_len + kTileKeys - 1) / kTileKeys;
-  load_tile(0, 0);
+  const int tiles = (a.key_len + Tiles::kKeys - 1) / Tiles::kKeys;
+  load_keys<Tiles::kKeys>(a, in.k, in.v, 0, layout.keys(0), layout.values(0));
   for (int tile = 0; tile < tiles; ++tile) {
     const int stage = tile & 1;
     if (tile + 1 < tiles) {
-      load_tile(tile + 1, stage ^ 1);
+      load_keys<Tiles::kKeys>(a, in.k, in.v, (tile + 1) * Tiles::kKeys, layout.keys(stage ^ 1),
+                              layout.values(stage ^ 1));
       wait_copies<1>();  // this tile's copies are done, the next one's may not be
     } else {
       wait_copies<0>();
     }
     fence_shared_for_tensor_cores();
     __syncthreads();
-    const std::uint64_t keys = descriptor(key_tiles + stage * kTileBytes);
-    const std::uint64_t values = descriptor(value_tiles + stage * kTileBytes);
 
-    // Scores: four 16-wide slices of the head (32 bytes further along the rows each).
-    warpgroup_fence();
-    for (int kc = 0; kc < 4; ++kc)
-      scores(s, queries + 2 * kc, keys + 2 * kc, kc > 0 ? 1 : 0, T{});
-    warpgroup_commit();
-    warpgroup_wait_all();
+    issue_scores<T>(s, queries, layout.key_descriptor(stage));
+    warpgroup_wait<0>();
     hold(s);
-
-    if ((tile + 1) * kTileKeys <= a.key_len) {
-      online_softmax_folded<false>(s, o, state, tile * kTileKeys, a.key_len, scale, t);
+    const int k0 = tile * Tiles::kKeys;
+    if (k0 + Tiles::kKeys <= a.key_len) {
+      online_softmax_folded<false>(s, o, state, k0, a.key_len, scale, layout.t);
     } else {
-      online_softmax_folded<true>(s, o, state, tile * kTileKeys, a.key_len, scale, t);
+      online_softmax_folded<true>(s, o, state, k0, a.key_len, scale, layout.t);
     }
-
-    // P V: the score fragments of 16 keys are A fragments as they are (wgmma's register operand
-    // has mma.sync's layout); 16 keys are 2048 bytes further down the values.
-    std::uint32_t p[8][4];
-    for (int kc = 0; kc < 8; ++kc) {
-      p[kc][0] = pack(s[2 * kc][0], s[2 * kc][1], T{});
-      p[kc][1] = pack(s[2 * kc][2], s[2 * kc][3], T{});
-      p[kc][2] = pack(s[2 * kc + 1][0], s[2 * kc + 1][1], T{});
-      p[kc][3] = pack(s[2 * kc + 1][2], s[2 * kc + 1][3], T{});
-    }
-    warpgroup_fence();
-    for (int kc = 0; kc < 8; ++kc)
-      add_values(o, p[kc], values + kc * (16 * kRowBytes / 16), T{});
-    warpgroup_commit();
-    warpgroup_wait_all();
+    pack_probabilities<T>(s, p);
+    issue_values<T>(o, p, layout.value_descriptor(stage));
+    warpgroup_wait<0>();
     hold(o);
     hold(p);
     __syncthreads();  // both groups are done with the stage before the tile after next fills it
   }
-  store_rows(a, o, state, b, h, block_row0 + group * 64 + warp * 16, g, t, T{});
+  store_rows(a, o, state, b, h, block_row0 + layout.group * 64 + layout.warp * 16, layout.g,
+             layout.t, T{});
+}
+
+// Version 7 (IFW_CUDA_FLASH=7): FlashAttention-3's overlap within a warpgroup. The scores of tile
+// j are issued before the output's product of tile j - 1, and the softmax of tile j runs while
+// that product does: the tensor cores and the exponentials (the bottleneck at head size 64: one
+// instruction per score at a sixteenth of the FMA rate) work at once within each group, not only
+// across groups. The output is rescaled to tile j's maxima once the product is done. Tiles of 64
+// keys in three stages: while tile j's scores and tile j - 1's values are read, tile j + 1 loads.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2)
+    flash_attention_hopper_overlap_kernel(FlashAttention a) {
+  using Tiles = Tiling<7>;
+  extern __shared__ __align__(1024) unsigned char shared_raw[];
+  const auto layout = BlockLayout<7>::make(shared_raw);
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int block_row0 = blockIdx.x * kQueries;
+  const auto in = HeadOperands<T>::make(a, b, h);
+  store_queries(a, in.q, head_bias(a, h), block_row0, layout.shared);
+
+  float s[Tiles::kKeys / 8][4] = {};
+  float o[8][4] = {};
+  std::uint32_t p[Tiles::kKeys / 16][4] = {};  // the previous tile's probabilities
+  SoftmaxState state;
+  const float scale = a.scale * 1.4426950408889634f;
+  const std::uint64_t queries = layout.query_descriptor();
+
+  const int tiles = (a.key_len + Tiles::kKeys - 1) / Tiles::kKeys;
+  load_keys<Tiles::kKeys>(a, in.k, in.v, 0, layout.keys(0), layout.values(0));
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile % Tiles::kStages;
+    // Tile `tile` is in (its copies, the only ones pending); after the barrier every group is
+    // past the previous iteration, whose wait finished the product that read tile - 2's stage.
+    wait_copies<0>();
+    fence_shared_for_tensor_cores();
+    __syncthreads();
+    if (tile + 1 < tiles) {
+      const int next = (tile + 1) % Tiles::kStages;
+      load_keys<Tiles::kKeys>(a, in.k, in.v, (tile + 1) * Tiles::kKeys, layout.keys(next),
+                              layout.values(next));
+    }
+
+    issue_scores<T>(s, queries, layout.key_descriptor(stage));
+    if (tile > 0) {
+      const int previous = (tile + Tiles::kStages - 1) % Tiles::kStages;
+      issue_values<T>(o, p, layout.value_descriptor(previous));
+      warpgroup_wait<1>();  // the scores (committed first) are done; the product may not be
+    } else {
+      warpgroup_wait<0>();
+    }
+    hold(s);
+    const int k0 = tile * Tiles::kKeys;
+    const TileWeights w = k0 + Tiles::kKeys <= a.key_len
+                              ? exponentiate_folded<false>(s, state, k0, a.key_len, scale, layout.t)
+                              : exponentiate_folded<true>(s, state, k0, a.key_len, scale, layout.t);
+    warpgroup_wait<0>();  // the output's product of the previous tile
+    hold(o);
+    hold(p);
+    add_tile(o, state, w.alpha0, w.alpha1, w.sum0, w.sum1);
+    pack_probabilities<T>(s, p);
+  }
+  // The last tile's product.
+  issue_values<T>(o, p, layout.value_descriptor((tiles - 1) % Tiles::kStages));
+  warpgroup_wait<0>();
+  hold(o);
+  hold(p);
+  store_rows(a, o, state, b, h, block_row0 + layout.group * 64 + layout.warp * 16, layout.g,
+             layout.t, T{});
 }
 
 // Whether this process's current device can run `kernel` (an sm_90a image exists for it); a
@@ -276,22 +439,28 @@ bool runnable(const void* kernel) {
 
 }  // namespace
 
-bool flash_attention_hopper(const FlashAttention& a, cudaStream_t stream) {
-  const auto run = [&](auto kernel) {
+bool flash_attention_hopper(const FlashAttention& a, int version, cudaStream_t stream) {
+  const auto run = [&](auto kernel, int shared_bytes) {
     if (!runnable(reinterpret_cast<const void*>(kernel))) return false;
     if (const cudaError_t err =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
         err != cudaSuccess) {
       throw std::runtime_error(std::string("flash attention (wgmma): shared memory: ") +
                                cudaGetErrorString(err));
     }
     const dim3 grid(static_cast<unsigned>((a.query_len + kQueries - 1) / kQueries),
                     static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-    kernel<<<grid, kThreads, kSharedBytes, stream>>>(a);
+    kernel<<<grid, kThreads, static_cast<std::size_t>(shared_bytes), stream>>>(a);
     return true;
   };
-  return a.type == DType::kF16 ? run(flash_attention_hopper_kernel<__half>)
-                               : run(flash_attention_hopper_kernel<__nv_bfloat16>);
+  const bool half = a.type == DType::kF16;
+  if (version == 7) {
+    return half
+               ? run(flash_attention_hopper_overlap_kernel<__half>, Tiling<7>::kSharedBytes)
+               : run(flash_attention_hopper_overlap_kernel<__nv_bfloat16>, Tiling<7>::kSharedBytes);
+  }
+  return half ? run(flash_attention_hopper_kernel<__half>, Tiling<6>::kSharedBytes)
+              : run(flash_attention_hopper_kernel<__nv_bfloat16>, Tiling<6>::kSharedBytes);
 }
 
 }  // namespace ifw::backend::cuda

@@ -55,14 +55,21 @@ __device__ __forceinline__ float exp2_flushed(float x) {
   return y;
 }
 
-// One tile's scores s (kFragments fragments of 8 keys from key k0) into probabilities, with the
-// running maximum, sum and output rescaled (FlashAttention-2's online softmax); maxima kept in
-// units of raw scores, so that scaling and subtracting the maximum are one fused multiply-add per
-// score; keys are checked against key_len only in a tile that reaches past it (kMask).
+// What a tile's softmax leaves for the output: the factors that take the rows' output so far to
+// the new maxima, and this lane's part of the tile's row sums.
+struct TileWeights {
+  float alpha0, alpha1, sum0, sum1;
+};
+
+// One tile's scores s (kFragments fragments of 8 keys from key k0) into probabilities against the
+// running maxima (FlashAttention-2's online softmax; the output and sums are rescaled by
+// add_tile with what this returns); maxima kept in units of raw scores, so that scaling and
+// subtracting the maximum are one fused multiply-add per score; keys are checked against
+// key_len only in a tile that reaches past it (kMask).
 template <bool kMask, int kFragments>
-__device__ __forceinline__ void online_softmax_folded(float (&s)[kFragments][4], float (&o)[8][4],
-                                                      SoftmaxState& st, int k0, int key_len,
-                                                      float scale, int t) {
+__device__ __forceinline__ TileWeights exponentiate_folded(float (&s)[kFragments][4],
+                                                           SoftmaxState& st, int k0, int key_len,
+                                                           float scale, int t) {
   float mx0 = -INFINITY, mx1 = -INFINITY;
   for (int n = 0; n < kFragments; ++n) {
     if constexpr (kMask) {
@@ -76,21 +83,28 @@ __device__ __forceinline__ void online_softmax_folded(float (&s)[kFragments][4],
   row_max(mx0, mx1);
   const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);  // finite: each tile holds a key
   // The first tile's st.m is -inf: alpha is 0 (and o and l are still 0).
-  const float alpha0 = exp2_flushed((st.m0 - n0) * scale);
-  const float alpha1 = exp2_flushed((st.m1 - n1) * scale);
+  TileWeights w{exp2_flushed((st.m0 - n0) * scale), exp2_flushed((st.m1 - n1) * scale), 0.0f, 0.0f};
   st.m0 = n0;
   st.m1 = n1;
   const float shift0 = n0 * scale, shift1 = n1 * scale;
-  float sum0 = 0.0f, sum1 = 0.0f;
   for (int n = 0; n < kFragments; ++n) {
     s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
     s[n][1] = exp2_flushed(fmaf(s[n][1], scale, -shift0));
     s[n][2] = exp2_flushed(fmaf(s[n][2], scale, -shift1));
     s[n][3] = exp2_flushed(fmaf(s[n][3], scale, -shift1));
-    sum0 += s[n][0] + s[n][1];
-    sum1 += s[n][2] + s[n][3];
+    w.sum0 += s[n][0] + s[n][1];
+    w.sum1 += s[n][2] + s[n][3];
   }
-  add_tile(o, st, alpha0, alpha1, sum0, sum1);
+  return w;
+}
+
+// exponentiate_folded, then the output and sums rescaled at once.
+template <bool kMask, int kFragments>
+__device__ __forceinline__ void online_softmax_folded(float (&s)[kFragments][4], float (&o)[8][4],
+                                                      SoftmaxState& st, int k0, int key_len,
+                                                      float scale, int t) {
+  const TileWeights w = exponentiate_folded<kMask>(s, st, k0, key_len, scale, t);
+  add_tile(o, st, w.alpha0, w.alpha1, w.sum0, w.sum1);
 }
 
 // The warp's 16 output rows (those below query_len), normalised.
