@@ -310,11 +310,17 @@ struct HeadOperands {
 // Version 6: per tile, the scores, the softmax, then the output's product, each waited for; the
 // two warpgroups of a block (and the other block on the SM) overlap one's softmax with another's
 // products as the scheduler finds them.
-template <typename T>
+// Version 7: FlashAttention-3's overlap within a warpgroup. The scores of tile j are issued
+// before the output's product of tile j - 1, and the softmax of tile j runs while that product
+// does: the tensor cores and the exponentials (the bottleneck at head size 64: one instruction
+// per score at a sixteenth of the FMA rate) work at once within each group, not only across
+// groups. The output is rescaled to tile j's maxima once the product is done. Tiles of 64 keys in
+// three stages: while tile j's scores and tile j - 1's values are read, tile j + 1 loads.
+template <typename T, int kVersion>
 __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(FlashAttention a) {
-  using Tiles = Tiling<6>;
+  using Tiles = Tiling<kVersion>;
   extern __shared__ __align__(1024) unsigned char shared_raw[];
-  const auto layout = BlockLayout<6>::make(shared_raw);
+  const auto layout = BlockLayout<kVersion>::make(shared_raw);
   const int h = blockIdx.y, b = blockIdx.z;
   const int block_row0 = blockIdx.x * kQueries;
   const auto in = HeadOperands<T>::make(a, b, h);
@@ -322,108 +328,82 @@ __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(Fla
 
   float s[Tiles::kKeys / 8][4] = {};
   float o[8][4] = {};
-  std::uint32_t p[Tiles::kKeys / 16][4];
+  std::uint32_t p[Tiles::kKeys / 16][4] = {};  // version 7: the previous tile's probabilities
   SoftmaxState state;
   const float scale = a.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
   const std::uint64_t queries = layout.query_descriptor();
 
   const int tiles = (a.key_len + Tiles::kKeys - 1) / Tiles::kKeys;
   load_keys<Tiles::kKeys>(a, in.k, in.v, 0, layout.keys(0), layout.values(0));
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int stage = tile & 1;
-    if (tile + 1 < tiles) {
-      load_keys<Tiles::kKeys>(a, in.k, in.v, (tile + 1) * Tiles::kKeys, layout.keys(stage ^ 1),
-                              layout.values(stage ^ 1));
-      wait_copies<1>();  // this tile's copies are done, the next one's may not be
-    } else {
-      wait_copies<0>();
-    }
-    fence_shared_for_tensor_cores();
-    __syncthreads();
+  if constexpr (kVersion == 6) {
+    for (int tile = 0; tile < tiles; ++tile) {
+      const int stage = tile & 1;
+      if (tile + 1 < tiles) {
+        load_keys<Tiles::kKeys>(a, in.k, in.v, (tile + 1) * Tiles::kKeys, layout.keys(stage ^ 1),
+                                layout.values(stage ^ 1));
+        wait_copies<1>();  // this tile's copies are done, the next one's may not be
+      } else {
+        wait_copies<0>();
+      }
+      fence_shared_for_tensor_cores();
+      __syncthreads();
 
-    issue_scores<T>(s, queries, layout.key_descriptor(stage));
-    warpgroup_wait<0>();
-    hold(s);
-    const int k0 = tile * Tiles::kKeys;
-    if (k0 + Tiles::kKeys <= a.key_len) {
-      online_softmax_folded<false>(s, o, state, k0, a.key_len, scale, layout.t);
-    } else {
-      online_softmax_folded<true>(s, o, state, k0, a.key_len, scale, layout.t);
-    }
-    pack_probabilities<T>(s, p);
-    issue_values<T>(o, p, layout.value_descriptor(stage));
-    warpgroup_wait<0>();
-    hold(o);
-    hold(p);
-    __syncthreads();  // both groups are done with the stage before the tile after next fills it
-  }
-  store_rows(a, o, state, b, h, block_row0 + layout.group * 64 + layout.warp * 16, layout.g,
-             layout.t, T{});
-}
-
-// Version 7 (IFW_CUDA_FLASH=7): FlashAttention-3's overlap within a warpgroup. The scores of tile
-// j are issued before the output's product of tile j - 1, and the softmax of tile j runs while
-// that product does: the tensor cores and the exponentials (the bottleneck at head size 64: one
-// instruction per score at a sixteenth of the FMA rate) work at once within each group, not only
-// across groups. The output is rescaled to tile j's maxima once the product is done. Tiles of 64
-// keys in three stages: while tile j's scores and tile j - 1's values are read, tile j + 1 loads.
-template <typename T>
-__global__ void __launch_bounds__(kThreads, 2)
-    flash_attention_hopper_overlap_kernel(FlashAttention a) {
-  using Tiles = Tiling<7>;
-  extern __shared__ __align__(1024) unsigned char shared_raw[];
-  const auto layout = BlockLayout<7>::make(shared_raw);
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int block_row0 = blockIdx.x * kQueries;
-  const auto in = HeadOperands<T>::make(a, b, h);
-  store_queries(a, in.q, head_bias(a, h), block_row0, layout.shared);
-
-  float s[Tiles::kKeys / 8][4] = {};
-  float o[8][4] = {};
-  std::uint32_t p[Tiles::kKeys / 16][4] = {};  // the previous tile's probabilities
-  SoftmaxState state;
-  const float scale = a.scale * 1.4426950408889634f;
-  const std::uint64_t queries = layout.query_descriptor();
-
-  const int tiles = (a.key_len + Tiles::kKeys - 1) / Tiles::kKeys;
-  load_keys<Tiles::kKeys>(a, in.k, in.v, 0, layout.keys(0), layout.values(0));
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int stage = tile % Tiles::kStages;
-    // Tile `tile` is in (its copies, the only ones pending); after the barrier every group is
-    // past the previous iteration, whose wait finished the product that read tile - 2's stage.
-    wait_copies<0>();
-    fence_shared_for_tensor_cores();
-    __syncthreads();
-    if (tile + 1 < tiles) {
-      const int next = (tile + 1) % Tiles::kStages;
-      load_keys<Tiles::kKeys>(a, in.k, in.v, (tile + 1) * Tiles::kKeys, layout.keys(next),
-                              layout.values(next));
-    }
-
-    issue_scores<T>(s, queries, layout.key_descriptor(stage));
-    if (tile > 0) {
-      const int previous = (tile + Tiles::kStages - 1) % Tiles::kStages;
-      issue_values<T>(o, p, layout.value_descriptor(previous));
-      warpgroup_wait<1>();  // the scores (committed first) are done; the product may not be
-    } else {
+      issue_scores<T>(s, queries, layout.key_descriptor(stage));
       warpgroup_wait<0>();
+      hold(s);
+      const int k0 = tile * Tiles::kKeys;
+      if (k0 + Tiles::kKeys <= a.key_len) {
+        online_softmax_folded<false>(s, o, state, k0, a.key_len, scale, layout.t);
+      } else {
+        online_softmax_folded<true>(s, o, state, k0, a.key_len, scale, layout.t);
+      }
+      pack_probabilities<T>(s, p);
+      issue_values<T>(o, p, layout.value_descriptor(stage));
+      warpgroup_wait<0>();
+      hold(o);
+      hold(p);
+      __syncthreads();  // both groups are done with the stage before the tile after next fills it
     }
-    hold(s);
-    const int k0 = tile * Tiles::kKeys;
-    const TileWeights w = k0 + Tiles::kKeys <= a.key_len
-                              ? exponentiate_folded<false>(s, state, k0, a.key_len, scale, layout.t)
-                              : exponentiate_folded<true>(s, state, k0, a.key_len, scale, layout.t);
-    warpgroup_wait<0>();  // the output's product of the previous tile
+  } else {
+    for (int tile = 0; tile < tiles; ++tile) {
+      const int stage = tile % Tiles::kStages;
+      // Tile `tile` is in (its copies, the only ones pending); after the barrier every group is
+      // past the previous iteration, whose wait finished the product that read tile - 2's stage.
+      wait_copies<0>();
+      fence_shared_for_tensor_cores();
+      __syncthreads();
+      if (tile + 1 < tiles) {
+        const int next = (tile + 1) % Tiles::kStages;
+        load_keys<Tiles::kKeys>(a, in.k, in.v, (tile + 1) * Tiles::kKeys, layout.keys(next),
+                                layout.values(next));
+      }
+
+      issue_scores<T>(s, queries, layout.key_descriptor(stage));
+      if (tile > 0) {
+        const int previous = (tile + Tiles::kStages - 1) % Tiles::kStages;
+        issue_values<T>(o, p, layout.value_descriptor(previous));
+        warpgroup_wait<1>();  // the scores (committed first) are done; the product may not be
+      } else {
+        warpgroup_wait<0>();
+      }
+      hold(s);
+      const int k0 = tile * Tiles::kKeys;
+      const TileWeights w =
+          k0 + Tiles::kKeys <= a.key_len
+              ? exponentiate_folded<false>(s, state, k0, a.key_len, scale, layout.t)
+              : exponentiate_folded<true>(s, state, k0, a.key_len, scale, layout.t);
+      warpgroup_wait<0>();  // the output's product of the previous tile
+      hold(o);
+      hold(p);
+      add_tile(o, state, w.alpha0, w.alpha1, w.sum0, w.sum1);
+      pack_probabilities<T>(s, p);
+    }
+    // The last tile's product.
+    issue_values<T>(o, p, layout.value_descriptor((tiles - 1) % Tiles::kStages));
+    warpgroup_wait<0>();
     hold(o);
     hold(p);
-    add_tile(o, state, w.alpha0, w.alpha1, w.sum0, w.sum1);
-    pack_probabilities<T>(s, p);
   }
-  // The last tile's product.
-  issue_values<T>(o, p, layout.value_descriptor((tiles - 1) % Tiles::kStages));
-  warpgroup_wait<0>();
-  hold(o);
-  hold(p);
   store_rows(a, o, state, b, h, block_row0 + layout.group * 64 + layout.warp * 16, layout.g,
              layout.t, T{});
 }
@@ -455,12 +435,11 @@ bool flash_attention_hopper(const FlashAttention& a, int version, cudaStream_t s
   };
   const bool half = a.type == DType::kF16;
   if (version == 7) {
-    return half
-               ? run(flash_attention_hopper_overlap_kernel<__half>, Tiling<7>::kSharedBytes)
-               : run(flash_attention_hopper_overlap_kernel<__nv_bfloat16>, Tiling<7>::kSharedBytes);
+    return half ? run(flash_attention_hopper_kernel<__half, 7>, Tiling<7>::kSharedBytes)
+                : run(flash_attention_hopper_kernel<__nv_bfloat16, 7>, Tiling<7>::kSharedBytes);
   }
-  return half ? run(flash_attention_hopper_kernel<__half>, Tiling<6>::kSharedBytes)
-              : run(flash_attention_hopper_kernel<__nv_bfloat16>, Tiling<6>::kSharedBytes);
+  return half ? run(flash_attention_hopper_kernel<__half, 6>, Tiling<6>::kSharedBytes)
+              : run(flash_attention_hopper_kernel<__nv_bfloat16, 6>, Tiling<6>::kSharedBytes);
 }
 
 }  // namespace ifw::backend::cuda
