@@ -89,7 +89,9 @@ __device__ __forceinline__ void warpgroup_wait() {
 // The compiler sees a product's registers written (or read) where the instruction is issued;
 // the tensor cores write (read) them until the wait. An empty asm that "writes" each register
 // after the wait keeps every use of the results after it and every reuse of the operands'
-// registers after it.
+// registers after it; before the fence, it keeps every earlier access before the fence (PTX
+// requires wgmma.fence between any access to a product's registers and the product: the
+// compiler was seen to sink the output's rescaling below it).
 template <int kN>
 __device__ __forceinline__ void hold(float (&r)[kN][4]) {
   for (int n = 0; n < kN; ++n) {
@@ -232,6 +234,7 @@ __device__ __forceinline__ void load_keys(const FlashAttention& a, const T* k, c
 template <typename T, int kFragments>
 __device__ __forceinline__ void issue_scores(float (&s)[kFragments][4], std::uint64_t queries,
                                              std::uint64_t keys) {
+  hold(s);  // every access to the accumulators before the fence (the compiler may not sink any)
   warpgroup_fence();
   for (int kc = 0; kc < 4; ++kc)
     scores(s, queries + 2 * kc, keys + 2 * kc, kc > 0 ? 1 : 0, T{});
@@ -253,8 +256,10 @@ __device__ __forceinline__ void pack_probabilities(const float (&s)[kFragments][
 
 // o += P V over a tile: 16 keys are 2048 bytes further down the values; one group of products.
 template <typename T, int kSlices>
-__device__ __forceinline__ void issue_values(float (&o)[8][4], const std::uint32_t (&p)[kSlices][4],
+__device__ __forceinline__ void issue_values(float (&o)[8][4], std::uint32_t (&p)[kSlices][4],
                                              std::uint64_t values) {
+  hold(o);  // the rescaled output and the packed probabilities written before the fence
+  hold(p);
   warpgroup_fence();
   for (int kc = 0; kc < kSlices; ++kc)
     add_values(o, p[kc], values + kc * (16 * kRowBytes / 16), T{});
