@@ -102,7 +102,10 @@ ops_lines() {  # the rows a variant changes
     *) echo "." ;;
   esac
 }
-ops_variants="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=6 IFW_CUDA_FLASH=7 IFW_CUDA_FLASH=1
+# What decides this session's defaults first (absorbed cross-attention, the wgmma flash kernels),
+# then the rest.
+ops_first="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=6 IFW_CUDA_FLASH=7"
+ops_variants="$ops_first IFW_CUDA_FLASH=1
   IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
   IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused
   IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 IFW_CUDA_LT=tune
@@ -115,24 +118,6 @@ ops_run() {  # environment (or "default")
   echo "ops, $1:"
   grep -E "$(ops_lines "$1")|error" "$file" | sed 's/^/  /'
 }
-if [ "$mode" != quick ]; then
-  for variant in $ops_variants; do
-    ops_run "$variant"
-  done
-fi
-for arch in $archs; do
-  for batch in $batches; do
-    variants=""
-    if [ "$batch" = 64 ]; then
-      variants="together"
-      [ "$arch" = large-v3-turbo ] && variants="$variants flash6 flash7 flash4 flash5"
-      [ "$arch" = large-v3 ] && variants="$variants mixed"
-    fi
-    for variant in $variants; do
-      bench_run "$arch" "$batch" "$variant"
-    done
-  done
-done
 # The conformance suite with the defaults in each precision, then in half precision with each
 # choice switched back (steps issued one by one, flash v1, decoding attention by rows) and with
 # each opt-in (absorbed cross-attention first).
@@ -144,6 +129,18 @@ conformance() {  # log name, environment...
   echo "conformance $(basename "$log" .log): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
   grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
 }
+# First what decides this session's defaults (a device session cut short by its time limit
+# still has it): the operations with the defaults and with the new kernels, whole turbo runs at
+# batch 64 with the wgmma flash kernels, the conformance suite with the defaults in each
+# precision and with the new kernels in half precision.
+if [ "$mode" != quick ]; then
+  for variant in $ops_first; do
+    ops_run "$variant"
+  done
+  for variant in flash6 flash7; do
+    bench_run large-v3-turbo 64 $variant
+  done
+fi
 for precision in fp32 fp16 bf16; do
   conformance "$precision" IFW_TEST_PRECISION=$precision
 done
@@ -152,6 +149,27 @@ conformance bf16_absorbed IFW_TEST_PRECISION=bf16 IFW_CROSS_ATTENTION=absorbed
 conformance fp16_flash6 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=6
 conformance bf16_flash6 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=6
 conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
+# Then the rest: each other opt-in's operations, the other whole-model comparisons, the
+# conformance suite with each choice switched back and each other opt-in.
+if [ "$mode" != quick ]; then
+  for variant in $ops_variants; do
+    case " $ops_first " in *" $variant "*) continue ;; esac
+    ops_run "$variant"
+  done
+fi
+for arch in $archs; do
+  for batch in $batches; do
+    variants=""
+    if [ "$batch" = 64 ]; then
+      variants="together"
+      [ "$arch" = large-v3-turbo ] && variants="$variants flash4 flash5"
+      [ "$arch" = large-v3 ] && variants="$variants mixed"
+    fi
+    for variant in $variants; do
+      bench_run "$arch" "$batch" "$variant"
+    done
+  done
+done
 conformance fp16_no_graphs IFW_TEST_PRECISION=fp16 IFW_CUDA_GRAPHS=0
 conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
 conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows
