@@ -20,14 +20,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 grep -q "^cuda backend: /" "$out/version.txt" || status=1
 "$checks" --gtest_filter='DeviceSelection*:*Cuda*:-*HopperFlash*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |relative error|Failure|error" || true
 grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
-# The wgmma flash kernels (versions 6 and 7, never run on a GPU before) in a process of their
+# The wgmma flash kernels (versions 6 to 8, never run on a GPU before) in a process of their
 # own under a time limit: a fault or a hang on their first run takes only them down. Every run
 # that chooses them below has a limit too.
 timeout 120 "$checks" --gtest_filter='*HopperFlash*' >"$out/cuda_ops_hopper.log" 2>&1
 hopper=$?
 [ $hopper = 0 ] || status=1
 echo "wgmma flash ops (exit $hopper$([ $hopper = 124 ] && echo ', timed out')):"
-grep -E "^\[  (PASSED|FAILED) |Failure|error:|IFW_CUDA_FLASH=6 or 7" "$out/cuda_ops_hopper.log" | sort -u | head -20
+grep -E "^\[  (PASSED|FAILED) |Failure|error:|IFW_CUDA_FLASH=6, 7 or 8" "$out/cuda_ops_hopper.log" | sort -u | head -20
 # The benchmarks first: a device session cut short by its time limit still has the figures.
 archs="large-v3-turbo large-v3"
 batches="24 64"
@@ -49,7 +49,7 @@ fi
 # with the opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
 # IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm kernels,
 # IFW_CUDA_ELEMENTWISE=2; flash v4); the encoder is the same in both architectures, so flash
-# attention v6, v7, v4 and v5 (IFW_CUDA_FLASH=6, =7: Hopper's wgmma; =4, =5) run with turbo (76 % encoder
+# attention v6-v8, v4 and v5 (IFW_CUDA_FLASH=6, =7, =8: Hopper's wgmma; =4, =5) run with turbo (76 % encoder
 # at batch 64) and
 # self-attention by rows (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder). Each
 # opt-in alone, flash v3 included, is timed where it acts by the operations above (a whole run
@@ -64,6 +64,7 @@ bench_run() {  # arch, batch, variant
     flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
     flash6) vars="IFW_CUDA_FLASH=6" suffix="_flash6" ;;
     flash7) vars="IFW_CUDA_FLASH=7" suffix="_flash7" ;;
+    flash8) vars="IFW_CUDA_FLASH=8" suffix="_flash8" ;;
     together)
       vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4 IFW_CROSS_ATTENTION=absorbed"
       suffix="_together"
@@ -104,7 +105,7 @@ ops_lines() {  # the rows a variant changes
 }
 # What decides this session's defaults first (absorbed cross-attention, the wgmma flash kernels),
 # then the rest.
-ops_first="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=6 IFW_CUDA_FLASH=7"
+ops_first="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=6 IFW_CUDA_FLASH=7 IFW_CUDA_FLASH=8"
 ops_variants="$ops_first IFW_CUDA_FLASH=1
   IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
   IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused
@@ -137,7 +138,7 @@ if [ "$mode" != quick ]; then
   for variant in $ops_first; do
     ops_run "$variant"
   done
-  for variant in flash6 flash7; do
+  for variant in flash6 flash7 flash8; do
     bench_run large-v3-turbo 64 $variant
   done
 fi
@@ -149,6 +150,7 @@ conformance bf16_absorbed IFW_TEST_PRECISION=bf16 IFW_CROSS_ATTENTION=absorbed
 conformance fp16_flash6 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=6
 conformance bf16_flash6 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=6
 conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
+conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
 # Then the rest: each other opt-in's operations, the other whole-model comparisons, the
 # conformance suite with each choice switched back and each other opt-in.
 if [ "$mode" != quick ]; then

@@ -455,7 +455,8 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
 // warning). A test of their own, so that gpu-check.sh runs them in a process of their own under a
 // time limit: a kernel that faults or hangs on its first run on a GPU takes only them down.
 TEST_P(CudaOps, HopperFlashAttentionLikeTheModelCallsIt) {
-  check_attention_kernels({{"IFW_CUDA_FLASH", "6"}, {"IFW_CUDA_FLASH", "7"}});
+  check_attention_kernels(
+      {{"IFW_CUDA_FLASH", "6"}, {"IFW_CUDA_FLASH", "7"}, {"IFW_CUDA_FLASH", "8"}});
 }
 
 // The split kernel's tweaks change the order of blocks and loads and who combines the parts, not

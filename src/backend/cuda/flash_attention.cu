@@ -363,12 +363,13 @@ void check_flash_launch() {
   }
 }
 
-// IFW_CUDA_FLASH=6 where this build or device has no sm_90a code: said once, version 2 runs.
+// IFW_CUDA_FLASH=6, 7 or 8 where this build or device has no sm_90a code: said once, version 2
+// runs.
 void report_no_hopper_kernel() {
   warn_once(
-      "IFW_CUDA_FLASH=6: no sm_90a code for this device in this build (Hopper's wgmma "
-      "kernels need compute capability 9.0 and a CUDA 12 or newer toolkit); version 2 runs "
-      "instead");
+      "IFW_CUDA_FLASH=6, 7 or 8: no sm_90a code for this device in this build (Hopper's "
+      "wgmma kernels need compute capability 9.0 and a CUDA 12 or newer toolkit); version 2 "
+      "runs instead");
 }
 
 bool aligned16(const void* p) {
@@ -380,7 +381,7 @@ bool aligned16(const void* p) {
 int flash_attention_version() {
   // Read on every launch: no string built.
   const std::string_view choice =
-      switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6", "7"});
+      switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6", "7", "8"});
   return choice.empty() ? 2 : choice[0] - '0';
 }
 

@@ -32,8 +32,8 @@ constexpr int kQueries = kGroups * 64;             // 64 query rows per warpgrou
 constexpr int kRowBytes = kHead * 2;               // one swizzled row
 constexpr int kQueryBytes = kQueries * kRowBytes;  // 16 KiB
 
-// The two kernels' tiles: version 6 takes 128 keys a tile in two stages (scores 64 x 128 per
-// group, 64 registers a thread); version 7 64 keys in three, so that a tile's scores, the last
+// The kernels' tiles: version 6 takes 128 keys a tile in two stages (scores 64 x 128 per group,
+// 64 registers a thread); versions 7 and 8 64 keys in three, so that a tile's scores, the last
 // tile's probabilities (read by a product still running) and the output fit in 128 registers.
 template <int kVersion>
 struct Tiling {
@@ -266,6 +266,72 @@ __device__ __forceinline__ void issue_values(float (&o)[8][4], std::uint32_t (&p
   warpgroup_commit();
 }
 
+// Version 8's softmax (FlashAttention-4's): a row's running maximum moves only when a tile's
+// exceeds it by more than 8 in log2 units. Until then its probabilities stay below 2^8 (exact
+// in the 16-bit types, and in float sums) and its output and sum need no rescaling, which after
+// the first tiles is nearly always: 16 multiplies a row and tile fewer. The row sums stay this
+// lane's part until the end (the lanes of a row share maxima, so their parts rescale alike):
+// two shuffles a row and tile fewer.
+template <bool kMask, int kFragments>
+__device__ __forceinline__ TileWeights exponentiate_lazy(float (&s)[kFragments][4],
+                                                         SoftmaxState& st, int k0, int key_len,
+                                                         float scale, int t) {
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+  for (int n = 0; n < kFragments; ++n) {
+    if constexpr (kMask) {
+      for (int e = 0; e < 4; ++e) {
+        if (k0 + n * 8 + 2 * t + (e & 1) >= key_len) s[n][e] = -INFINITY;
+      }
+    }
+    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+  }
+  row_max(mx0, mx1);  // finite: each tile holds a key
+  TileWeights w{1.0f, 1.0f, 0.0f, 0.0f};
+  // The first tile's st.m is -inf: the difference is infinite, alpha 0 (o and l are still 0).
+  if ((mx0 - st.m0) * scale > 8.0f) {
+    w.alpha0 = exp2_flushed((st.m0 - mx0) * scale);
+    st.m0 = mx0;
+  }
+  if ((mx1 - st.m1) * scale > 8.0f) {
+    w.alpha1 = exp2_flushed((st.m1 - mx1) * scale);
+    st.m1 = mx1;
+  }
+  const float shift0 = st.m0 * scale, shift1 = st.m1 * scale;
+  for (int n = 0; n < kFragments; ++n) {
+    s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
+    s[n][1] = exp2_flushed(fmaf(s[n][1], scale, -shift0));
+    s[n][2] = exp2_flushed(fmaf(s[n][2], scale, -shift1));
+    s[n][3] = exp2_flushed(fmaf(s[n][3], scale, -shift1));
+    w.sum0 += s[n][0] + s[n][1];
+    w.sum1 += s[n][2] + s[n][3];
+  }
+  return w;
+}
+
+// This lane's part of the row sums, and the output rescaled where a maximum moved.
+__device__ __forceinline__ void add_tile_lazy(float (&o)[8][4], SoftmaxState& st,
+                                              const TileWeights& w) {
+  st.l0 = st.l0 * w.alpha0 + w.sum0;
+  st.l1 = st.l1 * w.alpha1 + w.sum1;
+  if (w.alpha0 != 1.0f || w.alpha1 != 1.0f) {
+    for (int n = 0; n < 8; ++n) {
+      o[n][0] *= w.alpha0;
+      o[n][1] *= w.alpha0;
+      o[n][2] *= w.alpha1;
+      o[n][3] *= w.alpha1;
+    }
+  }
+}
+
+// The lanes' parts of the row sums added (each lane of a row gets the whole sum).
+__device__ __forceinline__ void sum_lanes(SoftmaxState& st) {
+  for (int o2 = 1; o2 < 4; o2 <<= 1) {
+    st.l0 += __shfl_xor_sync(0xffffffffu, st.l0, o2);
+    st.l1 += __shfl_xor_sync(0xffffffffu, st.l1, o2);
+  }
+}
+
 // Where a block's pieces are, and who this thread is.
 template <int kVersion>
 struct BlockLayout {
@@ -321,6 +387,7 @@ struct HeadOperands {
 // per score at a sixteenth of the FMA rate) work at once within each group, not only across
 // groups. The output is rescaled to tile j's maxima once the product is done. Tiles of 64 keys in
 // three stages: while tile j's scores and tile j - 1's values are read, tile j + 1 loads.
+// Version 8: version 7 with FlashAttention-4's softmax (exponentiate_lazy).
 template <typename T, int kVersion>
 __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(FlashAttention a) {
   using Tiles = Tiling<kVersion>;
@@ -393,14 +460,23 @@ __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(Fla
       }
       hold(s);
       const int k0 = tile * Tiles::kKeys;
-      const TileWeights w =
-          k0 + Tiles::kKeys <= a.key_len
-              ? exponentiate_folded<false>(s, state, k0, a.key_len, scale, layout.t)
-              : exponentiate_folded<true>(s, state, k0, a.key_len, scale, layout.t);
+      const bool whole = k0 + Tiles::kKeys <= a.key_len;
+      TileWeights w;
+      if constexpr (kVersion == 8) {
+        w = whole ? exponentiate_lazy<false>(s, state, k0, a.key_len, scale, layout.t)
+                  : exponentiate_lazy<true>(s, state, k0, a.key_len, scale, layout.t);
+      } else {
+        w = whole ? exponentiate_folded<false>(s, state, k0, a.key_len, scale, layout.t)
+                  : exponentiate_folded<true>(s, state, k0, a.key_len, scale, layout.t);
+      }
       warpgroup_wait<0>();  // the output's product of the previous tile
       hold(o);
       hold(p);
-      add_tile(o, state, w.alpha0, w.alpha1, w.sum0, w.sum1);
+      if constexpr (kVersion == 8) {
+        add_tile_lazy(o, state, w);
+      } else {
+        add_tile(o, state, w.alpha0, w.alpha1, w.sum0, w.sum1);
+      }
       pack_probabilities<T>(s, p);
     }
     // The last tile's product.
@@ -408,6 +484,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(Fla
     warpgroup_wait<0>();
     hold(o);
     hold(p);
+    if constexpr (kVersion == 8) sum_lanes(state);
   }
   store_rows(a, o, state, b, h, block_row0 + layout.group * 64 + layout.warp * 16, layout.g,
              layout.t, T{});
@@ -439,6 +516,10 @@ bool flash_attention_hopper(const FlashAttention& a, int version, cudaStream_t s
     return true;
   };
   const bool half = a.type == DType::kF16;
+  if (version == 8) {
+    return half ? run(flash_attention_hopper_kernel<__half, 8>, Tiling<8>::kSharedBytes)
+                : run(flash_attention_hopper_kernel<__nv_bfloat16, 8>, Tiling<8>::kSharedBytes);
+  }
   if (version == 7) {
     return half ? run(flash_attention_hopper_kernel<__half, 7>, Tiling<7>::kSharedBytes)
                 : run(flash_attention_hopper_kernel<__nv_bfloat16, 7>, Tiling<7>::kSharedBytes);
