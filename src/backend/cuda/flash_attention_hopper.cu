@@ -267,8 +267,9 @@ __device__ __forceinline__ void issue_values(float (&o)[8][4], std::uint32_t (&p
 }
 
 // Version 8's softmax (FlashAttention-4's): a row's running maximum moves only when a tile's
-// exceeds it by more than 8 in log2 units. Until then its probabilities stay below 2^8 (exact
-// in the 16-bit types, and in float sums) and its output and sum need no rescaling, which after
+// exceeds it by more than 8 in log2 units. Until then its probabilities stay below 2^8 (far
+// below the 16-bit types' limit; rounded to them as any probability is) and its output and sum
+// need no rescaling, which after
 // the first tiles is nearly always: 16 multiplies a row and tile fewer. The row sums stay this
 // lane's part until the end (the lanes of a row share maxima, so their parts rescale alike):
 // two shuffles a row and tile fewer.
@@ -289,14 +290,15 @@ __device__ __forceinline__ TileWeights exponentiate_lazy(float (&s)[kFragments][
   row_max(mx0, mx1);  // finite: each tile holds a key
   TileWeights w{1.0f, 1.0f, 0.0f, 0.0f};
   // The first tile's st.m is -inf: the difference is infinite, alpha 0 (o and l are still 0).
-  if ((mx0 - st.m0) * scale > 8.0f) {
-    w.alpha0 = exp2_flushed((st.m0 - mx0) * scale);
-    st.m0 = mx0;
-  }
-  if ((mx1 - st.m1) * scale > 8.0f) {
-    w.alpha1 = exp2_flushed((st.m1 - mx1) * scale);
-    st.m1 = mx1;
-  }
+  // Selects, not branches: the lanes of a warp hold different rows, and the products that follow
+  // need the warp converged.
+  const bool move0 = (mx0 - st.m0) * scale > 8.0f, move1 = (mx1 - st.m1) * scale > 8.0f;
+  const float alpha0 = exp2_flushed((st.m0 - mx0) * scale);
+  const float alpha1 = exp2_flushed((st.m1 - mx1) * scale);
+  w.alpha0 = move0 ? alpha0 : 1.0f;
+  w.alpha1 = move1 ? alpha1 : 1.0f;
+  st.m0 = move0 ? mx0 : st.m0;
+  st.m1 = move1 ? mx1 : st.m1;
   const float shift0 = st.m0 * scale, shift1 = st.m1 * scale;
   for (int n = 0; n < kFragments; ++n) {
     s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
@@ -314,7 +316,9 @@ __device__ __forceinline__ void add_tile_lazy(float (&o)[8][4], SoftmaxState& st
                                               const TileWeights& w) {
   st.l0 = st.l0 * w.alpha0 + w.sum0;
   st.l1 = st.l1 * w.alpha1 + w.sum1;
-  if (w.alpha0 != 1.0f || w.alpha1 != 1.0f) {
+  // Decided for the whole warp (a lane whose rows did not move multiplies by 1, exactly), so that
+  // the warp stays converged for the products that follow.
+  if (__any_sync(0xffffffffu, w.alpha0 != 1.0f || w.alpha1 != 1.0f)) {
     for (int n = 0; n < 8; ++n) {
       o[n][0] *= w.alpha0;
       o[n][1] *= w.alpha0;
