@@ -45,15 +45,15 @@ fi
 # The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
 # keys) side by side, at every size, with cross-attention absorbed (IFW_CROSS_ATTENTION=absorbed:
 # the states read once for every head instead of keys and values; not yet run on a GPU) and, at
-# batch 64 (where the targets are not met yet),
-# with the opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
+# batch 64 (where the targets are not met yet): the wgmma flash kernels alone and with absorbed
+# cross-attention (the likely next defaults together; the encoder is the same in both
+# architectures, so the flash kernels run with turbo, 76 % encoder at batch 64), and later the
+# opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
 # IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm kernels,
-# IFW_CUDA_ELEMENTWISE=2; flash v4); the encoder is the same in both architectures, so flash
-# attention v6-v8, v4 and v5 (IFW_CUDA_FLASH=6, =7, =8: Hopper's wgmma; =4, =5) run with turbo (76 % encoder
-# at batch 64) and
-# self-attention by rows (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder). Each
-# opt-in alone, flash v3 included, is timed where it acts by the operations above (a whole run
-# each would not fit a device session).
+# IFW_CUDA_ELEMENTWISE=2; flash v7; absorbed), flash v4 and v5 with turbo and self-attention by
+# rows (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder). Each opt-in alone, flash
+# v3 included, is timed where it acts by the operations below (a whole run each would not fit a
+# device session).
 bench_run() {  # arch, batch, variant
   local vars suffix
   case $3 in
@@ -65,8 +65,10 @@ bench_run() {  # arch, batch, variant
     flash6) vars="IFW_CUDA_FLASH=6" suffix="_flash6" ;;
     flash7) vars="IFW_CUDA_FLASH=7" suffix="_flash7" ;;
     flash8) vars="IFW_CUDA_FLASH=8" suffix="_flash8" ;;
+    absorbed_flash7) vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7" suffix="_absorbed_flash7" ;;
+    absorbed_flash8) vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=8" suffix="_absorbed_flash8" ;;
     together)
-      vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=4 IFW_CROSS_ATTENTION=absorbed"
+      vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=7 IFW_CROSS_ATTENTION=absorbed"
       suffix="_together"
       ;;
   esac
@@ -138,9 +140,11 @@ if [ "$mode" != quick ]; then
   for variant in $ops_first; do
     ops_run "$variant"
   done
-  for variant in flash6 flash7 flash8; do
+  # And the likely next defaults together (absorbed cross-attention with a wgmma flash kernel).
+  for variant in flash6 flash7 flash8 absorbed_flash7 absorbed_flash8; do
     bench_run large-v3-turbo 64 $variant
   done
+  bench_run large-v3 64 absorbed_flash7
 fi
 for precision in fp32 fp16 bf16; do
   conformance "$precision" IFW_TEST_PRECISION=$precision
@@ -151,6 +155,7 @@ conformance fp16_flash6 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=6
 conformance bf16_flash6 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=6
 conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
 conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
+conformance fp16_absorbed_flash7 IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7
 # Then the rest: each other opt-in's operations, the other whole-model comparisons, the
 # conformance suite with each choice switched back and each other opt-in.
 if [ "$mode" != quick ]; then
@@ -244,7 +249,7 @@ throughput() { grep -hoE "^throughput +[0-9.]+" "$1" 2>/dev/null | tr -s ' ' | c
 for f in "$out"/bench_*_b[0-9]*_*.txt; do
   [ -f "$f" ] || continue
   base=$(basename "$f" .txt)
-  default="$out/${base%_*}.txt"
+  default="$out/$(echo "$base" | sed -E 's/(_b[0-9]+)_.*/\1/').txt"
   a=$(throughput "$f") b=$(throughput "$default")
   [ -n "$a" ] && [ -n "$b" ] &&
     echo "  ${base#bench_} against the defaults: $a / $b = $(awk "BEGIN { printf \"%.3f\", $a / $b }")"
