@@ -1,6 +1,6 @@
 // Encoder self-attention on Hopper's warpgroup tensor-core instructions (wgmma, which exist only
-// as sm_90a code; IFW_CUDA_FLASH=6, until measured on a GPU). The scheme is flash attention v2's
-// (online softmax, scores never leave registers); what changes is who does the products: a
+// as sm_90a code; IFW_CUDA_FLASH=6, 7 or 8, until measured on a GPU). The scheme is flash attention
+// v2's (online softmax, scores never leave registers); what changes is who does the products: a
 // warpgroup (4 warps, 64 queries) issues one asynchronous instruction per 16-wide slice that
 // reads its operands from shared memory itself - queries and keys for the scores, the values
 // for the output, the probabilities from registers - where mma.sync needs each warp to fetch
@@ -27,7 +27,7 @@ namespace {
 using namespace flash;
 
 constexpr int kGroups = 2;                         // warpgroups per block
-constexpr int kThreads = kGroups * 128;            //
+constexpr int kThreads = kGroups * 128;            // a warpgroup is 4 warps
 constexpr int kQueries = kGroups * 64;             // 64 query rows per warpgroup
 constexpr int kRowBytes = kHead * 2;               // one swizzled row
 constexpr int kQueryBytes = kQueries * kRowBytes;  // 16 KiB
@@ -269,25 +269,16 @@ __device__ __forceinline__ void issue_values(float (&o)[8][4], std::uint32_t (&p
 // Version 8's softmax (FlashAttention-4's): a row's running maximum moves only when a tile's
 // exceeds it by more than 8 in log2 units. Until then its probabilities stay below 2^8 (far
 // below the 16-bit types' limit; rounded to them as any probability is) and its output and sum
-// need no rescaling, which after
-// the first tiles is nearly always: 16 multiplies a row and tile fewer. The row sums stay this
+// need no rescaling, which after the first tiles is nearly always: 16 multiplies a row and tile
+// fewer. The row sums stay this
 // lane's part until the end (the lanes of a row share maxima, so their parts rescale alike):
 // two shuffles a row and tile fewer.
 template <bool kMask, int kFragments>
 __device__ __forceinline__ TileWeights exponentiate_lazy(float (&s)[kFragments][4],
                                                          SoftmaxState& st, int k0, int key_len,
                                                          float scale, int t) {
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-  for (int n = 0; n < kFragments; ++n) {
-    if constexpr (kMask) {
-      for (int e = 0; e < 4; ++e) {
-        if (k0 + n * 8 + 2 * t + (e & 1) >= key_len) s[n][e] = -INFINITY;
-      }
-    }
-    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-  }
-  row_max(mx0, mx1);  // finite: each tile holds a key
+  float mx0, mx1;
+  tile_max<kMask>(s, k0, key_len, t, mx0, mx1);  // finite: each tile holds a key
   TileWeights w{1.0f, 1.0f, 0.0f, 0.0f};
   // The first tile's st.m is -inf: the difference is infinite, alpha 0 (o and l are still 0).
   // Selects, not branches: the lanes of a warp hold different rows, and the products that follow

@@ -66,11 +66,13 @@ struct TileWeights {
 // add_tile with what this returns); maxima kept in units of raw scores, so that scaling and
 // subtracting the maximum are one fused multiply-add per score; keys are checked against
 // key_len only in a tile that reaches past it (kMask).
+// The rows' maxima of a tile's raw scores (each lane gets its rows' whole maxima); with kMask,
+// keys from key_len on are set to -inf first.
 template <bool kMask, int kFragments>
-__device__ __forceinline__ TileWeights exponentiate_folded(float (&s)[kFragments][4],
-                                                           SoftmaxState& st, int k0, int key_len,
-                                                           float scale, int t) {
-  float mx0 = -INFINITY, mx1 = -INFINITY;
+__device__ __forceinline__ void tile_max(float (&s)[kFragments][4], int k0, int key_len, int t,
+                                         float& mx0, float& mx1) {
+  mx0 = -INFINITY;
+  mx1 = -INFINITY;
   for (int n = 0; n < kFragments; ++n) {
     if constexpr (kMask) {
       for (int e = 0; e < 4; ++e) {
@@ -81,6 +83,14 @@ __device__ __forceinline__ TileWeights exponentiate_folded(float (&s)[kFragments
     mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
   }
   row_max(mx0, mx1);
+}
+
+template <bool kMask, int kFragments>
+__device__ __forceinline__ TileWeights exponentiate_folded(float (&s)[kFragments][4],
+                                                           SoftmaxState& st, int k0, int key_len,
+                                                           float scale, int t) {
+  float mx0, mx1;
+  tile_max<kMask>(s, k0, key_len, t, mx0, mx1);
   const float n0 = fmaxf(st.m0, mx0), n1 = fmaxf(st.m1, mx1);  // finite: each tile holds a key
   // The first tile's st.m is -inf: alpha is 0 (and o and l are still 0).
   TileWeights w{exp2_flushed((st.m0 - n0) * scale), exp2_flushed((st.m1 - n1) * scale), 0.0f, 0.0f};
