@@ -290,15 +290,7 @@ __device__ __forceinline__ TileWeights exponentiate_lazy(float (&s)[kFragments][
   w.alpha1 = move1 ? alpha1 : 1.0f;
   st.m0 = move0 ? mx0 : st.m0;
   st.m1 = move1 ? mx1 : st.m1;
-  const float shift0 = st.m0 * scale, shift1 = st.m1 * scale;
-  for (int n = 0; n < kFragments; ++n) {
-    s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
-    s[n][1] = exp2_flushed(fmaf(s[n][1], scale, -shift0));
-    s[n][2] = exp2_flushed(fmaf(s[n][2], scale, -shift1));
-    s[n][3] = exp2_flushed(fmaf(s[n][3], scale, -shift1));
-    w.sum0 += s[n][0] + s[n][1];
-    w.sum1 += s[n][2] + s[n][3];
-  }
+  exponentiate_rows(s, scale, st.m0 * scale, st.m1 * scale, w);
   return w;
 }
 

@@ -85,6 +85,21 @@ __device__ __forceinline__ void tile_max(float (&s)[kFragments][4], int k0, int 
   row_max(mx0, mx1);
 }
 
+// s = 2^(s * scale - shift) for each row's scores (scale and subtraction one fused multiply-add),
+// their sums into this lane's part of w's.
+template <int kFragments>
+__device__ __forceinline__ void exponentiate_rows(float (&s)[kFragments][4], float scale,
+                                                  float shift0, float shift1, TileWeights& w) {
+  for (int n = 0; n < kFragments; ++n) {
+    s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
+    s[n][1] = exp2_flushed(fmaf(s[n][1], scale, -shift0));
+    s[n][2] = exp2_flushed(fmaf(s[n][2], scale, -shift1));
+    s[n][3] = exp2_flushed(fmaf(s[n][3], scale, -shift1));
+    w.sum0 += s[n][0] + s[n][1];
+    w.sum1 += s[n][2] + s[n][3];
+  }
+}
+
 template <bool kMask, int kFragments>
 __device__ __forceinline__ TileWeights exponentiate_folded(float (&s)[kFragments][4],
                                                            SoftmaxState& st, int k0, int key_len,
@@ -96,15 +111,7 @@ __device__ __forceinline__ TileWeights exponentiate_folded(float (&s)[kFragments
   TileWeights w{exp2_flushed((st.m0 - n0) * scale), exp2_flushed((st.m1 - n1) * scale), 0.0f, 0.0f};
   st.m0 = n0;
   st.m1 = n1;
-  const float shift0 = n0 * scale, shift1 = n1 * scale;
-  for (int n = 0; n < kFragments; ++n) {
-    s[n][0] = exp2_flushed(fmaf(s[n][0], scale, -shift0));
-    s[n][1] = exp2_flushed(fmaf(s[n][1], scale, -shift0));
-    s[n][2] = exp2_flushed(fmaf(s[n][2], scale, -shift1));
-    s[n][3] = exp2_flushed(fmaf(s[n][3], scale, -shift1));
-    w.sum0 += s[n][0] + s[n][1];
-    w.sum1 += s[n][2] + s[n][3];
-  }
+  exponentiate_rows(s, scale, n0 * scale, n1 * scale, w);
   return w;
 }
 
