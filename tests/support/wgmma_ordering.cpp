@@ -5,7 +5,6 @@
 #include <compare>
 #include <cstdint>
 #include <map>
-#include <regex>
 #include <set>
 #include <stdexcept>
 #include <utility>
@@ -64,14 +63,42 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+bool is_lower(char c) {
+  return c >= 'a' && c <= 'z';
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_name(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$';
+}
+
+// Every register s names: '%', lower-case letters, digits (%r12, %rd3, %f7; not %tid.x).
 std::vector<std::string> registers_in(std::string_view s) {
-  static const std::regex reg(R"(%[a-z]+[0-9]+)");
   std::vector<std::string> out;
-  const std::string text(s);
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), reg); it != std::sregex_iterator();
-       ++it)
-    out.push_back(it->str());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') continue;
+    std::size_t j = i + 1;
+    while (j < s.size() && is_lower(s[j]))
+      ++j;
+    const std::size_t letters_end = j;
+    while (j < s.size() && is_digit(s[j]))
+      ++j;
+    if (letters_end > i + 1 && j > letters_end) out.emplace_back(s.substr(i, j - i));
+    i = j - 1;
+  }
   return out;
+}
+
+// A label opening s ("$L__BB0_3:"): its name, and s past it; nothing if s opens otherwise.
+bool take_label(std::string_view& s, std::string& name) {
+  std::size_t j = 0;
+  while (j < s.size() && is_name(s[j]))
+    ++j;
+  if (j == 0 || j >= s.size() || s[j] != ':' || is_digit(s[0])) return false;
+  name = std::string(s.substr(0, j));
+  s.remove_prefix(j + 1);
+  return true;
 }
 
 // A statement (the text before a ';') as an instruction, after the scope braces and labels that
@@ -79,20 +106,15 @@ std::vector<std::string> registers_in(std::string_view s) {
 // declarations and empty statements.
 bool parse_statement(std::string_view s, std::size_t index,
                      std::map<std::string, std::size_t, std::less<>>& labels, Instruction& out) {
-  static const std::regex label(R"(^(\$?[A-Za-z_][\w$]*):)");
   while (true) {
     s = trim(s);
     if (!s.empty() && (s.front() == '{' || s.front() == '}')) {
       s.remove_prefix(1);
       continue;
     }
-    std::match_results<std::string_view::const_iterator> m;
-    if (std::regex_search(s.begin(), s.end(), m, label)) {
-      labels[m[1].str()] = index;
-      s.remove_prefix(static_cast<std::size_t>(m.length(0)));
-      continue;
-    }
-    break;
+    std::string label;
+    if (!take_label(s, label)) break;
+    labels[label] = index;
   }
   if (s.empty() || s.front() == '.') return false;
   out = Instruction{};
@@ -269,17 +291,22 @@ class Checker {
 
 std::vector<WgmmaKernelReport> check_wgmma_ordering(std::string_view ptx) {
   std::vector<WgmmaKernelReport> reports;
-  static const std::regex entry(R"(\.entry\s+([\w$]+)\s*\()");
   std::vector<std::pair<std::string, std::size_t>> entries;  // name, where its body starts
   const std::string text(ptx);
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), entry);
-       it != std::sregex_iterator(); ++it) {
-    const std::size_t params_end = text.find(')', static_cast<std::size_t>(it->position(0)));
+  for (std::size_t at = text.find(".entry"); at != std::string::npos;
+       at = text.find(".entry", at + 1)) {
+    std::size_t name = at + 6;
+    while (name < text.size() && std::isspace(static_cast<unsigned char>(text[name])))
+      ++name;
+    std::size_t name_end = name;
+    while (name_end < text.size() && is_name(text[name_end]))
+      ++name_end;
+    const std::size_t params_end = text.find(')', name_end);
     const std::size_t body = text.find('{', params_end);
-    if (params_end == std::string::npos || body == std::string::npos) {
-      throw std::runtime_error("an .entry without a body: " + (*it)[1].str());
+    if (name_end == name || params_end == std::string::npos || body == std::string::npos) {
+      throw std::runtime_error("an .entry without a name or body at offset " + std::to_string(at));
     }
-    entries.emplace_back((*it)[1].str(), body + 1);
+    entries.emplace_back(text.substr(name, name_end - name), body + 1);
   }
   for (std::size_t e = 0; e < entries.size(); ++e) {
     const std::size_t end =
