@@ -135,6 +135,50 @@ double relative_error(const std::vector<float>& actual, const std::vector<float>
   return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
+// Where a failed comparison of rows of `cols` values goes wrong, so that a kernel that fails on
+// its first run on a GPU says more than its error: the rows whose own relative error exceeds
+// `tolerance` (how many, the first few), and in the worst row the columns off by more than a
+// tenth of its largest value (their positions within 8-wide fragments and 64-wide heads show
+// layout mistakes), with the values.
+std::string describe_mismatch(const std::vector<float>& actual, const std::vector<float>& expected,
+                              std::int64_t cols, double tolerance) {
+  if (cols <= 0 || expected.size() % static_cast<std::size_t>(cols) != 0) return {};
+  const std::size_t width = static_cast<std::size_t>(cols), rows = expected.size() / width;
+  std::vector<std::size_t> bad;
+  std::size_t worst = 0;
+  double worst_error = -1.0;
+  for (std::size_t r = 0; r < rows; ++r) {
+    const auto row = [&](const std::vector<float>& v) {
+      return std::vector<float>(v.begin() + static_cast<std::ptrdiff_t>(r * width),
+                                v.begin() + static_cast<std::ptrdiff_t>((r + 1) * width));
+    };
+    double e = relative_error(row(actual), row(expected));
+    if (std::isnan(e)) e = std::numeric_limits<double>::infinity();  // unwritten (NaN) rows first
+    if (e > tolerance) bad.push_back(r);
+    if (e > worst_error) {
+      worst_error = e;
+      worst = r;
+    }
+  }
+  std::string out = fmt::format("{} of {} rows off (", bad.size(), rows);
+  for (std::size_t i = 0; i < bad.size() && i < 8; ++i)
+    out += fmt::format("{} ", bad[i]);
+  out += fmt::format("...); worst row {} (relative error {:.3g}):", worst, worst_error);
+  float largest = 0.0f;
+  for (std::size_t c = 0; c < width; ++c)
+    largest = std::max(largest, std::abs(expected[worst * width + c]));
+  int shown = 0;
+  for (std::size_t c = 0; c < width && shown < 12; ++c) {
+    const float e = expected[worst * width + c], a = actual[worst * width + c];
+    if (!(std::abs(a - e) <= 0.1f * largest)) {
+      out += fmt::format(" [col {} (head col {}, fragment col {}): {} not {}]", c, c % 64, c % 8, a,
+                         e);
+      ++shown;
+    }
+  }
+  return out;
+}
+
 // One operation on both backends: the GPU's tensors of `type`, the CPU's float32.
 class CudaOps : public ::testing::TestWithParam<DType> {
  protected:
@@ -156,7 +200,10 @@ class CudaOps : public ::testing::TestWithParam<DType> {
                     double scale = 1.0) {
     const auto expected = to_host(*cpu_, cpu), actual = to_host(*gpu_, gpu);
     const double rel = relative_error(actual, expected);
-    EXPECT_LE(rel, tolerance() * scale) << what;
+    EXPECT_LE(rel, tolerance() * scale)
+        << what << ": "
+        << describe_mismatch(actual, expected, cpu.shape().size() == 2 ? cpu.dim(1) : 0,
+                             tolerance() * scale);
     std::cout << "[ " << what << " ] relative error " << rel << "\n";
   }
 
