@@ -27,7 +27,8 @@ timeout 120 "$checks" --gtest_filter='*HopperFlash*' >"$out/cuda_ops_hopper.log"
 hopper=$?
 [ $hopper = 0 ] || status=1
 echo "wgmma flash ops (exit $hopper$([ $hopper = 124 ] && echo ', timed out')):"
-grep -E "^\[  (PASSED|FAILED) |Failure|error:|IFW_CUDA_FLASH=6, 7 or 8" "$out/cuda_ops_hopper.log" | sort -u | head -20
+grep -E "^\[  (PASSED|FAILED) |IFW_CUDA_FLASH=6, 7 or 8" "$out/cuda_ops_hopper.log" | sort -u
+grep -A4 "Failure" "$out/cuda_ops_hopper.log" | cut -c1-400 | head -40
 # The benchmarks first: a device session cut short by its time limit still has the figures.
 archs="large-v3-turbo large-v3"
 batches="24 64"
