@@ -148,11 +148,21 @@ struct Body {
 Body parse_body(std::string_view body) {
   Body out;
   std::string statement;
+  bool line_start = true;
   for (std::size_t i = 0; i < body.size(); ++i) {
-    if (body.substr(i, 2) == "//") {  // comments (inline asm markers among them)
+    const bool skip_line =
+        body.substr(i, 2) == "//" ||  // comments (inline asm markers among them)
+        (line_start && (body.substr(i, 4) == ".loc" || body.substr(i, 5) == ".file"));  // -lineinfo
+    if (body[i] == '\n') {
+      line_start = true;
+    } else if (!std::isspace(static_cast<unsigned char>(body[i]))) {
+      line_start = false;
+    }
+    if (skip_line) {  // up to the line's end: these have no ';'
       while (i < body.size() && body[i] != '\n')
         ++i;
       statement += '\n';
+      line_start = true;
     } else if (body[i] == ';') {
       Instruction ins;
       if (parse_statement(statement, out.instructions.size(), out.labels, ins))
@@ -164,6 +174,9 @@ Body parse_body(std::string_view body) {
   }
   return out;
 }
+
+// Committed groups a path may have running at once: wgmma.wait_group takes 0 to 7.
+constexpr std::size_t kMaxRunningGroups = 8;
 
 // Where a path stands with the products: the open (uncommitted) group's registers and the
 // committed groups still running, oldest first. Paths are told apart by it; the registers
@@ -209,7 +222,7 @@ class Checker {
       auto [i, products] = std::move(work.back());
       work.pop_back();
       RegisterSet accessed = seen[i].at(products);
-      step(i, products, accessed);
+      if (!step(i, products, accessed)) continue;
       for (const std::size_t next : successors(i)) {
         if (next >= n) continue;
         const auto [it, inserted] = seen[next].try_emplace(products, accessed);
@@ -235,7 +248,8 @@ class Checker {
     report_.violations.push_back({i, rule, body_.instructions[i].text});
   }
 
-  void step(std::size_t i, Products& p, RegisterSet& accessed) {
+  // Applies instruction i to a path; false where the path is not followed further.
+  bool step(std::size_t i, Products& p, RegisterSet& accessed) {
     const Instruction& ins = body_.instructions[i];
     if (starts_with(ins.op, "wgmma.fence")) {
       accessed.clear();
@@ -250,6 +264,12 @@ class Checker {
     } else if (starts_with(ins.op, "wgmma.commit_group")) {
       if (p.open.any()) p.running.push_back(p.open);
       p.open.clear();
+      // More groups running than a loop could need: one goes round without waiting (and the
+      // path would grow its list for ever). Said, and not followed further.
+      if (p.running.size() > kMaxRunningGroups) {
+        violation(i, "wait");
+        return false;
+      }
     } else if (starts_with(ins.op, "wgmma.wait_group")) {
       if (p.open.any()) violation(i, "wait");
       const std::size_t keep = std::stoul(
@@ -267,6 +287,7 @@ class Checker {
       const bool any_running = p.open.any() || !p.running.empty();
       if ((ins.op == "ret" || ins.op == "exit") && any_running) violation(i, "wait");
     }
+    return true;
   }
 
   std::vector<std::size_t> successors(std::size_t i) const {

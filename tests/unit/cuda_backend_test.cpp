@@ -139,9 +139,12 @@ double relative_error(const std::vector<float>& actual, const std::vector<float>
 // its first run on a GPU says more than its error: the rows whose own relative error exceeds
 // `tolerance` (how many, the first few), and in the worst row the columns off by more than a
 // tenth of its largest value (their positions within 8-wide fragments and 64-wide heads show
-// layout mistakes), with the values.
+// layout mistakes), with the values. A row with NaN (an output left unwritten) counts as worst.
 std::string describe_mismatch(const std::vector<float>& actual, const std::vector<float>& expected,
                               std::int64_t cols, double tolerance) {
+  if (actual.size() != expected.size()) {
+    return fmt::format("{} values, not {}", actual.size(), expected.size());
+  }
   if (cols <= 0 || expected.size() % static_cast<std::size_t>(cols) != 0) return {};
   const std::size_t width = static_cast<std::size_t>(cols), rows = expected.size() / width;
   std::vector<std::size_t> bad;
@@ -153,7 +156,7 @@ std::string describe_mismatch(const std::vector<float>& actual, const std::vecto
                                 v.begin() + static_cast<std::ptrdiff_t>((r + 1) * width));
     };
     double e = relative_error(row(actual), row(expected));
-    if (std::isnan(e)) e = std::numeric_limits<double>::infinity();  // unwritten (NaN) rows first
+    if (std::isnan(e)) e = std::numeric_limits<double>::infinity();  // a NaN row counts as worst
     if (e > tolerance) bad.push_back(r);
     if (e > worst_error) {
       worst_error = e;
@@ -412,6 +415,8 @@ void CudaOps::check_attention_kernels(
       {"encoder, one tile", 1, 150, 40, {40}, {}, false, {}, 1.0f},
       // One key in the last tile; a block with a single query row.
       {"encoder, one key in the last tile", 1, 129, 65, {65}, {}, false, {}, 1.0f},
+      // Items further apart than their keys (a block of 160 rows, 150 keys each).
+      {"encoder, block past the keys", 2, 150, 160, {150, 150}, {}, false, {}, 0.125f, true},
       // One key past a tile of 128 (version 6's tiles), 2 query blocks of 128.
       {"encoder, one key past 128", 1, 250, 129, {129}, {}, false, {}, 1.0f, true},
       // Whole query blocks only.

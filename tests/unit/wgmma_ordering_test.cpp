@@ -4,6 +4,7 @@
 // the output's rescaling below a wgmma.fence; this keeps that from coming back unseen.
 #include "support/wgmma_ordering.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -110,6 +111,29 @@ TEST(WgmmaOrdering, EveryPathIsFollowed) {
   const std::string clean = std::string("$L__BB0_1:\n") + kFence + kProduct + kCommit + wait(0) +
                             "\tadd.f32 %f6, %f1, %f2;\n\t@%p2 bra \t$L__BB0_1;\n";
   EXPECT_TRUE(rules(listing(clean)).empty());
+}
+
+TEST(WgmmaOrdering, ALoopThatNeverWaitsIsSaidAndEnds) {
+  // Each round commits one more group and none is waited for: the checker must not follow the
+  // growing list for ever.
+  const std::string body = std::string("$L__BB0_1:\n") + kFence + kProduct + kCommit +
+                           "\t@%p2 bra \t$L__BB0_1;\n" + wait(0);
+  const auto found = rules(listing(body));
+  // The second round's product on the first's running registers, and the groups piling up.
+  EXPECT_NE(std::find(found.begin(), found.end(), "running"), found.end());
+  EXPECT_NE(std::find(found.begin(), found.end(), "wait"), found.end());
+}
+
+TEST(WgmmaOrdering, LineInformationIsNotAnInstruction) {
+  // nvcc -lineinfo puts .loc lines (no ';') between instructions.
+  const std::string body = std::string("\t.loc\t1 23 5\n") + kFence + "\t.loc\t1 24 5\n" +
+                           kProduct + "\t.loc\t1 25 5\n" + kCommit + wait(0);
+  const auto reports = check_wgmma_ordering(listing(body));
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].fences, 1);
+  EXPECT_EQ(reports[0].products, 1);
+  EXPECT_EQ(reports[0].waits, 1);
+  EXPECT_TRUE(reports[0].violations.empty());
 }
 
 #ifdef IFW_HOPPER_PTX

@@ -3,6 +3,7 @@
 // and probabilities kept in registers as the tensor cores' fragments (mma.sync m16n8k16, float32
 // accumulation), softmax online per row, so the 1500 x 1500 scores never reach device memory.
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -366,15 +367,25 @@ void check_flash_launch() {
 // IFW_CUDA_FLASH=6, 7 or 8 where this build or device has no sm_90a code: said once, version 2
 // runs.
 void report_no_hopper_kernel() {
-  warn_once(
-      "IFW_CUDA_FLASH=6, 7 or 8: no sm_90a code for this device in this build (Hopper's "
-      "wgmma kernels need compute capability 9.0 and a CUDA 12 or newer toolkit); version 2 "
-      "runs instead");
+  static std::once_flag once;
+  std::call_once(once, [] {
+    warn_once(
+        "IFW_CUDA_FLASH=6, 7 or 8: no sm_90a code for this device in this build (Hopper's "
+        "wgmma kernels need compute capability 9.0 and a CUDA 12 or newer toolkit); version 2 "
+        "runs instead");
+  });
 }
 
 // The version that runs where IFW_CUDA_FLASH is unset. A wgmma version (6 to 8) as the default
 // runs where the device has sm_90a code and version 2 elsewhere, silently.
 constexpr int kDefaultFlashVersion = 2;
+
+// The version IFW_CUDA_FLASH names (read on every launch: no string built), 0 where unset.
+int named_flash_version() {
+  const std::string_view choice =
+      switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6", "7", "8"});
+  return choice.empty() ? 0 : choice[0] - '0';
+}
 
 bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
@@ -383,10 +394,8 @@ bool aligned16(const void* p) {
 }  // namespace
 
 int flash_attention_version() {
-  // Read on every launch: no string built.
-  const std::string_view choice =
-      switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6", "7", "8"});
-  return choice.empty() ? kDefaultFlashVersion : choice[0] - '0';
+  const int named = named_flash_version();
+  return named != 0 ? named : kDefaultFlashVersion;
 }
 
 bool flash_attention_supported(const FlashAttention& a) {
@@ -399,7 +408,8 @@ bool flash_attention_supported(const FlashAttention& a) {
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  int version = flash_attention_version();
+  const int named = named_flash_version();
+  int version = named != 0 ? named : kDefaultFlashVersion;
   if (version >= 6) {
 #if IFW_CUDA_HOPPER_KERNELS
     if (flash_attention_hopper(a, version, stream)) {
@@ -408,7 +418,7 @@ void flash_attention(const FlashAttention& a, cudaStream_t stream) {
     }
 #endif
     // Asked for by name: said once. As the default: version 2 is the default elsewhere.
-    if (version != kDefaultFlashVersion) report_no_hopper_kernel();
+    if (named != 0) report_no_hopper_kernel();
     version = 2;
   }
   if (version == 4 || version == 5) {

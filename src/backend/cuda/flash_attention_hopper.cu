@@ -11,8 +11,11 @@
 // Built only for sm_90a (src/CMakeLists.txt: ifw_cuda_hopper); on other devices no image exists
 // and flash_attention_hopper says so.
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -477,26 +480,44 @@ __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(Fla
              layout.t, T{});
 }
 
-// Whether this process's current device can run `kernel` (an sm_90a image exists for it); a
-// failed query's error is taken back so that the next launch check does not see it.
-bool runnable(const void* kernel) {
+// Whether the current device can run `kernel` (an sm_90a image exists for it), with its shared
+// memory asked for where it can: once per kernel and device. Only "no image for this device"
+// means no (its error taken back so that the next launch check does not see it); any other
+// error (a fault of an earlier launch among them) is thrown, not taken for a missing image.
+bool prepare(const void* kernel, int shared_bytes) {
+  int device = 0;
+  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) {
+    throw std::runtime_error(std::string("flash attention (wgmma): ") + cudaGetErrorString(err));
+  }
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, bool> known;
+  const std::lock_guard lock(mutex);
+  if (const auto it = known.find({kernel, device}); it != known.end()) return it->second;
   cudaFuncAttributes attributes{};
-  if (cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess) return true;
-  (void)cudaGetLastError();
-  return false;
+  const cudaError_t err = cudaFuncGetAttributes(&attributes, kernel);
+  if (err == cudaErrorInvalidDeviceFunction || err == cudaErrorNoKernelImageForDevice) {
+    (void)cudaGetLastError();
+    known[{kernel, device}] = false;
+    return false;
+  }
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("flash attention (wgmma): ") + cudaGetErrorString(err));
+  }
+  if (const cudaError_t set =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
+      set != cudaSuccess) {
+    throw std::runtime_error(std::string("flash attention (wgmma): shared memory: ") +
+                             cudaGetErrorString(set));
+  }
+  known[{kernel, device}] = true;
+  return true;
 }
 
 }  // namespace
 
 bool flash_attention_hopper(const FlashAttention& a, int version, cudaStream_t stream) {
   const auto run = [&](auto kernel, int shared_bytes) {
-    if (!runnable(reinterpret_cast<const void*>(kernel))) return false;
-    if (const cudaError_t err =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
-        err != cudaSuccess) {
-      throw std::runtime_error(std::string("flash attention (wgmma): shared memory: ") +
-                               cudaGetErrorString(err));
-    }
+    if (!prepare(reinterpret_cast<const void*>(kernel), shared_bytes)) return false;
     const dim3 grid(static_cast<unsigned>((a.query_len + kQueries - 1) / kQueries),
                     static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
     kernel<<<grid, kThreads, static_cast<std::size_t>(shared_bytes), stream>>>(a);
