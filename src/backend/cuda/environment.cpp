@@ -59,11 +59,8 @@ std::string_view switch_value(const char* name, std::initializer_list<std::strin
   return {};
 }
 
-void warn_once(std::string_view message) {
-  static std::mutex mutex;
-  static std::set<std::string, std::less<>> given;
-  const std::lock_guard lock(mutex);
-  if (given.insert(std::string(message)).second) spdlog::warn("{}", message);
+void log_warning(std::string_view message) {
+  spdlog::warn("{}", message);
 }
 
 bool list_has(std::string_view list, std::string_view item) {

@@ -13,9 +13,9 @@ namespace ifw::backend::cuda {
 std::string_view switch_value(const char* name, std::initializer_list<std::string_view> known,
                               bool list = false);
 
-// `message` as a warning, the first time it is given in this process (a switch that cannot be
-// honoured is read on every call).
-void warn_once(std::string_view message);
+// `message` as a warning in the process's log (for the kernels' sources, which do not include
+// spdlog).
+void log_warning(std::string_view message);
 
 // Whether the comma-separated `list` holds `item`.
 bool list_has(std::string_view list, std::string_view item);

@@ -68,10 +68,7 @@ __device__ __forceinline__ void load_queries(std::uint32_t (&qa)[4][4], const T*
   const T* q0 = q + static_cast<i64>(row0 + g) * ld_q;
   const T* q1 = q + static_cast<i64>(row0 + g + 8) * ld_q;
   const auto load = [&](const T* row, int c) {
-    const std::uint32_t v = load_pair(row + c);
-    if (bias == nullptr) return v;
-    const float2 f = unpack(v, T{});
-    return pack(f.x + bias[c], f.y + bias[c + 1], T{});
+    return biased_pair(load_pair(row + c), bias != nullptr ? bias + c : nullptr, T{});
   };
   for (int kc = 0; kc < 4; ++kc) {
     const int c = kc * 16 + 2 * t;
@@ -369,7 +366,7 @@ void check_flash_launch() {
 void report_no_hopper_kernel() {
   static std::once_flag once;
   std::call_once(once, [] {
-    warn_once(
+    log_warning(
         "IFW_CUDA_FLASH=6, 7 or 8: no sm_90a code for this device in this build (Hopper's "
         "wgmma kernels need compute capability 9.0 and a CUDA 12 or newer toolkit); version 2 "
         "runs instead");

@@ -207,10 +207,8 @@ __device__ __forceinline__ void store_queries(const FlashAttention& a, const T* 
       chunk = *reinterpret_cast<const uint4*>(q + static_cast<i64>(row0 + r) * a.ld_q + c * 8);
       if (bias != nullptr) {
         std::uint32_t* pairs = reinterpret_cast<std::uint32_t*>(&chunk);
-        for (int e = 0; e < 4; ++e) {
-          const float2 f = unpack(pairs[e], T{});
-          pairs[e] = pack(f.x + bias[c * 8 + 2 * e], f.y + bias[c * 8 + 2 * e + 1], T{});
-        }
+        for (int e = 0; e < 4; ++e)
+          pairs[e] = biased_pair(pairs[e], bias + c * 8 + 2 * e, T{});
       }
     }
     *reinterpret_cast<uint4*>(shared + swizzled(r, c)) = chunk;
@@ -273,9 +271,8 @@ __device__ __forceinline__ void issue_values(float (&o)[8][4], std::uint32_t (&p
 // exceeds it by more than 8 in log2 units. Until then its probabilities stay below 2^8 (far
 // below the 16-bit types' limit; rounded to them as any probability is) and its output and sum
 // need no rescaling, which after the first tiles is nearly always: 16 multiplies a row and tile
-// fewer. The row sums stay this
-// lane's part until the end (the lanes of a row share maxima, so their parts rescale alike):
-// two shuffles a row and tile fewer.
+// fewer. The row sums stay this lane's part until the end (the lanes of a row share maxima, so
+// their parts rescale alike): two shuffles a row and tile fewer.
 template <bool kMask, int kFragments>
 __device__ __forceinline__ TileWeights exponentiate_lazy(float (&s)[kFragments][4],
                                                          SoftmaxState& st, int k0, int key_len,
@@ -390,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(Fla
 
   float s[Tiles::kKeys / 8][4] = {};
   float o[8][4] = {};
-  std::uint32_t p[Tiles::kKeys / 16][4] = {};  // version 7: the previous tile's probabilities
+  std::uint32_t p[Tiles::kKeys / 16][4] = {};  // versions 7, 8: the previous tile's probabilities
   SoftmaxState state;
   const float scale = a.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
   const std::uint64_t queries = layout.query_descriptor();

@@ -144,6 +144,15 @@ __device__ __forceinline__ void store_rows(const FlashAttention& a, const float 
   }
 }
 
+// A pair of query elements with their bias added (bias[0], bias[1]; none when null), rounded
+// once into the element type, as the bias kernel after a product rounds.
+template <typename T>
+__device__ __forceinline__ std::uint32_t biased_pair(std::uint32_t pair, const float* bias, T tag) {
+  if (bias == nullptr) return pair;
+  const float2 f = unpack(pair, tag);
+  return pack(f.x + bias[0], f.y + bias[1], tag);
+}
+
 // The query bias of head h (null where there is none).
 __device__ __forceinline__ const float* head_bias(const FlashAttention& a, int h) {
   return a.q_bias != nullptr ? a.q_bias + h * kHead : nullptr;
