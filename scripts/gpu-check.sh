@@ -54,7 +54,8 @@ fi
 # the states read once for every head instead of keys and values; not yet run on a GPU) and, at
 # batch 64 (where the targets are not met yet): the wgmma flash kernels alone and with absorbed
 # cross-attention (the likely next defaults together; the encoder is the same in both
-# architectures, so the flash kernels run with turbo, 76 % encoder at batch 64), and later the
+# architectures, so the flash kernels run with turbo, 76 % encoder at batch 64), fc1's GELU by
+# its tanh approximation in cuBLASLt's product (IFW_GELU=tanh) alone and with those, and later the
 # opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
 # IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm kernels,
 # IFW_CUDA_ELEMENTWISE=2; flash v7; absorbed), flash v4 and v5 with turbo and self-attention by
@@ -74,6 +75,11 @@ bench_run() {  # arch, batch, variant
     flash8) vars="IFW_CUDA_FLASH=8" suffix="_flash8" ;;
     absorbed_flash7) vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7" suffix="_absorbed_flash7" ;;
     absorbed_flash8) vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=8" suffix="_absorbed_flash8" ;;
+    gelu_tanh) vars="IFW_GELU=tanh" suffix="_gelu_tanh" ;;
+    absorbed_flash7_gelu_tanh)
+      vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7 IFW_GELU=tanh"
+      suffix="_absorbed_flash7_gelu_tanh"
+      ;;
     together)
       vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=7 IFW_CROSS_ATTENTION=absorbed"
       suffix="_together"
@@ -109,6 +115,7 @@ ops_lines() {  # the rows a variant changes
     IFW_CUDA_LT*) echo "product|projection" ;;
     IFW_CUDA_PINNED*) echo "upload" ;;
     IFW_CROSS_ATTENTION*) echo "cross" ;;
+    IFW_GELU*) echo "GELU" ;;
     *) echo "." ;;
   esac
 }
@@ -119,7 +126,7 @@ ops_variants="$ops_first IFW_CUDA_FLASH=1
   IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
   IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused
   IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 IFW_CUDA_LT=tune
-  IFW_CUDA_PINNED=0"
+  IFW_CUDA_PINNED=0 IFW_GELU=tanh"
 ops_run() {  # environment (or "default")
   local file
   file="$out/ops_$(ops_name "$1").txt"
@@ -152,6 +159,10 @@ if [ "$mode" != quick ]; then
     bench_run large-v3-turbo 64 $variant
   done
   bench_run large-v3 64 absorbed_flash7
+  # fc1's GELU by its tanh approximation inside cuBLASLt's product (IFW_GELU=tanh): alone, and
+  # with the two above.
+  bench_run large-v3-turbo 64 gelu_tanh
+  bench_run large-v3-turbo 64 absorbed_flash7_gelu_tanh
 fi
 for precision in fp32 fp16 bf16; do
   conformance "$precision" IFW_TEST_PRECISION=$precision
@@ -163,6 +174,8 @@ conformance bf16_flash6 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=6
 conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
 conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
 conformance fp16_absorbed_flash7 IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7
+conformance fp16_gelu_tanh IFW_TEST_PRECISION=fp16 IFW_GELU=tanh
+conformance bf16_gelu_tanh IFW_TEST_PRECISION=bf16 IFW_GELU=tanh
 # Then the rest: each other opt-in's operations, the other whole-model comparisons, the
 # conformance suite with each choice switched back and each other opt-in.
 if [ "$mode" != quick ]; then

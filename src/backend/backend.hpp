@@ -13,13 +13,12 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/activation.hpp"
 #include "backend/host_buffer.hpp"
 #include "backend/tensor.hpp"
 #include "backend/token_choice.hpp"
 
 namespace ifw::backend {
-
-enum class Activation { kNone, kGelu };
 
 // Columns [column, column + width) of a matrix whose rows are `ld` elements apart; lets fused
 // projections (q|k|v in one matrix) be read without copies.

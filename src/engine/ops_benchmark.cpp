@@ -111,7 +111,8 @@ class OpsRun {
         act_(be.activation_dtype()),
         weights_(be.weight_dtype()),
         act_bytes_(static_cast<double>(backend::dtype_size(act_))),
-        weight_bytes_(static_cast<double>(backend::dtype_size(weights_))) {}
+        weight_bytes_(static_cast<double>(backend::dtype_size(weights_))),
+        gelu_(feed_forward_activation()) {}
 
   std::vector<OpTiming> run() {
     encoder();
@@ -120,6 +121,9 @@ class OpsRun {
   }
 
  private:
+  // The model's GELU (IFW_GELU), as the fc1 rows name it.
+  std::string gelu_name() const { return gelu_ == Activation::kGeluTanh ? "GELU (tanh)" : "GELU"; }
+
   // Records a timing: `per_window` calls per encoder window or `per_step` per decoder step
   // (every layer's), and `amount` (FLOP or bytes per call) for the rate.
   void record(std::string name, std::string shape, const std::function<void()>& op,
@@ -168,9 +172,9 @@ class OpsRun {
   }
 
   // A product from[rows, in] . w[out, in]^T into `to` (added to it with `accumulate`; with
-  // `bias`, that bias and GELU too), recorded as `share` calls per window - an encoder-sized
-  // product, rated in TFLOP/s - or, with `step`, per decoder step: rated by the weights it reads,
-  // from cold copies.
+  // `bias`, that bias and the feed-forward blocks' GELU too), recorded as `share` calls per window
+  // - an encoder-sized product, rated in TFLOP/s - or, with `step`, per decoder step: rated by the
+  // weights it reads, from cold copies.
   void product(std::string name, std::int64_t out, std::int64_t in, const Tensor& from,
                const Tensor& to, bool accumulate, std::uint32_t seed, double share, bool step,
                const Tensor* bias = nullptr) {
@@ -185,8 +189,7 @@ class OpsRun {
         std::move(name), fmt::format("{} x {} . {} x {}{}", rows, in, in, out, into),
         [&] {
           be_.linear(whole(from), ws[next++ % ws.size()], bias,
-                     bias != nullptr ? Activation::kGelu : Activation::kNone, whole(to), rows,
-                     accumulate);
+                     bias != nullptr ? gelu_ : Activation::kNone, whole(to), rows, accumulate);
         },
         step ? 0 : share, step ? share : 0,
         step ? static_cast<double>(out * in) * weight_bytes_
@@ -262,8 +265,8 @@ class OpsRun {
     Tensor hidden = be_.empty({rows, ffn}, act_);
     {
       const Tensor bias = row(ffn, 11, 0.1f);
-      product("encoder fc1 product + bias + GELU", ffn, d, normed, hidden, false, 10, layers / b,
-              false, &bias);
+      product("encoder fc1 product + bias + " + gelu_name(), ffn, d, normed, hidden, false, 10,
+              layers / b, false, &bias);
       // Not a step of the model: the same product without its bias and GELU, so that the
       // difference is what they cost.
       product("  (the product alone)", ffn, d, normed, hidden, false, 10, 0, false);
@@ -379,8 +382,8 @@ class OpsRun {
     Tensor hidden = be_.empty({batch, ffn}, act_);
     {
       const Tensor bias = row(ffn, 32, 0.1f);
-      product("decoder fc1 product + bias + GELU", ffn, d, normed, hidden, false, 31, layers, true,
-              &bias);
+      product("decoder fc1 product + bias + " + gelu_name(), ffn, d, normed, hidden, false, 31,
+              layers, true, &bias);
     }
     product("decoder fc2 product", d, ffn, hidden, x, true, 33, layers, true);
     {
@@ -394,6 +397,7 @@ class OpsRun {
   const BenchmarkOptions& o_;
   DType act_, weights_;
   double act_bytes_, weight_bytes_;
+  Activation gelu_;
   std::vector<OpTiming> ops_;
 };
 

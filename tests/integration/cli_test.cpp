@@ -13,6 +13,7 @@
 #include "integration/run_ifw.hpp"
 #include "support/golden.hpp"
 #include "support/model_builder.hpp"
+#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wav_files.hpp"
 
@@ -167,6 +168,16 @@ TEST(Cli, BenchReportsEveryFigure) {
   EXPECT_EQ(j["step_graphs"], false);  // the CPU issues operations directly
   EXPECT_EQ(j["graph_launches"], 0);
   EXPECT_EQ(j["absorbed_cross_attention"], false);  // not the CPU's preference
+  EXPECT_EQ(j["gelu"], "exact");
+  {
+    // IFW_GELU=tanh reaches the model, and the report says so.
+    const ScopedEnv gelu("IFW_GELU", "tanh");
+    const CliRun tanh = run_ifw(
+        {"bench", "--arch", "tiny", "--threads", "2", "--tokens", "2", "--repetitions", "1"});
+    ASSERT_EQ(tanh.exit_code, 0) << tanh.err;
+    EXPECT_NE(tanh.out.find("(batch 1, GELU by its tanh approximation)"), std::string::npos)
+        << tanh.out;
+  }
   EXPECT_EQ(run_ifw({"bench", "--arch", "gigantic"}).exit_code, 2);
   EXPECT_EQ(run_ifw({"bench", "--batch", "0"}).exit_code, 2);
 }

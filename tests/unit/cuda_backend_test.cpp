@@ -25,6 +25,7 @@
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "support/expect_error.hpp"
+#include "support/scoped_env.hpp"
 #include "support/test_backend.hpp"
 
 namespace ifw::test {
@@ -329,28 +330,6 @@ TEST_P(CudaOps, EmbedWriteRowsAndGatherRows) {
   gpu_->gather_rows(sg, index, gg);
   EXPECT_EQ(to_host(*cpu_, gc), to_host(*gpu_, gg)) << "gather rows";
 }
-
-// Sets an environment variable for a scope, then puts back what was there.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name); old != nullptr) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      setenv(name_, old_->c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 // Uploads from the backend's host memory (page-locked, from a pool) give the values as uploads
 // from plain memory do, in float32 and converted, and the upload is finished when it returns:
@@ -778,6 +757,40 @@ TEST_P(CudaOps, LinearThroughCublasLt) {
         EXPECT_LE(relative_error(to_host(*lt, rg), to_host(*cpu_, rc)), tolerance())
             << "linear accumulate into a column view, product " << twice + 1 << what;
       }
+    }
+  }
+}
+
+// The tanh GELU (IFW_GELU=tanh) after a product: by cuBLASLt's GELU epilogue (IFW_CUDA_LT unset),
+// and by the bias kernel (IFW_CUDA_LT=0). In float32 the tolerance also tells the two GELUs
+// apart (pre-activations over [-6, 6]: the tanh form is up to 4.7e-4 from the exact one), so
+// this fails if the epilogue's GELU is not the tanh approximation.
+TEST_P(CudaOps, TanhGeluInTheProduct) {
+  for (const char* mode : {"", "0"}) {
+    const ScopedEnv choice("IFW_CUDA_LT", mode);
+    auto gpu = backend::make_cuda_backend(0, type());
+    for (const std::int64_t m : {5, 300}) {
+      const std::int64_t k = 64, n = 1280;
+      const std::string what =
+          fmt::format(" ({} rows, {})", m, *mode == '\0' ? "in cuBLASLt's epilogue" : "a kernel");
+      const auto x = random_values(m * k, 45, type());
+      const auto w = random_values(n * k, 46, type(), 0.8f);
+      const auto b = random_values(n, 47, DType::kF32);
+      const Tensor xc = cpu_->upload(x, {m, k}), xg = gpu->upload(x, {m, k}, type());
+      const Tensor wc = cpu_->upload(w, {n, k}), wg = gpu->upload(w, {n, k}, type());
+      const Tensor bc = cpu_->upload(b, {n}), bg = gpu->upload(b, {n});
+      Tensor yc = cpu_->empty({m, n}), ye = cpu_->empty({m, n}), yg = gpu->empty({m, n}, type());
+      cpu_->linear({xc, 0, k}, wc, &bc, Activation::kGeluTanh, {yc, 0, n}, m, false);
+      cpu_->linear({xc, 0, k}, wc, &bc, Activation::kGelu, {ye, 0, n}, m, false);
+      gpu->linear({xg, 0, k}, wg, &bg, Activation::kGeluTanh, {yg, 0, n}, m, false);
+      const auto actual = to_host(*gpu, yg), expected = to_host(*cpu_, yc);
+      const double rel = relative_error(actual, expected);
+      EXPECT_LE(rel, tolerance()) << "linear + bias + tanh GELU" << what << ": "
+                                  << describe_mismatch(actual, expected, n, tolerance());
+      std::cout << "[ linear + bias + tanh GELU" << what << " ] relative error " << rel
+                << "; from the exact GELU " << relative_error(actual, to_host(*cpu_, ye))
+                << " (the CPU's tanh GELU from it: " << relative_error(expected, to_host(*cpu_, ye))
+                << ")\n";
     }
   }
 }

@@ -98,24 +98,24 @@ class CpuBackend final : public Backend {
     float* c = ptr(y);
     const float* bias_data = bias != nullptr ? bias->data<float>() : nullptr;
     const float beta = accumulate ? 1.0f : 0.0f;
-    const bool gelu = act == Activation::kGelu;
+    const bool activate = act != Activation::kNone;
     const auto gemm = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
       blas_.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(r1 - r0),
                   static_cast<int>(c1 - c0), static_cast<int>(k), 1.0f, a + r0 * x.ld,
                   static_cast<int>(x.ld), b + c0 * k, static_cast<int>(k), beta, c + r0 * y.ld + c0,
                   static_cast<int>(y.ld));
-      if (bias_data != nullptr || gelu) {
+      if (bias_data != nullptr || activate) {
         cpu::add_bias(c + r0 * y.ld + c0, r1 - r0, c1 - c0, y.ld,
-                      bias_data != nullptr ? bias_data + c0 : nullptr, gelu);
+                      bias_data != nullptr ? bias_data + c0 : nullptr, act);
       }
     };
     // A decoder step (a few rows): stream the weights once, split over the outputs.
     if (rows <= kSmallRows) {
       pool_.parallel_for(n, 256, [&](std::int64_t c0, std::int64_t c1) {
         cpu::small_rows_times_transposed(a, x.ld, rows, b, k, c0, c1, c, y.ld, accumulate);
-        if (bias_data != nullptr || gelu) {
+        if (bias_data != nullptr || activate) {
           cpu::add_bias(c + c0, rows, c1 - c0, y.ld,
-                        bias_data != nullptr ? bias_data + c0 : nullptr, gelu);
+                        bias_data != nullptr ? bias_data + c0 : nullptr, act);
         }
       });
       return;

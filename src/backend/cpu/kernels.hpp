@@ -5,13 +5,16 @@
 
 #include <cstdint>
 
+#include "backend/activation.hpp"
+
 namespace ifw::backend::cpu {
 
 // y = x * Phi(x), the exact (erf) GELU as Whisper uses it; |error| < 2e-7 * |x|.
 void gelu(float* x, std::int64_t n);
-// x[i] += bias[i % width] for a row-major [n / width][width] block, then optionally GELU.
+// x[i] += bias[i % width] for a row-major [n / width][width] block (bias may be null), then
+// `then` (either GELU).
 void add_bias(float* x, std::int64_t rows, std::int64_t width, std::int64_t ld, const float* bias,
-              bool then_gelu);
+              Activation then);
 // y[r] = (v - mean) / sqrt(var + eps) * gamma + beta for each row of width d, where v = x[r] +
 // shift (v = x[r] where shift is null).
 void layer_norm(const float* x, const float* shift, float* y, std::int64_t rows, std::int64_t d,

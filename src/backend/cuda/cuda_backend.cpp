@@ -177,13 +177,14 @@ class CudaBackend final : public Backend {
       : context_(std::make_shared<DeviceContext>(index)),
         dtype_(dtype),
         profile_(context_->stream()) {
-    // Opt-in for now: on an H100 the heuristic's first algorithms measured +1 % against
-    // cublasGemmEx with a bias kernel (docs/PERFORMANCE.md). IFW_CUDA_LT=tune times each shape's
-    // algorithm among the heuristic's first eight (not yet run on a GPU).
-    if (const std::string_view v = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
-        v == "1" || v == "tune") {
-      lt_ = std::make_unique<cuda::LtMatmul>(*context_, v == "tune");
-    }
+    // Every product through cuBLASLt is opt-in for now: on an H100 the heuristic's first
+    // algorithms measured +1 % against cublasGemmEx with a bias kernel (docs/PERFORMANCE.md).
+    // IFW_CUDA_LT=tune times each shape's algorithm among the heuristic's first eight (not yet
+    // run on a GPU). Without it, cuBLASLt still makes the products with the tanh GELU
+    // (IFW_GELU=tanh), whose epilogue applies it; IFW_CUDA_LT=0 leaves that to a kernel too.
+    const std::string_view lt = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
+    if (lt != "0") lt_ = std::make_unique<cuda::LtMatmul>(*context_, lt == "tune");
+    lt_everywhere_ = lt == "1" || lt == "tune";
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
     name_ = prop.name;
@@ -310,8 +311,10 @@ class CudaBackend final : public Backend {
     const i64 n = w.dim(0), k = w.dim(1);
     if (rows == 0) return;
     if (bias != nullptr) require(bias->dtype() == DType::kF32, "linear: the bias is not float32");
-    // cuBLASLt adds the bias in the product; GELU (exact, erf) stays a kernel of ours.
-    if (lt_ != nullptr) {
+    // cuBLASLt adds the bias in the product (with IFW_CUDA_LT) and applies the tanh GELU there;
+    // the exact (erf) GELU stays a kernel of ours.
+    const bool in_epilogue = act == Activation::kGeluTanh;
+    if (lt_ != nullptr && (lt_everywhere_ || in_epilogue)) {
       cuda::LtProduct p;
       p.a = at(x.tensor, 0, x.ld, x.column);
       p.lda = x.ld;
@@ -326,12 +329,13 @@ class CudaBackend final : public Backend {
       p.k = k;
       p.beta = accumulate ? 1.0f : 0.0f;
       p.bias = bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr;
+      p.gelu = in_epilogue;
       bool done = false;
       issue("linear", [&] { done = lt_->run(p, stream()); });
       if (done) {
         if (act == Activation::kGelu) {
           issue("gelu", [&] {
-            cuda::bias_activation(p.c, y.tensor.dtype(), rows, n, y.ld, nullptr, true, stream());
+            cuda::bias_activation(p.c, y.tensor.dtype(), rows, n, y.ld, nullptr, act, stream());
           });
         }
         return;
@@ -344,8 +348,8 @@ class CudaBackend final : public Backend {
     });
     issue("bias/gelu", [&] {
       cuda::bias_activation(at_mut(y.tensor, 0, y.ld, y.column), y.tensor.dtype(), rows, n, y.ld,
-                            bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr,
-                            act == Activation::kGelu, stream());
+                            bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr, act,
+                            stream());
     });
   }
 
@@ -406,7 +410,7 @@ class CudaBackend final : public Backend {
         gemm_abt(columns.raw(), x.dtype(), width, w.raw(), w.dtype(), width, out, y.dtype(), c_out,
                  n * t_out, c_out, width, 1.0f, 0.0f);
         cuda::bias_activation(out, y.dtype(), n * t_out, c_out, c_out,
-                              static_cast<const float*>(bias.raw()), true, stream());
+                              static_cast<const float*>(bias.raw()), Activation::kGelu, stream());
       }
     });
   }
@@ -525,8 +529,10 @@ class CudaBackend final : public Backend {
   DType dtype_;
   std::string name_;
   OpProfile profile_;
-  // IFW_CUDA_LT=1 or tune; null: cublasGemmEx and a bias kernel.
+  // Null with IFW_CUDA_LT=0: cublasGemmEx and a bias kernel for every product.
   std::unique_ptr<cuda::LtMatmul> lt_;
+  // IFW_CUDA_LT=1 or tune: every product through lt_ (else only those with the tanh GELU).
+  bool lt_everywhere_ = false;
   // cuda::kSplitCounters counters for the split attention's fused tweak: zero between launches.
   Tensor split_counters_;
   cuda::DeviceLimits limits_;
@@ -683,7 +689,8 @@ void CudaBackend::attention(const AttentionArgs& a) {
                               static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, stream()),
             "copying queries");
       cuda::bias_activation(biased.raw(), type, rows, width, width,
-                            static_cast<const float*>(a.q_bias->raw()), false, stream());
+                            static_cast<const float*>(a.q_bias->raw()), Activation::kNone,
+                            stream());
     });
     AttentionArgs with_bias = a;
     with_bias.q = {biased, 0, width};

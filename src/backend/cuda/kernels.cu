@@ -239,10 +239,18 @@ __device__ __forceinline__ float gelu(float v) {
   return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));  // exact (erf) GELU, as Whisper's
 }
 
+// What bias_activation applies after the bias (backend::Activation).
+__device__ __forceinline__ float activate(float v, Activation act) {
+  if (act == Activation::kGelu) return gelu(v);
+  if (act == Activation::kGeluTanh)
+    return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+  return v;
+}
+
 // Row-wise kernels take one block per row (no 64-bit divisions per element).
 // kVector: 16 bytes per thread and step (the host checked the alignment).
 template <typename T, bool kVector>
-__global__ void bias_activation_kernel(T* y, int cols, i64 ld, const float* bias, bool use_gelu) {
+__global__ void bias_activation_kernel(T* y, int cols, i64 ld, const float* bias, Activation act) {
   constexpr int kWidth = kVector ? 16 / static_cast<int>(sizeof(T)) : 1;
   T* row = y + blockIdx.x * ld;
   for (int c = threadIdx.x * kWidth; c < cols; c += blockDim.x * kWidth) {
@@ -256,8 +264,7 @@ __global__ void bias_activation_kernel(T* y, int cols, i64 ld, const float* bias
     for (int w = 0; w < kWidth; ++w) {
       float v = to_float(e[w]);
       if (bias != nullptr) v += bias[c + w];
-      if (use_gelu) v = gelu(v);
-      e[w] = from_float<T>(v);
+      e[w] = from_float<T>(activate(v, act));
     }
     if constexpr (kVector) {
       *reinterpret_cast<uint4*>(row + c) = raw;
@@ -277,7 +284,7 @@ constexpr int kRowUnroll = 4;
 
 template <typename T>
 __global__ void __launch_bounds__(kRowThreads)
-    bias_activation_v2_kernel(T* y, int cols, i64 ld, const float* bias, bool use_gelu) {
+    bias_activation_v2_kernel(T* y, int cols, i64 ld, const float* bias, Activation act) {
   constexpr int kWidth = 16 / static_cast<int>(sizeof(T));
   T* row = y + blockIdx.x * ld;
   const int vectors = cols / kWidth;
@@ -306,9 +313,7 @@ __global__ void __launch_bounds__(kRowThreads)
       }
 #pragma unroll
       for (int w = 0; w < kWidth; ++w) {
-        float value = to_float(e[w]) + b[w];
-        if (use_gelu) value = gelu(value);
-        e[w] = from_float<T>(value);
+        e[w] = from_float<T>(activate(to_float(e[w]) + b[w], act));
       }
       *reinterpret_cast<uint4*>(row + v * kWidth) = raw[u];
     }
@@ -899,21 +904,21 @@ void layer_norm(const float* x, const float* shift, void* y, DType y_type, i64 r
 }
 
 void bias_activation(void* y, DType type, i64 rows, i64 cols, i64 ld, const float* bias,
-                     bool gelu_on, cudaStream_t stream) {
-  if (rows * cols == 0 || (bias == nullptr && !gelu_on)) return;
+                     Activation act, cudaStream_t stream) {
+  if (rows * cols == 0 || (bias == nullptr && act == Activation::kNone)) return;
   dispatch(type, [&](auto tag) {
     using T = decltype(tag);
     const i64 width = 16 / static_cast<i64>(sizeof(T));
     const bool vector = cols % width == 0 && ld % width == 0 && aligned16(y);
     if (vector && row_kernels_v2() && (bias == nullptr || aligned16(bias))) {
       bias_activation_v2_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-          static_cast<T*>(y), static_cast<int>(cols), ld, bias, gelu_on);
+          static_cast<T*>(y), static_cast<int>(cols), ld, bias, act);
     } else if (vector) {
       bias_activation_kernel<T, true><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-          static_cast<T*>(y), static_cast<int>(cols), ld, bias, gelu_on);
+          static_cast<T*>(y), static_cast<int>(cols), ld, bias, act);
     } else {
       bias_activation_kernel<T, false><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-          static_cast<T*>(y), static_cast<int>(cols), ld, bias, gelu_on);
+          static_cast<T*>(y), static_cast<int>(cols), ld, bias, act);
     }
   });
   check_launch();

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend/activation.hpp"
 #include "backend/element_type.hpp"
 
 namespace ifw::backend::cuda {
@@ -25,7 +26,7 @@ void layer_norm(const float* x, const float* shift, void* y, DType y_type, std::
 
 // y[r, c] = act(y[r, c] + bias[c]) for a rows x cols block with rows `ld` apart; bias may be null.
 void bias_activation(void* y, DType type, std::int64_t rows, std::int64_t cols, std::int64_t ld,
-                     const float* bias, bool gelu, cudaStream_t stream);
+                     const float* bias, Activation act, cudaStream_t stream);
 
 // x[r] += rows[r % block] for rows of d floats.
 void add_rows(float* x, const float* rows, std::int64_t total_rows, std::int64_t d,

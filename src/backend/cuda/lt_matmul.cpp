@@ -71,6 +71,7 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
                 static_cast<int>(p.c_type),
                 bias,
                 accumulate,
+                p.gelu,
                 align_a,
                 align_b,
                 align_c};
@@ -87,11 +88,15 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
     lt_check(
         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &plain, sizeof plain),
         "cuBLASLt transpose");
-    if (bias) {
-      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    if (bias || p.gelu) {
+      const cublasLtEpilogue_t epilogue = !p.gelu ? CUBLASLT_EPILOGUE_BIAS
+                                          : bias  ? CUBLASLT_EPILOGUE_GELU_BIAS
+                                                  : CUBLASLT_EPILOGUE_GELU;
       lt_check(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                               sizeof epilogue),
                "cuBLASLt epilogue");
+    }
+    if (bias) {
       const cudaDataType bias_type = CUDA_R_32F;
       lt_check(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                               &bias_type, sizeof bias_type),
@@ -138,8 +143,8 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
       plan->usable = algo.has_value();  // none worked: cublasGemmEx
       if (algo) plan->algo = *algo;
     } else {
-      spdlog::debug("cuBLASLt has no algorithm for {}x{}x{} (bias {}): using cublasGemmEx", p.m,
-                    p.n, p.k, bias);
+      spdlog::debug("cuBLASLt has no algorithm for {}x{}x{} (bias {}, GELU {}): using cublasGemmEx",
+                    p.m, p.n, p.k, bias, p.gelu);
     }
     slot = std::move(plan);
   }
@@ -249,9 +254,9 @@ std::optional<cublasLtMatmulAlgo_t> LtMatmul::fastest(
   if (accumulate && r.saved_valid) restore();
   if (best) {
     spdlog::debug(
-        "cuBLASLt: {}x{}x{} (accumulate {}, bias {}): the fastest of {} algorithms, "
+        "cuBLASLt: {}x{}x{} (accumulate {}, bias {}, GELU {}): the fastest of {} algorithms, "
         "{:.3f} ms",
-        p.m, p.n, p.k, accumulate, p.bias != nullptr, found, best_ms / 2.0f);
+        p.m, p.n, p.k, accumulate, p.bias != nullptr, p.gelu, found, best_ms / 2.0f);
   }
   return best;
 }

@@ -18,7 +18,8 @@
 
 namespace ifw::backend::cuda {
 
-// Row-major c[m, n] (ldc) = a[m, k] (lda) . b[n, k]^T (ldb) + beta * c (+ bias[n] when given).
+// Row-major c[m, n] (ldc) = a[m, k] (lda) . b[n, k]^T (ldb) + beta * c (+ bias[n] when given;
+// then GELU with `gelu`).
 struct LtProduct {
   const void* a = nullptr;
   std::int64_t lda = 0;
@@ -31,6 +32,8 @@ struct LtProduct {
   std::int64_t m = 0, n = 0, k = 0;
   float beta = 0.0f;
   const float* bias = nullptr;  // float32
+  // Then GELU by its tanh approximation (backend::Activation::kGeluTanh), in the epilogue.
+  bool gelu = false;
 };
 
 class DeviceContext;
@@ -48,7 +51,7 @@ class LtMatmul {
  private:
   struct Plan;
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                         std::int64_t, int, int, bool, bool, int, int, int>;
+                         std::int64_t, int, int, bool, bool, bool, int, int, int>;
   // The fastest of `results` for `p` (timed; waits for the GPU; an accumulating output is put
   // back as it was): the first when timing cannot start, none when every algorithm failed.
   std::optional<cublasLtMatmulAlgo_t> fastest(const Plan& plan, const LtProduct& p,
