@@ -161,7 +161,7 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
   result.backend = backend->description();
   result.step_graphs = backend->make_step_graph() != nullptr;
   result.absorbed_cross_attention = uses_absorbed_cross_attention(*backend, config);
-  result.tanh_gelu = feed_forward_activation() == backend::Activation::kGeluTanh;
+  result.tanh_gelu = feed_forward_activation(*backend) == backend::Activation::kGeluTanh;
   const bool gpu = backend->device() == backend::Device::kCuda;
   const int gpu_index = spec.automatic ? 0 : spec.index;
   const auto used_mib = [&] {

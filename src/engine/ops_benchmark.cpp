@@ -112,7 +112,7 @@ class OpsRun {
         weights_(be.weight_dtype()),
         act_bytes_(static_cast<double>(backend::dtype_size(act_))),
         weight_bytes_(static_cast<double>(backend::dtype_size(weights_))),
-        gelu_(feed_forward_activation()) {}
+        gelu_(feed_forward_activation(be)) {}
 
   std::vector<OpTiming> run() {
     encoder();

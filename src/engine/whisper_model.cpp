@@ -164,17 +164,19 @@ bool uses_absorbed_cross_attention(const backend::Backend& backend,
   return supported && backend.absorbed_attention_preferred(d, heads);
 }
 
-backend::Activation feed_forward_activation() {
+backend::Activation feed_forward_activation(const backend::Backend& backend) {
   const char* env = std::getenv("IFW_GELU");
   const std::string choice = env != nullptr ? env : "";
   if (choice == "tanh") return backend::Activation::kGeluTanh;
-  if (!choice.empty() && choice != "exact") {
+  if (choice == "exact") return backend::Activation::kGelu;
+  if (!choice.empty()) {
     static std::once_flag said;
     std::call_once(said, [&] {
-      spdlog::warn("IFW_GELU={}: unknown (exact or tanh); the exact GELU", choice);
+      spdlog::warn("IFW_GELU={}: unknown (exact or tanh); the backend's choice", choice);
     });
   }
-  return backend::Activation::kGelu;
+  return backend.tanh_gelu_preferred() ? backend::Activation::kGeluTanh
+                                       : backend::Activation::kGelu;
 }
 
 WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& source,
@@ -191,7 +193,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     throw Error(ErrorKind::kUnsupported, "scale_embedding=true is not supported");
   }
   absorbed_cross_attention_ = uses_absorbed_cross_attention(backend, config);
-  feed_forward_activation_ = engine::feed_forward_activation();
+  feed_forward_activation_ = engine::feed_forward_activation(backend);
   // The loader sums the residual stream's biases for the norms (Norm::shift) as it goes: what
   // follows loads each stack in the order the model runs it.
   Loader load(source, backend);

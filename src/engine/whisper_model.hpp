@@ -93,11 +93,11 @@ struct DecoderBuffers {
 bool uses_absorbed_cross_attention(const backend::Backend& backend,
                                    const model::WhisperConfig& config);
 
-// The activation of the feed-forward blocks' first products: IFW_GELU=tanh asks for GELU by its
-// tanh approximation (at most 4.7e-4 from the exact form; cuBLASLt applies it inside the
-// product, which saves the GPU a pass over the block's widest activations), else the exact GELU
-// of Whisper (`exact`, the default).
-backend::Activation feed_forward_activation();
+// The activation of the feed-forward blocks' first products on `backend`: IFW_GELU=tanh asks for
+// GELU by its tanh approximation (at most 4.7e-4 from the exact form; cuBLASLt applies it inside
+// the product, which saves the GPU a pass over the block's widest activations), IFW_GELU=exact
+// for Whisper's exact GELU; unset, what the backend prefers (Backend::tanh_gelu_preferred).
+backend::Activation feed_forward_activation(const backend::Backend& backend);
 
 class WhisperModel {
  public:

@@ -337,6 +337,24 @@ TEST_P(EngineConformance, CrossAttentionIsTheOneAskedFor) {
   }
 }
 
+// IFW_GELU reaches the model (the suite runs once more with it set to "tanh").
+TEST_P(EngineConformance, GeluIsTheOneAskedFor) {
+  const bool tanh = m().model->feed_forward_activation() == backend::Activation::kGeluTanh;
+  std::cout << "[ GELU " << (tanh ? "by its tanh approximation" : "exact") << " ]\n";
+  const char* asked = std::getenv("IFW_GELU");
+  if (asked != nullptr && std::string(asked) == "tanh") {
+    EXPECT_TRUE(tanh);
+  } else if (asked != nullptr && std::string(asked) == "exact") {
+    EXPECT_FALSE(tanh);
+  } else {  // the backend's preference
+    EXPECT_EQ(tanh, m().backend->tanh_gelu_preferred());
+  }
+  // What the tolerances assume (test_backend.hpp): float32 with the tanh GELU only when asked.
+  if (test_precision() == backend::DType::kF32) {
+    EXPECT_EQ(tanh, !exact_test_arithmetic());
+  }
+}
+
 TEST_P(EngineConformance, PlainArgmax) {
   const auto& pa = m().golden.at("plain_argmax");
   const auto expected = ints(pa.at("tokens"));

@@ -762,9 +762,10 @@ TEST_P(CudaOps, LinearThroughCublasLt) {
 }
 
 // The tanh GELU (IFW_GELU=tanh) after a product: by cuBLASLt's GELU epilogue (IFW_CUDA_LT unset),
-// and by the bias kernel (IFW_CUDA_LT=0). In float32 the tolerance also tells the two GELUs
-// apart (pre-activations over [-6, 6]: the tanh form is up to 4.7e-4 from the exact one), so
-// this fails if the epilogue's GELU is not the tanh approximation.
+// and by the bias kernel (IFW_CUDA_LT=0). The result must be nearer the tanh form than the exact
+// one (pre-activations of about [-7, 7]; the forms differ by up to 4.7e-4), and in float32 the
+// tolerance alone tells them apart: this fails if the epilogue's GELU is not the tanh
+// approximation, which cuBLASLt's documentation does not say.
 TEST_P(CudaOps, TanhGeluInTheProduct) {
   for (const char* mode : {"", "0"}) {
     const ScopedEnv choice("IFW_CUDA_LT", mode);
@@ -787,10 +788,17 @@ TEST_P(CudaOps, TanhGeluInTheProduct) {
       const double rel = relative_error(actual, expected);
       EXPECT_LE(rel, tolerance()) << "linear + bias + tanh GELU" << what << ": "
                                   << describe_mismatch(actual, expected, n, tolerance());
+      const double from_exact = relative_error(actual, to_host(*cpu_, ye));
       std::cout << "[ linear + bias + tanh GELU" << what << " ] relative error " << rel
-                << "; from the exact GELU " << relative_error(actual, to_host(*cpu_, ye))
+                << "; from the exact GELU " << from_exact
                 << " (the CPU's tanh GELU from it: " << relative_error(expected, to_host(*cpu_, ye))
                 << ")\n";
+      // The two forms differ by ~1.4e-4 of these rows' norm, systematically: over 384000 values
+      // the half-precision rounding (uncorrelated with that difference) cannot hide which form
+      // was computed, even in bfloat16.
+      if (m == 300) {
+        EXPECT_LT(rel, from_exact) << "nearer the exact GELU than the tanh approximation" << what;
+      }
     }
   }
 }

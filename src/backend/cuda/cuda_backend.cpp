@@ -429,6 +429,10 @@ class CudaBackend final : public Backend {
     return false;
   }
   void absorbed_attention(const AbsorbedAttentionArgs& a) override;
+  // cuBLASLt applies the tanh GELU inside fc1's product (a pass over its output fewer). Not yet
+  // the default: not run on a GPU (IFW_GELU=tanh opts in; scripts/gpu-check.sh measures it). If
+  // it wins there, in half precision only: `return dtype_ != DType::kF32;`.
+  bool tanh_gelu_preferred() const override { return false; }
 
   void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
              const Tensor& table, const Tensor& positions, Tensor& y) override {
