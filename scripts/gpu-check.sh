@@ -58,7 +58,7 @@ fi
 # its tanh approximation in cuBLASLt's product (IFW_GELU=tanh) alone and with those, and later the
 # opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
 # IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm kernels,
-# IFW_CUDA_ELEMENTWISE=2; flash v7; absorbed), flash v4 and v5 with turbo and self-attention by
+# IFW_CUDA_ELEMENTWISE=2; flash v7; absorbed; the tanh GELU), flash v4 and v5 with turbo and self-attention by
 # rows (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder). Each opt-in alone, flash
 # v3 included, is timed where it acts by the operations below (a whole run each would not fit a
 # device session).
@@ -81,7 +81,7 @@ bench_run() {  # arch, batch, variant
       suffix="_absorbed_flash7_gelu_tanh"
       ;;
     together)
-      vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=7 IFW_CROSS_ATTENTION=absorbed"
+      vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=7 IFW_CROSS_ATTENTION=absorbed IFW_GELU=tanh"
       suffix="_together"
       ;;
   esac
