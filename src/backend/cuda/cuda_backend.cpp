@@ -181,7 +181,8 @@ class CudaBackend final : public Backend {
     // algorithms measured +1 % against cublasGemmEx with a bias kernel (docs/PERFORMANCE.md).
     // IFW_CUDA_LT=tune times each shape's algorithm among the heuristic's first eight (not yet
     // run on a GPU). Without it, cuBLASLt still makes the products with the tanh GELU
-    // (IFW_GELU=tanh), whose epilogue applies it; IFW_CUDA_LT=0 leaves that to a kernel too.
+    // (IFW_GELU=tanh), whose epilogue applies it (their algorithms always timed so);
+    // IFW_CUDA_LT=0 leaves that to a kernel too.
     const std::string_view lt = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
     if (lt != "0") lt_ = std::make_unique<cuda::LtMatmul>(*context_, lt == "tune");
     lt_everywhere_ = lt == "1" || lt == "tune";

@@ -131,9 +131,9 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
     constexpr int kCandidates = 8;
     cublasLtMatmulHeuristicResult_t results[kCandidates]{};
     int found = 0;
-    const cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c,
-                                       preference, tune_ ? kCandidates : 1, results, &found);
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+        handle_, plan->op, plan->a, plan->b, plan->c, plan->c, preference,
+        tune_ || p.gelu ? kCandidates : 1, results, &found);
     cublasLtMatmulPreferenceDestroy(preference);
     if (status == CUBLAS_STATUS_SUCCESS && found > 0) {
       // Timing waits for the GPU, which a step being captured into a graph cannot.
