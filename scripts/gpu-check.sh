@@ -115,7 +115,7 @@ ops_lines() {  # the rows a variant changes
     IFW_CUDA_LT*) echo "product|projection" ;;
     IFW_CUDA_PINNED*) echo "upload" ;;
     IFW_CROSS_ATTENTION*) echo "cross" ;;
-    IFW_GELU*) echo "GELU" ;;
+    IFW_GELU*) echo "GELU|alone" ;;
     *) echo "." ;;
   esac
 }
@@ -147,22 +147,13 @@ conformance() {  # log name, environment...
   grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
 }
 # First what decides this session's defaults (a device session cut short by its time limit
-# still has it): the operations with the defaults and with the new kernels, whole turbo runs at
-# batch 64 with the wgmma flash kernels, the conformance suite with the defaults in each
-# precision and with the new kernels in half precision.
+# still has it): the operations with the defaults and with the new kernels, the conformance
+# suite with the defaults in each precision and with the new kernels in half precision (short
+# runs, and what a default must pass), then whole turbo runs at batch 64 with the new kernels.
 if [ "$mode" != quick ]; then
   for variant in $ops_first; do
     ops_run "$variant"
   done
-  # And the likely next defaults together (absorbed cross-attention with a wgmma flash kernel).
-  for variant in flash6 flash7 flash8 absorbed_flash7 absorbed_flash8; do
-    bench_run large-v3-turbo 64 $variant
-  done
-  bench_run large-v3 64 absorbed_flash7
-  # fc1's GELU by its tanh approximation inside cuBLASLt's product (IFW_GELU=tanh): alone, and
-  # with the two above.
-  bench_run large-v3-turbo 64 gelu_tanh
-  bench_run large-v3-turbo 64 absorbed_flash7_gelu_tanh
 fi
 for precision in fp32 fp16 bf16; do
   conformance "$precision" IFW_TEST_PRECISION=$precision
@@ -176,6 +167,18 @@ conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
 conformance fp16_absorbed_flash7 IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7
 conformance fp16_gelu_tanh IFW_TEST_PRECISION=fp16 IFW_GELU=tanh
 conformance bf16_gelu_tanh IFW_TEST_PRECISION=bf16 IFW_GELU=tanh
+if [ "$mode" != quick ]; then
+  # The wgmma flash kernels, and the likely next defaults together (absorbed cross-attention
+  # with a wgmma flash kernel).
+  for variant in flash6 flash7 flash8 absorbed_flash7 absorbed_flash8; do
+    bench_run large-v3-turbo 64 $variant
+  done
+  bench_run large-v3 64 absorbed_flash7
+  # fc1's GELU by its tanh approximation inside cuBLASLt's product (IFW_GELU=tanh): alone, and
+  # with the two above.
+  bench_run large-v3-turbo 64 gelu_tanh
+  bench_run large-v3-turbo 64 absorbed_flash7_gelu_tanh
+fi
 # Then the rest: each other opt-in's operations, the other whole-model comparisons, the
 # conformance suite with each choice switched back and each other opt-in.
 if [ "$mode" != quick ]; then

@@ -94,7 +94,7 @@ TEST(CpuKernels, GeluMatchesTheErfDefinition) {
 }
 
 // The tanh approximation (IFW_GELU=tanh), after a bias: its formula, within 4.8e-4 of the exact
-// GELU everywhere, and finite (or the input's infinity) at both ends of float's range.
+// GELU everywhere, and at both ends of float's range what the exact form gives.
 TEST(CpuKernels, TanhGeluAfterABiasMatchesItsDefinition) {
   std::vector<float> x;
   for (float v = -10.0f; v <= 10.0f; v += 0.001f)
@@ -120,7 +120,9 @@ TEST(CpuKernels, TanhGeluAfterABiasMatchesItsDefinition) {
                              100.0f,
                              1e30f,
                              -std::numeric_limits<float>::max(),
-                             std::numeric_limits<float>::max()};
+                             std::numeric_limits<float>::max(),
+                             -std::numeric_limits<float>::infinity(),
+                             std::numeric_limits<float>::infinity()};
   backend::cpu::add_bias(ends.data(), 1, static_cast<std::int64_t>(ends.size()),
                          static_cast<std::int64_t>(ends.size()), nullptr, Activation::kGeluTanh);
   EXPECT_EQ(ends[0], 0.0f);
@@ -129,6 +131,8 @@ TEST(CpuKernels, TanhGeluAfterABiasMatchesItsDefinition) {
   EXPECT_EQ(ends[3], 1e30f);
   EXPECT_EQ(ends[4], 0.0f);
   EXPECT_EQ(ends[5], std::numeric_limits<float>::max());
+  EXPECT_TRUE(std::isnan(ends[6]));  // as the exact GELU (and PyTorch's tanh form) give
+  EXPECT_EQ(ends[7], std::numeric_limits<float>::infinity());
 }
 
 TEST(CpuKernels, ExpIsAccurateOverFloatRange) {

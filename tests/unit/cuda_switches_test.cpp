@@ -6,33 +6,17 @@
 #include <string>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "backend/cuda/environment.hpp"
+#include "support/captured_log.hpp"
 
 namespace ifw {
 namespace {
 
 using backend::cuda::list_has;
 using backend::cuda::switch_value;
-
-// The default logger's warnings into a string for the test's scope.
-class CapturedLog {
- public:
-  CapturedLog() : previous_(spdlog::default_logger()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>("captured", sink));
-  }
-  ~CapturedLog() { spdlog::set_default_logger(previous_); }
-  CapturedLog(const CapturedLog&) = delete;
-  CapturedLog& operator=(const CapturedLog&) = delete;
-  std::string text() const { return out_.str(); }
-
- private:
-  std::shared_ptr<spdlog::logger> previous_;
-  std::ostringstream out_;
-};
+using test::CapturedLog;
 
 TEST(CudaSwitches, KnownValuesReadAsTheyAreOthersAsTheDefaultWithOneWarning) {
   const char* name = "IFW_TEST_SWITCH";

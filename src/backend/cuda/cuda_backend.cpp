@@ -184,8 +184,9 @@ class CudaBackend final : public Backend {
     // (IFW_GELU=tanh), whose epilogue applies it (their algorithms always timed so);
     // IFW_CUDA_LT=0 leaves that to a kernel too.
     const std::string_view lt = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
-    if (lt != "0") lt_ = std::make_unique<cuda::LtMatmul>(*context_, lt == "tune");
     lt_everywhere_ = lt == "1" || lt == "tune";
+    lt_for_gelu_ = lt != "0";
+    if (lt_everywhere_) lt_ = std::make_unique<cuda::LtMatmul>(*context_, lt == "tune");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
     name_ = prop.name;
@@ -315,7 +316,7 @@ class CudaBackend final : public Backend {
     // cuBLASLt adds the bias in the product (with IFW_CUDA_LT) and applies the tanh GELU there;
     // the exact (erf) GELU stays a kernel of ours.
     const bool in_epilogue = act == Activation::kGeluTanh;
-    if (lt_ != nullptr && (lt_everywhere_ || in_epilogue)) {
+    if (cuda::LtMatmul* lt = lt_everywhere_ || in_epilogue ? lt_matmul() : nullptr; lt != nullptr) {
       cuda::LtProduct p;
       p.a = at(x.tensor, 0, x.ld, x.column);
       p.lda = x.ld;
@@ -332,7 +333,7 @@ class CudaBackend final : public Backend {
       p.bias = bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr;
       p.gelu = in_epilogue;
       bool done = false;
-      issue("linear", [&] { done = lt_->run(p, stream()); });
+      issue("linear", [&] { done = lt->run(p, stream()); });
       if (done) {
         if (act == Activation::kGelu) {
           issue("gelu", [&] {
@@ -534,10 +535,23 @@ class CudaBackend final : public Backend {
   DType dtype_;
   std::string name_;
   OpProfile profile_;
-  // Null with IFW_CUDA_LT=0: cublasGemmEx and a bias kernel for every product.
+  // cuBLASLt's plans: made with the backend for IFW_CUDA_LT=1 or tune (every product through
+  // them), else on the first product with the tanh GELU; none with IFW_CUDA_LT=0 (cublasGemmEx
+  // and a bias kernel for every product) or where cuBLASLt could not start (said once).
+  cuda::LtMatmul* lt_matmul() {
+    if (lt_ == nullptr && lt_for_gelu_) {
+      try {
+        lt_ = std::make_unique<cuda::LtMatmul>(*context_, false);
+      } catch (const Error& e) {
+        lt_for_gelu_ = false;
+        spdlog::warn("{}: the tanh GELU is a pass of its own after each product", e.what());
+      }
+    }
+    return lt_.get();
+  }
   std::unique_ptr<cuda::LtMatmul> lt_;
-  // IFW_CUDA_LT=1 or tune: every product through lt_ (else only those with the tanh GELU).
   bool lt_everywhere_ = false;
+  bool lt_for_gelu_ = false;
   // cuda::kSplitCounters counters for the split attention's fused tweak: zero between launches.
   Tensor split_counters_;
   cuda::DeviceLimits limits_;

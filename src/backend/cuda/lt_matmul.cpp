@@ -61,6 +61,7 @@ LtMatmul::~LtMatmul() {
 bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
   const bool bias = p.bias != nullptr, accumulate = p.beta != 0.0f;
   const int align_a = alignment(p.b), align_b = alignment(p.a), align_c = alignment(p.c);
+  const int align_bias = bias ? alignment(p.bias) : 0;
   const Key key{p.m,
                 p.n,
                 p.k,
@@ -74,7 +75,8 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
                 p.gelu,
                 align_a,
                 align_b,
-                align_c};
+                align_c,
+                align_bias};
   auto& slot = plans_[key];
   if (!slot) {
     auto plan = std::make_unique<Plan>();
@@ -101,6 +103,10 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
       lt_check(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                               &bias_type, sizeof bias_type),
                "cuBLASLt bias type");
+      // The heuristic reads the bias's address for its alignment (each product sets its own).
+      lt_check(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias,
+                                              sizeof p.bias),
+               "cuBLASLt bias");
     }
     const cudaDataType ab = cuda_data_type(p.ab_type), c = cuda_data_type(p.c_type);
     lt_check(cublasLtMatrixLayoutCreate(&plan->a, ab, static_cast<std::uint64_t>(p.k),
@@ -145,6 +151,13 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
     } else {
       spdlog::debug("cuBLASLt has no algorithm for {}x{}x{} (bias {}, GELU {}): using cublasGemmEx",
                     p.m, p.n, p.k, bias, p.gelu);
+    }
+    // The tanh GELU's point is to be in the product: say when it cannot be (once per shape).
+    if (!plan->usable && p.gelu) {
+      spdlog::warn(
+          "cuBLASLt cannot make the {}x{}x{} product with its GELU epilogue: the tanh GELU is a "
+          "pass of its own there",
+          p.m, p.n, p.k);
     }
     slot = std::move(plan);
   }
@@ -245,7 +258,9 @@ std::optional<cublasLtMatmulAlgo_t> LtMatmul::fastest(
       }
       continue;
     }
-    if (total < best_ms) {
+    // In the heuristic's order, a later algorithm only where clearly faster: timing noise does
+    // not then pick a different algorithm (and rounding) from run to run.
+    if (!best || total < 0.95f * best_ms) {
       best_ms = total;
       best = results[i].algo;
     }

@@ -1,8 +1,9 @@
 // Products through cuBLASLt: one plan per shape (descriptors and an algorithm), made once and
 // reused, so that a decoding step's dozens of small products cost little host time; the bias is
 // added in the product's epilogue instead of by another kernel. The algorithm is the heuristic's
-// first, or with `tune` the fastest of its first eight, timed on the shape's first product (its
-// operands: a product that accumulates is timed from a copy of its output, put back after).
+// first, or with `tune` the fastest of its first eight (a later one only where 5 % faster than
+// an earlier), timed on the shape's first product (its operands: a product that accumulates is
+// timed from a copy of its output, put back after).
 // Products with the GELU epilogue are always timed so (but while a step is being recorded): they
 // stand in for cublasGemmEx's choice and a GELU pass, and the heuristic's first algorithms
 // measured slower than cublasGemmEx's on an H100.
@@ -54,7 +55,7 @@ class LtMatmul {
  private:
   struct Plan;
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                         std::int64_t, int, int, bool, bool, bool, int, int, int>;
+                         std::int64_t, int, int, bool, bool, bool, int, int, int, int>;
   // The fastest of `results` for `p` (timed; waits for the GPU; an accumulating output is put
   // back as it was): the first when timing cannot start, none when every algorithm failed.
   std::optional<cublasLtMatmulAlgo_t> fastest(const Plan& plan, const LtProduct& p,
