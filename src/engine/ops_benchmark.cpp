@@ -121,8 +121,13 @@ class OpsRun {
   }
 
  private:
-  // The model's GELU (IFW_GELU), as the fc1 rows name it.
-  std::string gelu_name() const { return gelu_ == Activation::kGeluTanh ? "GELU (tanh)" : "GELU"; }
+  // A GELU as the fc1 rows name it: the model's (IFW_GELU), or the other.
+  static std::string gelu_name(Activation act) {
+    return act == Activation::kGeluTanh ? "GELU (tanh)" : "GELU";
+  }
+  Activation other_gelu() const {
+    return gelu_ == Activation::kGeluTanh ? Activation::kGelu : Activation::kGeluTanh;
+  }
 
   // Records a timing: `per_window` calls per encoder window or `per_step` per decoder step
   // (every layer's), and `amount` (FLOP or bytes per call) for the rate.
@@ -171,13 +176,13 @@ class OpsRun {
     return be_.upload(random_values(width, seed, scale), {width});
   }
 
-  // A product from[rows, in] . w[out, in]^T into `to` (added to it with `accumulate`; with
-  // `bias`, that bias and the feed-forward blocks' GELU too), recorded as `share` calls per window
+  // A product from[rows, in] . w[out, in]^T into `to` (added to it with `accumulate`; then
+  // `bias` and `act` where given), recorded as `share` calls per window
   // - an encoder-sized product, rated in TFLOP/s - or, with `step`, per decoder step: rated by the
   // weights it reads, from cold copies.
   void product(std::string name, std::int64_t out, std::int64_t in, const Tensor& from,
                const Tensor& to, bool accumulate, std::uint32_t seed, double share, bool step,
-               const Tensor* bias = nullptr) {
+               const Tensor* bias = nullptr, Activation act = Activation::kNone) {
     const std::int64_t rows = from.dim(0);
     const std::vector<Tensor> ws =
         step ? cold_weights(out, in, seed) : std::vector<Tensor>{weight(out, in, seed)};
@@ -188,8 +193,7 @@ class OpsRun {
     record(
         std::move(name), fmt::format("{} x {} . {} x {}{}", rows, in, in, out, into),
         [&] {
-          be_.linear(whole(from), ws[next++ % ws.size()], bias,
-                     bias != nullptr ? gelu_ : Activation::kNone, whole(to), rows, accumulate);
+          be_.linear(whole(from), ws[next++ % ws.size()], bias, act, whole(to), rows, accumulate);
         },
         step ? 0 : share, step ? share : 0,
         step ? static_cast<double>(out * in) * weight_bytes_
@@ -265,11 +269,13 @@ class OpsRun {
     Tensor hidden = be_.empty({rows, ffn}, act_);
     {
       const Tensor bias = row(ffn, 11, 0.1f);
-      product("encoder fc1 product + bias + " + gelu_name(), ffn, d, normed, hidden, false, 10,
-              layers / b, false, &bias);
-      // Not a step of the model: the same product without its bias and GELU, so that the
-      // difference is what they cost.
+      product("encoder fc1 product + bias + " + gelu_name(gelu_), ffn, d, normed, hidden, false, 10,
+              layers / b, false, &bias, gelu_);
+      // Not steps of the model: the same product without its bias and GELU, so that the
+      // difference is what they cost, and with the other GELU (IFW_GELU), side by side.
       product("  (the product alone)", ffn, d, normed, hidden, false, 10, 0, false);
+      product("  (encoder fc1 with " + gelu_name(other_gelu()) + " instead)", ffn, d, normed,
+              hidden, false, 10, 0, false, &bias, other_gelu());
     }
     product("encoder fc2 product", d, ffn, hidden, x, true, 12, layers / b, false);
   }
@@ -382,8 +388,11 @@ class OpsRun {
     Tensor hidden = be_.empty({batch, ffn}, act_);
     {
       const Tensor bias = row(ffn, 32, 0.1f);
-      product("decoder fc1 product + bias + " + gelu_name(), ffn, d, normed, hidden, false, 31,
-              layers, true, &bias);
+      product("decoder fc1 product + bias + " + gelu_name(gelu_), ffn, d, normed, hidden, false, 31,
+              layers, true, &bias, gelu_);
+      // Not a step of the model: fc1 with the other GELU, side by side.
+      product("  (decoder fc1 with " + gelu_name(other_gelu()) + " instead)", ffn, d, normed,
+              hidden, false, 31, 0, true, &bias, other_gelu());
     }
     product("decoder fc2 product", d, ffn, hidden, x, true, 33, layers, true);
     {

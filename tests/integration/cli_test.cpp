@@ -199,7 +199,7 @@ TEST(Cli, BenchOpsTimesEachOperation) {
     EXPECT_GT(op.at("rate").get<double>(), 0.0) << name;
     EXPECT_TRUE(op.at("unit") == "TFLOP/s" || op.at("unit") == "GB/s") << name;
     // An encoder operation counts per window, and so does the decoder's product made once per
-    // window; the others per step; the comparison row neither.
+    // window; the others per step; the comparison rows neither.
     const bool per_window = name.starts_with("encoder") || name.starts_with("log-mel") ||
                             name.ends_with("(per window)");
     const bool per_step =
@@ -211,10 +211,11 @@ TEST(Cli, BenchOpsTimesEachOperation) {
        {"log-mel upload (host to device)", "encoder layer norm", "encoder self-attention",
         "encoder fc1 product + bias + GELU", "  (the product alone)", "decoder cross-attention",
         "decoder self-attention", "decoder fc2 product", "logits product",
-        "decoder cross k|v product (per window)"}) {
+        "decoder cross k|v product (per window)", "  (encoder fc1 with GELU (tanh) instead)",
+        "  (decoder fc1 with GELU (tanh) instead)"}) {
     EXPECT_TRUE(names.contains(name)) << name;
   }
-  EXPECT_EQ(names.size(), 20u);
+  EXPECT_EQ(names.size(), 22u);
 
   const CliRun text =
       run_ifw({"bench", "--ops", "--arch", "tiny", "--threads", "2", "--repetitions", "1"});
