@@ -177,9 +177,9 @@ class OpsRun {
   }
 
   // A product from[rows, in] . w[out, in]^T into `to` (added to it with `accumulate`; then
-  // `bias` and `act` where given), recorded as `share` calls per window
-  // - an encoder-sized product, rated in TFLOP/s - or, with `step`, per decoder step: rated by the
-  // weights it reads, from cold copies.
+  // `bias` and `act` where given), recorded as `share` calls per window - an encoder-sized
+  // product, rated in TFLOP/s - or, with `step`, per decoder step: rated by the weights it reads,
+  // from cold copies.
   void product(std::string name, std::int64_t out, std::int64_t in, const Tensor& from,
                const Tensor& to, bool accumulate, std::uint32_t seed, double share, bool step,
                const Tensor* bias = nullptr, Activation act = Activation::kNone) {

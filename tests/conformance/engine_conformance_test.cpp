@@ -279,6 +279,8 @@ TEST_P(EngineConformance, TanhGeluOnTheCpu) {
   std::cout << "[ encoder with the tanh GELU on the cpu ] worst row ||diff||/||ref|| = " << worst
             << "\n";
   EXPECT_LE(worst, 5e-3);
+  // And it is in use: the exact GELU keeps these rows within ~5e-7 (EncoderOutput).
+  EXPECT_GT(worst, 1e-5);
 }
 
 TEST_P(EngineConformance, TeacherForcedLogits) {
