@@ -223,6 +223,14 @@ IFW_CUDA_FLASH=1 timeout 300 "$checks" --gtest_filter='*CudaOps*Attention*:-*Hop
   >"$out/cuda_ops_flash1.log" 2>&1 || status=1
 echo "flash v1 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash1.log" | tr '\n' ' ')"
 
+# A fault on the GPU (a kernel of the test's own writes to address 16) in a process of its own, as
+# it leaves the GPU unusable to the process: the engine says the device failed, the transcription
+# goes on on the CPU with the CPU's tokens, --device auto then takes the CPU.
+timeout 120 "$checks" --gtest_filter='CudaDeviceFailure.*' >"$out/device_failure.log" 2>&1 || status=1
+echo "device failure: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/device_failure.log" | tr '\n' ' ')"
+grep -E "^\[ fault \]|Failure|Expected|Which is|failed \(|going on there" "$out/device_failure.log" |
+  cut -c1-300 | head -20
+
 # Whole transcriptions (ifw bench --audio: audio read, windows cut, log-mel, batches, text) of 64
 # clips of 95 s with random large-v3-turbo weights at batch 64, with and without the next batch
 # prepared while one runs: the pipeline's cost beside the model's.

@@ -28,6 +28,8 @@ const char* to_string(ErrorKind kind) noexcept {
       return "i/o error";
     case ErrorKind::kOutOfMemory:
       return "out of device memory";
+    case ErrorKind::kDeviceFailure:
+      return "device failure";
   }
   return "error";
 }

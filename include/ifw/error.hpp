@@ -14,6 +14,8 @@ enum class ErrorKind {
   kUnsupported,      // well-formed input that ifw does not handle (yet)
   kIo,               // the operating system refused a read, write or map
   kOutOfMemory,      // a device (GPU) ran out of memory; a smaller batch may fit
+  kDeviceFailure,    // a device (GPU) failed (a fault in a kernel, an uncorrectable memory error)
+                     // and this process cannot use it again; the CPU can go on
 };
 
 const char* to_string(ErrorKind kind) noexcept;

@@ -734,6 +734,17 @@ void Transcriber::process_batch_fitting(
   try {
     process_batch(batch, on_progress);
   } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kDeviceFailure && options_.cpu_fallback && model_ == device_model_) {
+      // Nothing of the batch was applied: it runs again on the CPU, as does all that follows
+      // (CUDA refuses every later call on that device in this process).
+      device_failed_ = true;
+      spdlog::error("{} failed ({}); {} the model on the CPU and going on there",
+                    model_->backend().description(), e.what(),
+                    fallback_model_ ? "using" : "loading");
+      fall_back_to_cpu();
+      process_batch(batch, on_progress);
+      return;
+    }
     if (e.kind() != ErrorKind::kOutOfMemory) throw;
     if (retry && model_->release_decoder_buffers()) {
       spdlog::info(
@@ -749,7 +760,12 @@ void Transcriber::process_batch_fitting(
         throw Error(ErrorKind::kOutOfMemory,
                     fmt::format("one window does not fit on the device: {}", e.what()));
       }
-      fall_back_to_cpu(e.what());
+      spdlog::warn(
+          "out of device memory for a single window ({}); {} the model on the CPU and going "
+          "on there",
+          e.what(), fallback_model_ ? "using" : "loading");
+      model_->backend().release_cached_memory();
+      fall_back_to_cpu();
       process_batch(batch, on_progress);
       return;
     }
@@ -778,8 +794,9 @@ void Transcriber::features_for(std::span<Item* const> items, util::ThreadPool* p
   if (items.empty()) return;
   // The device model's host memory (page-locked beside a GPU) whichever model encodes them: on
   // a CPU fallback it is as good as any, and model_ may change on the run's thread meanwhile.
-  auto buffer =
-      std::make_shared<FeatureBuffer>(extractor_, items.size(), &device_model_->backend());
+  // Plain memory once that device failed.
+  auto buffer = std::make_shared<FeatureBuffer>(
+      extractor_, items.size(), device_failed_ ? nullptr : &device_model_->backend());
   const auto one = [&](int i) {
     Item& item = *items[static_cast<std::size_t>(i)];
     buffer->compute(static_cast<std::size_t>(i), item.window.samples);
@@ -970,13 +987,8 @@ audio::ReadAheadOptions Transcriber::read_ahead_options(int open_files) const {
   return o;
 }
 
-void Transcriber::fall_back_to_cpu(const std::string& reason) {
-  spdlog::warn(
-      "out of device memory for a single window ({}); {} the model on the CPU and going "
-      "on there",
-      reason, fallback_model_ ? "using" : "loading");
+void Transcriber::fall_back_to_cpu() {
   model_->release_decoder_buffers();
-  model_->backend().release_cached_memory();
   if (!fallback_model_) {
     // Kept once loaded: a later fallback (a device that fills up again) does not load it again.
     fallback_backend_ = backend::make_cpu_backend(0);
@@ -991,6 +1003,7 @@ void Transcriber::fall_back_to_cpu(const std::string& reason) {
 }
 
 void Transcriber::return_to_the_device() {
+  if (device_failed_) return;  // the CPU from now on, at the CPU's batch
   if (model_ != device_model_) {
     spdlog::info("the next jobs try {} again (the last ones ran on the CPU)",
                  device_model_->backend().description());

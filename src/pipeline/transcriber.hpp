@@ -3,6 +3,7 @@
 // not to the length of the audio; every file is handed over as soon as it is finished.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -43,8 +44,9 @@ struct TranscribeOptions {
   Strategy strategy = Strategy::kBatched;
   bool voice_activity = false;  // skip silent stretches (energy-based)
   int batch_size = 8;
-  // When even one window does not fit in the device's memory: load the model on the CPU and go
-  // on there (logged with the reason) rather than fail.
+  // When even one window does not fit in the device's memory, or the device fails (a fault that
+  // leaves it unusable to the process): load the model on the CPU and go on there (logged with
+  // the reason) rather than fail.
   bool cpu_fallback = true;
   int max_new_tokens = 224;                // per window (openai/whisper: half the text context)
   std::string prompt;                      // text that conditions the windows (names, spelling)
@@ -133,6 +135,8 @@ class Transcriber {
   std::int64_t windows_read_ahead() const { return windows_read_ahead_; }
   std::int64_t most_windows_ahead() const { return most_windows_ahead_; }
   double waited_for_windows_ahead_ms() const { return waited_ahead_ms_; }
+  // Whether the model's device failed during a run (what runs since runs on the CPU). Any thread.
+  bool device_failed() const { return device_failed_.load(); }
 
  private:
   struct File;
@@ -183,11 +187,12 @@ class Transcriber {
   void read_ahead(Ahead& ahead, int wanted) const;
   void take_ahead(Ahead& ahead);
 
-  // The run goes on on the CPU (out of device memory for one window): logged with `reason`.
-  void fall_back_to_cpu(const std::string& reason);
+  // The run goes on on the CPU (out of device memory for one window, or a failed device).
+  void fall_back_to_cpu();
   // With nothing open and nothing waiting (a server between requests): back to the caller's model
   // and the full batch after a fallback or a halving, since what did not fit then (another model's
-  // memory, a long request's) may fit now. The CPU copy stays loaded for a later fallback.
+  // memory, a long request's) may fit now. The CPU copy stays loaded for a later fallback. Never
+  // back to a device that failed.
   void return_to_the_device();
   // How a file's audio is read ahead (threads, how far), from the device, the batch and the
   // number of files open with it.
@@ -208,8 +213,9 @@ class Transcriber {
   std::int64_t windows_read_ahead_ = 0;
   std::int64_t most_windows_ahead_ = 0;
   double waited_ahead_ms_ = 0.0;
-  int batch_limit_ = 256;    // lowered when a batch did not fit in device memory
-  ResolvedJob default_job_;  // the run's options, for jobs without their own
+  int batch_limit_ = 256;                   // lowered when a batch did not fit in device memory
+  std::atomic<bool> device_failed_{false};  // the caller's model's device: for good
+  ResolvedJob default_job_;                 // the run's options, for jobs without their own
   VoiceActivity voice_activity_;
   const CancellationToken* cancel_ = nullptr;  // of the current run
 };

@@ -168,6 +168,88 @@ class MemoryLimitedBackend final : public DelegatingBackend {
   std::size_t largest_ = 0;
 };
 
+// The CPU backend, except that its `fail_at`-th product fails the way a GPU does after a fault in
+// a kernel (ErrorKind::kDeviceFailure), and so does every operation after it: CUDA refuses all
+// later work in a context that faulted. Page-locked host memory is then plain memory, as the
+// CUDA backend's host_buffer gives.
+class FailingDeviceBackend final : public DelegatingBackend {
+ public:
+  static constexpr long kNever = std::numeric_limits<long>::max();
+  FailingDeviceBackend(std::unique_ptr<backend::Backend> inner, long fail_at)
+      : DelegatingBackend(std::move(inner)), fail_at_(fail_at) {}
+  long products() const { return products_; }
+  void fail_at(long product) { fail_at_ = product; }
+  // Operations asked for once the device had failed, the failing one included.
+  int refused() const { return refused_; }
+
+  backend::HostBuffer host_buffer(std::size_t count) override {
+    return failed_ ? backend::HostBuffer(count) : DelegatingBackend::host_buffer(count);
+  }
+  backend::Tensor empty(const backend::Shape& shape, backend::DType dtype) override {
+    refuse_if_failed();
+    return DelegatingBackend::empty(shape, dtype);
+  }
+  backend::Tensor upload(std::span<const float> values, const backend::Shape& shape,
+                         backend::DType dtype) override {
+    refuse_if_failed();
+    return DelegatingBackend::upload(values, shape, dtype);
+  }
+  void download(const backend::Tensor& t, std::span<float> out) override {
+    refuse_if_failed();
+    DelegatingBackend::download(t, out);
+  }
+  void release_cached_memory() override {
+    refuse_if_failed();
+    DelegatingBackend::release_cached_memory();
+  }
+  void linear(const backend::MatrixRef& x, const backend::Tensor& w, const backend::Tensor* bias,
+              backend::Activation act, const backend::MatrixRef& y, std::int64_t rows,
+              bool accumulate) override {
+    if (++products_ >= fail_at_) failed_ = true;
+    refuse_if_failed();
+    DelegatingBackend::linear(x, w, bias, act, y, rows, accumulate);
+  }
+  void layer_norm(const backend::Tensor& x, const backend::Tensor* shift,
+                  const backend::Tensor& gamma, const backend::Tensor& beta, float eps,
+                  backend::Tensor& y) override {
+    refuse_if_failed();
+    DelegatingBackend::layer_norm(x, shift, gamma, beta, eps, y);
+  }
+  void conv1d_gelu(const backend::Tensor& x, const backend::Tensor& w, const backend::Tensor& bias,
+                   int stride, backend::Tensor& y) override {
+    refuse_if_failed();
+    DelegatingBackend::conv1d_gelu(x, w, bias, stride, y);
+  }
+  void attention(const backend::AttentionArgs& args) override {
+    refuse_if_failed();
+    DelegatingBackend::attention(args);
+  }
+  void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
+             const backend::Tensor& table, const backend::Tensor& positions,
+             backend::Tensor& y) override {
+    refuse_if_failed();
+    DelegatingBackend::embed(ids, pos, table, positions, y);
+  }
+  void choose_tokens(const backend::Tensor& logits, std::span<const std::uint8_t> flags,
+                     std::span<const backend::RowRules> rules,
+                     std::span<backend::TokenChoice> out) override {
+    refuse_if_failed();
+    DelegatingBackend::choose_tokens(logits, flags, rules, out);
+  }
+
+ private:
+  void refuse_if_failed() {
+    if (!failed_) return;
+    ++refused_;
+    throw Error(ErrorKind::kDeviceFailure,
+                "test device: an illegal memory access was encountered (cudaErrorIllegalAddress)");
+  }
+  long fail_at_;
+  long products_ = 0;
+  bool failed_ = false;
+  int refused_ = 0;
+};
+
 // A batch that does not fit in device memory is decoded again in halves, and later batches stay
 // small: every window is transcribed, with the tokens of an unconstrained run.
 TEST_P(TranscriberJobs, ABatchThatDoesNotFitRunsInHalves) {
@@ -311,6 +393,67 @@ TEST_P(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDevic
       << "the fourth request ran in the third one's halved batches";
   for (const int id : {2, 3, 4})
     EXPECT_EQ(tokens(results.at(id).transcript), tokens(results.at(1).transcript)) << id;
+}
+
+// A device that fails for good during a run (a fault in a kernel): the batch it was running runs
+// again on the CPU and so does everything after, this request's and the next ones' (the device
+// is never asked again), with the tokens of an unconstrained run.
+TEST_P(TranscriberJobs, AfterTheDeviceFailsEverythingRunsOnTheCpu) {
+  const TempDir dir;
+  const auto file = dir / "long.wav";
+  write_repeated_wav(jfk_, 12, file);  // 132 s: five windows, three batches of two
+  engine::CheckpointWeights weights(folder_->checkpoint());
+  long products_per_request = 0;
+  {
+    FailingDeviceBackend counting(backend::make_cpu_backend(2), FailingDeviceBackend::kNever);
+    const engine::WhisperModel model(folder_->config(), weights, counting);
+    const long loading = counting.products();
+    const Outcome whole = transcribe_file(model, file.string(), 2);
+    ASSERT_TRUE(whole.ok) << whole.error;
+    products_per_request = counting.products() - loading;
+  }
+  ASSERT_GT(products_per_request, 10);
+  FailingDeviceBackend failing(backend::make_cpu_backend(2), FailingDeviceBackend::kNever);
+  const engine::WhisperModel model(folder_->config(), weights, failing);
+  failing.fail_at(failing.products() + products_per_request / 2);  // the first request's 2nd batch
+  pipeline::Transcriber t(*folder_, model, english(prepare_ahead_, 2, 8));
+  RequestsOneAtATime requests(file.string(), 2, [](int) {});
+  std::map<int, Outcome> results;
+  pipeline::CancellationToken cancel;
+  t.run(
+      requests, cancel, [](const pipeline::ProgressEvent&) {},
+      [&](pipeline::FileResult&& r) {
+        results[r.file] = {r.ok, r.error, std::move(r.transcript)};
+      });
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& [id, outcome] : results)
+    ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
+  EXPECT_TRUE(t.device_failed());
+  EXPECT_EQ(failing.refused(), 1) << "the failed device was asked again";
+  const Outcome free = transcribe_file(*model_, file.string(), 2);
+  ASSERT_TRUE(free.ok) << free.error;
+  for (const int id : {1, 2})
+    EXPECT_EQ(tokens(results.at(id).transcript), tokens(free.transcript)) << id;
+}
+
+// Told not to fall back, the run stops on a device failure with its reason (what was finished
+// before was handed over).
+TEST_P(TranscriberJobs, WithoutTheCpuFallbackADeviceFailureStopsTheRun) {
+  const TempDir dir;
+  const auto file = dir / "long.wav";
+  write_repeated_wav(jfk_, 6, file);  // 66 s: three windows
+  FailingDeviceBackend failing(backend::make_cpu_backend(2), FailingDeviceBackend::kNever);
+  engine::CheckpointWeights weights(folder_->checkpoint());
+  const engine::WhisperModel model(folder_->config(), weights, failing);
+  failing.fail_at(failing.products() + 1);  // the run's first product
+  try {
+    transcribe_file(model, file.string(), 2, false);
+    ADD_FAILURE() << "the run went on after its device failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kDeviceFailure) << e.what();
+    EXPECT_NE(std::string(e.what()).find("illegal memory access"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(failing.refused(), 1);
 }
 
 TEST_P(TranscriberJobs, EachJobGetsWhatItGetsAlone) {

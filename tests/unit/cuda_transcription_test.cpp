@@ -1,24 +1,31 @@
 // Whole transcriptions on the GPU: the transcriber with its batch planned from the device's free
 // memory, windows prepared ahead, decoder steps from CUDA graphs and tokens chosen on the device
 // gives, file by file, the CPU's tokens (float32), and device memory after the job is back to
-// its level before it. Audio is 16 kHz WAV, which also the builds without FFmpeg read (GPU hosts'
-// ifw_gpu_checks). Skipped, saying so, where no GPU or reference corpus is at hand.
+// its level before it; after a fault on the GPU, the run goes on on the CPU. Audio is 16 kHz WAV,
+// which also the builds without FFmpeg read (GPU hosts' ifw_gpu_checks). Skipped, saying so,
+// where no GPU or reference corpus is at hand.
 #include <cmath>
 #include <cstdint>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <ifw/error.hpp>
+
 #include "backend/backend.hpp"
+#include "backend/device_selection.hpp"
 #include "backend/devices.hpp"
 #include "engine/weight_source.hpp"
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "pipeline/batch_size.hpp"
 #include "pipeline/transcriber.hpp"
+#include "support/captured_log.hpp"
 #include "support/golden.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wav_files.hpp"
@@ -121,6 +128,161 @@ TEST(CudaTranscription, FilesTranscribedOnTheGpuGiveTheCpusTokensAndMemoryComesB
     }
   }
   EXPECT_LE(used_mib(), before_load + 64.0) << "device memory after the model is released";
+}
+
+// A kernel that writes to address 16, run on `device`'s primary context (the one the CUDA
+// backend uses) through the driver: one driver per process, whereas the runtime is linked into
+// the CUDA module on its own. Returns the driver's result for the kernel
+// (CUDA_ERROR_ILLEGAL_ADDRESS, 700, expected), or says why it could not run it.
+int fault_the_gpu(int device, std::string& why) {
+  void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (driver == nullptr) {
+    why = "no libcuda.so.1";
+    return 0;
+  }
+  using Result = int;
+  const auto get = [&](const char* name) {
+    void* f = dlsym(driver, name);
+    if (f == nullptr) why += std::string(" no ") + name;
+    return f;
+  };
+  const auto init = reinterpret_cast<Result (*)(unsigned)>(get("cuInit"));
+  const auto device_get = reinterpret_cast<Result (*)(int*, int)>(get("cuDeviceGet"));
+  const auto retain = reinterpret_cast<Result (*)(void**, int)>(get("cuDevicePrimaryCtxRetain"));
+  const auto push = reinterpret_cast<Result (*)(void*)>(get("cuCtxPushCurrent_v2"));
+  const auto pop = reinterpret_cast<Result (*)(void**)>(get("cuCtxPopCurrent_v2"));
+  const auto load = reinterpret_cast<Result (*)(void**, const void*)>(get("cuModuleLoadData"));
+  const auto function =
+      reinterpret_cast<Result (*)(void**, void*, const char*)>(get("cuModuleGetFunction"));
+  const auto launch =
+      reinterpret_cast<Result (*)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                  unsigned, void*, void**, void**)>(get("cuLaunchKernel"));
+  const auto synchronize = reinterpret_cast<Result (*)()>(get("cuCtxSynchronize"));
+  if (!why.empty()) return 0;
+  static constexpr char kPtx[] = R"(
+.version 7.0
+.target sm_75
+.address_size 64
+.visible .entry ifw_test_fault()
+{
+  .reg .b32 %r<2>;
+  .reg .b64 %rd<2>;
+  mov.u64 %rd1, 16;
+  mov.u32 %r1, 1;
+  st.global.u32 [%rd1], %r1;
+  ret;
+}
+)";
+  int dev = 0;
+  void* context = nullptr;
+  void* module = nullptr;
+  void* kernel = nullptr;
+  Result r = init(0);
+  if (r == 0) r = device_get(&dev, device);
+  if (r == 0) r = retain(&context, dev);
+  if (r == 0) r = push(context);
+  if (r != 0) {
+    why = "the driver refused the GPU: " + std::to_string(r);
+    return 0;
+  }
+  r = load(&module, kPtx);
+  if (r == 0) r = function(&kernel, module, "ifw_test_fault");
+  if (r != 0) {
+    why = "the driver refused the faulting kernel: " + std::to_string(r);
+  } else {
+    r = launch(kernel, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr);
+    if (r == 0) r = synchronize();
+  }
+  void* popped = nullptr;
+  pop(&popped);
+  return r;  // the context stays retained, and the library loaded: the process's for good
+}
+
+// A fault in a kernel leaves the GPU unusable to the whole process: CUDA refuses every later call
+// in that context. The engine says so (a device failure, not a generic error), a transcription
+// goes on on the CPU with the CPU's tokens, later backends under --device auto are the CPU's, and
+// the failed device's memory is said once not to come back, not once per tensor. It ruins the
+// process's GPU for any test after it, so it runs only as the one test of its process (as CTest
+// runs every test; scripts/gpu-check.sh runs it apart).
+TEST(CudaDeviceFailure, AfterAFaultTheRunGoesOnOnTheCpuAndTheGpuIsLeftAlone) {
+  if (backend::describe_devices().gpus.empty()) {
+    GTEST_SKIP() << "no GPU: " << backend::describe_devices().cuda_status
+                 << " (a failing GPU is checked on a machine with one)";
+  }
+  if (::testing::UnitTest::GetInstance()->test_to_run_count() != 1) {
+    GTEST_SKIP() << "it leaves the GPU unusable to this process: run it alone "
+                    "(--gtest_filter=CudaDeviceFailure.*)";
+  }
+  IFW_REQUIRE_GOLDEN();
+  const model::ModelFolder folder(*golden_dir() / "models" / "tiny-random-v3");
+  engine::CheckpointWeights weights(folder.checkpoint());
+  TempDir dir;
+  std::vector<std::string> paths;
+  const double lengths[] = {64.0, 12.0};
+  for (std::size_t i = 0; i < std::size(lengths); ++i) {
+    const auto path = dir / ("clip" + std::to_string(i) + ".wav");
+    write_file(path, wav_of(signal(lengths[i], static_cast<std::uint32_t>(i + 1))));
+    paths.push_back(path.string());
+  }
+  const auto cpu = backend::make_cpu_backend(2);
+  const engine::WhisperModel cpu_model(folder.config(), weights, *cpu);
+  const Tokens expected = transcribe(folder, cpu_model, paths, 4);
+  ASSERT_EQ(expected.size(), paths.size());
+
+  CapturedLog log;
+  {
+    const auto gpu = backend::make_cuda_backend(0, backend::DType::kF32);
+    const engine::WhisperModel gpu_model(folder.config(), weights, *gpu);
+    std::string why;
+    const int fault = fault_the_gpu(0, why);
+    ASSERT_NE(fault, 0) << "the GPU did not fault: the test proves nothing " << why;
+    std::cout << "[ fault ] the test's kernel ended with CUDA driver error " << fault << "\n";
+
+    try {
+      const std::vector<float> silence(
+          static_cast<std::size_t>(folder.config().num_mel_bins) * 3000, 0.0f);
+      (void)gpu_model.encode(silence, 1);
+      ADD_FAILURE() << "the encoder ran on a GPU that had faulted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kDeviceFailure) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cannot be used again"), std::string::npos) << e.what();
+    }
+
+    pipeline::TranscribeOptions o;
+    o.batch_size = 4;
+    o.max_new_tokens = 24;
+    o.temperature_increment = 0.0;
+    o.language = "en";
+    pipeline::Transcriber t(folder, gpu_model, o);
+    pipeline::CancellationToken cancel;
+    Tokens got;
+    t.run(
+        paths, cancel, [](const pipeline::ProgressEvent&) {},
+        [&](pipeline::FileResult&& r) {
+          EXPECT_TRUE(r.ok) << r.path << ": " << r.error;
+          for (const Segment& s : r.transcript.segments)
+            got[r.path].emplace_back(s.tokens.begin(), s.tokens.end());
+        });
+    EXPECT_TRUE(t.device_failed());
+    EXPECT_EQ(got, expected) << "the run on the CPU after the fault";
+
+    const auto automatic = backend::make_backend(backend::parse_device("auto"), std::nullopt, 1);
+    EXPECT_EQ(automatic->device(), backend::Device::kCpu) << automatic->description();
+    try {
+      (void)backend::make_cuda_backend(0, backend::DType::kF16);
+      ADD_FAILURE() << "a backend was made on a GPU that had faulted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kDeviceFailure) << e.what();
+    }
+  }
+  const std::string said = log.text();
+  std::cout << said;
+  std::size_t frees = 0;
+  for (std::size_t at = said.find("cannot be freed"); at != std::string::npos;
+       at = said.find("cannot be freed", at + 1))
+    ++frees;
+  EXPECT_EQ(frees, 1u) << "the failed GPU's memory, said once";
+  EXPECT_NE(said.find("going on there"), std::string::npos) << "the fallback, said";
 }
 
 }  // namespace

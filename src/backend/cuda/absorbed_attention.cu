@@ -14,6 +14,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/tensor_core.cuh"
 
@@ -315,9 +316,7 @@ int stages_that_fit(i64 width, i64 shared_limit) {
 }
 
 void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string(what) + " launch failed: " + cudaGetErrorString(err));
+  check(cudaGetLastError(), what);
 }
 
 }  // namespace
@@ -363,12 +362,9 @@ void absorbed_attention(const AbsorbedAttention& a, const AbsorbedAttentionPlan&
   const auto run = [&](auto kernel, auto combine) {
     // Above 48 KiB a block's dynamic shared memory must be asked for (once per kernel would do;
     // the call is cheap and not recorded in a graph).
-    if (const cudaError_t err = cudaFuncSetAttribute(
-            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-        err != cudaSuccess) {
-      throw std::runtime_error(std::string("absorbed attention: shared memory: ") +
-                               cudaGetErrorString(err));
-    }
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(bytes)),
+          "absorbed attention: shared memory");
     kernel<<<grid, kThreads, static_cast<std::size_t>(bytes), stream>>>(launch);
     check_launch("absorbed attention");
     combine<<<static_cast<unsigned>(a.batch * columns), 256, 0, stream>>>(launch);

@@ -543,6 +543,7 @@ class CudaBackend final : public Backend {
       try {
         lt_ = std::make_unique<cuda::LtMatmul>(*context_, false);
       } catch (const Error& e) {
+        if (e.kind() == ErrorKind::kDeviceFailure) throw;
         lt_for_gelu_ = false;
         spdlog::warn("{}: the tanh GELU is a pass of its own after each product", e.what());
       }

@@ -27,8 +27,48 @@ cudaDataType cuda_data_type(DType type) {
   return CUDA_R_32F;
 }
 
+bool leaves_the_device_unusable(cudaError_t err) noexcept {
+  // The errors CUDA's documentation says leave "the process in an inconsistent state" (any
+  // further CUDA work returns the same error), and the uncorrectable hardware ones. By number
+  // where older toolkits lack the name.
+  switch (static_cast<int>(err)) {
+    case cudaErrorECCUncorrectable:
+    case cudaErrorNvlinkUncorrectable:
+    case 226:  // cudaErrorContained (CUDA 12.4)
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case 721:  // cudaErrorTensorMemoryLeak (CUDA 12.8)
+    case 810:  // cudaErrorMpsClientTerminated
+    case 911:  // cudaErrorExternalDevice
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace {
+
+[[noreturn]] void throw_device_failure(cudaError_t err, const char* what) {
+  int device = -1;
+  cudaGetDevice(&device);
+  throw Error(ErrorKind::kDeviceFailure,
+              fmt::format("{}: {} ({}): cuda:{} cannot be used again by this process (a restart "
+                          "makes it usable again)",
+                          what, cudaGetErrorString(err), cudaGetErrorName(err), device));
+}
+
+}  // namespace
+
 void check(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return;
+  if (leaves_the_device_unusable(err)) throw_device_failure(err, what);
   cudaGetLastError();  // a failed allocation leaves an error behind; later calls start clean
   const ErrorKind kind =
       err == cudaErrorMemoryAllocation ? ErrorKind::kOutOfMemory : ErrorKind::kUnsupported;
@@ -38,6 +78,20 @@ void check(cudaError_t err, const char* what) {
 
 void check(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
+  if (status != CUBLAS_STATUS_ALLOC_FAILED) {
+    // cuBLAS reports a launch into a failed device as its own failure: the context tells. Its
+    // free memory is a query of the context that neither waits for the GPU nor disturbs a
+    // stream being captured.
+    cudaError_t state = cudaPeekAtLastError();
+    if (!leaves_the_device_unusable(state)) {
+      std::size_t free = 0, total = 0;
+      state = cudaMemGetInfo(&free, &total);
+    }
+    if (leaves_the_device_unusable(state)) {
+      throw_device_failure(state,
+                           fmt::format("{} ({})", what, cublasGetStatusString(status)).c_str());
+    }
+  }
   const ErrorKind kind =
       status == CUBLAS_STATUS_ALLOC_FAILED ? ErrorKind::kOutOfMemory : ErrorKind::kUnsupported;
   throw Error(kind, fmt::format("{}: {}", what, cublasGetStatusString(status)));
@@ -127,6 +181,7 @@ void* DeviceContext::allocate(std::size_t bytes) {
   const cudaError_t err =
       cudaMallocFromPoolAsync(&p, std::max<std::size_t>(bytes, 1), pool_, stream_);
   if (err != cudaSuccess) {
+    if (leaves_the_device_unusable(err)) check(err, "allocating device memory");
     cudaGetLastError();
     MemoryInfo info;
     try {
@@ -149,8 +204,18 @@ void DeviceContext::free(void* p) noexcept {
   int current = -1;
   if (cudaGetDevice(&current) == cudaSuccess && current != index_) cudaSetDevice(index_);
   const cudaError_t err = cudaFreeAsync(p, stream_);
-  if (err != cudaSuccess && err != cudaErrorCudartUnloading)  // at exit: reclaimed with the process
-    spdlog::warn("cuda:{}: freeing device memory: {}", index_, cudaGetErrorString(err));
+  if (err == cudaSuccess || err == cudaErrorCudartUnloading) return;  // at exit: the process's
+  // After a device failure every free fails alike: said once, not for each of a model's tensors.
+  if (leaves_the_device_unusable(err)) {
+    if (!failure_said_.exchange(true)) {
+      spdlog::warn(
+          "cuda:{}: device memory cannot be freed after the device failed ({}); it "
+          "stays taken until the process ends",
+          index_, cudaGetErrorString(err));
+    }
+    return;
+  }
+  spdlog::warn("cuda:{}: freeing device memory: {}", index_, cudaGetErrorString(err));
 }
 
 void* DeviceContext::allocate_tensor(std::size_t bytes, bool& owned) {

@@ -4,6 +4,7 @@
 // made, so memory can outlive the backend object safely.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -15,6 +16,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/step_recording.hpp"
 #include "backend/tensor.hpp"
 
@@ -22,10 +24,6 @@ namespace ifw::backend::cuda {
 
 // The CUDA library's name for an element type (cuBLAS, cuBLASLt).
 cudaDataType cuda_data_type(DType type);
-
-// Throws ifw::Error naming `what` when a CUDA call failed (kOutOfMemory for an allocation).
-void check(cudaError_t err, const char* what);
-void check(cublasStatus_t status, const char* what);
 
 // Whether the backend lends page-locked host memory for bulk uploads (Backend::host_buffer): on
 // unless IFW_CUDA_PINNED=0 (for comparisons; not yet measured on a GPU).
@@ -108,6 +106,7 @@ class DeviceContext {
   std::mutex pinned_mutex_;  // buffers are taken and given back on any thread
   std::multimap<std::size_t, void*> pinned_blocks_;  // given back, by size
   std::size_t pinned_free_bytes_ = 0;
+  std::atomic<bool> failure_said_{false};  // a failed device's frees are logged once
 };
 
 // Device memory of one tensor, freed (stream-ordered) when the last tensor using it goes.

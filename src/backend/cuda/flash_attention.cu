@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/environment.hpp"
 #include "backend/cuda/flash_softmax.cuh"
 #include "backend/cuda/kernels.hpp"
@@ -354,11 +355,7 @@ __global__ void __launch_bounds__(kWarps4 * 32, 8 / kWarps4)
 }
 
 void check_flash_launch() {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("flash attention launch failed: ") +
-                             cudaGetErrorString(err));
-  }
+  check(cudaGetLastError(), "flash attention launch");
 }
 
 // IFW_CUDA_FLASH=6, 7 or 8 where this build or device has no sm_90a code: said once, version 2

@@ -20,6 +20,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/flash_softmax.cuh"
 #include "backend/cuda/kernels.hpp"
 #include "backend/cuda/tensor_core.cuh"
@@ -483,9 +484,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_attention_hopper_kernel(Fla
 // error (a fault of an earlier launch among them) is thrown, not taken for a missing image.
 bool prepare(const void* kernel, int shared_bytes) {
   int device = 0;
-  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) {
-    throw std::runtime_error(std::string("flash attention (wgmma): ") + cudaGetErrorString(err));
-  }
+  check(cudaGetDevice(&device), "flash attention (wgmma)");
   static std::mutex mutex;
   static std::map<std::pair<const void*, int>, bool> known;
   const std::lock_guard lock(mutex);
@@ -497,15 +496,9 @@ bool prepare(const void* kernel, int shared_bytes) {
     known[{kernel, device}] = false;
     return false;
   }
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("flash attention (wgmma): ") + cudaGetErrorString(err));
-  }
-  if (const cudaError_t set =
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes);
-      set != cudaSuccess) {
-    throw std::runtime_error(std::string("flash attention (wgmma): shared memory: ") +
-                             cudaGetErrorString(set));
-  }
+  check(err, "flash attention (wgmma)");
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes),
+        "flash attention (wgmma): shared memory");
   known[{kernel, device}] = true;
   return true;
 }

@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/environment.hpp"
 #include "backend/cuda/kernels.hpp"
 
@@ -63,10 +64,7 @@ std::size_t dtype_bytes(DType type) {
 }
 
 void check_launch() {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("CUDA kernel launch failed: ") + cudaGetErrorString(err));
-  }
+  check(cudaGetLastError(), "launching a CUDA kernel");
 }
 
 constexpr int kThreads = 256;

@@ -229,6 +229,7 @@ std::optional<cublasLtMatmulAlgo_t> LtMatmul::fastest(
     check(cudaEventCreate(&r.start), "cuBLASLt tuning: an event");
     check(cudaEventCreate(&r.stop), "cuBLASLt tuning: an event");
   } catch (const Error& e) {  // e.g. no memory for the copy: the heuristic's first, untimed
+    if (e.kind() == ErrorKind::kDeviceFailure) throw;
     spdlog::debug("cuBLASLt: not tuning {}x{}x{}: {}", p.m, p.n, p.k, e.what());
     return results[0].algo;
   }
@@ -247,14 +248,14 @@ std::optional<cublasLtMatmulAlgo_t> LtMatmul::fastest(
         if (run > 0) total += ms;  // the first run warms up
       }
     } catch (const Error& e) {  // this algorithm refused the product: the others may not
+      if (e.kind() == ErrorKind::kDeviceFailure) throw;
       const cudaError_t pending = cudaGetLastError();  // not to be blamed on the next launch
       spdlog::debug("cuBLASLt: algorithm {} of {}x{}x{} failed: {} ({})", i, p.m, p.n, p.k,
                     e.what(), cudaGetErrorString(pending));
       // A broken context (an illegal address) fails everything after: stop here.
       if (const cudaError_t state = cudaStreamQuery(stream);
           state != cudaSuccess && state != cudaErrorNotReady) {
-        throw Error(ErrorKind::kUnsupported,
-                    std::string("cuBLASLt tuning: the GPU failed: ") + cudaGetErrorString(state));
+        check(state, "cuBLASLt tuning: the GPU failed");
       }
       continue;
     }

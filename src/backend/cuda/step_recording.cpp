@@ -177,8 +177,9 @@ class CudaStepGraph final : public StepGraph {
       launch();
       state_ = State::kReady;
     } catch (const Error& e) {
-      // Wrong input is the caller's problem, not the recording's: nothing was launched.
-      if (e.kind() == ErrorKind::kInvalidArgument) throw;
+      // Wrong input is the caller's problem, not the recording's: nothing was launched. A failed
+      // device fails the operations issued one by one too.
+      if (e.kind() == ErrorKind::kInvalidArgument || e.kind() == ErrorKind::kDeviceFailure) throw;
       fall_back(e, ops);
     } catch (const std::exception& e) {
       fall_back(e, ops);
