@@ -360,7 +360,7 @@ void Transcriber::run(JobSource& jobs, const CancellationToken& cancel,
     // GPU, so that other models on it can have it.
     if (!jobs.finished()) return_to_the_device();
     model_->release_decoder_buffers();
-    model_->backend().release_cached_memory();
+    release_cached_memory();
     return jobs.next(true);
   };
   // Opens the next job that can be opened; with `wait`, waits for one to come.
@@ -734,14 +734,8 @@ void Transcriber::process_batch_fitting(
   try {
     process_batch(batch, on_progress);
   } catch (const Error& e) {
-    if (e.kind() == ErrorKind::kDeviceFailure && options_.cpu_fallback && model_ == device_model_) {
-      // Nothing of the batch was applied: it runs again on the CPU, as does all that follows
-      // (CUDA refuses every later call on that device in this process).
-      device_failed_ = true;
-      spdlog::error("{} failed ({}); {} the model on the CPU and going on there",
-                    model_->backend().description(), e.what(),
-                    fallback_model_ ? "using" : "loading");
-      fall_back_to_cpu();
+    if (e.kind() == ErrorKind::kDeviceFailure && leave_the_failed_device(e)) {
+      // Nothing of the batch was applied: it runs again on the CPU.
       process_batch(batch, on_progress);
       return;
     }
@@ -751,7 +745,7 @@ void Transcriber::process_batch_fitting(
           "out of device memory with {} windows ({}); trying again without the decoder "
           "buffers kept from earlier batches",
           batch.size(), e.what());
-      model_->backend().release_cached_memory();
+      release_cached_memory();
       process_batch_fitting(batch, on_progress, false);
       return;
     }
@@ -764,7 +758,7 @@ void Transcriber::process_batch_fitting(
           "out of device memory for a single window ({}); {} the model on the CPU and going "
           "on there",
           e.what(), fallback_model_ ? "using" : "loading");
-      model_->backend().release_cached_memory();
+      release_cached_memory();
       fall_back_to_cpu();
       process_batch(batch, on_progress);
       return;
@@ -775,7 +769,7 @@ void Transcriber::process_batch_fitting(
     spdlog::warn("out of device memory with {} windows ({}); going on with batches of {}",
                  batch.size(), e.what(), half);
     model_->release_decoder_buffers();
-    model_->backend().release_cached_memory();
+    release_cached_memory();
     std::vector<Item> first(
         std::make_move_iterator(batch.begin()),
         std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(half)));
@@ -985,6 +979,26 @@ audio::ReadAheadOptions Transcriber::read_ahead_options(int open_files) const {
   // This file's part of the next batch decoded while this one runs (64 KB per second ahead).
   o.ahead_seconds = std::clamp(options_.batch_size * double{kWindowSeconds} / files, 120.0, 600.0);
   return o;
+}
+
+bool Transcriber::leave_the_failed_device(const Error& e) {
+  if (!options_.cpu_fallback || model_ != device_model_) return false;
+  // CUDA refuses every later call on that device in this process: the CPU from now on.
+  device_failed_ = true;
+  spdlog::error("{} failed ({}); {} the model on the CPU and going on there",
+                model_->backend().description(), e.what(), fallback_model_ ? "using" : "loading");
+  fall_back_to_cpu();
+  return true;
+}
+
+void Transcriber::release_cached_memory() {
+  try {
+    model_->backend().release_cached_memory();
+  } catch (const Error& e) {
+    // A device can fail between batches too (an uncorrectable memory error; another model's
+    // fault on the same GPU, whose context they share).
+    if (e.kind() != ErrorKind::kDeviceFailure || !leave_the_failed_device(e)) throw;
+  }
 }
 
 void Transcriber::fall_back_to_cpu() {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <ifw/error.hpp>
 #include <ifw/transcript.hpp>
 
 #include "audio/log_mel.hpp"
@@ -189,6 +190,11 @@ class Transcriber {
 
   // The run goes on on the CPU (out of device memory for one window, or a failed device).
   void fall_back_to_cpu();
+  // After `e`, a device failure: the CPU for good, logged (false: no fallback, `e` stands).
+  bool leave_the_failed_device(const Error& e);
+  // The model's backend's cached memory back to the device; a failed device found here is left
+  // as one found during a batch.
+  void release_cached_memory();
   // With nothing open and nothing waiting (a server between requests): back to the caller's model
   // and the full batch after a fallback or a halving, since what did not fit then (another model's
   // memory, a long request's) may fit now. The CPU copy stays loaded for a later fallback. Never

@@ -1,6 +1,7 @@
 // Jobs with options of their own (the server's requests) decoded in shared batches: each gets
 // what it gets alone, and a job whose options do not suit the model fails without the others.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -101,6 +102,18 @@ class TranscriberRuns : public ::testing::Test {
     return out;
   }
 
+  // Every job `jobs` gives, through `t`: the outcomes by job id.
+  static std::map<int, Outcome> run_all(pipeline::Transcriber& t, pipeline::JobSource& jobs) {
+    std::map<int, Outcome> results;
+    pipeline::CancellationToken cancel;
+    t.run(
+        jobs, cancel, [](const pipeline::ProgressEvent&) {},
+        [&](pipeline::FileResult&& r) {
+          results[r.file] = {r.ok, r.error, std::move(r.transcript)};
+        });
+    return results;
+  }
+
   static std::vector<std::vector<int>> tokens(const Transcript& t) {
     std::vector<std::vector<int>> all;
     for (const Segment& s : t.segments)
@@ -179,6 +192,8 @@ class FailingDeviceBackend final : public DelegatingBackend {
       : DelegatingBackend(std::move(inner)), fail_at_(fail_at) {}
   long products() const { return products_; }
   void fail_at(long product) { fail_at_ = product; }
+  // The `n`-th release of cached memory finds the device failed (a failure between batches).
+  void fail_at_release(int n) { fail_at_release_ = n; }
   // Operations asked for once the device had failed, the failing one included.
   int refused() const { return refused_; }
 
@@ -199,6 +214,7 @@ class FailingDeviceBackend final : public DelegatingBackend {
     DelegatingBackend::download(t, out);
   }
   void release_cached_memory() override {
+    if (++releases_ == fail_at_release_) failed_ = true;
     refuse_if_failed();
     DelegatingBackend::release_cached_memory();
   }
@@ -246,8 +262,21 @@ class FailingDeviceBackend final : public DelegatingBackend {
   }
   long fail_at_;
   long products_ = 0;
-  bool failed_ = false;
+  int fail_at_release_ = 0;
+  int releases_ = 0;
+  std::atomic<bool> failed_{false};  // read by host_buffer on the threads that read ahead
   int refused_ = 0;
+};
+
+// A model whose backend is a FailingDeviceBackend that has not failed yet.
+struct ModelOnAFailingDevice {
+  explicit ModelOnAFailingDevice(const model::ModelFolder& folder)
+      : device(backend::make_cpu_backend(2), FailingDeviceBackend::kNever) {
+    engine::CheckpointWeights weights(folder.checkpoint());
+    model = std::make_unique<engine::WhisperModel>(folder.config(), weights, device);
+  }
+  FailingDeviceBackend device;
+  std::unique_ptr<engine::WhisperModel> model;
 };
 
 // A batch that does not fit in device memory is decoded again in halves, and later batches stay
@@ -375,13 +404,7 @@ TEST_P(TranscriberJobs, AfterRunningOutOfDeviceMemoryTheNextRequestTriesTheDevic
       limited.forget_largest();
     }
   });
-  std::map<int, Outcome> results;
-  pipeline::CancellationToken cancel;
-  t.run(
-      requests, cancel, [](const pipeline::ProgressEvent&) {},
-      [&](pipeline::FileResult&& r) {
-        results[r.file] = {r.ok, r.error, std::move(r.transcript)};
-      });
+  const std::map<int, Outcome> results = run_all(t, requests);
   ASSERT_EQ(results.size(), 4u);
   for (const auto& [id, outcome] : results)
     ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
@@ -402,29 +425,22 @@ TEST_P(TranscriberJobs, AfterTheDeviceFailsEverythingRunsOnTheCpu) {
   const TempDir dir;
   const auto file = dir / "long.wav";
   write_repeated_wav(jfk_, 12, file);  // 132 s: five windows, three batches of two
-  engine::CheckpointWeights weights(folder_->checkpoint());
   long products_per_request = 0;
   {
-    FailingDeviceBackend counting(backend::make_cpu_backend(2), FailingDeviceBackend::kNever);
-    const engine::WhisperModel model(folder_->config(), weights, counting);
-    const long loading = counting.products();
-    const Outcome whole = transcribe_file(model, file.string(), 2);
+    ModelOnAFailingDevice counting(*folder_);
+    const long loading = counting.device.products();
+    const Outcome whole = transcribe_file(*counting.model, file.string(), 2);
     ASSERT_TRUE(whole.ok) << whole.error;
-    products_per_request = counting.products() - loading;
+    products_per_request = counting.device.products() - loading;
   }
   ASSERT_GT(products_per_request, 10);
-  FailingDeviceBackend failing(backend::make_cpu_backend(2), FailingDeviceBackend::kNever);
-  const engine::WhisperModel model(folder_->config(), weights, failing);
+  ModelOnAFailingDevice on(*folder_);
+  FailingDeviceBackend& failing = on.device;
+  const engine::WhisperModel& model = *on.model;
   failing.fail_at(failing.products() + products_per_request / 2);  // the first request's 2nd batch
   pipeline::Transcriber t(*folder_, model, english(prepare_ahead_, 2, 8));
   RequestsOneAtATime requests(file.string(), 2, [](int) {});
-  std::map<int, Outcome> results;
-  pipeline::CancellationToken cancel;
-  t.run(
-      requests, cancel, [](const pipeline::ProgressEvent&) {},
-      [&](pipeline::FileResult&& r) {
-        results[r.file] = {r.ok, r.error, std::move(r.transcript)};
-      });
+  const std::map<int, Outcome> results = run_all(t, requests);
   ASSERT_EQ(results.size(), 2u);
   for (const auto& [id, outcome] : results)
     ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
@@ -436,15 +452,42 @@ TEST_P(TranscriberJobs, AfterTheDeviceFailsEverythingRunsOnTheCpu) {
     EXPECT_EQ(tokens(results.at(id).transcript), tokens(free.transcript)) << id;
 }
 
+// A device found failed between requests (an uncorrectable memory error while idle, another
+// model's fault on the same GPU) leaves the next request on the CPU too, instead of stopping the
+// run and with it every request a server's model has.
+TEST_P(TranscriberJobs, ADeviceThatFailsBetweenRequestsLeavesTheNextOnTheCpu) {
+  const TempDir dir;
+  const auto file = dir / "long.wav";
+  write_repeated_wav(jfk_, 6, file);  // 66 s: three windows
+  ModelOnAFailingDevice on(*folder_);
+  FailingDeviceBackend& failing = on.device;
+  const engine::WhisperModel& model = *on.model;
+  const long loading = failing.products();
+  failing.fail_at_release(2);  // the first is the run's own before the first request
+  pipeline::Transcriber t(*folder_, model, english(prepare_ahead_, 2, 8));
+  long first_request = 0;
+  RequestsOneAtATime requests(file.string(), 2, [&](int id) {
+    if (id == 2) first_request = failing.products() - loading;
+  });
+  const std::map<int, Outcome> results = run_all(t, requests);
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& [id, outcome] : results)
+    ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
+  EXPECT_GT(first_request, 0) << "the first request did not run on the device";
+  EXPECT_TRUE(t.device_failed());
+  EXPECT_EQ(failing.refused(), 1) << "the failed device was asked again";
+  EXPECT_EQ(tokens(results.at(2).transcript), tokens(results.at(1).transcript));
+}
+
 // Told not to fall back, the run stops on a device failure with its reason (what was finished
 // before was handed over).
 TEST_P(TranscriberJobs, WithoutTheCpuFallbackADeviceFailureStopsTheRun) {
   const TempDir dir;
   const auto file = dir / "long.wav";
   write_repeated_wav(jfk_, 6, file);  // 66 s: three windows
-  FailingDeviceBackend failing(backend::make_cpu_backend(2), FailingDeviceBackend::kNever);
-  engine::CheckpointWeights weights(folder_->checkpoint());
-  const engine::WhisperModel model(folder_->config(), weights, failing);
+  ModelOnAFailingDevice on(*folder_);
+  FailingDeviceBackend& failing = on.device;
+  const engine::WhisperModel& model = *on.model;
   failing.fail_at(failing.products() + 1);  // the run's first product
   try {
     transcribe_file(model, file.string(), 2, false);

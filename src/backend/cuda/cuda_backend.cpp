@@ -240,7 +240,9 @@ class CudaBackend final : public Backend {
       return HostBuffer(static_cast<float*>(block.data), count,
                         [context = context_, block] { context->give_pinned(block); });
     } catch (const Error& e) {
-      // Said once: a host short of lockable memory would otherwise say it every batch.
+      // A failed device: plain memory, said where the work fails. Otherwise said once: a host
+      // short of lockable memory would say it every batch.
+      if (e.kind() == ErrorKind::kDeviceFailure) return HostBuffer(count);
       static std::once_flag said;
       std::call_once(said, [&] {
         spdlog::warn(

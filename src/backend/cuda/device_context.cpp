@@ -78,20 +78,19 @@ void check(cudaError_t err, const char* what) {
 
 void check(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  if (status != CUBLAS_STATUS_ALLOC_FAILED) {
-    // cuBLAS reports a launch into a failed device as its own failure: the context tells. Its
-    // free memory is a query of the context that neither waits for the GPU nor disturbs a
-    // stream being captured.
-    cudaError_t state = cudaPeekAtLastError();
-    if (!leaves_the_device_unusable(state)) {
-      std::size_t free = 0, total = 0;
-      state = cudaMemGetInfo(&free, &total);
-    }
-    if (leaves_the_device_unusable(state)) {
-      throw_device_failure(state,
-                           fmt::format("{} ({})", what, cublasGetStatusString(status)).c_str());
-    }
+  // cuBLAS reports work refused by a failed device as a failure of its own (an allocation's, an
+  // execution's): the context tells. cuBLAS has its own copy of the runtime, so the module's
+  // last error may not know; the context's free memory is a query that does not wait for the GPU.
+  cudaError_t state = cudaPeekAtLastError();
+  if (!leaves_the_device_unusable(state)) {
+    std::size_t free = 0, total = 0;
+    state = cudaMemGetInfo(&free, &total);
   }
+  if (leaves_the_device_unusable(state)) {
+    throw_device_failure(state,
+                         fmt::format("{} ({})", what, cublasGetStatusString(status)).c_str());
+  }
+  if (state != cudaSuccess) cudaGetLastError();  // the probe's own error: not the next call's
   const ErrorKind kind =
       status == CUBLAS_STATUS_ALLOC_FAILED ? ErrorKind::kOutOfMemory : ErrorKind::kUnsupported;
   throw Error(kind, fmt::format("{}: {}", what, cublasGetStatusString(status)));
@@ -135,14 +134,13 @@ DeviceContext::~DeviceContext() {
 
 void DeviceContext::close() noexcept {
   // Cleanup failures are logged with their reason: there is no caller to tell.
-  const auto log = [&](cudaError_t err, const char* what) {
-    if (err != cudaSuccess) spdlog::warn("cuda:{}: {}: {}", index_, what, cudaGetErrorString(err));
-  };
+  const auto log = [&](cudaError_t err, const char* what) { release_failed(err, what); };
   // At process exit the CUDA runtime may already be gone (a backend owned by a static): the
   // driver reclaims everything then, and calling into it or the libraries could crash.
   if (cudaSetDevice(index_) == cudaErrorCudartUnloading) return;
   if (cublas_ != nullptr) {
-    if (const cublasStatus_t s = cublasDestroy(cublas_); s != CUBLAS_STATUS_SUCCESS)
+    if (const cublasStatus_t s = cublasDestroy(cublas_);
+        s != CUBLAS_STATUS_SUCCESS && !failure_said_.load())
       spdlog::warn("cuda:{}: stopping cuBLAS: {}", index_, cublasGetStatusString(s));
     cublas_ = nullptr;
   }
@@ -167,6 +165,18 @@ void DeviceContext::close() noexcept {
   if (pool_ != nullptr) {
     log(cudaMemPoolDestroy(pool_), "returning the memory pool");
     pool_ = nullptr;
+  }
+}
+
+void DeviceContext::release_failed(cudaError_t err, const char* what) const noexcept {
+  if (err == cudaSuccess || err == cudaErrorCudartUnloading) return;  // at exit: the process's
+  if (!leaves_the_device_unusable(err)) {
+    spdlog::warn("cuda:{}: {}: {}", index_, what, cudaGetErrorString(err));
+  } else if (!failure_said_.exchange(true)) {
+    spdlog::warn(
+        "cuda:{}: {}: {}; after the device failed nothing it holds can be released (the process "
+        "keeps it until it ends), and further failures to release are not said",
+        index_, what, cudaGetErrorString(err));
   }
 }
 
@@ -203,19 +213,7 @@ void DeviceContext::free(void* p) noexcept {
   // dropped after cuda:0 was used there).
   int current = -1;
   if (cudaGetDevice(&current) == cudaSuccess && current != index_) cudaSetDevice(index_);
-  const cudaError_t err = cudaFreeAsync(p, stream_);
-  if (err == cudaSuccess || err == cudaErrorCudartUnloading) return;  // at exit: the process's
-  // After a device failure every free fails alike: said once, not for each of a model's tensors.
-  if (leaves_the_device_unusable(err)) {
-    if (!failure_said_.exchange(true)) {
-      spdlog::warn(
-          "cuda:{}: device memory cannot be freed after the device failed ({}); it "
-          "stays taken until the process ends",
-          index_, cudaGetErrorString(err));
-    }
-    return;
-  }
-  spdlog::warn("cuda:{}: freeing device memory: {}", index_, cudaGetErrorString(err));
+  release_failed(cudaFreeAsync(p, stream_), "freeing device memory");
 }
 
 void* DeviceContext::allocate_tensor(std::size_t bytes, bool& owned) {
@@ -296,9 +294,7 @@ PinnedBlock DeviceContext::take_pinned(std::size_t bytes) {
 }
 
 void DeviceContext::free_pinned(const PinnedBlock& block) const noexcept {
-  if (const cudaError_t err = cudaFreeHost(block.data); err != cudaSuccess)
-    spdlog::warn("cuda:{}: freeing {} bytes of pinned host memory: {}", index_, block.bytes,
-                 cudaGetErrorString(err));
+  release_failed(cudaFreeHost(block.data), "freeing pinned host memory");
 }
 
 void DeviceContext::give_pinned(const PinnedBlock& block) noexcept {

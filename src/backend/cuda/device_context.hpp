@@ -43,6 +43,9 @@ class DeviceContext {
   cublasHandle_t cublas() const { return cublas_; }
   // Makes this GPU the calling thread's current device.
   void activate() const;
+  // Logs a release that failed (memory, a stream, a graph), with its reason: each one, except
+  // after the device failed, when every release fails alike and the first says so for all.
+  void release_failed(cudaError_t err, const char* what) const noexcept;
 
   // Stream-ordered allocation from the pool; free() is ordered after the work issued before it.
   void* allocate(std::size_t bytes);
@@ -106,7 +109,7 @@ class DeviceContext {
   std::mutex pinned_mutex_;  // buffers are taken and given back on any thread
   std::multimap<std::size_t, void*> pinned_blocks_;  // given back, by size
   std::size_t pinned_free_bytes_ = 0;
-  std::atomic<bool> failure_said_{false};  // a failed device's frees are logged once
+  mutable std::atomic<bool> failure_said_{false};  // a failed device's releases: said once
 };
 
 // Device memory of one tensor, freed (stream-ordered) when the last tensor using it goes.

@@ -22,9 +22,7 @@ StepRecording::~StepRecording() {
   // Back to the context's pinned blocks once the copies issued so far are done.
   if (staged_host_.data == nullptr && downloads_host_.data == nullptr) return;
   if (const cudaError_t err = cudaStreamSynchronize(context_.stream()); err != cudaSuccess) {
-    if (err != cudaErrorCudartUnloading)
-      spdlog::warn("cuda:{}: waiting for a step graph's copies: {}; its pinned memory is left",
-                   context_.index(), cudaGetErrorString(err));
+    context_.release_failed(err, "waiting for a step graph's copies (its pinned memory is left)");
     return;
   }
   context_.give_pinned(staged_host_);
@@ -219,9 +217,7 @@ class CudaStepGraph final : public StepGraph {
     }
     check(cudaStreamEndCapture(stream, &graph), "ending a CUDA graph capture");
     const cudaError_t err = cudaGraphInstantiate(&exec_, graph, 0);
-    if (const cudaError_t d = cudaGraphDestroy(graph); d != cudaSuccess)
-      spdlog::warn("cuda:{}: destroying a captured graph: {}", context_->index(),
-                   cudaGetErrorString(d));
+    context_->release_failed(cudaGraphDestroy(graph), "destroying a captured graph");
     if (err != cudaSuccess) exec_ = nullptr;
     check(err, "instantiating a CUDA graph");
   }
@@ -237,10 +233,7 @@ class CudaStepGraph final : public StepGraph {
 
   void drop() noexcept {
     if (exec_ != nullptr) {
-      const cudaError_t err = cudaGraphExecDestroy(exec_);
-      if (err != cudaSuccess && err != cudaErrorCudartUnloading)
-        spdlog::warn("cuda:{}: destroying a CUDA graph: {}", context_->index(),
-                     cudaGetErrorString(err));
+      context_->release_failed(cudaGraphExecDestroy(exec_), "destroying a CUDA graph");
       exec_ = nullptr;
     }
     recording_.reset();
