@@ -431,7 +431,8 @@ void HttpServer::add_routes() {
                         {"loading", m.loading},
                         {"leases", m.leases},
                         {"bytes", m.bytes},
-                        {"release_when_idle", m.release_when_idle}});
+                        {"release_when_idle", m.release_when_idle},
+                        {"device_failed", m.device_failed}});
     }
     const nlohmann::json j = {{"models", models},
                               {"resident_bytes", st.resident_bytes},

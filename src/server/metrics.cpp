@@ -95,6 +95,12 @@ void add_cache_metrics(MetricsText& out, const CacheStats& s) {
   for (const CacheStats::Model& m : s.models)
     leases.push_back({{{"model", m.name}}, static_cast<double>(m.leases)});
   out.add("ifw_model_leases", "gauge", "Requests using each loaded model", leases);
+  std::vector<MetricsText::Sample> failed;
+  for (const CacheStats::Model& m : s.models)
+    failed.push_back({{{"model", m.name}}, m.device_failed ? 1.0 : 0.0});
+  out.add("ifw_model_device_failed", "gauge",
+          "1 where a model's GPU failed for good: it runs on the CPU until the server restarts",
+          failed);
 }
 
 }  // namespace ifw::server

@@ -252,7 +252,8 @@ CacheStats ModelCache::stats() const {
   CacheStats s = state_->counters;
   s.resident_bytes = state_->resident_locked();
   for (const auto& [name, e] : state_->entries) {
-    s.models.push_back({name, e->loading, e->leases, e->bytes, e->release_when_idle});
+    s.models.push_back({name, e->loading, e->leases, e->bytes, e->release_when_idle,
+                        e->model != nullptr && e->model->device_failed()});
   }
   std::vector<std::pair<std::uint64_t, std::size_t>> order;
   for (std::size_t i = 0; i < s.models.size(); ++i)

@@ -21,6 +21,9 @@ class CachedModel {
   virtual ~CachedModel() = default;
   virtual std::size_t resident_bytes() const = 0;
   virtual void unload() {}
+  // Whether the model's device (GPU) failed for good, so that it runs on the CPU until the
+  // process restarts. Called from any thread.
+  virtual bool device_failed() const { return false; }
 };
 
 struct CacheOptions {
@@ -50,6 +53,7 @@ struct CacheStats {
     int leases = 0;
     std::size_t bytes = 0;
     bool release_when_idle = false;  // cleared while in use
+    bool device_failed = false;      // its GPU failed: on the CPU until a restart
   };
   std::vector<Model> models;  // most recently used first
 };

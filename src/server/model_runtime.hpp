@@ -45,6 +45,7 @@ class ModelRuntime final : public CachedModel {
   ModelRuntime& operator=(const ModelRuntime&) = delete;
 
   std::size_t resident_bytes() const override { return resident_bytes_; }
+  bool device_failed() const override { return transcriber_->device_failed(); }
   // Refuses new jobs, lets the queued and running ones end (cancelled when `cancel_running`
   // was set by stop()), and joins the scheduler. Idempotent.
   void unload() override;

@@ -39,7 +39,8 @@ TEST(Metrics, CacheFigures) {
   s.load_seconds = 1.5;
   s.evictions = 1;
   s.resident_bytes = 1024;
-  s.models = {{"openai/whisper-tiny", false, 3, 1024, false}};
+  s.models = {{"openai/whisper-tiny", false, 3, 1024, false, false},
+              {"openai/whisper-large-v3", false, 1, 4096, false, true}};
   MetricsText m;
   add_cache_metrics(m, s);
   const std::string& t = m.text();
@@ -47,8 +48,10 @@ TEST(Metrics, CacheFigures) {
        {"ifw_model_cache_hits_total 7\n", "ifw_model_cache_misses_total 2\n",
         "ifw_model_cache_loads_total 2\n", "ifw_model_cache_load_seconds_total 1.5\n",
         "ifw_model_cache_evictions_total 1\n", "ifw_model_cache_releases_total 0\n",
-        "ifw_model_cache_resident_bytes 1024\n", "ifw_model_cache_models 1\n",
-        "ifw_model_leases{model=\"openai/whisper-tiny\"} 3\n"}) {
+        "ifw_model_cache_resident_bytes 1024\n", "ifw_model_cache_models 2\n",
+        "ifw_model_leases{model=\"openai/whisper-tiny\"} 3\n",
+        "ifw_model_device_failed{model=\"openai/whisper-tiny\"} 0\n",
+        "ifw_model_device_failed{model=\"openai/whisper-large-v3\"} 1\n"}) {
     EXPECT_NE(t.find(line), std::string::npos) << line;
   }
 }

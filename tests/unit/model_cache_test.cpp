@@ -43,6 +43,14 @@ class Unreleasable final : public CachedModel {
   void unload() override { throw std::runtime_error("device busy"); }
 };
 
+// A model whose GPU fails while it is loaded (it says so; the cache keeps it, as it serves on).
+class OnAFailingGpu final : public CachedModel {
+ public:
+  std::size_t resident_bytes() const override { return 1; }
+  bool device_failed() const override { return failed.load(); }
+  std::atomic<bool> failed{false};
+};
+
 constexpr std::size_t kMiB = 1 << 20;
 
 class ModelCacheTest : public ::testing::Test {
@@ -60,6 +68,7 @@ class ModelCacheTest : public ::testing::Test {
       if (name.starts_with("broken")) throw std::runtime_error(name + ": not a model");
       if (name == "faulty") return std::make_unique<Faulty>();
       if (name == "unreleasable") return std::make_unique<Unreleasable>();
+      if (name == "gpu") return std::make_unique<OnAFailingGpu>();
       const auto colon = name.find(':');
       const std::size_t mib = colon == std::string::npos ? 1 : std::stoul(name.substr(colon + 1));
       return std::make_unique<Block>(mib * kMiB, alive_);
@@ -215,6 +224,24 @@ TEST_F(ModelCacheTest, FailuresInTheModelLeaveTheCacheWhole) {
   EXPECT_TRUE(cache.stats().models.empty());
   { const ModelLease again = cache.acquire("a"); }
   EXPECT_EQ(cache.stats().loads, 2u);
+}
+
+// What /admin/cache and /metrics show of each model includes whether its GPU failed.
+TEST_F(ModelCacheTest, StatsSayWhichModelsGpuFailed) {
+  ModelCache cache(loader(), {.max_models = 2, .memory_budget = {}});
+  const ModelLease gpu = cache.acquire("gpu");
+  { const ModelLease other = cache.acquire("other"); }
+  const auto failed = [&](const std::string& name) {
+    for (const CacheStats::Model& m : cache.stats().models) {
+      if (m.name == name) return m.device_failed;
+    }
+    ADD_FAILURE() << name << " not in the cache's stats";
+    return false;
+  };
+  EXPECT_FALSE(failed("gpu"));
+  gpu.as<OnAFailingGpu>().failed = true;
+  EXPECT_TRUE(failed("gpu"));
+  EXPECT_FALSE(failed("other"));
 }
 
 TEST_F(ModelCacheTest, ClearReleasesIdleModelsNowAndLeasedOnesWhenReturned) {
