@@ -18,6 +18,7 @@
 
 #include "audio/audio_decoder.hpp"
 #include "audio/read_ahead.hpp"
+#include "backend/dtype.hpp"
 #include "decode/greedy.hpp"
 #include "decode/language_detection.hpp"
 #include "decode/segments.hpp"
@@ -1009,6 +1010,8 @@ void Transcriber::fall_back_to_cpu() {
     engine::CheckpointWeights weights(folder_.checkpoint());
     fallback_model_ =
         std::make_unique<engine::WhisperModel>(folder_.config(), weights, *fallback_backend_);
+    cpu_copy_bytes_ = static_cast<std::size_t>(folder_.checkpoint().parameter_count()) *
+                      backend::dtype_size(fallback_backend_->weight_dtype());
   }
   model_ = fallback_model_.get();
   // A batch the host memory holds: one planned for the GPU (up to 64 windows) may not fit.

@@ -138,6 +138,8 @@ class Transcriber {
   double waited_for_windows_ahead_ms() const { return waited_ahead_ms_; }
   // Whether the model's device failed during a run (what runs since runs on the CPU). Any thread.
   bool device_failed() const { return device_failed_.load(); }
+  // Host memory of the CPU copy of the model loaded for a fallback (0: none). Any thread.
+  std::size_t cpu_copy_bytes() const { return cpu_copy_bytes_.load(); }
 
  private:
   struct File;
@@ -221,7 +223,8 @@ class Transcriber {
   double waited_ahead_ms_ = 0.0;
   int batch_limit_ = 256;                   // lowered when a batch did not fit in device memory
   std::atomic<bool> device_failed_{false};  // the caller's model's device: for good
-  ResolvedJob default_job_;                 // the run's options, for jobs without their own
+  std::atomic<std::size_t> cpu_copy_bytes_{0};
+  ResolvedJob default_job_;  // the run's options, for jobs without their own
   VoiceActivity voice_activity_;
   const CancellationToken* cancel_ = nullptr;  // of the current run
 };

@@ -135,6 +135,12 @@ void ModelLease::give_back() noexcept {
         ++state_->counters.releases;
         why = eager ? "eager release: its last request ended" : "cleared";
       } else {
+        // What it holds may have grown while in use (a CPU copy loaded after its GPU ran out of
+        // memory or failed): counted now, before the budget is checked.
+        try {
+          if (e.model) e.bytes = e.model->resident_bytes();
+        } catch (...) {  // a model that cannot say keeps the size it had
+        }
         victims = state_->evict_locked(0);
       }
     }

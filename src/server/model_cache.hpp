@@ -19,6 +19,7 @@ namespace ifw::server {
 class CachedModel {
  public:
   virtual ~CachedModel() = default;
+  // Memory it holds: asked when it loads and each time its last request ends (it may grow).
   virtual std::size_t resident_bytes() const = 0;
   virtual void unload() {}
   // Whether the model's device (GPU) failed for good, so that it runs on the CPU until the

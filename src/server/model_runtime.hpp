@@ -44,7 +44,11 @@ class ModelRuntime final : public CachedModel {
   ModelRuntime(const ModelRuntime&) = delete;
   ModelRuntime& operator=(const ModelRuntime&) = delete;
 
-  std::size_t resident_bytes() const override { return resident_bytes_; }
+  // The weights where they were loaded, and a CPU copy once one was loaded (after the GPU ran
+  // out of memory for one window, or failed).
+  std::size_t resident_bytes() const override {
+    return resident_bytes_ + transcriber_->cpu_copy_bytes();
+  }
   bool device_failed() const override { return transcriber_->device_failed(); }
   // Refuses new jobs, lets the queued and running ones end (cancelled when `cancel_running`
   // was set by stop()), and joins the scheduler. Idempotent.

@@ -446,6 +446,8 @@ TEST_P(TranscriberJobs, AfterTheDeviceFailsEverythingRunsOnTheCpu) {
     ASSERT_TRUE(outcome.ok) << id << ": " << outcome.error;
   EXPECT_TRUE(t.device_failed());
   EXPECT_EQ(failing.refused(), 1) << "the failed device was asked again";
+  EXPECT_EQ(t.cpu_copy_bytes(),
+            static_cast<std::size_t>(folder_->checkpoint().parameter_count()) * sizeof(float));
   const Outcome free = transcribe_file(*model_, file.string(), 2);
   ASSERT_TRUE(free.ok) << free.error;
   for (const int id : {1, 2})

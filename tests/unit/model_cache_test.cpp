@@ -43,12 +43,14 @@ class Unreleasable final : public CachedModel {
   void unload() override { throw std::runtime_error("device busy"); }
 };
 
-// A model whose GPU fails while it is loaded (it says so; the cache keeps it, as it serves on).
+// A model whose GPU fails while it is loaded (it says so; the cache keeps it, as it serves on),
+// and which may then hold more (a CPU copy).
 class OnAFailingGpu final : public CachedModel {
  public:
-  std::size_t resident_bytes() const override { return 1; }
+  std::size_t resident_bytes() const override { return bytes.load(); }
   bool device_failed() const override { return failed.load(); }
   std::atomic<bool> failed{false};
+  std::atomic<std::size_t> bytes{1};
 };
 
 constexpr std::size_t kMiB = 1 << 20;
@@ -242,6 +244,23 @@ TEST_F(ModelCacheTest, StatsSayWhichModelsGpuFailed) {
   gpu.as<OnAFailingGpu>().failed = true;
   EXPECT_TRUE(failed("gpu"));
   EXPECT_FALSE(failed("other"));
+}
+
+// A model that came to hold more while in use (a CPU copy after its GPU ran out of memory or
+// failed) is counted anew when its last request ends, and the budget applies to that.
+TEST_F(ModelCacheTest, AModelThatGrewIsCountedAgainWhenItsLastRequestEnds) {
+  ModelCache cache(loader(), {.max_models = 2, .memory_budget = 3 * kMiB});
+  { const ModelLease other = cache.acquire("other:1"); }
+  {
+    const ModelLease gpu = cache.acquire("gpu");
+    EXPECT_EQ(cache.stats().resident_bytes, kMiB + 1);
+    gpu.as<OnAFailingGpu>().bytes = 3 * kMiB;
+  }
+  const CacheStats s = cache.stats();
+  EXPECT_EQ(s.resident_bytes, 3 * kMiB);
+  ASSERT_EQ(s.models.size(), 1u);
+  EXPECT_EQ(s.models[0].name, "gpu");
+  EXPECT_EQ(s.evictions, 1u) << "the other model made room";
 }
 
 TEST_F(ModelCacheTest, ClearReleasesIdleModelsNowAndLeasedOnesWhenReturned) {
