@@ -759,6 +759,8 @@ void Transcriber::process_batch_fitting(
           "out of device memory for a single window ({}); {} the model on the CPU and going "
           "on there",
           e.what(), fallback_model_ ? "using" : "loading");
+      // The kept decoder buffers first, so that trimming the pool gives their memory back too.
+      model_->release_decoder_buffers();
       release_cached_memory();
       fall_back_to_cpu();
       process_batch(batch, on_progress);

@@ -91,13 +91,12 @@ void add_cache_metrics(MetricsText& out, const CacheStats& s) {
             static_cast<double>(s.resident_bytes));
   out.gauge("ifw_model_cache_models", "Models loaded or loading",
             static_cast<double>(s.models.size()));
-  std::vector<MetricsText::Sample> leases;
-  for (const CacheStats::Model& m : s.models)
+  std::vector<MetricsText::Sample> leases, failed;
+  for (const CacheStats::Model& m : s.models) {
     leases.push_back({{{"model", m.name}}, static_cast<double>(m.leases)});
-  out.add("ifw_model_leases", "gauge", "Requests using each loaded model", leases);
-  std::vector<MetricsText::Sample> failed;
-  for (const CacheStats::Model& m : s.models)
     failed.push_back({{{"model", m.name}}, m.device_failed ? 1.0 : 0.0});
+  }
+  out.add("ifw_model_leases", "gauge", "Requests using each loaded model", leases);
   out.add("ifw_model_device_failed", "gauge",
           "1 where a model's GPU failed for good: it runs on the CPU until the server restarts",
           failed);
