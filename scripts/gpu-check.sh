@@ -88,13 +88,11 @@ bench_run() {  # arch, batch, variant
   timeout 300 env $vars "$bench" --device cuda --arch "$1" --batch "$2" --tokens 100 \
     --repetitions 2 2>&1 | tee "$out/bench_$1_b$2$suffix.txt" || status=1
 }
-# The defaults at every size first (what a run cut short by its time limit must still have), then
-# absorbed cross-attention at every size, then the other comparisons.
-for variant in default absorbed; do
-  for arch in $archs; do
-    for batch in $batches; do
-      bench_run "$arch" "$batch" $variant
-    done
+# The defaults at every size first (what a run cut short by its time limit must still have); the
+# other comparisons come after the conformance suite and the device-failure test.
+for arch in $archs; do
+  for batch in $batches; do
+    bench_run "$arch" "$batch" default
   done
 done
 # Each operation alone at large-v3's shapes at batch 64 (ifw bench --ops: ms per call and the
@@ -146,15 +144,10 @@ conformance() {  # log name, environment...
   echo "conformance $(basename "$log" .log): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
   grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
 }
-# First what decides this session's defaults (a device session cut short by its time limit
-# still has it): the operations with the defaults and with the new kernels, the conformance
-# suite with the defaults in each precision and with the new kernels in half precision (short
-# runs, and what a default must pass), then whole turbo runs at batch 64 with the new kernels.
-if [ "$mode" != quick ]; then
-  for variant in $ops_first; do
-    ops_run "$variant"
-  done
-fi
+# Then what decides the next defaults (a device session cut short by its time limit still has
+# it): the conformance suite with the defaults in each precision and with the new kernels in half
+# precision (short runs, and what a default must pass), the device-failure test, whole runs with
+# the new kernels, then the operations with the defaults and with the new kernels.
 for precision in fp32 fp16 bf16; do
   conformance "$precision" IFW_TEST_PRECISION=$precision
 done
@@ -167,6 +160,20 @@ conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
 conformance fp16_absorbed_flash7 IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7
 conformance fp16_gelu_tanh IFW_TEST_PRECISION=fp16 IFW_GELU=tanh
 conformance bf16_gelu_tanh IFW_TEST_PRECISION=bf16 IFW_GELU=tanh
+
+# A fault on the GPU (a kernel of the test's own writes to address 16) in a process of its own, as
+# it leaves the GPU unusable to the process: the engine says the device failed, the transcription
+# goes on on the CPU with the CPU's tokens, --device auto then takes the CPU.
+timeout 120 "$checks" --gtest_filter='CudaDeviceFailure.*' >"$out/device_failure.log" 2>&1 || status=1
+echo "device failure: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/device_failure.log" | tr '\n' ' ')"
+grep -E "^\[ fault \]|Failure|Expected|Which is|failed \(|going on there" "$out/device_failure.log" |
+  cut -c1-300 | head -20
+
+for arch in $archs; do
+  for batch in $batches; do
+    bench_run "$arch" "$batch" absorbed
+  done
+done
 if [ "$mode" != quick ]; then
   # The wgmma flash kernels, and the likely next defaults together (absorbed cross-attention
   # with a wgmma flash kernel).
@@ -178,6 +185,10 @@ if [ "$mode" != quick ]; then
   # with the two above.
   bench_run large-v3-turbo 64 gelu_tanh
   bench_run large-v3-turbo 64 absorbed_flash7_gelu_tanh
+  # Where the new kernels act, operation by operation.
+  for variant in $ops_first; do
+    ops_run "$variant"
+  done
 fi
 # Then the rest: each other opt-in's operations, the other whole-model comparisons, the
 # conformance suite with each choice switched back and each other opt-in.
@@ -222,14 +233,6 @@ done
 IFW_CUDA_FLASH=1 timeout 300 "$checks" --gtest_filter='*CudaOps*Attention*:-*HopperFlash*' \
   >"$out/cuda_ops_flash1.log" 2>&1 || status=1
 echo "flash v1 ops: $(grep -E '^\[  (PASSED|FAILED) ' "$out/cuda_ops_flash1.log" | tr '\n' ' ')"
-
-# A fault on the GPU (a kernel of the test's own writes to address 16) in a process of its own, as
-# it leaves the GPU unusable to the process: the engine says the device failed, the transcription
-# goes on on the CPU with the CPU's tokens, --device auto then takes the CPU.
-timeout 120 "$checks" --gtest_filter='CudaDeviceFailure.*' >"$out/device_failure.log" 2>&1 || status=1
-echo "device failure: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/device_failure.log" | tr '\n' ' ')"
-grep -E "^\[ fault \]|Failure|Expected|Which is|failed \(|going on there" "$out/device_failure.log" |
-  cut -c1-300 | head -20
 
 # Whole transcriptions (ifw bench --audio: audio read, windows cut, log-mel, batches, text) of 64
 # clips of 95 s with random large-v3-turbo weights at batch 64, with and without the next batch
