@@ -472,12 +472,14 @@ TEST_P(CudaOps, AttentionLikeTheModelCallsIt) {
                            {"IFW_CUDA_DECODE_ATTENTION", "split256"},
                            {"IFW_CUDA_DECODE_ATTENTION", "rows"},
                            {"IFW_CUDA_DECODE_ATTENTION", "mixed"},
+                           {"IFW_CUDA_SPLIT", "none"},
                            {"IFW_CUDA_SPLIT", "heads"},
                            {"IFW_CUDA_SPLIT", "early"},
                            {"IFW_CUDA_SPLIT", "heads,early"},
                            {"IFW_CUDA_SPLIT", "fused"},
                            {"IFW_CUDA_SPLIT", "heads,early,fused"},
                            {"IFW_CUDA_FLASH", "1"},
+                           {"IFW_CUDA_FLASH", "2"},
                            {"IFW_CUDA_FLASH", "3"},
                            {"IFW_CUDA_FLASH", "4"},
                            {"IFW_CUDA_FLASH", "5"}});
@@ -534,8 +536,8 @@ TEST_P(CudaOps, SplitTweaksGiveTheDefaultsOutputsBitForBit) {
   };
   std::vector<float> expected_capture, capture;
   const std::vector<float> expected = run(expected_capture);
-  for (const char* tweaks : {"heads", "early", "fused", "heads,early", "heads,fused", "early,fused",
-                             "heads,early,fused"}) {
+  for (const char* tweaks : {"none", "heads", "early", "fused", "heads,early", "heads,fused",
+                             "early,fused", "heads,early,fused"}) {
     const ScopedEnv choice("IFW_CUDA_SPLIT", tweaks);
     for (int launch = 0; launch < 3; ++launch) {
       EXPECT_EQ(run(capture), expected) << "IFW_CUDA_SPLIT=" << tweaks << ", launch " << launch;

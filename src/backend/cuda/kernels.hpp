@@ -124,10 +124,10 @@ int split_attention_keys();
 // False with IFW_CUDA_DECODE_ATTENTION=mixed: causal (self-)attention by rows, one kernel where
 // the split needs two for a cache of 448 keys mostly unfilled (not yet run on a GPU).
 bool split_self_attention();
-// Opt-ins for the split kernel with parts of 128 keys, from IFW_CUDA_SPLIT (a list: "heads",
-// "early", "fused"; not yet run on a GPU): blocks ordered head by head within a part, a part's
-// value loads issued with its key loads, and the parts combined by the last of their blocks
-// instead of a second kernel (kernels.cu).
+// Tweaks of the split kernel with parts of 128 keys, from IFW_CUDA_SPLIT (a list of "heads",
+// "early", "fused", or "none"; unset: "heads,early", measured faster on an H200): blocks ordered
+// head by head within a part, a part's value loads issued with its key loads, and the parts
+// combined by the last of their blocks instead of a second kernel (kernels.cu).
 struct SplitTweaks {
   bool heads_first = false;
   bool early_values = false;
