@@ -654,12 +654,13 @@ __device__ __forceinline__ uint4 issued_load(const void* p) {
   return r;
 }
 
-// Tweaks (IFW_CUDA_SPLIT; "heads,early" unless it names others or "none"): kEarlyValues issues a part's value loads with its key
-// loads (one wait on memory per block instead of two, at the cost of registers: fewer blocks per
-// SM); kHeadsFirst orders the blocks head by head within a part (grid: heads, parts x queries,
-// items), so that the blocks that run together read neighbouring 128-byte pieces of the same
-// key rows rather than the same head's rows further on; kFused has the last part block of a
-// (query row, head) combine the parts (finish_split_part) instead of a second kernel.
+// Tweaks (IFW_CUDA_SPLIT; "heads,early" unless it names others or "none"): kEarlyValues issues a
+// part's value loads with its key loads (one wait on memory per block instead of two, at the cost
+// of registers: fewer blocks per SM); kHeadsFirst orders the blocks head by head within a part
+// (grid: heads, parts x queries, items), so that the blocks that run together read neighbouring
+// 128-byte pieces of the same key rows rather than the same head's rows further on; kFused has the
+// last part block of a (query row, head) combine the parts (finish_split_part) instead of a second
+// kernel.
 template <typename T, int kKeys, bool kEarlyValues, bool kHeadsFirst, bool kFused>
 __global__ void __launch_bounds__(kSplitWarps * 32)
     split_attention_kernel(RowAttention a, int splits, float* partial, unsigned* done) {
