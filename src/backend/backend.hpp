@@ -57,36 +57,6 @@ struct AttentionArgs {
   std::span<float> capture;
 };
 
-// Cross-attention over keys and values that are projections of states shared by every head (the
-// decoder's cross-attention over the encoder's output), computed without forming them. For head
-// h with key and value weights Wk_h and Wv_h (its head_dim rows of the projections, [head_dim,
-// d]) and query bias bq_h:
-//   scores_h = scale * (q_h + bq_h) Wk_h S^T = scale * (q_h Wk_h + kb_h) S^T,  kb_h = bq_h Wk_h
-//   out_h    = softmax(scores_h) S Wv_h^T
-// so each step reads the states S (d values a position) once for all heads instead of keys and
-// values (2d a position), at `heads` times the arithmetic: the weights are absorbed into the
-// query and the output, as DeepSeek-V2's multi-head latent attention does. No value bias is added
-// (the model folds it into the output projection's).
-struct AbsorbedAttentionArgs {
-  MatrixRef q;      // batch * query_len rows, heads * head_dim wide, without the query bias
-  Tensor key_bias;  // float32 [heads, d]: kb_h
-  Tensor k_w, v_w;  // [heads * head_dim, d], the weights' type
-  Tensor states;    // [items, positions, d], the activations' type
-  MatrixRef out;    // batch * query_len rows, heads * head_dim wide
-  int batch = 0;
-  int heads = 0;
-  int head_dim = 0;
-  int query_len = 0;
-  std::vector<int> item_index;  // states item of each batch row (empty: row b reads item b)
-  float scale = 1.0f;
-  // Optional, as AttentionArgs' (key_block: the states' positions).
-  std::vector<int> capture_heads;
-  std::span<float> capture;
-};
-// Throws ifw::Error (kInvalidArgument) naming the first argument of absorbed_attention() whose
-// shape, type or index does not fit the others: what every backend checks first.
-void check_absorbed_attention(const AbsorbedAttentionArgs& args);
-
 // A sequence of operations issued the same way many times (a decoder step): a backend that can
 // record it runs it from one recording afterwards, so the host no longer issues each operation
 // (CUDA graphs). Between runs, only the host values the operations read may change (token ids,
@@ -153,26 +123,10 @@ class Backend {
   virtual void conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int stride,
                            Tensor& y) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
-  // Whether absorbed_attention() runs here for states of width d split into `heads` heads, and
-  // whether a decoder should use it rather than keys and values (where reading the states once
-  // is faster than reading both: a GPU, bound by memory while decoding; not the CPU, bound by
-  // arithmetic).
-  virtual bool absorbed_attention_supported(std::int64_t d, int heads) const {
-    (void)d;
-    (void)heads;
-    return false;
-  }
-  virtual bool absorbed_attention_preferred(std::int64_t d, int heads) const {
-    (void)d;
-    (void)heads;
-    return false;
-  }
   // Whether the feed-forward blocks should take GELU's tanh approximation (Activation::kGeluTanh)
   // where IFW_GELU does not say (engine::feed_forward_activation): only where it is measured
   // faster and within half precision's tolerances.
   virtual bool tanh_gelu_preferred() const { return false; }
-  // Throws ifw::Error (kUnsupported) where absorbed_attention_supported() says no.
-  virtual void absorbed_attention(const AbsorbedAttentionArgs& args);
   // y[i] = table[ids[i]] + positions[pos[i]]
   virtual void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
                      const Tensor& table, const Tensor& positions, Tensor& y) = 0;

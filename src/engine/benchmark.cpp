@@ -160,7 +160,6 @@ BenchmarkResult run_benchmark(const BenchmarkOptions& options) {
       backend::make_backend(spec, backend::parse_precision(options.precision), options.threads);
   result.backend = backend->description();
   result.step_graphs = backend->make_step_graph() != nullptr;
-  result.absorbed_cross_attention = uses_absorbed_cross_attention(*backend, config);
   result.tanh_gelu = feed_forward_activation(*backend) == backend::Activation::kGeluTanh;
   const bool gpu = backend->device() == backend::Device::kCuda;
   const int gpu_index = spec.automatic ? 0 : spec.index;
@@ -249,7 +248,7 @@ std::string benchmark_text(const BenchmarkResult& r) {
       "load        {:.0f} ms (random weights)\n"
       "encoder     {:.1f} ms per 30 s window (batch {}{})\n"
       "decoder     {:.2f} ms per token at batch 1, {:.2f} ms per token at batch 5\n"
-      "            {:.2f} ms per step of {} sequences, tokens chosen{}, cross-attention {}\n"
+      "            {:.2f} ms per step of {} sequences, tokens chosen{}\n"
       "            {:.3f} ms per token when they end one by one ({:.3f} at the full batch)\n"
       "throughput  {:.1f}x realtime ({} windows of {} tokens)\n{}",
       r.options.arch, r.options.device, r.backend, r.load_ms, r.encoder_ms, r.options.batch,
@@ -259,7 +258,6 @@ std::string benchmark_text(const BenchmarkResult& r) {
       : r.graph_launches > 0
           ? fmt::format(" (steps replayed from CUDA graphs: {} launches)", r.graph_launches)
           : std::string(" (CUDA graphs asked for, none launched: steps issued one by one)"),
-      r.absorbed_cross_attention ? "absorbed" : "over cached keys and values",
       r.decode_ms_per_token_shrinking, r.decode_ms_per_step / r.options.batch, r.rtfx,
       r.options.batch, r.options.tokens,
       r.device_mib_loaded > 0.0
@@ -286,7 +284,6 @@ std::string benchmark_json(const BenchmarkResult& r) {
       {"decode_ms_per_token_shrinking", r.decode_ms_per_token_shrinking},
       {"rtfx", r.rtfx},
       {"step_graphs", r.step_graphs},
-      {"absorbed_cross_attention", r.absorbed_cross_attention},
       {"gelu", r.tanh_gelu ? "tanh" : "exact"},
       {"graph_launches", r.graph_launches},
       {"precision", r.options.precision},

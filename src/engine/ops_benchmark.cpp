@@ -335,32 +335,7 @@ class OpsRun {
     product("decoder output projection", d, d, attended, x, true, 27, layers, true);
     Tensor q = be_.empty({batch, d}, act_);
     product("decoder cross query product", d, d, normed, q, false, 28, layers, true);
-    const bool absorbed = uses_absorbed_cross_attention(be_, c_);
-    if (absorbed) {
-      // The states read once for every head (what the model runs where the backend prefers it).
-      const double read = static_cast<double>(batch * kPositions * d) * act_bytes_;
-      const int copies = cold_copies(read);
-      backend::AbsorbedAttentionArgs a;
-      a.q = whole(q);
-      a.key_bias = be_.upload(random_values(heads * d, 37, 0.1f), {heads, d});
-      a.k_w = weight(d, d, 38);
-      a.v_w = weight(d, d, 39);
-      a.states = random_rows(be_, copies * batch * kPositions, d, kPositions, act_, 29)
-                     .reshape({copies * batch, kPositions, d});
-      a.out = whole(attended);
-      a.batch = static_cast<int>(batch);
-      a.heads = heads;
-      a.head_dim = hd;
-      a.query_len = 1;
-      a.item_index = items;
-      a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      const std::vector<backend::AbsorbedAttentionArgs> calls = cycled(a, copies);
-      std::size_t next = 0;
-      record(
-          "decoder cross-attention (absorbed)",
-          fmt::format("{} rows x {} states of {}, {} heads of {}", batch, kPositions, d, heads, hd),
-          [&] { be_.absorbed_attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
-    } else {
+    {
       const double read = static_cast<double>(batch * kPositions * 2 * d) * act_bytes_;
       const int copies = cold_copies(read);
       const Tensor kv = random_rows(be_, copies * batch * kPositions, 2 * d, kPositions, act_, 29);
@@ -376,7 +351,7 @@ class OpsRun {
           [&] { be_.attention(calls[next++ % calls.size()]); }, 0, layers, read, false);
     }
     product("decoder cross output projection", d, d, attended, x, true, 30, layers, true);
-    if (!absorbed) {
+    {
       // Once per window, when its decoding starts: each layer's cross-attention keys and values.
       const std::int64_t rows = batch * kPositions;
       const Tensor states = random_rows(be_, rows, d, kPositions, act_, 35);

@@ -65,36 +65,13 @@ class Loader {
     return {backend_.upload(w, {3 * d, d}, backend_.weight_dtype()),
             tensor(prefix + ".q_proj.bias", {d}), folded_output(prefix, d)};
   }
-  // With `heads` (absorbed cross-attention), the query bias through the key weights too.
-  CrossAttention cross_attention(const std::string& prefix, std::int64_t d, int heads) {
+  CrossAttention cross_attention(const std::string& prefix, std::int64_t d) {
     const std::vector<float> kv = stacked_weights(prefix, {"k_proj", "v_proj"}, d);
-    CrossAttention cross{matrix(prefix + ".q_proj.weight", {d, d}),
-                         tensor(prefix + ".q_proj.bias", {d}),
-                         backend_.upload(kv, {2 * d, d}, backend_.weight_dtype()),
-                         folded_output(prefix, d),
-                         {}};
-    if (heads > 0) cross.key_bias = absorbed_key_bias(prefix, kv, d, heads);
-    return cross;
+    return {matrix(prefix + ".q_proj.weight", {d, d}), tensor(prefix + ".q_proj.bias", {d}),
+            backend_.upload(kv, {2 * d, d}, backend_.weight_dtype()), folded_output(prefix, d)};
   }
 
  private:
-  // kb_h = bq_h Wk_h for each head h ([heads, d], computed in double): see
-  // backend::AbsorbedAttentionArgs. `kv` holds the key weights in its first d rows.
-  Tensor absorbed_key_bias(const std::string& prefix, const std::vector<float>& kv, std::int64_t d,
-                           int heads) {
-    const auto bq = source_.read(prefix + ".q_proj.bias", {d});
-    const std::int64_t head_dim = d / heads;
-    std::vector<double> kb(static_cast<std::size_t>(d * heads), 0.0);
-    for (std::int64_t h = 0; h < heads; ++h) {
-      for (std::int64_t j = 0; j < head_dim; ++j) {
-        const std::int64_t row = h * head_dim + j;
-        const double b = bq[static_cast<std::size_t>(row)];
-        for (std::int64_t c = 0; c < d; ++c)
-          kb[static_cast<std::size_t>(h * d + c)] += b * kv[static_cast<std::size_t>(row * d + c)];
-      }
-    }
-    return backend_.upload(std::vector<float>(kb.begin(), kb.end()), {heads, d});
-  }
   // out_proj, which adds into the residual stream, with the value bias folded into its bias:
   // bo + Wo bv goes to the stream's sum.
   Linear folded_output(const std::string& prefix, std::int64_t d) {
@@ -137,33 +114,6 @@ class Loader {
 
 }  // namespace
 
-bool uses_absorbed_cross_attention(const backend::Backend& backend,
-                                   const model::WhisperConfig& config) {
-  const std::int64_t d = config.d_model;
-  const int heads = config.decoder_attention_heads;
-  const char* env = std::getenv("IFW_CROSS_ATTENTION");
-  const std::string choice = env != nullptr ? env : "";
-  const bool supported = d % heads == 0 && backend.absorbed_attention_supported(d, heads);
-  if (choice == "cached") return false;
-  if (choice == "absorbed") {
-    if (!supported) {
-      spdlog::warn(
-          "IFW_CROSS_ATTENTION=absorbed: not supported by {} for width {} in {} heads; "
-          "keys and values are cached instead",
-          backend.description(), d, heads);
-    }
-    return supported;
-  }
-  if (!choice.empty()) {
-    static std::once_flag said;
-    std::call_once(said, [&] {
-      spdlog::warn("IFW_CROSS_ATTENTION={}: unknown (absorbed or cached); the backend's choice",
-                   choice);
-    });
-  }
-  return supported && backend.absorbed_attention_preferred(d, heads);
-}
-
 backend::Activation feed_forward_activation(const backend::Backend& backend) {
   const char* env = std::getenv("IFW_GELU");
   const std::string choice = env != nullptr ? env : "";
@@ -192,7 +142,6 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     // No Whisper checkpoint scales its embeddings; the table doubles as the output projection.
     throw Error(ErrorKind::kUnsupported, "scale_embedding=true is not supported");
   }
-  absorbed_cross_attention_ = uses_absorbed_cross_attention(backend, config);
   feed_forward_activation_ = engine::feed_forward_activation(backend);
   // The loader sums the residual stream's biases for the norms (Norm::shift) as it goes: what
   // follows loads each stack in the order the model runs it.
@@ -226,8 +175,7 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     layer.self_norm = load.norm(p + ".self_attn_layer_norm", d);
     layer.self = load.self_attention(p + ".self_attn", d);
     layer.cross_norm = load.norm(p + ".encoder_attn_layer_norm", d);
-    layer.cross = load.cross_attention(
-        p + ".encoder_attn", d, absorbed_cross_attention_ ? config.decoder_attention_heads : 0);
+    layer.cross = load.cross_attention(p + ".encoder_attn", d);
     layer.ffn_norm = load.norm(p + ".final_layer_norm", d);
     layer.fc1 = load.linear(p + ".fc1", config.decoder_ffn_dim, d);
     layer.fc2 = load.residual_linear(p + ".fc2", d, config.decoder_ffn_dim);
@@ -326,29 +274,14 @@ DecoderSession::DecoderSession(const WhisperModel& model, const Tensor& encoder_
     buffers_->positions = positions;
   }
   const auto& layers = model.decoder_layers();
-  const bool absorbed = model.absorbed_cross_attention();
   for (std::size_t l = 0; l < layers.size(); ++l) {
     if (!kept) {
       buffers_->self_kv.push_back(be.empty({slots, max_length_, 2 * d}, act));
-      if (!absorbed) buffers_->cross_kv.push_back(be.empty({batch_, positions, 2 * d}, act));
+      buffers_->cross_kv.push_back(be.empty({batch_, positions, 2 * d}, act));
     }
-    if (absorbed) continue;
     Tensor kv = buffers_->cross_kv[l].reshape({batch_ * positions, 2 * d});
     be.linear(whole(states), layers[l].cross.kv_w, nullptr, Activation::kNone, whole(kv),
               batch_ * positions, false);
-  }
-  if (absorbed && !step_graphs_) {
-    buffers_->states = encoder_states;
-  } else if (absorbed) {
-    // Recorded steps read the states where they were recorded: into the buffers' own copy.
-    if (!kept) buffers_->states = be.empty({batch_, positions, d}, act);
-    Tensor copy = buffers_->states.reshape({batch_ * positions, d});
-    std::vector<int> blocks(static_cast<std::size_t>(batch_));
-    for (int b = 0; b < batch_; ++b)
-      blocks[static_cast<std::size_t>(b)] = b;
-    const std::vector<int> starts(static_cast<std::size_t>(batch_), 0);
-    be.write_rows(whole(states), batch_, static_cast<int>(positions), copy, positions, blocks,
-                  starts);
   }
 }
 
@@ -610,82 +543,32 @@ std::vector<float> DecoderSession::run(std::span<const TokenId> tokens, int toke
 }
 
 void DecoderSession::cross_attention(const Step& step, std::size_t l, const Tensor& q,
-                                     const Tensor& attended, std::span<float> captured,
-                                     const PromptKeys* prompt) const {
+                                     const Tensor& attended, std::span<float> captured) const {
   const auto& c = model_.config();
   const std::int64_t d = c.d_model;
   const int heads = c.decoder_attention_heads;
   const DecoderLayer& layer = model_.decoder_layers()[l];
-  backend::Backend& be = model_.backend();
-  // What both kinds of cross-attention take alike.
-  const auto common = [&](auto& args) {
-    args.q = whole(q);
-    args.out = whole(attended);
-    args.batch = step.rows;
-    args.heads = heads;
-    args.head_dim = static_cast<int>(d / heads);
-    args.query_len = step.tokens_per_row;
-    args.item_index = step.cross_items;
-    args.scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
-    if (!step.capture_heads[l].empty()) {
-      for (const auto& [head, slot] : step.capture_heads[l])
-        args.capture_heads.push_back(head);
-      args.capture = captured;
-    }
-  };
-  if (model_.absorbed_cross_attention() && prompt == nullptr) {
-    backend::AbsorbedAttentionArgs cross;
-    common(cross);
-    cross.key_bias = layer.cross.key_bias;
-    cross.k_w = layer.cross.kv_w.rows(0, d);
-    cross.v_w = layer.cross.kv_w.rows(d, d);
-    cross.states = buffers_->states;
-    be.absorbed_attention(cross);
-    return;
-  }
-  // An absorbed session's prompt: this layer's keys and values of the step's rows, row r's in
-  // block r.
-  if (prompt != nullptr) {
-    const std::int64_t rows = prompt->states.dim(0);
-    be.linear(whole(prompt->states), layer.cross.kv_w, nullptr, Activation::kNone,
-              whole(prompt->kv.reshape({rows, 2 * d})), rows, false);
-  }
-  const Tensor& kv = prompt != nullptr ? prompt->kv : buffers_->cross_kv[l];
+  const Tensor& kv = buffers_->cross_kv[l];
   backend::AttentionArgs cross;
-  common(cross);
-  if (prompt != nullptr) cross.item_index.clear();
+  cross.q = whole(q);
+  cross.out = whole(attended);
+  cross.batch = step.rows;
+  cross.heads = heads;
+  cross.head_dim = static_cast<int>(d / heads);
+  cross.query_len = step.tokens_per_row;
+  cross.item_index = step.cross_items;
+  cross.scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
+  if (!step.capture_heads[l].empty()) {
+    for (const auto& [head, slot] : step.capture_heads[l])
+      cross.capture_heads.push_back(head);
+    cross.capture = captured;
+  }
   cross.k = {kv, 0, 2 * d};
   cross.v = {kv, d, 2 * d};
   cross.key_block = step.encoder_positions;
   cross.key_lengths = step.cross_lengths;
   cross.q_bias = &layer.cross.q_bias;
-  be.attention(cross);
-}
-
-DecoderSession::PromptKeys DecoderSession::prompt_keys(const Step& step) const {
-  backend::Backend& be = model_.backend();
-  const std::int64_t d = model_.config().d_model, positions = step.encoder_positions;
-  const std::int64_t rows = step.rows;
-  PromptKeys prompt;
-  const Tensor all = buffers_->states.reshape({batch_ * positions, d});
-  bool in_order = true;
-  for (std::int64_t r = 0; r < rows; ++r)
-    in_order = in_order && step.cross_items[static_cast<std::size_t>(r)] == r;
-  if (in_order) {
-    prompt.states = all.rows(0, rows * positions);
-  } else {  // the rows' windows gathered once for every layer
-    std::vector<std::int64_t> index(static_cast<std::size_t>(rows * positions));
-    for (std::int64_t r = 0; r < rows; ++r) {
-      for (std::int64_t t = 0; t < positions; ++t) {
-        index[static_cast<std::size_t>(r * positions + t)] =
-            step.cross_items[static_cast<std::size_t>(r)] * positions + t;
-      }
-    }
-    prompt.states = be.empty({rows * positions, d}, be.activation_dtype());
-    be.gather_rows(all, index, prompt.states);
-  }
-  prompt.kv = be.empty({rows, positions, 2 * d}, be.activation_dtype());
-  return prompt;
+  model_.backend().attention(cross);
 }
 
 void DecoderSession::issue(const Step& step, std::span<float> logits,
@@ -706,12 +589,6 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
   const int heads = c.decoder_attention_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d / heads));
   constexpr float kEps = WhisperModel::kLayerNormEps;
-  // Absorbed cross-attention, but for steps of few tokens a row: longer ones (prompts) attend
-  // over keys and values computed for the step's rows, a layer at a time.
-  std::optional<PromptKeys> prompt;
-  if (model_.absorbed_cross_attention() && tq > WhisperModel::kAbsorbedMaxQueries)
-    prompt = prompt_keys(step);
-
   for (std::size_t l = 0; l < model_.decoder_layers().size(); ++l) {
     const DecoderLayer& layer = model_.decoder_layers()[l];
     // Self-attention over everything this item has seen, with its new keys appended.
@@ -744,7 +621,7 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
     be.layer_norm(x, &layer.cross_norm.shift, layer.cross_norm.gamma, layer.cross_norm.beta, kEps,
                   normed);
     be.linear(whole(normed), layer.cross.q_w, nullptr, Activation::kNone, whole(q), rows, false);
-    cross_attention(step, l, q, attended, captured[l], prompt ? &*prompt : nullptr);
+    cross_attention(step, l, q, attended, captured[l]);
     be.linear(whole(attended), layer.cross.out.w, nullptr, Activation::kNone, whole(x), rows, true);
 
     be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps,

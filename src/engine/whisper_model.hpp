@@ -39,14 +39,12 @@ struct SelfAttention {
   backend::Tensor q_bias;  // [d]
   Linear out;              // bias bo + Wo bv: in the next norms' shifts
 };
-// Its keys and values are either computed once per window from the encoder's output (cached) or
-// never formed (absorbed: backend::AbsorbedAttentionArgs), by what the backend prefers.
+// Its keys and values are computed once per window from the encoder's output.
 struct CrossAttention {
-  backend::Tensor q_w;       // [d, d]
-  backend::Tensor q_bias;    // [d]
-  backend::Tensor kv_w;      // [2d, d]: keys' weights, then values'
-  Linear out;                // bias bo + Wo bv: in the next norms' shifts
-  backend::Tensor key_bias;  // absorbed only: float32 [heads, d], the query bias through Wk
+  backend::Tensor q_w;     // [d, d]
+  backend::Tensor q_bias;  // [d]
+  backend::Tensor kv_w;    // [2d, d]: keys' weights, then values'
+  Linear out;              // bias bo + Wo bv: in the next norms' shifts
 };
 struct EncoderLayer {
   Norm attn_norm;
@@ -77,21 +75,11 @@ struct DecoderBuffers {
   bool fits(int b, std::int64_t s, std::int64_t p) const {
     return batch == b && slots == s && positions == p;
   }
-  std::vector<backend::Tensor> self_kv;  // per layer [slots, max_length, 2d]: keys | values
-  // Cached cross-attention: per layer [batch, positions, 2d].
-  std::vector<backend::Tensor> cross_kv;
-  // Absorbed cross-attention: the encoder's output [batch, positions, d], read by every layer
-  // (a copy where steps are recorded, whose addresses must not change).
-  backend::Tensor states;
+  std::vector<backend::Tensor> self_kv;   // per layer [slots, max_length, 2d]: keys | values
+  std::vector<backend::Tensor> cross_kv;  // per layer [batch, positions, 2d]
   // After the tensors, so that the graphs go first.
   std::map<StepKey, std::unique_ptr<backend::StepGraph>> graphs;
 };
-
-// Whether a model of `config` on `backend` absorbs its decoder's cross-attention
-// (backend::AbsorbedAttentionArgs) rather than caching keys and values once per window:
-// IFW_CROSS_ATTENTION (absorbed or cached) where set, else what the backend prefers.
-bool uses_absorbed_cross_attention(const backend::Backend& backend,
-                                   const model::WhisperConfig& config);
 
 // The activation of the feed-forward blocks' first products on `backend`: IFW_GELU=tanh asks for
 // GELU by its tanh approximation (at most 4.7e-4 from the exact form; cuBLASLt applies it inside
@@ -116,13 +104,8 @@ class WhisperModel {
   const backend::Tensor& token_embedding() const { return embed_tokens_; }
   const backend::Tensor& decoder_positions() const { return decoder_positions_; }
   const backend::Tensor& output_projection() const { return proj_out_; }
-  // uses_absorbed_cross_attention(), decided when the model loads.
-  bool absorbed_cross_attention() const { return absorbed_cross_attention_; }
   // feed_forward_activation(), decided when the model loads.
   backend::Activation feed_forward_activation() const { return feed_forward_activation_; }
-  // Steps of more tokens a row than this (prompts) attend over keys and values computed for the
-  // step even where cross-attention is absorbed: the absorbed arithmetic grows with the queries.
-  static constexpr int kAbsorbedMaxQueries = 8;
 
   static constexpr float kLayerNormEps = 1e-5f;
 
@@ -148,7 +131,6 @@ class WhisperModel {
   backend::Tensor embed_tokens_, decoder_positions_, proj_out_;
   std::vector<DecoderLayer> decoder_;
   Norm decoder_norm_;
-  bool absorbed_cross_attention_ = false;
   backend::Activation feed_forward_activation_ = backend::Activation::kGelu;
   mutable std::mutex decoder_buffers_mutex_;
   // Least recently kept first; they go before the weights.
@@ -222,18 +204,10 @@ class DecoderSession {
                          AlignmentCapture* capture, Choosing* choosing);
   // Issues one step's operations; fills `logits` and, per layer with alignment heads, `captured`.
   void issue(const Step& step, std::span<float> logits, std::vector<std::vector<float>>& captured);
-  // An absorbed session's prompt step attends over keys and values after all: `states`, the
-  // encoder's states of the step's rows ([rows * positions, d]), and `kv`, each layer's keys and
-  // values of them ([rows, positions, 2d]), written by the layer that reads them.
-  struct PromptKeys {
-    backend::Tensor states, kv;
-  };
-  PromptKeys prompt_keys(const Step& step) const;
-  // Layer l's cross-attention of queries q into attended: absorbed, or over the session's cached
-  // keys and values, or (absorbed sessions' prompts) over the prompt's.
+  // Layer l's cross-attention of queries q into attended, over the session's cached keys and
+  // values.
   void cross_attention(const Step& step, std::size_t l, const backend::Tensor& q,
-                       const backend::Tensor& attended, std::span<float> captured,
-                       const PromptKeys* prompt) const;
+                       const backend::Tensor& attended, std::span<float> captured) const;
 
   const WhisperModel& model_;
   int batch_;

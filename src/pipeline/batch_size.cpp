@@ -10,18 +10,15 @@
 
 #include "backend/devices.hpp"
 #include "backend/dtype.hpp"
-#include "engine/whisper_model.hpp"
 
 namespace ifw::pipeline {
 
-double bytes_per_window(const model::WhisperConfig& c, double element_bytes, backend::Device device,
-                        bool absorbed) {
+double bytes_per_window(const model::WhisperConfig& c, double element_bytes,
+                        backend::Device device) {
   const bool gpu = device == backend::Device::kCuda;
-  const double cross = absorbed ? 1500.0 * c.d_model                            // the states
-                                : 2.0 * c.decoder_layers * 1500.0 * c.d_model;  // keys, values
   return element_bytes * (1500.0 * (c.encoder_ffn_dim + 6.0 * c.d_model) +  // encoder activations
                           2.0 * c.decoder_layers * 448.0 * c.d_model +      // self-attention caches
-                          cross) +
+                          2.0 * c.decoder_layers * 1500.0 * c.d_model) +    // cross keys, values
          4.0 * 1500.0 * (gpu ? 8.0 * c.d_model : 1500.0 * 2.0);  // residual; CPU attention scores
 }
 
@@ -35,7 +32,7 @@ int planned_batch_size(const model::WhisperConfig& config, const backend::Backen
                        int gpu_index, int most_on_cpu) {
   const double per_window =
       bytes_per_window(config, static_cast<double>(backend::dtype_size(backend.activation_dtype())),
-                       backend.device(), engine::uses_absorbed_cross_attention(backend, config));
+                       backend.device());
   double free_bytes = 4e9;  // when the system does not say
   if (backend.device() == backend::Device::kCuda) {
     try {

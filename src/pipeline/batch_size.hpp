@@ -7,11 +7,9 @@
 
 namespace ifw::pipeline {
 
-// Bytes one window of a batch needs on `device`, its activations `element_bytes` wide; with
-// `absorbed` cross-attention (engine::uses_absorbed_cross_attention) the decoder keeps the
-// encoder's states instead of every layer's keys and values.
+// Bytes one window of a batch needs on `device`, its activations `element_bytes` wide.
 double bytes_per_window(const model::WhisperConfig& config, double element_bytes,
-                        backend::Device device, bool absorbed = false);
+                        backend::Device device);
 
 // Windows that fit in `share` of `free_bytes`, between 1 and `most`.
 int windows_that_fit(double free_bytes, double share, double bytes_per_window, int most);

@@ -303,7 +303,7 @@ TEST_P(EngineConformance, TeacherForcedTextLogitsAndAlignmentAttention) {
 }
 
 // The same text fed as decoding feeds it, a token a step (single-token steps take other kernels
-// than a whole sequence at once: the decoding kernels, absorbed cross-attention).
+// than a whole sequence at once: the decoding kernels).
 TEST_P(EngineConformance, TeacherForcedTextStepByStep) {
   const auto& tf = m().golden.at("teacher_forced_text");
   const auto tokens = ints(tf.at("tokens"));
@@ -318,25 +318,6 @@ TEST_P(EngineConformance, TeacherForcedTextStepByStep) {
     logits.insert(logits.end(), row.begin(), row.end());
   }
   expect_teacher_forced_text(logits, capture, tokens.size(), " step by step");
-}
-
-// IFW_CROSS_ATTENTION reaches the model (the suite runs once more with it set to "absorbed").
-TEST_P(EngineConformance, CrossAttentionIsTheOneAskedFor) {
-  const auto& c = m().model->config();
-  const bool absorbed = m().model->absorbed_cross_attention();
-  std::cout << "[ cross-attention " << (absorbed ? "absorbed" : "over cached keys and values")
-            << " ]\n";
-  const char* asked = std::getenv("IFW_CROSS_ATTENTION");
-  const bool supported =
-      m().backend->absorbed_attention_supported(c.d_model, c.decoder_attention_heads);
-  if (asked != nullptr && std::string(asked) == "absorbed") {
-    EXPECT_EQ(absorbed, supported);
-  } else if (asked != nullptr && std::string(asked) == "cached") {
-    EXPECT_FALSE(absorbed);
-  } else {  // the backend's preference
-    EXPECT_EQ(absorbed, supported && m().backend->absorbed_attention_preferred(
-                                         c.d_model, c.decoder_attention_heads));
-  }
 }
 
 // IFW_GELU reaches the model (the suite runs once more with it set to "tanh").

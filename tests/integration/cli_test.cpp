@@ -167,7 +167,6 @@ TEST(Cli, BenchReportsEveryFigure) {
   EXPECT_EQ(j["arch"], "tiny");
   EXPECT_EQ(j["step_graphs"], false);  // the CPU issues operations directly
   EXPECT_EQ(j["graph_launches"], 0);
-  EXPECT_EQ(j["absorbed_cross_attention"], false);  // not the CPU's preference
   EXPECT_EQ(j["gelu"], "exact");
   {
     // IFW_GELU=tanh reaches the model, and the report says so.

@@ -76,15 +76,6 @@ class DelegatingBackend : public backend::Backend {
     inner_->conv1d_gelu(x, w, bias, stride, y);
   }
   void attention(const backend::AttentionArgs& args) override { inner_->attention(args); }
-  bool absorbed_attention_supported(std::int64_t d, int heads) const override {
-    return inner_->absorbed_attention_supported(d, heads);
-  }
-  bool absorbed_attention_preferred(std::int64_t d, int heads) const override {
-    return inner_->absorbed_attention_preferred(d, heads);
-  }
-  void absorbed_attention(const backend::AbsorbedAttentionArgs& args) override {
-    inner_->absorbed_attention(args);
-  }
   bool tanh_gelu_preferred() const override { return inner_->tanh_gelu_preferred(); }
   void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
              const backend::Tensor& table, const backend::Tensor& positions,

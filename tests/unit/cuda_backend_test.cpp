@@ -547,89 +547,6 @@ TEST_P(CudaOps, SplitTweaksGiveTheDefaultsOutputsBitForBit) {
   }
 }
 
-// Absorbed cross-attention (IFW_CROSS_ATTENTION=absorbed, float16 and bfloat16) against the
-// CPU's, at the models' widths: the golden models' 128 in 2 heads, tiny's 384 in 6 (slices that
-// 16 warps share unevenly; 5 queries a row: 30 columns, a second group of 24 holding 6), large-v3's
-// 1280 in 20 (a step at batch 64: two parts a window; 8 queries a row: 7 column groups), windows
-// of 1500 positions and of 37 (one part of fewer than 16); rows reading other windows; captured
-// heads.
-TEST_P(CudaOps, AbsorbedAttentionLikeTheModelCallsIt) {
-  if (type() == DType::kF32) {
-    EXPECT_FALSE(gpu_->absorbed_attention_supported(1280, 20));
-    return;
-  }
-  struct Case {
-    std::string name;
-    std::int64_t d;
-    int heads, batch, query_len, positions;
-    std::vector<int> item_index, capture_heads;
-  };
-  const std::vector<Case> cases = {
-      {"golden width", 128, 2, 3, 1, 1500, {2, 0, 1}, {1}},
-      {"tiny width, 5 queries", 384, 6, 2, 5, 1500, {}, {5, 0}},
-      {"large-v3 step", 1280, 20, 5, 1, 1500, {4, 3, 2, 1, 0}, {7}},
-      {"large-v3 step, batch 64", 1280, 20, 64, 1, 1500, {}, {}},
-      {"large-v3 prompt", 1280, 20, 2, 8, 1500, {1, 1}, {19}},
-      {"short window", 1280, 20, 1, 1, 37, {}, {0}},
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.name);
-    ASSERT_TRUE(gpu_->absorbed_attention_supported(c.d, c.heads));
-    const int hd = static_cast<int>(c.d / c.heads);
-    const std::int64_t rows = static_cast<std::int64_t>(c.batch) * c.query_len;
-    const int items = c.item_index.empty() ? c.batch : 5;
-    const auto q = random_values(static_cast<std::size_t>(rows * c.d), 40, type());
-    const auto states =
-        random_values(static_cast<std::size_t>(items * c.positions * c.d), 41, type(), 2.0f);
-    const auto kw = random_values(static_cast<std::size_t>(c.d * c.d), 42, type(), 0.1f);
-    const auto vw = random_values(static_cast<std::size_t>(c.d * c.d), 43, type(), 0.1f);
-    const auto kb = random_values(static_cast<std::size_t>(c.heads * c.d), 44, DType::kF32, 0.5f);
-    auto [qc, qg] = both(q, {rows, c.d}, type());
-    auto [sc, sg] = both(states, {items, c.positions, c.d}, type());
-    auto [kc, kg] = both(kw, {c.d, c.d}, type());
-    auto [vc, vg] = both(vw, {c.d, c.d}, type());
-    auto [bc, bg] = both(kb, {c.heads, c.d}, DType::kF32);
-    const std::size_t cap_size = static_cast<std::size_t>(rows) * c.capture_heads.size() *
-                                 static_cast<std::size_t>(c.positions);
-    std::vector<float> cap_c(cap_size), cap_g(cap_size, -1.0f);
-    const auto run = [&](backend::Backend& be, const Tensor& qt, const Tensor& st, const Tensor& kt,
-                         const Tensor& vt, const Tensor& bt, Tensor& out, std::vector<float>& cap) {
-      backend::AbsorbedAttentionArgs a;
-      a.q = {qt, 0, c.d};
-      a.key_bias = bt;
-      a.k_w = kt;
-      a.v_w = vt;
-      a.states = st;
-      a.out = {out, 0, c.d};
-      a.batch = c.batch;
-      a.heads = c.heads;
-      a.head_dim = hd;
-      a.query_len = c.query_len;
-      a.item_index = c.item_index;
-      a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      a.capture_heads = c.capture_heads;
-      if (!c.capture_heads.empty()) a.capture = cap;
-      be.absorbed_attention(a);
-    };
-    Tensor oc = cpu_->empty({rows, c.d});
-    run(*cpu_, qc, sc, kc, vc, bc, oc, cap_c);
-    // Outputs start as NaN, so that anything left unwritten fails; twice, so that a launch that
-    // leaves state behind (scratch, captures) shows.
-    for (int launch = 0; launch < 2; ++launch) {
-      Tensor og = gpu_->upload(std::vector<float>(static_cast<std::size_t>(rows * c.d), kNaN),
-                               {rows, c.d}, type());
-      std::fill(cap_g.begin(), cap_g.end(), -1.0f);
-      run(*gpu_, qg, sg, kg, vg, bg, og, cap_g);
-      expect_close(oc, og, "absorbed attention, " + c.name, 2.0);
-      if (!c.capture_heads.empty()) {
-        const double rel = relative_error(cap_g, cap_c);
-        EXPECT_LE(rel, 2.0 * tolerance()) << "captured weights";
-        std::cout << "[ captured weights, " << c.name << " ] relative error " << rel << "\n";
-      }
-    }
-  }
-}
-
 // A head size the split and flash kernels refuse (20: not 64, and rows of 16-bit elements not a
 // multiple of 16 bytes): decoding steps go to the row kernel's element-wise version, longer
 // queries to the products, with and without a query bias.
@@ -880,14 +797,10 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
   for (const DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
     SCOPED_TRACE(backend::dtype_name(type));
     auto be = backend::make_cuda_backend(0, type);
-    for (const char* cross : {"cached", "absorbed"}) {
-      if (type == DType::kF32 && std::string(cross) == "absorbed") continue;  // half precision only
-      SCOPED_TRACE(std::string("cross-attention ") + cross);
-      const ScopedEnv mode("IFW_CROSS_ATTENTION", cross);
+    {
       model::WhisperConfig config = engine::published_architecture("tiny");
       engine::RandomWeights weights(11);
       const engine::WhisperModel model(config, weights, *be);
-      ASSERT_EQ(model.absorbed_cross_attention(), std::string(cross) == "absorbed");
       const int batch = 6;
       const Tensor states = model.encode(random_mel(batch, 5), batch);
       const auto decode = [&] {
@@ -963,16 +876,12 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
 // one, timestamps and alignment heads) chooses what steps issued one by one choose.
 TEST(CudaStepGraphs, GreedyDecodingChoosesTheSameTokens) {
   IFW_REQUIRE_GPU();
-  // Float32 over cached keys and values, and absorbed cross-attention in float16 (whose states
-  // the kept buffers hold a copy of).
-  for (const auto& [type, cross] : {std::pair{DType::kF32, "cached"}, {DType::kF16, "absorbed"}}) {
-    SCOPED_TRACE(std::string(backend::dtype_name(type)) + ", cross-attention " + cross);
-    const ScopedEnv mode("IFW_CROSS_ATTENTION", cross);
+  for (const DType type : {DType::kF32, DType::kF16}) {
+    SCOPED_TRACE(backend::dtype_name(type));
     auto be = backend::make_cuda_backend(0, type);
     model::WhisperConfig config = engine::published_architecture("tiny");
     engine::RandomWeights weights(13);
     const engine::WhisperModel model(config, weights, *be);
-    ASSERT_EQ(model.absorbed_cross_attention(), std::string(cross) == "absorbed");
     const int batch = 7;
     const Tensor states = model.encode(random_mel(batch, 9), batch);
     decode::DecodingRules rules;

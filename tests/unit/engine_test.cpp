@@ -81,9 +81,8 @@ TEST_F(EngineTest, DecoderSessionTracksLengthsAndRejectsOverflow) {
 }
 
 // Items of one session advanced apart (prompts of different lengths, some items finished) each
-// keep their own cache: the logits are those of the item decoded alone. The prompts are longer
-// than absorbed cross-attention takes (WhisperModel::kAbsorbedMaxQueries), the second item's
-// first: under IFW_CROSS_ATTENTION=absorbed, a step's keys and values of the windows it reads.
+// keep their own cache: the logits are those of the item decoded alone (the second item's
+// prompt first).
 TEST_F(EngineTest, ItemsDecodedApartGetWhatTheyGetAlone) {
   std::vector<float> two = mel(1, -0.5f);
   const std::vector<float> other = mel(1, 0.3f);
@@ -91,7 +90,7 @@ TEST_F(EngineTest, ItemsDecodedApartGetWhatTheyGetAlone) {
   const auto states = model_->encode(two, 2);
   const engine::TokenId sot = kSyntheticStartOfTranscript;
   std::vector<engine::TokenId> prompt0, prompt1;
-  for (int t = 0; t < engine::WhisperModel::kAbsorbedMaxQueries + 2; ++t)
+  for (int t = 0; t < 10; ++t)
     prompt0.push_back(sot + t % 2);
   prompt1 = prompt0;
   prompt1.push_back(sot);

@@ -139,49 +139,4 @@ void attention(const AttentionArgs& a, util::ThreadPool& pool, const Blas& blas)
   });
 }
 
-void absorbed_attention(const AbsorbedAttentionArgs& a, util::ThreadPool& pool, const Blas& blas) {
-  check_absorbed_attention(a);
-  for (const Tensor* t : {&a.q.tensor, &a.out.tensor, &a.k_w, &a.v_w, &a.states}) {
-    if (t->dtype() != DType::kF32 || t->device() != Device::kCpu) {
-      throw Error(ErrorKind::kInvalidArgument,
-                  "absorbed attention: the CPU computes in float32 only");
-    }
-  }
-  const std::int64_t positions = a.states.dim(1), d = a.states.dim(2);
-  const std::int64_t hd = a.head_dim, tq = a.query_len;
-  const int ihd = static_cast<int>(hd), id = static_cast<int>(d), itq = static_cast<int>(tq);
-  const int ipositions = static_cast<int>(positions);
-  pool.run(a.batch * a.heads, [&](int task) {
-    const int head = task % a.heads;
-    const std::int64_t b = task / a.heads;
-    const std::int64_t item = a.item_index.empty() ? b : a.item_index[static_cast<std::size_t>(b)];
-    const float* states = a.states.data<float>() + item * positions * d;
-    // The queries in the states' width: Q' = Q_h Wk_h + kb_h.
-    std::vector<float>& absorbed = biased_queries(static_cast<std::size_t>(tq * d));
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, itq, id, ihd, 1.0f,
-               cptr(a.q) + b * tq * a.q.ld + head * hd, static_cast<int>(a.q.ld),
-               a.k_w.data<float>() + head * hd * d, id, 0.0f, absorbed.data(), id);
-    for (std::int64_t i = 0; i < tq; ++i)
-      add(absorbed.data() + i * d, a.key_bias.data<float>() + head * d, d);
-    std::vector<float>& s = scratch(static_cast<std::size_t>(tq * positions));
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, itq, ipositions, id, 1.0f, absorbed.data(),
-               id, states, id, 0.0f, s.data(), ipositions);
-    std::vector<float>& sums = row_sums(static_cast<std::size_t>(tq));
-    for (std::int64_t i = 0; i < tq; ++i) {
-      sums[static_cast<std::size_t>(i)] =
-          exp_shifted(s.data() + i * positions, positions, positions, a.scale);
-    }
-    // Z = P S (the states weighted, in their width; reuses Q's buffer), then Z Wv_h^T.
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, itq, id, ipositions, 1.0f, s.data(),
-               ipositions, states, id, 0.0f, absorbed.data(), id);
-    float* out = mptr(a.out) + b * tq * a.out.ld + head * hd;
-    blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, itq, ihd, id, 1.0f, absorbed.data(), id,
-               a.v_w.data<float>() + head * hd * d, id, 0.0f, out, static_cast<int>(a.out.ld));
-    for (std::int64_t i = 0; i < tq; ++i)
-      scale(out + i * a.out.ld, hd, 1.0f / sums[static_cast<std::size_t>(i)]);
-    capture_rows(a.capture, a.capture_heads, head, b, tq, 0, tq, s.data(), positions, sums.data(),
-                 positions);
-  });
-}
-
 }  // namespace ifw::backend::cpu

@@ -8,8 +8,5 @@
 namespace ifw::backend::cpu {
 
 void attention(const AttentionArgs& args, util::ThreadPool& pool, const Blas& blas);
-// Backend::absorbed_attention, split over (batch row, head).
-void absorbed_attention(const AbsorbedAttentionArgs& args, util::ThreadPool& pool,
-                        const Blas& blas);
 
 }  // namespace ifw::backend::cpu

@@ -198,14 +198,6 @@ class CpuBackend final : public Backend {
   }
 
   void attention(const AttentionArgs& args) override { cpu::attention(args, pool_, blas_); }
-  // Supported for tests and comparisons; not preferred: the CPU is bound by arithmetic, and a
-  // step's absorbed attention costs about `heads` times a read of the keys and values in it.
-  bool absorbed_attention_supported(std::int64_t d, int heads) const override {
-    return d >= 1 && heads >= 1;
-  }
-  void absorbed_attention(const AbsorbedAttentionArgs& args) override {
-    cpu::absorbed_attention(args, pool_, blas_);
-  }
 
   void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
              const Tensor& table, const Tensor& positions, Tensor& y) override {

@@ -190,8 +190,6 @@ class CudaBackend final : public Backend {
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
     name_ = prop.name;
-    limits_.multiprocessors = prop.multiProcessorCount;
-    limits_.shared_per_block = static_cast<i64>(prop.sharedMemPerBlockOptin);
     // The kernels are built for compute 8.0 and newer (tensor-core instructions of Ampere);
     // older GPUs are refused here, so that `auto` falls back to the CPU.
     if (prop.major < 8) {
@@ -420,19 +418,6 @@ class CudaBackend final : public Backend {
   }
 
   void attention(const AttentionArgs& a) override;
-  bool absorbed_attention_supported(std::int64_t d, int heads) const override {
-    return heads >= 1 && heads <= cuda::kMaxHeads &&
-           cuda::absorbed_attention_supported(dtype_, d, limits_);
-  }
-  // Decoding reads memory more than it computes: reading the states once instead of keys and
-  // values halves a step's cross-attention traffic. Not yet the default: the kernel has not run
-  // on a GPU (IFW_CROSS_ATTENTION=absorbed opts in; scripts/gpu-check.sh measures both).
-  bool absorbed_attention_preferred(std::int64_t d, int heads) const override {
-    (void)d;
-    (void)heads;
-    return false;
-  }
-  void absorbed_attention(const AbsorbedAttentionArgs& a) override;
   // cuBLASLt applies the tanh GELU inside fc1's product (a pass over its output fewer). Not yet
   // the default: not run on a GPU (IFW_GELU=tanh opts in; scripts/gpu-check.sh measures it). If
   // it wins there, in half precision only: `return dtype_ != DType::kF32;`.
@@ -557,89 +542,7 @@ class CudaBackend final : public Backend {
   bool lt_for_gelu_ = false;
   // cuda::kSplitCounters counters for the split attention's fused tweak: zero between launches.
   Tensor split_counters_;
-  cuda::DeviceLimits limits_;
 };
-
-void CudaBackend::absorbed_attention(const AbsorbedAttentionArgs& a) {
-  context_->activate();
-  check_absorbed_attention(a);
-  const i64 positions = a.states.dim(1), d = a.states.dim(2);
-  require(absorbed_attention_supported(d, a.heads),
-          "absorbed attention: not for {} states {} wide in {} heads", dtype_name(dtype_), d,
-          a.heads);
-  for (const Tensor* t : {&a.q.tensor, &a.out.tensor, &a.k_w, &a.v_w, &a.states}) {
-    require(t->dtype() == dtype_, "absorbed attention: a {} operand on a {} backend",
-            dtype_name(t->dtype()), dtype_name(dtype_));
-  }
-  if (a.batch == 0) return;
-  // A grid dimension each (rows; groups of 24 query-head columns, at most 448 x 64 / 24).
-  require(a.batch <= 65535, "absorbed attention: {} rows (at most 65535)", a.batch);
-  const int n_capture = static_cast<int>(a.capture_heads.size());
-  const i64 rows = static_cast<i64>(a.batch) * a.query_len, hd = a.head_dim;
-  const i64 columns = rows * a.heads;  // (row, head) pairs: z's rows, and the queries'
-
-  cuda::AbsorbedAttention k;
-  k.key_bias = static_cast<const float*>(a.key_bias.raw());
-  k.states = a.states.raw();
-  k.type = dtype_;
-  k.batch = a.batch;
-  k.heads = a.heads;
-  k.query_len = a.query_len;
-  k.positions = to_int(positions, "positions");
-  k.width = to_int(d, "width");
-  k.scale = a.scale;
-  k.slots = capture_slots(a.capture_heads, a.heads);
-  k.n_capture = n_capture;
-  const cuda::AbsorbedAttentionPlan plan = cuda::plan_absorbed_attention(k, limits_);
-  // One scratch region (a recorded step lends one an operation): the queries in the states'
-  // width (float32), the parts' results, then z (the element type).
-  const auto aligned = [](i64 floats) { return (floats + 63) / 64 * 64; };
-  const i64 query_floats = aligned(columns * d);
-  const i64 part_floats = aligned(plan.scratch_floats);
-  const i64 z_floats = aligned((columns * d * static_cast<i64>(dtype_size(dtype_)) + 3) / 4);
-  const Tensor work = scratch({query_floats + part_floats + z_floats});
-  float* queries = static_cast<float*>(work.raw());
-  k.queries = queries;
-  k.z = queries + query_floats + part_floats;
-  Tensor capture;
-  if (n_capture > 0) {
-    capture = empty({rows * n_capture * positions}, DType::kF32);
-    k.capture = static_cast<float*>(capture.raw());
-  }
-  const DeviceArray<int> index(*context_, std::span<const int>(a.item_index));
-  k.item_index = index.get();
-
-  const float one = 1.0f, zero = 0.0f;
-  const cudaDataType type = cuda_data_type(dtype_);
-  const int n_heads = a.heads;
-  issue("absorbed attention", [&] {
-    // Q'_h = q_h Wk_h for every head h, one product per head in one call: row-major [rows, d]
-    // at column h * d of the queries' rows, from q's head columns and Wk's head rows.
-    check(cublasGemmStridedBatchedEx(
-              context_->cublas(), CUBLAS_OP_N, CUBLAS_OP_N, k.width, to_int(rows, "rows"),
-              to_int(hd, "head size"), &one, a.k_w.raw(), type, k.width, hd * d,
-              at(a.q.tensor, 0, a.q.ld, a.q.column), type, to_int(a.q.ld, "stride"), hd, &zero,
-              queries, CUDA_R_32F, to_int(n_heads * d, "stride"), d, n_heads, CUBLAS_COMPUTE_32F,
-              CUBLAS_GEMM_DEFAULT),
-          "cuBLAS absorbed queries");
-    if (n_capture > 0) {
-      // A head asked for twice fills one slot only; the other stays zero, as on the CPU.
-      check(cudaMemsetAsync(capture.raw(), 0, capture.bytes(), stream()),
-            "clearing attention weights");
-    }
-    cuda::absorbed_attention(k, plan, limits_, queries + query_floats, stream());
-    // out_h = z_h Wv_h^T for every head h.
-    check(cublasGemmStridedBatchedEx(
-              context_->cublas(), CUBLAS_OP_T, CUBLAS_OP_N, to_int(hd, "head size"),
-              to_int(rows, "rows"), k.width, &one, a.v_w.raw(), type, k.width, hd * d, k.z, type,
-              to_int(n_heads * d, "stride"), d, &zero,
-              at_mut(a.out.tensor, 0, a.out.ld, a.out.column), type, to_int(a.out.ld, "stride"), hd,
-              n_heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-          "cuBLAS absorbed attention output");
-  });
-  if (n_capture > 0)
-    context_->copy_to_host(capture.raw(), a.capture.data(), a.capture.size_bytes());
-}
 
 void CudaBackend::attention(const AttentionArgs& a) {
   context_->activate();

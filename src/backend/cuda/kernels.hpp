@@ -182,48 +182,4 @@ int flash_attention_version();
 // having launched nothing, where the current device cannot run it.
 bool flash_attention_hopper(const FlashAttention& a, int version, cudaStream_t stream);
 
-// What a launch plan needs to know of the GPU.
-struct DeviceLimits {
-  int multiprocessors = 1;
-  std::int64_t shared_per_block = 48 * 1024;  // bytes a block may ask for (opt-in)
-};
-
-// Absorbed cross-attention's pass over the states (backend::AbsorbedAttentionArgs), in float16
-// or bfloat16: absorbed_attention.cu. For batch row b and column c = i * heads + h (query i,
-// head h), with S = the states of item item_index[b] (b where null):
-//   w = softmax_t(scale * (queries[b][c] + key_bias[h]) . S[t]),   z[b][c] = sum_t w_t S[t]
-// (z is what the output product multiplies by Wv_h^T). The tensor cores take the query (its sum
-// with the key bias) and the weights w rounded to the element type; scores, sums and z
-// accumulate in float32. Captured heads' weights go to capture
-// (device memory) [batch][n_capture][query_len][positions].
-constexpr int kAbsorbedMaxWidth = 1280;  // widest states (large-v3's)
-struct AbsorbedAttention {
-  const float* queries = nullptr;   // [batch][query_len * heads][width]: q_h Wk_h
-  const float* key_bias = nullptr;  // [heads][width]
-  const void* states = nullptr;     // [items][positions][width]
-  void* z = nullptr;                // [batch][query_len * heads][width]
-  DType type = DType::kF16;
-  int batch = 0, heads = 0, query_len = 0, positions = 0, width = 0;
-  const int* item_index = nullptr;  // device memory; null: row b reads item b
-  float scale = 1.0f;
-  HeadSlots slots{};
-  int n_capture = 0;
-  float* capture = nullptr;
-};
-// How a launch splits each window's positions among thread blocks, and the float32 scratch it
-// needs (the parts' outputs, maxima and sums).
-struct AbsorbedAttentionPlan {
-  int parts = 1;
-  int part_positions = 0;
-  std::int64_t scratch_floats = 0;
-};
-// Float16 or bfloat16, a width of whole 16-element slices up to kAbsorbedMaxWidth, and shared
-// memory for at least two chunks of states (three by default: 213 KB at large-v3's width).
-bool absorbed_attention_supported(DType type, std::int64_t width, const DeviceLimits& limits);
-// Depends on the shapes only (not the values), so that a recorded step can replay it.
-AbsorbedAttentionPlan plan_absorbed_attention(const AbsorbedAttention& a,
-                                              const DeviceLimits& limits);
-void absorbed_attention(const AbsorbedAttention& a, const AbsorbedAttentionPlan& plan,
-                        const DeviceLimits& limits, float* scratch, cudaStream_t stream);
-
 }  // namespace ifw::backend::cuda

@@ -1,5 +1,5 @@
 // The tensor cores' warp-level instructions (mma.sync m16n8k16, ldmatrix) and asynchronous copies
-// to shared memory, for the attention kernels (flash_attention.cu, absorbed_attention.cu).
+// to shared memory, for the attention kernels (flash_attention.cu).
 #pragma once
 
 #include <cstdint>
