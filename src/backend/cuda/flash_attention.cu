@@ -146,9 +146,6 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(FlashAtten
 // 8 warps (128 queries) share each key tile, tiles are double-buffered with cp.async (the next
 // tile loads while this one is computed), K and V stay [key][dim] in shared memory and the
 // tensor cores' B fragments come from ldmatrix (.trans for V), with no transposing stores.
-// Version 3 (IFW_CUDA_FLASH=3, until measured on a GPU) is version 2 with online_softmax_folded:
-// for head size 64 the exponentials and their bookkeeping are about as many instructions as the
-// tensor-core work they feed (FlashAttention-3's observation), so fewer instructions per score.
 constexpr int kWarps2 = 8;
 
 // Keys [k0, k0 + 64) of K and V into one stage of shared memory (64 keys x 128 bytes each, 16
@@ -167,7 +164,7 @@ __device__ __forceinline__ void load_key_tile(const FlashAttention& a, const T* 
   commit_copies();
 }
 
-template <typename T, int kVersion>
+template <typename T>
 __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(FlashAttention a) {
   // Two stages of a 64-key tile of K and of V, [key][dim] with padded rows (ldmatrix reads 8
   // rows of 16 bytes: 144-byte rows put them in distinct banks).
@@ -221,15 +218,7 @@ __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(Fla
       mma(s[n], qa[2], hi[0], hi[1], T{});
       mma(s[n], qa[3], hi[2], hi[3], T{});
     }
-    if constexpr (kVersion == 3) {
-      if ((tile + 1) * kKeys <= a.key_len) {
-        online_softmax_folded<false>(s, o, state, tile * kKeys, a.key_len, scale, t);
-      } else {
-        online_softmax_folded<true>(s, o, state, tile * kKeys, a.key_len, scale, t);
-      }
-    } else {
-      online_softmax(s, o, state, tile * kKeys, a.key_len, scale, t);
-    }
+    online_softmax(s, o, state, tile * kKeys, a.key_len, scale, t);
 
     // P . V: for 16 keys kc*16.. and 16 dims n*8.., transposed matrices (keys kc*16 + (mj&1)*8..,
     // dims (n + mj/2)*8..) give B fragments of dims n and n + 1.
@@ -250,111 +239,6 @@ __global__ void __launch_bounds__(kWarps2 * 32, 2) flash_attention_v2_kernel(Fla
   store_rows(a, o, state, b, h, row0, g, t, T{});
 }
 
-// --- Version 4 (IFW_CUDA_FLASH=4, until measured on a GPU) ---
-// FlashAttention-2's shape for head size 64: each warp takes 32 queries (two 16-row tiles), so
-// every K and V fragment read from shared memory (ldmatrix) feeds two products instead of one:
-// in version 2 those reads are about 1.3 times the tensor cores' time by arithmetic (32 ldmatrix
-// .x4 of 512 bytes per 64 products of a warp and tile). Four warps (128 queries) share each
-// double-buffered key tile; the softmax is version 3's. About twice the registers per thread
-// (half as many warps per SM, as FlashAttention-2 runs). Version 5 (IFW_CUDA_FLASH=5) is the same
-// with 8 warps (256 queries) per block: each key tile read from L2 serves twice the queries
-// (version 2 moves ~2.9 GB per large-v3 window from L2 into shared memory), one block per SM.
-constexpr int kRowTiles = 2;
-
-template <typename T, int kWarps4>
-__global__ void __launch_bounds__(kWarps4 * 32, 8 / kWarps4)
-    flash_attention_v4_kernel(FlashAttention a) {
-  __shared__ __align__(16) T keys[2][kKeys * kLd];
-  __shared__ __align__(16) T values[2][kKeys * kLd];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int row0 = (blockIdx.x * kWarps4 + warp) * (kRowTiles * 16);  // the warp's first query
-  const T* q = static_cast<const T*>(a.q) + static_cast<i64>(b) * a.query_len * a.ld_q + h * kHead;
-  const T* k = static_cast<const T*>(a.k) + static_cast<i64>(b) * a.key_block * a.ld_k + h * kHead;
-  const T* v = static_cast<const T*>(a.v) + static_cast<i64>(b) * a.key_block * a.ld_v + h * kHead;
-
-  // Tile `tile` into stage `stage`.
-  const auto load_tile = [&](int tile, int stage) {
-    load_key_tile(a, k, v, tile * kKeys, keys[stage], values[stage]);
-  };
-
-  std::uint32_t qa[kRowTiles][4][4];
-#pragma unroll
-  for (int r = 0; r < kRowTiles; ++r)
-    load_queries(qa[r], q, a.ld_q, head_bias(a, h), row0 + 16 * r, a.query_len, g, t);
-  float o[kRowTiles][8][4] = {};
-  SoftmaxState state[kRowTiles];
-  const float scale = a.scale * 1.4426950408889634f;
-
-  const int tiles = (a.key_len + kKeys - 1) / kKeys;
-  load_tile(0, 0);
-  const int mr = lane % 8, mj = lane / 8;  // as in version 2
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int stage = tile & 1;
-    if (tile + 1 < tiles) {
-      load_tile(tile + 1, stage ^ 1);
-      wait_copies<1>();
-    } else {
-      wait_copies<0>();
-    }
-    __syncthreads();
-    const T* ks = keys[stage];
-    const T* vs = values[stage];
-
-    float s[kRowTiles][8][4];
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      std::uint32_t lo[4], hi[4];
-      load_matrices(lo, ks + (n * 8 + mr) * kLd + mj * 8);
-      load_matrices(hi, ks + (n * 8 + mr) * kLd + 32 + mj * 8);
-#pragma unroll
-      for (int r = 0; r < kRowTiles; ++r) {
-        s[r][n][0] = s[r][n][1] = s[r][n][2] = s[r][n][3] = 0.0f;
-        mma(s[r][n], qa[r][0], lo[0], lo[1], T{});
-        mma(s[r][n], qa[r][1], lo[2], lo[3], T{});
-        mma(s[r][n], qa[r][2], hi[0], hi[1], T{});
-        mma(s[r][n], qa[r][3], hi[2], hi[3], T{});
-      }
-    }
-    const bool whole = (tile + 1) * kKeys <= a.key_len;
-#pragma unroll
-    for (int r = 0; r < kRowTiles; ++r) {
-      if (whole) {
-        online_softmax_folded<false>(s[r], o[r], state[r], tile * kKeys, a.key_len, scale, t);
-      } else {
-        online_softmax_folded<true>(s[r], o[r], state[r], tile * kKeys, a.key_len, scale, t);
-      }
-    }
-
-#pragma unroll
-    for (int kc = 0; kc < 4; ++kc) {
-      std::uint32_t pa[kRowTiles][4];
-#pragma unroll
-      for (int r = 0; r < kRowTiles; ++r) {
-        pa[r][0] = pack(s[r][2 * kc][0], s[r][2 * kc][1], T{});
-        pa[r][1] = pack(s[r][2 * kc][2], s[r][2 * kc][3], T{});
-        pa[r][2] = pack(s[r][2 * kc + 1][0], s[r][2 * kc + 1][1], T{});
-        pa[r][3] = pack(s[r][2 * kc + 1][2], s[r][2 * kc + 1][3], T{});
-      }
-#pragma unroll
-      for (int n = 0; n < 8; n += 2) {
-        std::uint32_t vb[4];
-        load_matrices_transposed(vb, vs + (kc * 16 + (mj & 1) * 8 + mr) * kLd + (n + mj / 2) * 8);
-#pragma unroll
-        for (int r = 0; r < kRowTiles; ++r) {
-          mma(o[r][n], pa[r], vb[0], vb[1], T{});
-          mma(o[r][n + 1], pa[r], vb[2], vb[3], T{});
-        }
-      }
-    }
-    __syncthreads();  // the stage is free for the tile after next
-  }
-#pragma unroll
-  for (int r = 0; r < kRowTiles; ++r)
-    store_rows(a, o[r], state[r], b, h, row0 + 16 * r, g, t, T{});
-}
-
 void check_flash_launch() {
   check(cudaGetLastError(), "flash attention launch");
 }
@@ -373,13 +257,13 @@ void report_no_hopper_kernel() {
 
 // The version that runs where IFW_CUDA_FLASH is unset: version 6 where the device has sm_90a
 // code (Hopper), version 2 elsewhere, silently. Measured on an H200 (large-v3's shapes at batch
-// 64): 317 TFLOP/s against version 2's 196 (7: 306, 8: 316; 3 to 5: 217 to 228).
+// 64): 317 TFLOP/s against version 2's 196 (7: 306, 8: 316; versions 3 to 5, since deleted: 217
+// to 228).
 constexpr int kDefaultFlashVersion = 6;
 
 // The version IFW_CUDA_FLASH names (read on every launch: no string built), 0 where unset.
 int named_flash_version() {
-  const std::string_view choice =
-      switch_value("IFW_CUDA_FLASH", {"1", "2", "3", "4", "5", "6", "7", "8"});
+  const std::string_view choice = switch_value("IFW_CUDA_FLASH", {"1", "2", "6", "7", "8"});
   return choice.empty() ? 0 : choice[0] - '0';
 }
 
@@ -389,13 +273,8 @@ bool aligned16(const void* p) {
 
 }  // namespace
 
-int flash_attention_version() {
-  const int named = named_flash_version();
-  return named != 0 ? named : kDefaultFlashVersion;
-}
-
 bool flash_attention_supported(const FlashAttention& a) {
-  // scale > 0: versions 3 and 4 keep maxima of unscaled scores.
+  // scale > 0: the softmax keeps maxima of unscaled scores.
   return (a.type == DType::kF16 || a.type == DType::kBF16) && a.head_dim == kHead &&
          a.key_len >= 1 && a.scale > 0.0f && a.ld_q % 8 == 0 && a.ld_k % 8 == 0 &&
          a.ld_v % 8 == 0 && a.ld_out % 2 == 0 && aligned16(a.q) && aligned16(a.k) &&
@@ -417,34 +296,13 @@ void flash_attention(const FlashAttention& a, cudaStream_t stream) {
     if (named != 0) report_no_hopper_kernel();
     version = 2;
   }
-  if (version == 4 || version == 5) {
-    const auto launch = [&](auto warps) {
-      constexpr int kBlockWarps = decltype(warps)::value;
-      constexpr int kRows = kBlockWarps * kRowTiles * 16;
-      const dim3 grid(static_cast<unsigned>((a.query_len + kRows - 1) / kRows),
-                      static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-      if (a.type == DType::kF16) {
-        flash_attention_v4_kernel<__half, kBlockWarps><<<grid, kBlockWarps * 32, 0, stream>>>(a);
-      } else {
-        flash_attention_v4_kernel<__nv_bfloat16, kBlockWarps>
-            <<<grid, kBlockWarps * 32, 0, stream>>>(a);
-      }
-    };
-    if (version == 4) {
-      launch(std::integral_constant<int, 4>{});
-    } else {
-      launch(std::integral_constant<int, 8>{});
-    }
-  } else if (version >= 2) {
+  if (version == 2) {
     const dim3 grid(static_cast<unsigned>((a.query_len + kWarps2 * 16 - 1) / (kWarps2 * 16)),
                     static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-    const auto launch = [&](auto kernel) { kernel<<<grid, kWarps2 * 32, 0, stream>>>(a); };
     if (a.type == DType::kF16) {
-      launch(version == 3 ? flash_attention_v2_kernel<__half, 3>
-                          : flash_attention_v2_kernel<__half, 2>);
+      flash_attention_v2_kernel<__half><<<grid, kWarps2 * 32, 0, stream>>>(a);
     } else {
-      launch(version == 3 ? flash_attention_v2_kernel<__nv_bfloat16, 3>
-                          : flash_attention_v2_kernel<__nv_bfloat16, 2>);
+      flash_attention_v2_kernel<__nv_bfloat16><<<grid, kWarps2 * 32, 0, stream>>>(a);
     }
   } else {
     const dim3 grid(static_cast<unsigned>((a.query_len + kWarps * 16 - 1) / (kWarps * 16)),

@@ -171,13 +171,11 @@ struct FlashAttention {
 };
 bool flash_attention_supported(const FlashAttention& a);
 void flash_attention(const FlashAttention& a, cudaStream_t stream);
-// 2 (a version sharing key tiles among 8 warps, double-buffered with cp.async, B fragments by
-// ldmatrix: 6.4 against 7.7 ms per large-v3 window on an H100), 1 with IFW_CUDA_FLASH=1, 3
-// (version 2 with fewer instructions per score), 4 (32 queries per warp), 5 (4 with 8 warps a
-// block), 6 (Hopper's wgmma), 7 (6 with a tile's softmax overlapping the last tile's product)
-// or 8 (7 with FlashAttention-4's lazy rescaling); 6 to 8 run version 2 where the device or
-// build has no sm_90a code; 3 to 8 not yet run on a GPU.
-int flash_attention_version();
+// IFW_CUDA_FLASH chooses the kernel: unset, 6 (Hopper's wgmma) where the device has sm_90a code
+// and 2 elsewhere (a version sharing key tiles among 8 warps, double-buffered with cp.async, B
+// fragments by ldmatrix); 1 (the first); 7 (6 with a tile's softmax overlapping the last tile's
+// product) or 8 (7 with FlashAttention-4's lazy rescaling). 6 to 8 run version 2 where the device
+// or build has no sm_90a code. Measured on an H200: 6 and 8 alike, 7 4 % slower, 2 1.6 times 6.
 // Version 6, 7 or 8 (flash_attention_hopper.cu, built for sm_90a where the toolkit can): false,
 // having launched nothing, where the current device cannot run it.
 bool flash_attention_hopper(const FlashAttention& a, int version, cudaStream_t stream);
