@@ -167,10 +167,6 @@ class Backend {
     (void)heads;
     return false;
   }
-  // Whether the feed-forward blocks should take GELU's tanh approximation (Activation::kGeluTanh)
-  // where IFW_GELU does not say (engine::feed_forward_activation): only where it is measured
-  // faster and within half precision's tolerances.
-  virtual bool tanh_gelu_preferred() const { return false; }
   // Throws ifw::Error (kUnsupported) where absorbed_attention_supported() says no.
   virtual void absorbed_attention(const AbsorbedAttentionArgs& args);
   // y[i] = table[ids[i]] + positions[pos[i]]

@@ -36,8 +36,6 @@ struct BenchmarkResult {
   // Cross-attention absorbed (engine::uses_absorbed_cross_attention) rather than over keys and
   // values cached per window.
   bool absorbed_cross_attention = false;
-  // The feed-forward blocks' GELU by its tanh approximation (engine::feed_forward_activation).
-  bool tanh_gelu = false;
   // Graphs launched during the batched steps: none although asked for means every recording was
   // dropped (logged) and the steps were issued one by one.
   std::uint64_t graph_launches = 0;

@@ -164,21 +164,6 @@ bool uses_absorbed_cross_attention(const backend::Backend& backend,
   return supported && backend.absorbed_attention_preferred(d, heads);
 }
 
-backend::Activation feed_forward_activation(const backend::Backend& backend) {
-  const char* env = std::getenv("IFW_GELU");
-  const std::string choice = env != nullptr ? env : "";
-  if (choice == "tanh") return backend::Activation::kGeluTanh;
-  if (choice == "exact") return backend::Activation::kGelu;
-  if (!choice.empty()) {
-    static std::once_flag said;
-    std::call_once(said, [&] {
-      spdlog::warn("IFW_GELU={}: unknown (exact or tanh); the backend's choice", choice);
-    });
-  }
-  return backend.tanh_gelu_preferred() ? backend::Activation::kGeluTanh
-                                       : backend::Activation::kGelu;
-}
-
 WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& source,
                            backend::Backend& backend)
     : config_(config), backend_(backend) {
@@ -193,7 +178,6 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     throw Error(ErrorKind::kUnsupported, "scale_embedding=true is not supported");
   }
   absorbed_cross_attention_ = uses_absorbed_cross_attention(backend, config);
-  feed_forward_activation_ = engine::feed_forward_activation(backend);
   // The loader sums the residual stream's biases for the norms (Norm::shift) as it goes: what
   // follows loads each stack in the order the model runs it.
   Loader load(source, backend);
@@ -288,8 +272,8 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
 
     be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta,
                   kLayerNormEps, normed);
-    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, feed_forward_activation_, whole(hidden),
-              rows, false);
+    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+              false);
     be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
   }
   Tensor out = be.empty({batch, positions, d}, act);
@@ -749,8 +733,8 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
 
     be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps,
                   normed);
-    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, model_.feed_forward_activation(),
-              whole(hidden), rows, false);
+    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+              false);
     be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
   }
 

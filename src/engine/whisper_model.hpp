@@ -93,12 +93,6 @@ struct DecoderBuffers {
 bool uses_absorbed_cross_attention(const backend::Backend& backend,
                                    const model::WhisperConfig& config);
 
-// The activation of the feed-forward blocks' first products on `backend`: IFW_GELU=tanh asks for
-// GELU by its tanh approximation (at most 4.7e-4 from the exact form; cuBLASLt applies it inside
-// the product, which saves the GPU a pass over the block's widest activations), IFW_GELU=exact
-// for Whisper's exact GELU; unset, what the backend prefers (Backend::tanh_gelu_preferred).
-backend::Activation feed_forward_activation(const backend::Backend& backend);
-
 class WhisperModel {
  public:
   // Reads every weight from `source` (converted to float32) onto `backend`.
@@ -118,8 +112,6 @@ class WhisperModel {
   const backend::Tensor& output_projection() const { return proj_out_; }
   // uses_absorbed_cross_attention(), decided when the model loads.
   bool absorbed_cross_attention() const { return absorbed_cross_attention_; }
-  // feed_forward_activation(), decided when the model loads.
-  backend::Activation feed_forward_activation() const { return feed_forward_activation_; }
   // Steps of more tokens a row than this (prompts) attend over keys and values computed for the
   // step even where cross-attention is absorbed: the absorbed arithmetic grows with the queries.
   static constexpr int kAbsorbedMaxQueries = 8;
@@ -149,7 +141,6 @@ class WhisperModel {
   std::vector<DecoderLayer> decoder_;
   Norm decoder_norm_;
   bool absorbed_cross_attention_ = false;
-  backend::Activation feed_forward_activation_ = backend::Activation::kGelu;
   mutable std::mutex decoder_buffers_mutex_;
   // Least recently kept first; they go before the weights.
   mutable std::vector<std::unique_ptr<DecoderBuffers>> decoder_buffers_;

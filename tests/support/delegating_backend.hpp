@@ -85,7 +85,6 @@ class DelegatingBackend : public backend::Backend {
   void absorbed_attention(const backend::AbsorbedAttentionArgs& args) override {
     inner_->absorbed_attention(args);
   }
-  bool tanh_gelu_preferred() const override { return inner_->tanh_gelu_preferred(); }
   void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
              const backend::Tensor& table, const backend::Tensor& positions,
              backend::Tensor& y) override {
