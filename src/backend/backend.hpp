@@ -123,10 +123,6 @@ class Backend {
   virtual void conv1d_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, int stride,
                            Tensor& y) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
-  // Whether the feed-forward blocks should take GELU's tanh approximation (Activation::kGeluTanh)
-  // where IFW_GELU does not say (engine::feed_forward_activation): only where it is measured
-  // faster and within half precision's tolerances.
-  virtual bool tanh_gelu_preferred() const { return false; }
   // y[i] = table[ids[i]] + positions[pos[i]]
   virtual void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
                      const Tensor& table, const Tensor& positions, Tensor& y) = 0;

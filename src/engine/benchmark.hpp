@@ -33,8 +33,6 @@ struct BenchmarkResult {
   double decode_ms_per_token_shrinking = 0.0;
   double rtfx = 0.0;         // audio seconds per wall second: batch windows, `tokens` tokens each
   bool step_graphs = false;  // decoder steps replayed from recorded graphs (off: IFW_CUDA_GRAPHS=0)
-  // The feed-forward blocks' GELU by its tanh approximation (engine::feed_forward_activation).
-  bool tanh_gelu = false;
   // Graphs launched during the batched steps: none although asked for means every recording was
   // dropped (logged) and the steps were issued one by one.
   std::uint64_t graph_launches = 0;

@@ -114,21 +114,6 @@ class Loader {
 
 }  // namespace
 
-backend::Activation feed_forward_activation(const backend::Backend& backend) {
-  const char* env = std::getenv("IFW_GELU");
-  const std::string choice = env != nullptr ? env : "";
-  if (choice == "tanh") return backend::Activation::kGeluTanh;
-  if (choice == "exact") return backend::Activation::kGelu;
-  if (!choice.empty()) {
-    static std::once_flag said;
-    std::call_once(said, [&] {
-      spdlog::warn("IFW_GELU={}: unknown (exact or tanh); the backend's choice", choice);
-    });
-  }
-  return backend.tanh_gelu_preferred() ? backend::Activation::kGeluTanh
-                                       : backend::Activation::kGelu;
-}
-
 WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& source,
                            backend::Backend& backend)
     : config_(config), backend_(backend) {
@@ -142,7 +127,6 @@ WhisperModel::WhisperModel(const model::WhisperConfig& config, WeightSource& sou
     // No Whisper checkpoint scales its embeddings; the table doubles as the output projection.
     throw Error(ErrorKind::kUnsupported, "scale_embedding=true is not supported");
   }
-  feed_forward_activation_ = engine::feed_forward_activation(backend);
   // The loader sums the residual stream's biases for the norms (Norm::shift) as it goes: what
   // follows loads each stack in the order the model runs it.
   Loader load(source, backend);
@@ -236,8 +220,8 @@ Tensor WhisperModel::encode(std::span<const float> mel, int batch) const {
 
     be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta,
                   kLayerNormEps, normed);
-    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, feed_forward_activation_, whole(hidden),
-              rows, false);
+    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+              false);
     be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
   }
   Tensor out = be.empty({batch, positions, d}, act);
@@ -626,8 +610,8 @@ void DecoderSession::issue(const Step& step, std::span<float> logits,
 
     be.layer_norm(x, &layer.ffn_norm.shift, layer.ffn_norm.gamma, layer.ffn_norm.beta, kEps,
                   normed);
-    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, model_.feed_forward_activation(),
-              whole(hidden), rows, false);
+    be.linear(whole(normed), layer.fc1.w, &layer.fc1.b, Activation::kGelu, whole(hidden), rows,
+              false);
     be.linear(whole(hidden), layer.fc2.w, nullptr, Activation::kNone, whole(x), rows, true);
   }
 

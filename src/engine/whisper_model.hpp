@@ -81,12 +81,6 @@ struct DecoderBuffers {
   std::map<StepKey, std::unique_ptr<backend::StepGraph>> graphs;
 };
 
-// The activation of the feed-forward blocks' first products on `backend`: IFW_GELU=tanh asks for
-// GELU by its tanh approximation (at most 4.7e-4 from the exact form; cuBLASLt applies it inside
-// the product, which saves the GPU a pass over the block's widest activations), IFW_GELU=exact
-// for Whisper's exact GELU; unset, what the backend prefers (Backend::tanh_gelu_preferred).
-backend::Activation feed_forward_activation(const backend::Backend& backend);
-
 class WhisperModel {
  public:
   // Reads every weight from `source` (converted to float32) onto `backend`.
@@ -104,8 +98,6 @@ class WhisperModel {
   const backend::Tensor& token_embedding() const { return embed_tokens_; }
   const backend::Tensor& decoder_positions() const { return decoder_positions_; }
   const backend::Tensor& output_projection() const { return proj_out_; }
-  // feed_forward_activation(), decided when the model loads.
-  backend::Activation feed_forward_activation() const { return feed_forward_activation_; }
 
   static constexpr float kLayerNormEps = 1e-5f;
 
@@ -131,7 +123,6 @@ class WhisperModel {
   backend::Tensor embed_tokens_, decoder_positions_, proj_out_;
   std::vector<DecoderLayer> decoder_;
   Norm decoder_norm_;
-  backend::Activation feed_forward_activation_ = backend::Activation::kGelu;
   mutable std::mutex decoder_buffers_mutex_;
   // Least recently kept first; they go before the weights.
   mutable std::vector<std::unique_ptr<DecoderBuffers>> decoder_buffers_;

@@ -20,7 +20,6 @@
 #include "engine/whisper_model.hpp"
 #include "model/model_folder.hpp"
 #include "support/golden.hpp"
-#include "support/scoped_env.hpp"
 #include "support/test_backend.hpp"
 #include "util/json.hpp"
 
@@ -103,10 +102,9 @@ double worst_row_error(const std::vector<float>& actual, const std::vector<float
 }
 
 // Every row of `actual` within `tolerance` of `expected` relative to the row's norm, with the
-// same largest entry. In half precision (or with the tanh GELU) the largest entry may differ where
-// the reference's margin is too small for the difference measured: the reference's value at our
-// largest entry is within twice the row's difference norm of its own largest (no closer result
-// could tell them apart).
+// same largest entry. In half precision the largest entry may differ where the reference's margin
+// is too small for the difference measured: the reference's value at our largest entry is within
+// twice the row's difference norm of its own largest (no closer result could tell them apart).
 void expect_rows_close(const std::vector<float>& actual, const std::vector<float>& expected,
                        std::size_t width, double tolerance, const std::string& what) {
   const bool strict_argmax = exact_test_arithmetic();
@@ -263,26 +261,6 @@ TEST_P(EngineConformance, HalfPrecisionWeightsOnTheCpu) {
   }
 }
 
-// What the tanh GELU (IFW_GELU=tanh) alone costs, on the CPU in float32 with the checkpoint's
-// weights: held to half precision's tolerance, the precisions it is meant for (the whole suite
-// runs with it as EngineConformance.TanhGelu).
-TEST_P(EngineConformance, TanhGeluOnTheCpu) {
-  const auto expected = read_f32_file(m().reference / "encoder_out.f32");
-  const auto cpu = backend::make_cpu_backend(2);
-  engine::CheckpointWeights weights(m().folder->checkpoint());
-  const ScopedEnv gelu("IFW_GELU", "tanh");
-  const engine::WhisperModel model(m().folder->config(), weights, *cpu);
-  ASSERT_EQ(model.feed_forward_activation(), backend::Activation::kGeluTanh);
-  const auto encoded = to_host(*cpu, model.encode(m().mel, 1));
-  const double worst =
-      worst_row_error(encoded, expected, static_cast<std::size_t>(model.config().d_model));
-  std::cout << "[ encoder with the tanh GELU on the cpu ] worst row ||diff||/||ref|| = " << worst
-            << "\n";
-  EXPECT_LE(worst, 5e-3);
-  // And it is in use: the exact GELU keeps these rows within ~5e-7 (EncoderOutput).
-  EXPECT_GT(worst, 1e-5);
-}
-
 TEST_P(EngineConformance, TeacherForcedLogits) {
   const auto& pa = m().golden.at("plain_argmax");
   auto tokens = ints(pa.at("tokens"));
@@ -318,24 +296,6 @@ TEST_P(EngineConformance, TeacherForcedTextStepByStep) {
     logits.insert(logits.end(), row.begin(), row.end());
   }
   expect_teacher_forced_text(logits, capture, tokens.size(), " step by step");
-}
-
-// IFW_GELU reaches the model (the suite runs once more with it set to "tanh").
-TEST_P(EngineConformance, GeluIsTheOneAskedFor) {
-  const bool tanh = m().model->feed_forward_activation() == backend::Activation::kGeluTanh;
-  std::cout << "[ GELU " << (tanh ? "by its tanh approximation" : "exact") << " ]\n";
-  const char* asked = std::getenv("IFW_GELU");
-  if (asked != nullptr && std::string(asked) == "tanh") {
-    EXPECT_TRUE(tanh);
-  } else if (asked != nullptr && std::string(asked) == "exact") {
-    EXPECT_FALSE(tanh);
-  } else {  // the backend's preference
-    EXPECT_EQ(tanh, m().backend->tanh_gelu_preferred());
-  }
-  // What the tolerances assume (test_backend.hpp): float32 with the tanh GELU only when asked.
-  if (test_precision() == backend::DType::kF32) {
-    EXPECT_EQ(tanh, !exact_test_arithmetic());
-  }
 }
 
 TEST_P(EngineConformance, PlainArgmax) {
@@ -397,8 +357,8 @@ TEST_P(EngineConformance, TokenTimestamps) {
     return;
   }
   for (std::size_t i = 0; i < times.size(); ++i) {
-    // Multiples of 0.02 s (the reference stores them as float32). In half precision (or with the
-    // tanh GELU) the alignment's path may move by one frame where two frames' weights nearly tie.
+    // Multiples of 0.02 s (the reference stores them as float32). In half precision the
+    // alignment's path may move by one frame where two frames' weights nearly tie.
     const long frames = std::lround(times[i] / 0.02),
                expected_frames = std::lround(expected[i] / 0.02);
     if (exact_test_arithmetic()) {

@@ -13,7 +13,6 @@
 #include "integration/run_ifw.hpp"
 #include "support/golden.hpp"
 #include "support/model_builder.hpp"
-#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 #include "support/wav_files.hpp"
 
@@ -167,16 +166,6 @@ TEST(Cli, BenchReportsEveryFigure) {
   EXPECT_EQ(j["arch"], "tiny");
   EXPECT_EQ(j["step_graphs"], false);  // the CPU issues operations directly
   EXPECT_EQ(j["graph_launches"], 0);
-  EXPECT_EQ(j["gelu"], "exact");
-  {
-    // IFW_GELU=tanh reaches the model, and the report says so.
-    const ScopedEnv gelu("IFW_GELU", "tanh");
-    const CliRun tanh = run_ifw(
-        {"bench", "--arch", "tiny", "--threads", "2", "--tokens", "2", "--repetitions", "1"});
-    ASSERT_EQ(tanh.exit_code, 0) << tanh.err;
-    EXPECT_NE(tanh.out.find("(batch 1, GELU by its tanh approximation)"), std::string::npos)
-        << tanh.out;
-  }
   EXPECT_EQ(run_ifw({"bench", "--arch", "gigantic"}).exit_code, 2);
   EXPECT_EQ(run_ifw({"bench", "--batch", "0"}).exit_code, 2);
 }
@@ -198,7 +187,7 @@ TEST(Cli, BenchOpsTimesEachOperation) {
     EXPECT_GT(op.at("rate").get<double>(), 0.0) << name;
     EXPECT_TRUE(op.at("unit") == "TFLOP/s" || op.at("unit") == "GB/s") << name;
     // An encoder operation counts per window, and so does the decoder's product made once per
-    // window; the others per step; the comparison rows neither.
+    // window; the others per step; the comparison row neither.
     const bool per_window = name.starts_with("encoder") || name.starts_with("log-mel") ||
                             name.ends_with("(per window)");
     const bool per_step =
@@ -210,11 +199,10 @@ TEST(Cli, BenchOpsTimesEachOperation) {
        {"log-mel upload (host to device)", "encoder layer norm", "encoder self-attention",
         "encoder fc1 product + bias + GELU", "  (the product alone)", "decoder cross-attention",
         "decoder self-attention", "decoder fc2 product", "logits product",
-        "decoder cross k|v product (per window)", "  (encoder fc1 with GELU (tanh) instead)",
-        "  (decoder fc1 with GELU (tanh) instead)"}) {
+        "decoder cross k|v product (per window)"}) {
     EXPECT_TRUE(names.contains(name)) << name;
   }
-  EXPECT_EQ(names.size(), 22u);
+  EXPECT_EQ(names.size(), 20u);
 
   const CliRun text =
       run_ifw({"bench", "--ops", "--arch", "tiny", "--threads", "2", "--repetitions", "1"});

@@ -76,7 +76,6 @@ class DelegatingBackend : public backend::Backend {
     inner_->conv1d_gelu(x, w, bias, stride, y);
   }
   void attention(const backend::AttentionArgs& args) override { inner_->attention(args); }
-  bool tanh_gelu_preferred() const override { return inner_->tanh_gelu_preferred(); }
   void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
              const backend::Tensor& table, const backend::Tensor& positions,
              backend::Tensor& y) override {

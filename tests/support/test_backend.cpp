@@ -28,13 +28,13 @@ std::unique_ptr<backend::Backend> make_test_backend(int cpu_threads) {
 }
 
 bool exact_test_arithmetic() {
-  return test_precision() == backend::DType::kF32 && env("IFW_GELU") != "tanh";
+  return test_precision() == backend::DType::kF32;
 }
 
 double reference_tolerance() {
   switch (test_precision()) {
     case backend::DType::kF32:
-      return exact_test_arithmetic() ? 1e-4 : 5e-3;
+      return 1e-4;
     case backend::DType::kF16:
       return 5e-3;
     case backend::DType::kBF16:

@@ -109,15 +109,6 @@ IFW_VECTOR_CLONES void add_bias(float* x, std::int64_t rows, std::int64_t width,
         const float v = row[i];
         row[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
       }
-    } else if (then == Activation::kGeluTanh) {
-      // 0.5 v (1 + tanh(u)) = v / (1 + e^(-2u)), 0 where e^(-2u) passes 2^115 (the true value
-      // is then below 1e-34 |v|; exp_approx's clamp would leave e.g. -2 at -FLT_MAX), NaN at
-      // -infinity as the exact form gives (0 * v).
-      for (std::int64_t i = 0; i < width; ++i) {
-        const float v = row[i];
-        const float minus_2u = -1.5957691216057308f * (v + 0.044715f * v * v * v);
-        row[i] = minus_2u > 80.0f ? 0.0f * v : v / (1.0f + exp_approx(minus_2u));
-      }
     }
   }
 }

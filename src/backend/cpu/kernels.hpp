@@ -12,7 +12,7 @@ namespace ifw::backend::cpu {
 // y = x * Phi(x), the exact (erf) GELU as Whisper uses it; |error| < 2e-7 * |x|.
 void gelu(float* x, std::int64_t n);
 // x[i] += bias[i % width] for a row-major [n / width][width] block (bias may be null), then
-// `then` (either GELU).
+// `then` (none or the exact GELU).
 void add_bias(float* x, std::int64_t rows, std::int64_t width, std::int64_t ld, const float* bias,
               Activation then);
 // y[r] = (v - mean) / sqrt(var + eps) * gamma + beta for each row of width d, where v = x[r] +

@@ -177,16 +177,13 @@ class CudaBackend final : public Backend {
       : context_(std::make_shared<DeviceContext>(index)),
         dtype_(dtype),
         profile_(context_->stream()) {
-    // Every product through cuBLASLt is opt-in for now: on an H100 the heuristic's first
-    // algorithms measured +1 % against cublasGemmEx with a bias kernel (docs/PERFORMANCE.md).
-    // IFW_CUDA_LT=tune times each shape's algorithm among the heuristic's first eight (not yet
-    // run on a GPU). Without it, cuBLASLt still makes the products with the tanh GELU
-    // (IFW_GELU=tanh), whose epilogue applies it (their algorithms always timed so);
-    // IFW_CUDA_LT=0 leaves that to a kernel too.
-    const std::string_view lt = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
-    lt_everywhere_ = lt == "1" || lt == "tune";
-    lt_for_gelu_ = lt != "0";
-    if (lt_everywhere_) lt_ = std::make_unique<cuda::LtMatmul>(*context_, lt == "tune");
+    // Opt-in for now: on an H100 the heuristic's first algorithms measured +1 % against
+    // cublasGemmEx with a bias kernel (docs/PERFORMANCE.md). IFW_CUDA_LT=tune times each shape's
+    // algorithm among the heuristic's first eight (not yet run on a GPU); unset or 0, no cuBLASLt.
+    if (const std::string_view v = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
+        v == "1" || v == "tune") {
+      lt_ = std::make_unique<cuda::LtMatmul>(*context_, v == "tune");
+    }
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, index), "reading the GPU's properties");
     name_ = prop.name;
@@ -313,10 +310,9 @@ class CudaBackend final : public Backend {
     const i64 n = w.dim(0), k = w.dim(1);
     if (rows == 0) return;
     if (bias != nullptr) require(bias->dtype() == DType::kF32, "linear: the bias is not float32");
-    // cuBLASLt adds the bias in the product (with IFW_CUDA_LT) and applies the tanh GELU there;
-    // the exact (erf) GELU stays a kernel of ours.
-    const bool in_epilogue = act == Activation::kGeluTanh;
-    if (cuda::LtMatmul* lt = lt_everywhere_ || in_epilogue ? lt_matmul() : nullptr; lt != nullptr) {
+    // cuBLASLt adds the bias in the product (with IFW_CUDA_LT); GELU (exact, erf) stays a kernel
+    // of ours.
+    if (lt_ != nullptr) {
       cuda::LtProduct p;
       p.a = at(x.tensor, 0, x.ld, x.column);
       p.lda = x.ld;
@@ -331,9 +327,8 @@ class CudaBackend final : public Backend {
       p.k = k;
       p.beta = accumulate ? 1.0f : 0.0f;
       p.bias = bias != nullptr ? static_cast<const float*>(bias->raw()) : nullptr;
-      p.gelu = in_epilogue;
       bool done = false;
-      issue("linear", [&] { done = lt->run(p, stream()); });
+      issue("linear", [&] { done = lt_->run(p, stream()); });
       if (done) {
         if (act == Activation::kGelu) {
           issue("gelu", [&] {
@@ -418,10 +413,6 @@ class CudaBackend final : public Backend {
   }
 
   void attention(const AttentionArgs& a) override;
-  // cuBLASLt applies the tanh GELU inside fc1's product (a pass over its output fewer). Not yet
-  // the default: not run on a GPU (IFW_GELU=tanh opts in; scripts/gpu-check.sh measures it). If
-  // it wins there, in half precision only: `return dtype_ != DType::kF32;`.
-  bool tanh_gelu_preferred() const override { return false; }
 
   void embed(std::span<const std::int32_t> ids, std::span<const std::int32_t> pos,
              const Tensor& table, const Tensor& positions, Tensor& y) override {
@@ -522,24 +513,8 @@ class CudaBackend final : public Backend {
   DType dtype_;
   std::string name_;
   OpProfile profile_;
-  // cuBLASLt's plans: made with the backend for IFW_CUDA_LT=1 or tune (every product through
-  // them), else on the first product with the tanh GELU; none with IFW_CUDA_LT=0 (cublasGemmEx
-  // and a bias kernel for every product) or where cuBLASLt could not start (said once).
-  cuda::LtMatmul* lt_matmul() {
-    if (lt_ == nullptr && lt_for_gelu_) {
-      try {
-        lt_ = std::make_unique<cuda::LtMatmul>(*context_, false);
-      } catch (const Error& e) {
-        if (e.kind() == ErrorKind::kDeviceFailure) throw;
-        lt_for_gelu_ = false;
-        spdlog::warn("{}: the tanh GELU is a pass of its own after each product", e.what());
-      }
-    }
-    return lt_.get();
-  }
+  // IFW_CUDA_LT=1 or tune; null: cublasGemmEx and a bias kernel for every product.
   std::unique_ptr<cuda::LtMatmul> lt_;
-  bool lt_everywhere_ = false;
-  bool lt_for_gelu_ = false;
   // cuda::kSplitCounters counters for the split attention's fused tweak: zero between launches.
   Tensor split_counters_;
 };

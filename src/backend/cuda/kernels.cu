@@ -240,8 +240,6 @@ __device__ __forceinline__ float gelu(float v) {
 // What bias_activation applies after the bias (backend::Activation).
 __device__ __forceinline__ float activate(float v, Activation act) {
   if (act == Activation::kGelu) return gelu(v);
-  if (act == Activation::kGeluTanh)
-    return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
   return v;
 }
 

@@ -72,7 +72,6 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
                 static_cast<int>(p.c_type),
                 bias,
                 accumulate,
-                p.gelu,
                 align_a,
                 align_b,
                 align_c,
@@ -90,15 +89,11 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
     lt_check(
         cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &plain, sizeof plain),
         "cuBLASLt transpose");
-    if (bias || p.gelu) {
-      const cublasLtEpilogue_t epilogue = !p.gelu ? CUBLASLT_EPILOGUE_BIAS
-                                          : bias  ? CUBLASLT_EPILOGUE_GELU_BIAS
-                                                  : CUBLASLT_EPILOGUE_GELU;
+    if (bias) {
+      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
       lt_check(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                               sizeof epilogue),
                "cuBLASLt epilogue");
-    }
-    if (bias) {
       const cudaDataType bias_type = CUDA_R_32F;
       lt_check(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                               &bias_type, sizeof bias_type),
@@ -137,9 +132,9 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
     constexpr int kCandidates = 8;
     cublasLtMatmulHeuristicResult_t results[kCandidates]{};
     int found = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-        handle_, plan->op, plan->a, plan->b, plan->c, plan->c, preference,
-        tune_ || p.gelu ? kCandidates : 1, results, &found);
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c,
+                                       preference, tune_ ? kCandidates : 1, results, &found);
     cublasLtMatmulPreferenceDestroy(preference);
     if (status == CUBLAS_STATUS_SUCCESS && found > 0) {
       // Timing waits for the GPU, which a step being captured into a graph cannot.
@@ -149,15 +144,8 @@ bool LtMatmul::run(const LtProduct& p, cudaStream_t stream) {
       plan->usable = algo.has_value();  // none worked: cublasGemmEx
       if (algo) plan->algo = *algo;
     } else {
-      spdlog::debug("cuBLASLt has no algorithm for {}x{}x{} (bias {}, GELU {}): using cublasGemmEx",
-                    p.m, p.n, p.k, bias, p.gelu);
-    }
-    // The tanh GELU's point is to be in the product: say when it cannot be (once per shape).
-    if (!plan->usable && p.gelu) {
-      spdlog::warn(
-          "cuBLASLt cannot make the {}x{}x{} product with its GELU epilogue: the tanh GELU is a "
-          "pass of its own there",
-          p.m, p.n, p.k);
+      spdlog::debug("cuBLASLt has no algorithm for {}x{}x{} (bias {}): using cublasGemmEx", p.m,
+                    p.n, p.k, bias);
     }
     slot = std::move(plan);
   }
@@ -270,9 +258,8 @@ std::optional<cublasLtMatmulAlgo_t> LtMatmul::fastest(
   if (accumulate && r.saved_valid) restore();
   if (best) {
     spdlog::debug(
-        "cuBLASLt: {}x{}x{} (accumulate {}, bias {}, GELU {}): the fastest of {} algorithms, "
-        "{:.3f} ms",
-        p.m, p.n, p.k, accumulate, p.bias != nullptr, p.gelu, found, best_ms / 2.0f);
+        "cuBLASLt: {}x{}x{} (accumulate {}, bias {}): the fastest of {} algorithms, {:.3f} ms", p.m,
+        p.n, p.k, accumulate, p.bias != nullptr, found, best_ms / 2.0f);
   }
   return best;
 }

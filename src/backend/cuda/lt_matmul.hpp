@@ -4,9 +4,6 @@
 // first, or with `tune` the fastest of its first eight (a later one only where 5 % faster than
 // an earlier), timed on the shape's first product (its operands: a product that accumulates is
 // timed from a copy of its output, put back after).
-// Products with the GELU epilogue are always timed so (but while a step is being recorded): they
-// stand in for cublasGemmEx's choice and a GELU pass, and the heuristic's first algorithms
-// measured slower than cublasGemmEx's on an H100.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +19,7 @@
 
 namespace ifw::backend::cuda {
 
-// Row-major c[m, n] (ldc) = a[m, k] (lda) . b[n, k]^T (ldb) + beta * c (+ bias[n] when given;
-// then GELU with `gelu`).
+// Row-major c[m, n] (ldc) = a[m, k] (lda) . b[n, k]^T (ldb) + beta * c (+ bias[n] when given).
 struct LtProduct {
   const void* a = nullptr;
   std::int64_t lda = 0;
@@ -36,8 +32,6 @@ struct LtProduct {
   std::int64_t m = 0, n = 0, k = 0;
   float beta = 0.0f;
   const float* bias = nullptr;  // float32
-  // Then GELU by its tanh approximation (backend::Activation::kGeluTanh), in the epilogue.
-  bool gelu = false;
 };
 
 class DeviceContext;
@@ -55,7 +49,7 @@ class LtMatmul {
  private:
   struct Plan;
   using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                         std::int64_t, int, int, bool, bool, bool, int, int, int, int>;
+                         std::int64_t, int, int, bool, bool, int, int, int, int>;
   // The fastest of `results` for `p` (timed; waits for the GPU; an accumulating output is put
   // back as it was): the first when timing cannot start, none when every algorithm failed.
   std::optional<cublasLtMatmulAlgo_t> fastest(const Plan& plan, const LtProduct& p,
