@@ -20,9 +20,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,compute_cap 
 grep -q "^cuda backend: /" "$out/version.txt" || status=1
 "$checks" --gtest_filter='DeviceSelection*:*Cuda*:-*HopperFlash*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |relative error|Failure|error" || true
 grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
-# The wgmma flash kernels (versions 6 to 8, never run on a GPU before) in a process of their
-# own under a time limit: a fault or a hang on their first run takes only them down. Every run
-# that chooses them below has a limit too.
+# The wgmma flash kernels (versions 6 to 8; 6 is the default on Hopper, so the tests above run
+# it too) by name in a process of their own under a time limit: a fault or a hang takes only
+# them down. Every run below has a limit too.
 timeout 120 "$checks" --gtest_filter='*HopperFlash*' >"$out/cuda_ops_hopper.log" 2>&1
 hopper=$?
 [ $hopper = 0 ] || status=1
@@ -49,61 +49,43 @@ if [ "$mode" = profile ]; then
   archs="large-v3-turbo large-v3"
   batches="64"
 fi
-# The defaults (steps from CUDA graphs, flash attention v2, decoding attention split over the
-# keys) side by side, at every size, with cross-attention absorbed (IFW_CROSS_ATTENTION=absorbed:
-# the states read once for every head instead of keys and values; not yet run on a GPU) and, at
-# batch 64 (where the targets are not met yet): the wgmma flash kernels alone and with absorbed
-# cross-attention (the likely next defaults together; the encoder is the same in both
-# architectures, so the flash kernels run with turbo, 76 % encoder at batch 64), fc1's GELU by
-# its tanh approximation in cuBLASLt's product (IFW_GELU=tanh) alone and with those, and later the
-# opt-ins together (cuBLASLt's bias epilogues with each shape's algorithm timed,
-# IFW_CUDA_LT=tune; the second version of the bias/GELU and layer-norm kernels,
-# IFW_CUDA_ELEMENTWISE=2; flash v7; absorbed; the tanh GELU), flash v4 and v5 with turbo and self-attention by
-# rows (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder). Each opt-in alone, flash
-# v3 included, is timed where it acts by the operations below (a whole run each would not fit a
-# device session).
+# The defaults (steps from CUDA graphs; flash attention v6 on Hopper, v2 elsewhere; decoding
+# attention split over the keys with its heads,early tweaks; the second row kernels) at every
+# size, then at batch 64 side by side with the defaults before the H200 run of 2026-11-28
+# (flash v2, the first row kernels, no split tweaks) and with each choice or opt-in that a whole
+# run tells apart: flash v7 and v8 with turbo (76 % encoder at batch 64), self-attention by rows
+# (IFW_CUDA_DECODE_ATTENTION=mixed) with large-v3 (69 % decoder), cuBLASLt for every product
+# with each shape's algorithm timed (IFW_CUDA_LT=tune) with both. Each other choice is timed
+# where it acts by the operations below (a whole run each would not fit a device session).
 bench_run() {  # arch, batch, variant
   local vars suffix
   case $3 in
     default) vars="" suffix="" ;;
-    absorbed) vars="IFW_CROSS_ATTENTION=absorbed" suffix="_absorbed" ;;
+    previous)
+      vars="IFW_CUDA_FLASH=2 IFW_CUDA_ELEMENTWISE=1 IFW_CUDA_SPLIT=none"
+      suffix="_previous"
+      ;;
     mixed) vars="IFW_CUDA_DECODE_ATTENTION=mixed" suffix="_mixed" ;;
-    flash4) vars="IFW_CUDA_FLASH=4" suffix="_flash4" ;;
-    flash5) vars="IFW_CUDA_FLASH=5" suffix="_flash5" ;;
-    flash6) vars="IFW_CUDA_FLASH=6" suffix="_flash6" ;;
     flash7) vars="IFW_CUDA_FLASH=7" suffix="_flash7" ;;
     flash8) vars="IFW_CUDA_FLASH=8" suffix="_flash8" ;;
-    absorbed_flash7) vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7" suffix="_absorbed_flash7" ;;
-    absorbed_flash8) vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=8" suffix="_absorbed_flash8" ;;
-    gelu_tanh) vars="IFW_GELU=tanh" suffix="_gelu_tanh" ;;
-    absorbed_flash7_gelu_tanh)
-      vars="IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7 IFW_GELU=tanh"
-      suffix="_absorbed_flash7_gelu_tanh"
-      ;;
-    together)
-      vars="IFW_CUDA_LT=tune IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_FLASH=7 IFW_CROSS_ATTENTION=absorbed IFW_GELU=tanh"
-      suffix="_together"
-      ;;
+    lt_tune) vars="IFW_CUDA_LT=tune" suffix="_lt_tune" ;;
   esac
   timeout 300 env $vars "$bench" --device cuda --arch "$1" --batch "$2" --tokens 100 \
     --repetitions 2 2>&1 | tee "$out/bench_$1_b$2$suffix.txt" || status=1
 }
 # The defaults at every size first (what a run cut short by its time limit must still have); the
-# other comparisons come after the conformance suite and the device-failure test.
+# comparisons come after the conformance suite and the device-failure test.
 for arch in $archs; do
   for batch in $batches; do
     bench_run "$arch" "$batch" default
   done
 done
 # Each operation alone at large-v3's shapes at batch 64 (ifw bench --ops: ms per call and the
-# rate it reaches; turbo's layers have the same shapes), with the defaults and with each opt-in
-# that changes a kernel: what the whole-model comparisons below cannot tell apart. With
-# IFW_CROSS_ATTENTION=absorbed, the absorbed cross-attention instead of the one over keys and
-# values and their per-window product. The decoding
+# rate it reaches; turbo's layers have the same shapes), with the defaults and with each choice
+# that changes a kernel: what the whole-model comparisons cannot tell apart. The decoding
 # attention's tweaks (IFW_CUDA_SPLIT: blocks head by head, values loaded with the keys, parts
-# combined by their last block) are only
-# measured here, and so are uploads from pageable memory (IFW_CUDA_PINNED=0) against the
-# page-locked buffers the features now live in.
+# combined by their last block) are only measured here, and so are uploads from pageable memory
+# (IFW_CUDA_PINNED=0) against the page-locked buffers the features live in.
 ops_name() { echo "$1" | sed 's/^IFW_CUDA_//; s/[=,]/_/g' | tr 'A-Z' 'a-z'; }
 ops_lines() {  # the rows a variant changes
   case $1 in
@@ -112,19 +94,13 @@ ops_lines() {  # the rows a variant changes
     IFW_CUDA_ELEMENTWISE*) echo "layer norm|GELU" ;;
     IFW_CUDA_LT*) echo "product|projection" ;;
     IFW_CUDA_PINNED*) echo "upload" ;;
-    IFW_CROSS_ATTENTION*) echo "cross" ;;
-    IFW_GELU*) echo "GELU|alone" ;;
     *) echo "." ;;
   esac
 }
-# What decides this session's defaults first (absorbed cross-attention, the wgmma flash kernels),
-# then the rest.
-ops_first="default IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=6 IFW_CUDA_FLASH=7 IFW_CUDA_FLASH=8"
-ops_variants="$ops_first IFW_CUDA_FLASH=1
-  IFW_CUDA_FLASH=3 IFW_CUDA_FLASH=4 IFW_CUDA_FLASH=5 IFW_CUDA_DECODE_ATTENTION=rows IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_SPLIT=heads
-  IFW_CUDA_SPLIT=early IFW_CUDA_SPLIT=heads,early IFW_CUDA_SPLIT=fused
-  IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_ELEMENTWISE=2 IFW_CUDA_LT=1 IFW_CUDA_LT=tune
-  IFW_CUDA_PINNED=0 IFW_GELU=tanh"
+ops_variants="default IFW_CUDA_FLASH=2 IFW_CUDA_FLASH=7 IFW_CUDA_FLASH=8 IFW_CUDA_FLASH=1
+  IFW_CUDA_ELEMENTWISE=1 IFW_CUDA_SPLIT=none IFW_CUDA_SPLIT=heads IFW_CUDA_SPLIT=early
+  IFW_CUDA_SPLIT=heads,early,fused IFW_CUDA_DECODE_ATTENTION=rows
+  IFW_CUDA_DECODE_ATTENTION=split256 IFW_CUDA_LT=1 IFW_CUDA_LT=tune IFW_CUDA_PINNED=0"
 ops_run() {  # environment (or "default")
   local file
   file="$out/ops_$(ops_name "$1").txt"
@@ -134,8 +110,8 @@ ops_run() {  # environment (or "default")
   grep -E "$(ops_lines "$1")|error" "$file" | sed 's/^/  /'
 }
 # The conformance suite with the defaults in each precision, then in half precision with each
-# choice switched back (steps issued one by one, flash v1, decoding attention by rows) and with
-# each opt-in (absorbed cross-attention first).
+# choice switched back (flash v2, the first row kernels, no split tweaks, steps issued one by
+# one, flash v1, decoding attention by rows) and with each opt-in.
 conformance() {  # log name, environment...
   local log="$out/conformance_$1.log"
   shift
@@ -144,22 +120,9 @@ conformance() {  # log name, environment...
   echo "conformance $(basename "$log" .log): $(grep -E '^\[  (PASSED|FAILED) ' "$log" | tr '\n' ' ')"
   grep -E "worst row|Failure|Expected|Which is|argmax|recorded decoder step" "$log" | head -40
 }
-# Then what decides the next defaults (a device session cut short by its time limit still has
-# it): the conformance suite with the defaults in each precision and with the new kernels in half
-# precision (short runs, and what a default must pass), the device-failure test, whole runs with
-# the new kernels, then the operations with the defaults and with the new kernels.
 for precision in fp32 fp16 bf16; do
   conformance "$precision" IFW_TEST_PRECISION=$precision
 done
-conformance fp16_absorbed IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed
-conformance bf16_absorbed IFW_TEST_PRECISION=bf16 IFW_CROSS_ATTENTION=absorbed
-conformance fp16_flash6 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=6
-conformance bf16_flash6 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=6
-conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
-conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
-conformance fp16_absorbed_flash7 IFW_TEST_PRECISION=fp16 IFW_CROSS_ATTENTION=absorbed IFW_CUDA_FLASH=7
-conformance fp16_gelu_tanh IFW_TEST_PRECISION=fp16 IFW_GELU=tanh
-conformance bf16_gelu_tanh IFW_TEST_PRECISION=bf16 IFW_GELU=tanh
 
 # A fault on the GPU (a kernel of the test's own writes to address 16) in a process of its own, as
 # it leaves the GPU unusable to the process: the engine says the device failed, the transcription
@@ -171,39 +134,10 @@ grep -E "^\[ fault \]|Failure|Expected|Which is|failed \(|going on there" "$out/
 
 for arch in $archs; do
   for batch in $batches; do
-    bench_run "$arch" "$batch" absorbed
-  done
-done
-if [ "$mode" != quick ]; then
-  # The wgmma flash kernels, and the likely next defaults together (absorbed cross-attention
-  # with a wgmma flash kernel).
-  for variant in flash6 flash7 flash8 absorbed_flash7 absorbed_flash8; do
-    bench_run large-v3-turbo 64 $variant
-  done
-  bench_run large-v3 64 absorbed_flash7
-  # fc1's GELU by its tanh approximation inside cuBLASLt's product (IFW_GELU=tanh): alone, and
-  # with the two above.
-  bench_run large-v3-turbo 64 gelu_tanh
-  bench_run large-v3-turbo 64 absorbed_flash7_gelu_tanh
-  # Where the new kernels act, operation by operation.
-  for variant in $ops_first; do
-    ops_run "$variant"
-  done
-fi
-# Then the rest: each other opt-in's operations, the other whole-model comparisons, the
-# conformance suite with each choice switched back and each other opt-in.
-if [ "$mode" != quick ]; then
-  for variant in $ops_variants; do
-    case " $ops_first " in *" $variant "*) continue ;; esac
-    ops_run "$variant"
-  done
-fi
-for arch in $archs; do
-  for batch in $batches; do
     variants=""
     if [ "$batch" = 64 ]; then
-      variants="together"
-      [ "$arch" = large-v3-turbo ] && variants="$variants flash4 flash5"
+      variants="previous lt_tune"
+      [ "$arch" = large-v3-turbo ] && variants="$variants flash7 flash8"
       [ "$arch" = large-v3 ] && variants="$variants mixed"
     fi
     for variant in $variants; do
@@ -211,6 +145,17 @@ for arch in $archs; do
     done
   done
 done
+if [ "$mode" != quick ]; then
+  for variant in $ops_variants; do
+    ops_run "$variant"
+  done
+fi
+conformance fp16_previous IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=2 IFW_CUDA_ELEMENTWISE=1 \
+  IFW_CUDA_SPLIT=none
+conformance bf16_flash2 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=2
+conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
+conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
+conformance fp32_elementwise1 IFW_TEST_PRECISION=fp32 IFW_CUDA_ELEMENTWISE=1
 conformance fp16_no_graphs IFW_TEST_PRECISION=fp16 IFW_CUDA_GRAPHS=0
 conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
 conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows
@@ -219,15 +164,7 @@ conformance fp16_lt_tune IFW_TEST_PRECISION=fp16 IFW_CUDA_LT=tune
 conformance fp32_lt_tune IFW_TEST_PRECISION=fp32 IFW_CUDA_LT=tune
 conformance fp16_split256 IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=split256
 conformance fp16_mixed IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=mixed
-conformance fp16_flash3 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=3
-conformance bf16_flash3 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=3
-conformance fp16_flash4 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=4
-conformance bf16_flash4 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=4
-conformance fp16_flash5 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=5
-conformance fp16_split_tweaks IFW_TEST_PRECISION=fp16 IFW_CUDA_SPLIT=heads,early,fused
-for precision in fp32 fp16 bf16; do
-  conformance "${precision}_elementwise2" IFW_TEST_PRECISION=$precision IFW_CUDA_ELEMENTWISE=2
-done
+conformance fp16_split_fused IFW_TEST_PRECISION=fp16 IFW_CUDA_SPLIT=heads,early,fused
 # The first flash-attention kernel's operations against the CPU's (the decoding kernels are
 # both checked by the default run).
 IFW_CUDA_FLASH=1 timeout 300 "$checks" --gtest_filter='*CudaOps*Attention*:-*HopperFlash*' \
