@@ -177,9 +177,10 @@ class CudaBackend final : public Backend {
       : context_(std::make_shared<DeviceContext>(index)),
         dtype_(dtype),
         profile_(context_->stream()) {
-    // Opt-in for now: on an H100 the heuristic's first algorithms measured +1 % against
-    // cublasGemmEx with a bias kernel (docs/PERFORMANCE.md). IFW_CUDA_LT=tune times each shape's
-    // algorithm among the heuristic's first eight (not yet run on a GPU); unset or 0, no cuBLASLt.
+    // Opt-in: on an H100 the heuristic's first algorithms measured +1 % against cublasGemmEx with
+    // a bias kernel; IFW_CUDA_LT=tune, which times each shape's algorithm among the heuristic's
+    // first eight, was mixed on an H200 (some products faster, fc1 and fc2 slower:
+    // docs/PERFORMANCE.md). Unset or 0, no cuBLASLt.
     if (const std::string_view v = cuda::switch_value("IFW_CUDA_LT", {"0", "1", "tune"});
         v == "1" || v == "tune") {
       lt_ = std::make_unique<cuda::LtMatmul>(*context_, v == "tune");

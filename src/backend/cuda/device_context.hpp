@@ -26,7 +26,8 @@ namespace ifw::backend::cuda {
 cudaDataType cuda_data_type(DType type);
 
 // Whether the backend lends page-locked host memory for bulk uploads (Backend::host_buffer): on
-// unless IFW_CUDA_PINNED=0 (for comparisons; not yet measured on a GPU).
+// unless IFW_CUDA_PINNED=0 (for comparisons: on an H200 a batch's features took 1.8 ms against
+// 10.9 from plain memory).
 bool page_locked_uploads();
 // Whether `p` lies in page-locked host memory the CUDA runtime knows (cudaMallocHost).
 bool is_page_locked(const void* p);

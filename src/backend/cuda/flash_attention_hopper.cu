@@ -1,9 +1,9 @@
 // Encoder self-attention on Hopper's warpgroup tensor-core instructions (wgmma, which exist only
-// as sm_90a code; IFW_CUDA_FLASH=6, 7 or 8, until measured on a GPU). The scheme is flash attention
-// v2's (online softmax, scores never leave registers); what changes is who does the products: a
-// warpgroup (4 warps, 64 queries) issues one asynchronous instruction per 16-wide slice that
-// reads its operands from shared memory itself - queries and keys for the scores, the values
-// for the output, the probabilities from registers - where mma.sync needs each warp to fetch
+// as sm_90a code; version 6 the default where they exist, 7 and 8 with IFW_CUDA_FLASH). The scheme
+// is flash attention v2's (online softmax, scores never leave registers); what changes is who does
+// the products: a warpgroup (4 warps, 64 queries) issues one asynchronous instruction per 16-wide
+// slice that reads its operands from shared memory itself - queries and keys for the scores, the
+// values for the output, the probabilities from registers - where mma.sync needs each warp to fetch
 // every fragment with ldmatrix first (version 2's ldmatrix traffic is about 1.3 times its
 // tensor-core time by arithmetic). Tiles in shared memory use the 128-byte swizzle the
 // instructions' descriptors name: a head's row of 64 elements is 128 bytes, and 16-byte chunk c
