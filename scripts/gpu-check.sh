@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,compute_cap 
 # The build, the cores it counts and where its CUDA module is (or why it cannot be used).
 "$bench" --version 2>&1 | tee "$out/version.txt"
 grep -q "^cuda backend: /" "$out/version.txt" || status=1
-"$checks" --gtest_filter='DeviceSelection*:*Cuda*:-*HopperFlash*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |relative error|Failure|error" || true
+timeout 600 "$checks" --gtest_filter='DeviceSelection*:*Cuda*:-*HopperFlash*' 2>&1 | tee "$out/cuda_ops.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |relative error|Failure|error" || true
 grep -q "^\[  FAILED" "$out/cuda_ops.log" && status=1
 # The wgmma flash kernels (versions 6 to 8; 6 is the default on Hopper, so the tests above run
 # it too) by name in a process of their own under a time limit: a fault or a hang takes only
@@ -156,6 +156,7 @@ conformance bf16_flash2 IFW_TEST_PRECISION=bf16 IFW_CUDA_FLASH=2
 conformance fp16_flash7 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=7
 conformance fp16_flash8 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=8
 conformance fp32_elementwise1 IFW_TEST_PRECISION=fp32 IFW_CUDA_ELEMENTWISE=1
+conformance bf16_elementwise1 IFW_TEST_PRECISION=bf16 IFW_CUDA_ELEMENTWISE=1
 conformance fp16_no_graphs IFW_TEST_PRECISION=fp16 IFW_CUDA_GRAPHS=0
 conformance fp16_flash1 IFW_TEST_PRECISION=fp16 IFW_CUDA_FLASH=1
 conformance fp16_rows IFW_TEST_PRECISION=fp16 IFW_CUDA_DECODE_ATTENTION=rows
@@ -226,7 +227,7 @@ for f in "$out"/bench_*_b[0-9]*_*.txt; do
   [ -n "$a" ] && [ -n "$b" ] &&
     echo "  ${base#bench_} against the defaults: $a / $b = $(awk "BEGIN { printf \"%.3f\", $a / $b }")"
 done
-# The rows each kernel opt-in changes (name, ms per call, per window, per step, rate).
+# The rows each kernel choice changes (name, ms per call, per window, per step, rate).
 for variant in $ops_variants; do
   f="$out/ops_$(ops_name "$variant").txt"
   [ -f "$f" ] || continue

@@ -17,7 +17,6 @@
 #include "backend/dtype.hpp"
 #include "engine/timing.hpp"
 #include "engine/weight_source.hpp"
-#include "engine/whisper_model.hpp"
 
 namespace ifw::engine {
 namespace {

@@ -1,4 +1,5 @@
-// Sets an environment variable for a scope, then puts back what was there.
+// Sets (or, with a null value, unsets) an environment variable for a scope, then puts back what
+// was there.
 #pragma once
 
 #include <cstdlib>
@@ -11,7 +12,11 @@ class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value) : name_(name) {
     if (const char* old = std::getenv(name); old != nullptr) old_ = old;
-    setenv(name, value, 1);
+    if (value != nullptr) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
   }
   ~ScopedEnv() {
     if (old_) {

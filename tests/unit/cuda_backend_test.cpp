@@ -370,7 +370,7 @@ TEST_P(CudaOps, UploadsFromTheBackendsHostMemory) {
 // Attention the three ways the model calls it: encoder self-attention (long queries: by each
 // version of the flash kernel), a prompt with causal masking and captured heads, and single
 // decoding steps over cache blocks (by both decoding kernels: keys split into parts of 128 or
-// 256, with each of the split kernel's opt-ins, and a row per block), against the CPU's, with each
+// 256, with each of the split kernel's tweaks, and a row per block), against the CPU's, with each
 // of `kernels` (an environment variable and its value) chosen in turn.
 void CudaOps::check_attention_kernels(
     const std::vector<std::pair<const char*, const char*>>& kernels) {
@@ -749,76 +749,74 @@ TEST(CudaStepGraphs, ReplayedStepsGiveWhatDirectStepsGive) {
   for (const DType type : {DType::kF32, DType::kF16, DType::kBF16}) {
     SCOPED_TRACE(backend::dtype_name(type));
     auto be = backend::make_cuda_backend(0, type);
+    model::WhisperConfig config = engine::published_architecture("tiny");
+    engine::RandomWeights weights(11);
+    const engine::WhisperModel model(config, weights, *be);
+    const int batch = 6;
+    const Tensor states = model.encode(random_mel(batch, 5), batch);
+    const auto decode = [&] {
+      engine::DecoderSession session(model, states);
+      engine::AlignmentCapture capture;
+      capture.heads = {{2, 1}, {3, 4}};
+      std::vector<int> all = {0, 1, 2, 3, 4, 5};
+      std::vector<engine::TokenId> prompt;
+      for (int b = 0; b < batch; ++b)
+        prompt.insert(prompt.end(), {50258, 50259, 50359});
+      std::vector<std::vector<float>> logits = {
+          session.forward(prompt, 3, all, engine::LogitRows::kLast, &capture)};
+      // Each size three times at least: measured, captured, replayed.
+      std::vector<std::vector<int>> steps;
+      for (int s = 0; s < 4; ++s)
+        steps.push_back(all);
+      for (int s = 0; s < 4; ++s)
+        steps.push_back({0, 2, 3, 4, 5});  // rounded to 6
+      for (int s = 0; s < 4; ++s)
+        steps.push_back({0, 3, 5});  // rounded to 4
+      for (int s = 0; s < 4; ++s)
+        steps.push_back({5});
+      int step = 0;
+      for (const std::vector<int>& items : steps) {
+        std::vector<engine::TokenId> tokens;
+        for (const int b : items)
+          tokens.push_back(400 + 37 * b + step);
+        logits.push_back(session.forward(tokens, 1, items, engine::LogitRows::kLast, &capture));
+        ++step;
+      }
+      return std::make_pair(logits, capture.weights);
+    };
+    const auto [direct_logits, direct_weights] = [&] {
+      ScopedEnv off("IFW_CUDA_GRAPHS", "0");
+      return decode();
+    }();
+    const std::uint64_t launched = backend::cuda_step_graph_launches();
+    std::vector<std::vector<float>> graph_logits;
+    std::vector<std::vector<std::vector<float>>> graph_weights;
     {
-      model::WhisperConfig config = engine::published_architecture("tiny");
-      engine::RandomWeights weights(11);
-      const engine::WhisperModel model(config, weights, *be);
-      const int batch = 6;
-      const Tensor states = model.encode(random_mel(batch, 5), batch);
-      const auto decode = [&] {
-        engine::DecoderSession session(model, states);
-        engine::AlignmentCapture capture;
-        capture.heads = {{2, 1}, {3, 4}};
-        std::vector<int> all = {0, 1, 2, 3, 4, 5};
-        std::vector<engine::TokenId> prompt;
-        for (int b = 0; b < batch; ++b)
-          prompt.insert(prompt.end(), {50258, 50259, 50359});
-        std::vector<std::vector<float>> logits = {
-            session.forward(prompt, 3, all, engine::LogitRows::kLast, &capture)};
-        // Each size three times at least: measured, captured, replayed.
-        std::vector<std::vector<int>> steps;
-        for (int s = 0; s < 4; ++s)
-          steps.push_back(all);
-        for (int s = 0; s < 4; ++s)
-          steps.push_back({0, 2, 3, 4, 5});  // rounded to 6
-        for (int s = 0; s < 4; ++s)
-          steps.push_back({0, 3, 5});  // rounded to 4
-        for (int s = 0; s < 4; ++s)
-          steps.push_back({5});
-        int step = 0;
-        for (const std::vector<int>& items : steps) {
-          std::vector<engine::TokenId> tokens;
-          for (const int b : items)
-            tokens.push_back(400 + 37 * b + step);
-          logits.push_back(session.forward(tokens, 1, items, engine::LogitRows::kLast, &capture));
-          ++step;
-        }
-        return std::make_pair(logits, capture.weights);
-      };
-      const auto [direct_logits, direct_weights] = [&] {
-        ScopedEnv off("IFW_CUDA_GRAPHS", "0");
-        return decode();
-      }();
-      const std::uint64_t launched = backend::cuda_step_graph_launches();
-      std::vector<std::vector<float>> graph_logits;
-      std::vector<std::vector<std::vector<float>>> graph_weights;
-      {
-        ScopedEnv graphs("IFW_CUDA_GRAPHS", "1");
-        // Memory the pool keeps for reuse is given back first, on both sides: what is left is
-        // memory in use. The model keeps the last session's caches and graphs for the next
-        // session of its size until it lets them go (an idle transcriber does).
-        be->release_cached_memory();
-        const double before = used_mib();
-        std::tie(graph_logits, graph_weights) = decode();
-        model.release_decoder_buffers();
-        be->release_cached_memory();
-        EXPECT_LE(used_mib(), before + 32.0) << "graphs let go kept their memory";
-      }
-      // Three shapes (6 rows: 8 steps, 4 rows and 1 row: 4 steps each), each measured, captured,
-      // then replayed: 10 launches.
-      EXPECT_GE(backend::cuda_step_graph_launches() - launched, 10u) << "graphs were not launched";
-      // Rounded steps multiply more rows, which may change cuBLAS's summation order.
-      const double tolerance = type == DType::kF32 ? 1e-5 : 5e-3;
-      ASSERT_EQ(direct_logits.size(), graph_logits.size());
-      for (std::size_t s = 0; s < direct_logits.size(); ++s) {
-        EXPECT_LE(relative_error(graph_logits[s], direct_logits[s]), tolerance) << "call " << s;
-      }
-      ASSERT_EQ(direct_weights.size(), graph_weights.size());
-      for (std::size_t b = 0; b < direct_weights.size(); ++b) {
-        for (std::size_t h = 0; h < direct_weights[b].size(); ++h) {
-          EXPECT_LE(relative_error(graph_weights[b][h], direct_weights[b][h]), tolerance)
-              << "alignment weights of item " << b << ", head " << h;
-        }
+      ScopedEnv graphs("IFW_CUDA_GRAPHS", "1");
+      // Memory the pool keeps for reuse is given back first, on both sides: what is left is
+      // memory in use. The model keeps the last session's caches and graphs for the next
+      // session of its size until it lets them go (an idle transcriber does).
+      be->release_cached_memory();
+      const double before = used_mib();
+      std::tie(graph_logits, graph_weights) = decode();
+      model.release_decoder_buffers();
+      be->release_cached_memory();
+      EXPECT_LE(used_mib(), before + 32.0) << "graphs let go kept their memory";
+    }
+    // Three shapes (6 rows: 8 steps, 4 rows and 1 row: 4 steps each), each measured, captured,
+    // then replayed: 10 launches.
+    EXPECT_GE(backend::cuda_step_graph_launches() - launched, 10u) << "graphs were not launched";
+    // Rounded steps multiply more rows, which may change cuBLAS's summation order.
+    const double tolerance = type == DType::kF32 ? 1e-5 : 5e-3;
+    ASSERT_EQ(direct_logits.size(), graph_logits.size());
+    for (std::size_t s = 0; s < direct_logits.size(); ++s) {
+      EXPECT_LE(relative_error(graph_logits[s], direct_logits[s]), tolerance) << "call " << s;
+    }
+    ASSERT_EQ(direct_weights.size(), graph_weights.size());
+    for (std::size_t b = 0; b < direct_weights.size(); ++b) {
+      for (std::size_t h = 0; h < direct_weights[b].size(); ++h) {
+        EXPECT_LE(relative_error(graph_weights[b][h], direct_weights[b][h]), tolerance)
+            << "alignment weights of item " << b << ", head " << h;
       }
     }
   }

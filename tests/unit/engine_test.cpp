@@ -90,7 +90,7 @@ TEST_F(EngineTest, ItemsDecodedApartGetWhatTheyGetAlone) {
   const auto states = model_->encode(two, 2);
   const engine::TokenId sot = kSyntheticStartOfTranscript;
   std::vector<engine::TokenId> prompt0, prompt1;
-  for (int t = 0; t < 10; ++t)
+  for (int t = 0; t < 10; ++t)  // prompts of 10 and 11 tokens
     prompt0.push_back(sot + t % 2);
   prompt1 = prompt0;
   prompt1.push_back(sot);

@@ -69,4 +69,33 @@ bool list_has(std::string_view list, std::string_view item) {
   return found;
 }
 
+SplitTweaks split_tweaks() {
+  // "none" only alone: a list that names it with others is not understood (reported, default).
+  if (const char* v = std::getenv("IFW_CUDA_SPLIT"); v != nullptr && std::string_view(v) == "none")
+    return {};
+  const std::string_view choice = switch_value("IFW_CUDA_SPLIT", {"heads", "early", "fused"}, true);
+  // H200, large-v3 at batch 64: cross-attention 0.138 ms a call with "heads,early" against 0.145
+  // without; "fused" was slower.
+  if (choice.empty()) return {true, true, false};
+  return {list_has(choice, "heads"), list_has(choice, "early"), list_has(choice, "fused")};
+}
+
+bool row_kernels_v2() {
+  // H200, large-v3: the encoder's layer norms 0.17 ms a window against 0.47, the decoder's fc1
+  // with bias and GELU 0.0135 ms a call against 0.0158.
+  return switch_value("IFW_CUDA_ELEMENTWISE", {"1", "2"}) != "1";
+}
+
+int named_flash_version() {
+  const std::string_view choice = switch_value("IFW_CUDA_FLASH", {"1", "2", "6", "7", "8"});
+  return choice.empty() ? 0 : choice[0] - '0';
+}
+
+int flash_version() {
+  // H200, large-v3's shapes at batch 64: version 6 at 317 TFLOP/s, 2 at 196, 7 at 306, 8 at 316.
+  constexpr int kDefault = 6;
+  const int named = named_flash_version();
+  return named != 0 ? named : kDefault;
+}
+
 }  // namespace ifw::backend::cuda

@@ -7,7 +7,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -255,18 +254,6 @@ void report_no_hopper_kernel() {
   });
 }
 
-// The version that runs where IFW_CUDA_FLASH is unset: version 6 where the device has sm_90a
-// code (Hopper), version 2 elsewhere, silently. Measured on an H200 (large-v3's shapes at batch
-// 64): 317 TFLOP/s against version 2's 196 (7: 306, 8: 316; versions 3 to 5, since deleted: 217
-// to 228).
-constexpr int kDefaultFlashVersion = 6;
-
-// The version IFW_CUDA_FLASH names (read on every launch: no string built), 0 where unset.
-int named_flash_version() {
-  const std::string_view choice = switch_value("IFW_CUDA_FLASH", {"1", "2", "6", "7", "8"});
-  return choice.empty() ? 0 : choice[0] - '0';
-}
-
 bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
@@ -274,7 +261,7 @@ bool aligned16(const void* p) {
 }  // namespace
 
 bool flash_attention_supported(const FlashAttention& a) {
-  // scale > 0: the softmax keeps maxima of unscaled scores.
+  // scale > 0: versions 6 to 8 keep maxima of unscaled scores.
   return (a.type == DType::kF16 || a.type == DType::kBF16) && a.head_dim == kHead &&
          a.key_len >= 1 && a.scale > 0.0f && a.ld_q % 8 == 0 && a.ld_k % 8 == 0 &&
          a.ld_v % 8 == 0 && a.ld_out % 2 == 0 && aligned16(a.q) && aligned16(a.k) &&
@@ -283,8 +270,9 @@ bool flash_attention_supported(const FlashAttention& a) {
 
 void flash_attention(const FlashAttention& a, cudaStream_t stream) {
   if (!flash_attention_supported(a)) throw std::invalid_argument("flash attention: unsupported");
-  const int named = named_flash_version();
-  int version = named != 0 ? named : kDefaultFlashVersion;
+  // The version asked for, or the default (environment.hpp): version 6 where the device has sm_90a
+  // code (Hopper), version 2 in its place elsewhere, silently unless asked for by name.
+  int version = flash_version();
   if (version >= 6) {
 #if IFW_CUDA_HOPPER_KERNELS
     if (flash_attention_hopper(a, version, stream)) {
@@ -293,7 +281,7 @@ void flash_attention(const FlashAttention& a, cudaStream_t stream) {
     }
 #endif
     // Asked for by name: said once. As the default: version 2 is the default elsewhere.
-    if (named != 0) report_no_hopper_kernel();
+    if (named_flash_version() != 0) report_no_hopper_kernel();
     version = 2;
   }
   if (version == 2) {

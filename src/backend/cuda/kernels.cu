@@ -376,12 +376,6 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// Version 2 unless IFW_CUDA_ELEMENTWISE=1 (H200, large-v3: the encoder's layer norms 0.17 ms a
-// window against 0.47, the decoder's fc1 with bias and GELU 0.0135 ms a call against 0.0158).
-bool row_kernels_v2() {
-  return switch_value("IFW_CUDA_ELEMENTWISE", {"1", "2"}) != "1";
-}
-
 bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
@@ -669,7 +663,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
   constexpr int kPasses = kKeys / kRowsPerPass;
   __shared__ float scores[kKeys];
   __shared__ float sums[kSplitWarps][kSplitHead];
-  // Unsigned: the divisions are cheaper (and the default's registers as before the opt-ins).
+  // Unsigned: the divisions are cheaper (and the untweaked kernel keeps its registers).
   const unsigned parts = static_cast<unsigned>(splits), heads = static_cast<unsigned>(a.heads);
   const unsigned query_head = kHeadsFirst ? blockIdx.y / parts * heads + blockIdx.x : blockIdx.y;
   const int s = static_cast<int>(kHeadsFirst ? blockIdx.y % parts : blockIdx.x);
@@ -1035,15 +1029,6 @@ int split_attention_keys() {
   return choice == "rows" ? 0 : choice == "split256" ? 256 : 128;
 }
 
-SplitTweaks split_attention_tweaks() {
-  const std::string_view choice =
-      switch_value("IFW_CUDA_SPLIT", {"heads", "early", "fused", "none"}, true);
-  // Measured (H200, large-v3 at batch 64): cross-attention 0.138 ms a call with "heads,early"
-  // against 0.145 without; "fused" was slower (0.146).
-  if (choice.empty()) return {true, true, false};
-  return {list_has(choice, "heads"), list_has(choice, "early"), list_has(choice, "fused")};
-}
-
 bool split_self_attention() {
   return decode_attention_choice() != "mixed";
 }
@@ -1087,7 +1072,7 @@ void split_attention(const RowAttention& a, int keys, float* partial, unsigned* 
   const int splits = split_attention_parts(a, keys);
   if (splits > 1 && partial == nullptr) throw std::invalid_argument("split attention: no partials");
   // The tweaks apply to parts of 128 keys (the default).
-  const SplitTweaks tweaks = keys == 128 ? split_attention_tweaks() : SplitTweaks{};
+  const SplitTweaks tweaks = keys == 128 ? split_tweaks() : SplitTweaks{};
   const bool heads_first = tweaks.heads_first && splits * a.query_len <= 65535;
   const bool fused = tweaks.fused && splits > 1 && done != nullptr &&
                      static_cast<i64>(a.batch) * a.query_len * a.heads <= kSplitCounters;

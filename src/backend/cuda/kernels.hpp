@@ -125,16 +125,9 @@ int split_attention_keys();
 // the split needs two for a cache of 448 keys mostly unfilled (on an H200 within the noise of the
 // split: large-v3 at batch 64 1964x against 1956x).
 bool split_self_attention();
-// Tweaks of the split kernel with parts of 128 keys, from IFW_CUDA_SPLIT (a list of "heads",
-// "early", "fused", or "none"; unset: "heads,early", measured faster on an H200): blocks ordered
-// head by head within a part, a part's value loads issued with its key loads, and the parts
-// combined by the last of their blocks instead of a second kernel (kernels.cu).
-struct SplitTweaks {
-  bool heads_first = false;
-  bool early_values = false;
-  bool fused = false;
-};
-SplitTweaks split_attention_tweaks();
+// The split kernel with parts of 128 keys takes the tweaks of split_tweaks() (environment.hpp):
+// blocks ordered head by head within a part, a part's value loads issued with its key loads, and
+// the parts combined by the last of their blocks instead of a second kernel (kernels.cu).
 bool split_attention_supported(const RowAttention& a);
 int split_attention_parts(const RowAttention& a, int keys);
 // `done`: kSplitCounters zeroed counters that stay zero between launches (the fused tweak

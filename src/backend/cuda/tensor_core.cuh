@@ -80,14 +80,6 @@ __device__ __forceinline__ void load_matrices(std::uint32_t (&r)[4], const void*
                : "memory");
 }
 
-// Two 8x8 matrices; lanes 0..15 give their rows (the other lanes' addresses are not read).
-__device__ __forceinline__ void load_two_matrices(std::uint32_t (&r)[2], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-               : "=r"(r[0]), "=r"(r[1])
-               : "r"(shared_address(row))
-               : "memory");
-}
-
 // As load_matrices, each matrix transposed.
 __device__ __forceinline__ void load_matrices_transposed(std::uint32_t (&r)[4], const void* row) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
