@@ -68,16 +68,19 @@ std::vector<std::string> clips(const TempDir& dir, std::initializer_list<double>
 
 using Tokens = std::map<std::string, std::vector<std::vector<int>>>;  // per file, per segment
 
-// Transcribes `paths` with `model`; every file must succeed.
-Tokens transcribe(const model::ModelFolder& folder, const engine::WhisperModel& model,
-                  const std::vector<std::string>& paths, int batch_size) {
+// Greedy English transcription of 24 tokens a window at most, `batch_size` windows a batch.
+pipeline::TranscribeOptions options(int batch_size, bool cpu_fallback) {
   pipeline::TranscribeOptions o;
   o.batch_size = batch_size;
   o.max_new_tokens = 24;
   o.temperature_increment = 0.0;
   o.language = "en";
-  o.cpu_fallback = false;  // a GPU run that leaves the GPU is a failure here
-  pipeline::Transcriber t(folder, model, o);
+  o.cpu_fallback = cpu_fallback;
+  return o;
+}
+
+// Transcribes `paths` with `t`; every file must succeed.
+Tokens transcribe(pipeline::Transcriber& t, const std::vector<std::string>& paths) {
   pipeline::CancellationToken cancel;
   Tokens out;
   t.run(
@@ -89,6 +92,13 @@ Tokens transcribe(const model::ModelFolder& folder, const engine::WhisperModel& 
           segments.emplace_back(s.tokens.begin(), s.tokens.end());
       });
   return out;
+}
+
+// Transcribes `paths` with `model`, where a GPU run that leaves the GPU is a failure.
+Tokens transcribe(const model::ModelFolder& folder, const engine::WhisperModel& model,
+                  const std::vector<std::string>& paths, int batch_size) {
+  pipeline::Transcriber t(folder, model, options(batch_size, false));
+  return transcribe(t, paths);
 }
 
 TEST(CudaTranscription, FilesTranscribedOnTheGpuGiveTheCpusTokensAndMemoryComesBack) {
@@ -255,21 +265,8 @@ TEST(CudaDeviceFailure, AfterAFaultTheRunGoesOnOnTheCpuAndTheGpuIsLeftAlone) {
       EXPECT_NE(std::string(e.what()).find("cannot be used again"), std::string::npos) << e.what();
     }
 
-    pipeline::TranscribeOptions o;
-    o.batch_size = 4;
-    o.max_new_tokens = 24;
-    o.temperature_increment = 0.0;
-    o.language = "en";
-    pipeline::Transcriber t(folder, gpu_model, o);
-    pipeline::CancellationToken cancel;
-    Tokens got;
-    t.run(
-        paths, cancel, [](const pipeline::ProgressEvent&) {},
-        [&](pipeline::FileResult&& r) {
-          EXPECT_TRUE(r.ok) << r.path << ": " << r.error;
-          for (const Segment& s : r.transcript.segments)
-            got[r.path].emplace_back(s.tokens.begin(), s.tokens.end());
-        });
+    pipeline::Transcriber t(folder, gpu_model, options(4, true));
+    const Tokens got = transcribe(t, paths);
     EXPECT_TRUE(t.device_failed());
     EXPECT_EQ(got, expected) << "the run on the CPU after the fault";
 
